@@ -1,0 +1,1 @@
+"""SymPy derivations of the score-space dynamics (the symbolic side of attnflow)."""

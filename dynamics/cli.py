@@ -1,0 +1,66 @@
+"""The ``attnflow`` command line.
+
+Every bad input ends with one line ``error: FIELD: what was expected``, exit
+status 2 and no traceback.
+"""
+
+import argparse
+import sys
+import tomllib
+
+from .errors import AttnflowError
+
+
+def parse_override(text):
+    """``section.key=value`` with a TOML value (``task.L=3``, ``prompt.p=[0.7,0.3]``) or a bare string."""
+    path, sep, value = text.partition("=")
+    if not sep or "." not in path:
+        raise AttnflowError("--set", f"expected SECTION.KEY=VALUE, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return path.strip(), parsed
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="attnflow",
+        description="Training dynamics of softmax attention learning in-context regression.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="flat vs sharp regime side by side: plots and a short report")
+    demo.add_argument("--out", default="attnflow-demo", help="output directory (default: %(default)s)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    run = sub.add_parser("run", help="one problem: trajectory.npz, summary.json, plots")
+    run.add_argument("config", help="TOML configuration (an empty file runs the defaults)")
+    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override a configuration field (repeatable)")
+    run.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from .demo import demo
+            print(demo(args.out, progress=not args.quiet))
+        elif args.command == "run":
+            from . import config
+            from .report import run_report
+            from .run import run
+            cfg = config.load(args.config, dict(parse_override(s) for s in args.set))
+            problem, result, summary = run(cfg, args.out, progress=not args.quiet, plots=not args.no_plots)
+            print(run_report(summary))
+    except AttnflowError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Figures: loss and attention against time on log axes (matplotlib, Agg backend)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_STYLE = {"flow": {"ls": "-", "lw": 1.8}, "gd": {"ls": "--", "lw": 1.4}}
+_NAMES = {"flow": "gradient flow", "gd": "gradient descent"}
+
+
+def _positive(t, *ys):
+    keep = t > 0
+    return (t[keep],) + tuple(y[keep] for y in ys)
+
+
+def draw_loss(ax, trajectories, color=None):
+    for kind, tr in trajectories.items():
+        t, loss = _positive(tr.t, tr.loss)
+        ax.loglog(t, np.maximum(loss, 1e-300), color=color, label=_NAMES[kind], **_STYLE[kind])
+    ax.set_xlabel("time t  (GD: η · iteration)")
+    ax.set_ylabel("population loss")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def draw_attention(ax, trajectories, color=None):
+    """Worst and mean target attention gap 1 − A_kk, and the largest irrelevant attention."""
+    for kind, tr in trajectories.items():
+        A = tr.attention
+        K = A.shape[1]
+        target = np.diagonal(A, axis1=1, axis2=2)
+        off = A.copy()
+        off[:, np.arange(K), np.arange(K)] = -np.inf
+        t, gap, irrelevant = _positive(tr.t, 1 - target.min(axis=1), off.max(axis=(1, 2)))
+        ax.loglog(t, np.maximum(gap, 1e-300), color=color, label=f"1 − min_k A_kk ({_NAMES[kind]})",
+                  **_STYLE[kind])
+        ax.loglog(t, np.maximum(irrelevant, 1e-300), color=color, alpha=0.5,
+                  label=f"max irrelevant A_nk ({_NAMES[kind]})", ls=":" if kind == "flow" else "-.")
+    ax.set_xlabel("time t  (GD: η · iteration)")
+    ax.set_ylabel("attention")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def draw_target(ax, trajectories):
+    """Each query's attention on its own feature (linear y, log t)."""
+    for kind, tr in trajectories.items():
+        t, target = _positive(tr.t, tr.target_attention)
+        for k in range(target.shape[1]):
+            ax.semilogx(t, target[:, k], color=f"C{k}", label=f"query {k + 1}" if kind == "flow" or len(trajectories) == 1 else None,
+                        **_STYLE[kind])
+    ax.axhline(0.5, color="0.6", lw=0.8)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("time t  (GD: η · iteration)")
+    ax.set_ylabel("target attention A_kk")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def plot_run(out_dir, trajectories, title=""):
+    """Write ``loss.png`` and ``attention.png`` for one run."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    draw_loss(ax, trajectories)
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(f"{out_dir}/loss.png", dpi=150)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    draw_target(axes[0], trajectories)
+    axes[0].legend(fontsize=8)
+    draw_attention(axes[1], trajectories)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(f"{out_dir}/attention.png", dpi=150)
+    plt.close(fig)
+
+
+def plot_comparison(path, runs, xlabel_iterations=False):
+    """Side-by-side panels, one column per labelled run: ``runs = {label: trajectories}``."""
+    fig, axes = plt.subplots(2, len(runs), figsize=(5.2 * len(runs), 7.5), squeeze=False)
+    for col, (label, trajectories) in enumerate(runs.items()):
+        draw_loss(axes[0, col], trajectories)
+        axes[0, col].set_title(label, fontsize=10)
+        axes[0, col].legend(fontsize=8)
+        draw_attention(axes[1, col], trajectories)
+        axes[1, col].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)

@@ -1,0 +1,138 @@
+"""A problem: features, function class and prompt model, resolved from a configuration.
+
+This is the first stage of the pipeline a user can call on its own::
+
+    problem = Problem.from_config(config.load("my.toml"))
+    system = problem.system()          # arrays G, F, p for the solvers
+    problem.constants()                # L, Δ, δ, LΔδ, regime (reconstructed, labelled)
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from solvers import ScoreSystem
+
+from . import features as feat
+from . import function_classes as fc
+from .errors import AttnflowError
+from .regimes import Constants, constants
+
+
+def build_features(section):
+    kind, K, d = section.kind, section.K, section.d
+    if kind == "explicit":
+        if section.matrix is None:
+            raise AttnflowError("features.matrix", "required when features.kind = \"explicit\"")
+        fs = feat.explicit(section.matrix)
+        if d is not None and d != fs.d:
+            raise AttnflowError("features.d", f"is {d} but features.matrix has {fs.d} columns")
+        return fs
+    if section.matrix is not None:
+        raise AttnflowError("features.matrix", f"only used with kind = \"explicit\", not \"{kind}\"")
+    if kind == "orthonormal":
+        return feat.orthonormal(K, d)
+    if kind == "random-unit":
+        return feat.random_unit(K, d, section.seed)
+    return feat.simplex(K, d)
+
+
+def _unused(section, allowed, kind):
+    for key in ("sigma", "L", "functions", "weights", "F", "expression"):
+        if key not in allowed and section.values.get(key) is not None:
+            raise AttnflowError(f"task.{key}", f"is not used by task.kind = \"{kind}\"")
+
+
+def build_function_class(section, fs):
+    kind = section.kind
+    if kind == "linear":
+        _unused(section, ("sigma", "L"), kind)
+        if section.sigma is not None and section.L is not None:
+            raise AttnflowError("task.L", "give sigma or L for a linear task, not both (L = sigma·√d)")
+        sigma = section.L / np.sqrt(fs.d) if section.L is not None else (section.sigma or 1.0)
+        return fc.Linear(sigma)
+    if kind in ("single-index", "frequency"):
+        _unused(section, ("L",), kind)
+        L = 1.0 if section.L is None else section.L
+        return fc.SingleIndex(L, section.link) if kind == "single-index" else fc.Frequency(L)
+    if kind == "finite":
+        _unused(section, ("functions", "weights"), kind)
+        if section.functions is None:
+            raise AttnflowError("task.functions", "required when task.kind = \"finite\": a list of "
+                                                  "functions, each the K values [f(v_1), …, f(v_K)]")
+        values = np.array(section.functions)
+        if values.shape[1] != fs.K:
+            raise AttnflowError("task.functions", f"each function needs K = {fs.K} values, got {values.shape[1]}")
+        weights = np.ones(len(values)) if section.weights is None else np.array(section.weights)
+        if weights.shape != (len(values),):
+            raise AttnflowError("task.weights", f"expected {len(values)} weights (one per function), got {len(weights)}")
+        if weights.sum() <= 0:
+            raise AttnflowError("task.weights", "need at least one positive weight")
+        return fc.Finite(values, weights / weights.sum())
+    if kind == "moments":
+        _unused(section, ("F", "L"), kind)
+        if section.F is None:
+            raise AttnflowError("task.F", "required when task.kind = \"moments\": the K×K matrix E[f(V)f(V)ᵀ]")
+        return fc.GivenMoments(fc.check_moment_matrix(section.F, fs.K), section.L)
+    raise AttnflowError("task.kind", f"\"{kind}\" is not supported in this version")
+
+
+def build_probabilities(section, K):
+    if section.p == "uniform":
+        return np.full(K, 1.0 / K)
+    p = np.array(section.p)
+    if p.shape != (K,):
+        raise AttnflowError("prompt.p", f"expected K = {K} probabilities, got {len(p)}")
+    if abs(p.sum() - 1.0) > 1e-9:
+        raise AttnflowError("prompt.p", f"probabilities must sum to 1, they sum to {p.sum():.12g}")
+    return p / p.sum()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything the dynamics depend on, before any solver is chosen.
+
+    Attributes
+    ----------
+    features : :class:`dynamics.features.FeatureSet`.
+    function_class : the random function class 𝓕.
+    moments : :class:`dynamics.function_classes.Moments` (F with method and error).
+    p : feature probabilities.
+    S0 : initial scores ``V Q₀ Vᵀ``.
+    threshold : the regime constant c*.
+    """
+
+    features: feat.FeatureSet
+    function_class: fc.FunctionClass
+    moments: fc.Moments
+    p: np.ndarray
+    S0: np.ndarray
+    threshold: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg):
+        fs = build_features(cfg.features)
+        fclass = build_function_class(cfg.task, fs)
+        moments = fclass.moments(fs.V, cfg.task.moment_method, cfg.task.mc_samples, cfg.task.seed)
+        p = build_probabilities(cfg.prompt, fs.K)
+        Q0 = np.zeros((fs.d, fs.d))
+        if cfg.model.init_scale > 0:
+            rng = np.random.default_rng(cfg.model.seed)
+            Q0 = cfg.model.init_scale * rng.standard_normal((fs.d, fs.d)) / np.sqrt(fs.d)
+        S0 = fs.V @ Q0 @ fs.V.T
+        return cls(fs, fclass, moments, p, S0, cfg.regime.threshold)
+
+    @property
+    def K(self):
+        return self.features.K
+
+    @property
+    def F(self):
+        return self.moments.F
+
+    def system(self):
+        """The score-space system the solvers integrate."""
+        return ScoreSystem(self.features.G, self.F, self.p)
+
+    def constants(self) -> Constants:
+        return constants(self.features, self.F, self.function_class.lipschitz(self.features.V), self.threshold)

@@ -1,0 +1,27 @@
+"""Progress bars for long work (tqdm on standard error), as ``fraction → None`` callbacks."""
+
+from contextlib import contextmanager
+
+from tqdm import tqdm
+
+_TOTAL = 1000
+
+
+@contextmanager
+def progress_bar(description, enabled=True):
+    """Yield a callback ``report(fraction)``; the bar closes when the block ends."""
+    if not enabled:
+        yield None
+        return
+    bar = tqdm(total=_TOTAL, desc=description, unit="‰", leave=False,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+
+    def report(fraction):
+        target = int(round(fraction * _TOTAL))
+        if target > bar.n:
+            bar.update(target - bar.n)
+
+    try:
+        yield report
+    finally:
+        bar.close()

@@ -1,0 +1,64 @@
+"""Constants of a problem and its regime (model.md §3; Δ and δ are reconstructed).
+
+``Δ = min_{n≠k} ‖v_n − v_k‖``; ``δ = min_k min_{n≠k} √M⁽ᵏ⁾_nn / (L ‖v_n − v_k‖)``, the
+share of its Lipschitz budget the class realises between two features, so that
+``LΔδ`` is at most the smallest RMS label gap between distinct features.  The
+regime is flat when ``LΔδ < c*`` and sharp otherwise.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RECONSTRUCTED = ("Delta", "delta", "regime")
+
+
+@dataclass(frozen=True)
+class Constants:
+    L: float
+    L_source: str
+    L_reconstructed: bool
+    Delta: float
+    delta: float
+    threshold: float
+    min_offtarget_eigenvalue: float  # smallest eigenvalue of M⁽ᵏ⁾ restricted to n, m ≠ k
+
+    @property
+    def L_Delta_delta(self):
+        return self.L * self.Delta * self.delta
+
+    @property
+    def regime(self):
+        return "flat" if self.L_Delta_delta < self.threshold else "sharp"
+
+    @property
+    def nondegenerate(self):
+        return self.delta > 0 and self.min_offtarget_eigenvalue > 0
+
+    def as_dict(self):
+        return {
+            "L": self.L, "L_source": self.L_source, "Delta": self.Delta, "delta": self.delta,
+            "L_Delta_delta": self.L_Delta_delta, "threshold": self.threshold, "regime": self.regime,
+            "min_offtarget_eigenvalue": self.min_offtarget_eigenvalue, "nondegenerate": self.nondegenerate,
+            "reconstructed": list(RECONSTRUCTED) + (["L"] if self.L_reconstructed else []),
+        }
+
+
+def label_gap_moments(F, k):
+    """``M⁽ᵏ⁾_nm = E[(f(v_n) − f(v_k))(f(v_m) − f(v_k))]``."""
+    return F - F[:, [k]] - F[[k], :] + F[k, k]
+
+
+def constants(features, F, lipschitz, threshold):
+    K = features.K
+    dist = features.distances
+    delta = np.inf
+    lam = np.inf
+    for k in range(K):
+        M = label_gap_moments(F, k)
+        off = np.arange(K) != k
+        ratio = np.sqrt(np.maximum(np.diag(M)[off], 0.0)) / (lipschitz.L * dist[off, k])
+        delta = min(delta, float(ratio.min()))
+        lam = min(lam, float(np.linalg.eigvalsh(M[np.ix_(off, off)]).min()))
+    return Constants(lipschitz.L, lipschitz.source, lipschitz.reconstructed, features.Delta,
+                     delta, threshold, lam)

@@ -1,0 +1,183 @@
+"""Run one problem end to end: config → problem → system → solvers → summary and files.
+
+Stages a user can call one by one::
+
+    cfg = config.load("my.toml")
+    problem = Problem.from_config(cfg)
+    result = solve(problem, cfg.training)         # {"flow": Trajectory, "gd": Trajectory}
+    summary = summarize(cfg, problem, result)
+    write_outputs(out_dir, cfg, problem, result)  # trajectory.npz, summary.json, *.png
+"""
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from solvers import integrate_flow, iterate_gd
+
+from .errors import AttnflowError
+from .problem import Problem
+from .progress import progress_bar
+
+
+@dataclass
+class RunResult:
+    """The trajectories of a run with the step size used and timings."""
+
+    trajectories: dict                 # "flow" / "gd" → Trajectory
+    eta: float = None
+    eta_source: str = None
+    stable_step_at_start: float = None
+    compile_time: float = 0.0
+    wall_time: float = 0.0
+    warnings: list = field(default_factory=list)
+
+
+def choose_step_size(system, S0, eta):
+    """Return ``(η, source, stable)``: ``"auto"`` is half the linear stability limit at S0."""
+    stable = system.stable_step(S0)
+    if eta != "auto":
+        return float(eta), "given", stable
+    if not math.isfinite(stable):
+        raise AttnflowError("training.eta", "\"auto\" needs curvature at the initial scores, and the loss "
+                                            "has none there (is the task constant?); give a number")
+    return 0.5 * stable, "auto: half the stable step 2/λ_max at the initial scores", stable
+
+
+def solve(problem: Problem, training, progress=True):
+    """Integrate the flow and/or iterate GD as ``training`` asks."""
+    system = problem.system()
+    start = time.perf_counter()
+    compile_time = system.warm_up()
+    result = RunResult({}, compile_time=compile_time)
+    if training.mode in ("flow", "both"):
+        with progress_bar("gradient flow", progress) as report:
+            result.trajectories["flow"] = integrate_flow(
+                system, problem.S0, training.t_end, training.method, training.rtol, training.atol,
+                training.eps, training.stop_loss, training.n_out, report)
+    if training.mode in ("gd", "both"):
+        eta, source, stable = choose_step_size(system, problem.S0, training.eta)
+        result.eta, result.eta_source, result.stable_step_at_start = eta, source, stable
+        with progress_bar("gradient descent", progress) as report:
+            result.trajectories["gd"] = iterate_gd(
+                system, problem.S0, eta, training.steps, training.eps, training.stop_loss,
+                training.n_out, progress=report)
+    result.wall_time = time.perf_counter() - start
+    return result
+
+
+def versions():
+    out = {"python": platform.python_version()}
+    for name in ("attnflow", "numpy", "scipy", "numba", "sympy", "matplotlib"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _keyed(mapping):
+    return {f"{k:g}": v for k, v in mapping.items()}
+
+
+def trajectory_summary(tr, eta=None):
+    c = tr.crossings
+    out = {
+        "status": tr.status, "message": tr.message, "counters": tr.counters,
+        "wall_time_s": tr.wall_time, "t_final": float(tr.t[-1]), "final_loss": float(tr.loss[-1]),
+        "final_attention": tr.final_attention.tolist(),
+        "t_half": c["t_half"], "t_attention_eps": _keyed(c["t_attention"]), "t_loss_eps": _keyed(c["t_loss"]),
+    }
+    if eta is not None:
+        it = lambda t: None if t is None else int(round(t / eta))  # noqa: E731
+        out["iterations_half"] = it(c["t_half"])
+        out["iterations_attention_eps"] = {k: it(v) for k, v in out["t_attention_eps"].items()}
+        out["iterations_loss_eps"] = {k: it(v) for k, v in out["t_loss_eps"].items()}
+    return out
+
+
+def summarize(cfg, problem, result):
+    const = problem.constants()
+    cd = const.as_dict()
+    summary = {
+        "versions": versions(),
+        "config": cfg.raw,
+        "resolved_config": cfg.resolved(),
+        "L": cd["L"], "Delta": cd["Delta"], "delta": cd["delta"],
+        "L_Delta_delta": cd["L_Delta_delta"], "regime": cd["regime"],
+        "constants": cd,
+        "reconstructed_note": ("Delta, delta and the regime threshold are this project's reconstruction "
+                               "(the paper's definitions are not public); see model.md §3."),
+        "problem": {
+            "K": problem.K, "d": problem.features.d, "features": problem.features.kind,
+            "task": problem.function_class.describe(), "p": problem.p.tolist(),
+            "F": problem.F.tolist(), "F_method": problem.moments.method,
+            "F_error": problem.moments.error, "F_detail": problem.moments.detail,
+            "initial_loss": problem.system().loss(problem.S0),
+        },
+        "compile_time_s": result.compile_time,
+        "wall_time_s": result.wall_time,
+    }
+    if "flow" in result.trajectories:
+        summary["flow"] = trajectory_summary(result.trajectories["flow"])
+    if "gd" in result.trajectories:
+        summary["gd"] = trajectory_summary(result.trajectories["gd"], result.eta)
+        summary["gd"].update(eta=result.eta, eta_source=result.eta_source,
+                             stable_step_at_start=result.stable_step_at_start)
+    return summary
+
+
+def save_trajectory(path, tr):
+    arrays = {"t": tr.t, "S": tr.S, "attention": tr.attention, "loss": tr.loss}
+    if tr.iteration is not None:
+        arrays["iteration"] = tr.iteration
+    np.savez_compressed(path, **arrays)
+
+
+def write_outputs(out_dir, cfg, problem, result, plots=True):
+    """Write trajectory.npz (flow, or GD alone), trajectory_gd.npz (mode "both"), summary.json, plots."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trs = result.trajectories
+    main = trs.get("flow", trs.get("gd"))
+    save_trajectory(out / "trajectory.npz", main)
+    if "flow" in trs and "gd" in trs:
+        save_trajectory(out / "trajectory_gd.npz", trs["gd"])
+    summary = summarize(cfg, problem, result)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    if plots:
+        from .plots import plot_run
+        plot_run(out, trs, title=f"{problem.function_class.describe()}, "
+                                 f"LΔδ = {summary['L_Delta_delta']:.3g} ({summary['regime']})")
+    return summary
+
+
+def _json_default(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(type(x).__name__)
+
+
+def check_gd(result):
+    """Raise the clear one-line error for a GD step size that diverged."""
+    tr = result.trajectories.get("gd")
+    if tr is not None and not tr.success:
+        raise AttnflowError("training.eta", f"{result.eta:g} does not converge: {tr.message}; the largest "
+                                            f"linearly stable step at the start is {result.stable_step_at_start:.4g}")
+
+
+def run(cfg, out_dir, progress=True, plots=True):
+    """``attnflow run``: solve the configured problem and write every output."""
+    problem = Problem.from_config(cfg)
+    result = solve(problem, cfg.training, progress)
+    summary = write_outputs(out_dir, cfg, problem, result, plots)
+    check_gd(result)
+    return problem, result, summary

@@ -1,0 +1,128 @@
+"""Gradient flow ``dS/dt = −G Γ(S) G`` through :func:`scipy.integrate.solve_ivp`."""
+
+import math
+import time
+
+import numpy as np
+from scipy.integrate import solve_ivp
+
+from . import kernels
+from .trajectory import Trajectory
+
+IMPLICIT = ("LSODA", "Radau", "BDF")
+METHODS = IMPLICIT + ("RK45", "DOP853")
+
+
+def _log_grid(t_first, t_last, n):
+    """``0`` followed by ``n − 1`` log-spaced times from ``t_first`` to ``t_last``."""
+    if not t_last > 0:
+        return np.array([0.0])
+    t_first = min(max(t_first, t_last * 1e-12), t_last)
+    return np.concatenate([[0.0], np.geomspace(t_first, t_last, n - 1)])
+
+
+def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
+                   eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_out=400, progress=None):
+    """Integrate the gradient flow from ``S0`` to ``t_end`` (or until ``ℒ ≤ stop_loss``).
+
+    Parameters
+    ----------
+    system : :class:`solvers.system.ScoreSystem`.
+    S0 : (K, K) initial scores.
+    method : a :func:`solve_ivp` method; LSODA, Radau and BDF get the analytic Jacobian.
+    eps : levels ε for the crossing times of attention ``1 − ε`` and loss ``ε``.
+    stop_loss : if positive, a terminal event stops the run when the loss reaches it.
+    n_out : output points: ``t = 0`` and a log-spaced grid up to the final time, from the
+        first solver step or 10⁻³ of the initial time scale ``1/max|dS/dt(0)|``, whichever
+        is later (from the dense interpolant, so the grid spans the whole run).
+    progress : optional callable ``progress(fraction)`` with fraction in [0, 1] of log-time.
+
+    Returns
+    -------
+    :class:`Trajectory` with counters ``nfev``, ``njev``, ``nlu``, ``nsteps``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if not (t_end > 0 and math.isfinite(t_end)):
+        raise ValueError(f"t_end: expected a finite positive time, got {t_end}")
+    K = system.K
+    G, F, p, logp = system.args
+    S0 = np.ascontiguousarray(S0, dtype=np.float64)
+    if S0.shape != (K, K) or not np.all(np.isfinite(S0)):
+        raise ValueError(f"S0: expected a finite {K}×{K} matrix, got shape {S0.shape}")
+
+    log_span = math.log1p(t_end)
+    state = {"last": -1.0}
+
+    def rhs(t, y):
+        if progress is not None and t > state["last"] * 1.05:
+            state["last"] = t
+            progress(min(math.log1p(t) / log_span, 1.0))
+        return kernels.flow_rhs(y, G, F, p, logp)
+
+    def jac(t, y):
+        return kernels.flow_jacobian(y, G, F, p, logp)
+
+    def gap(y):
+        return kernels.target_log_gap(y.reshape(K, K), logp)
+
+    def log_loss(y):
+        return math.log(max(kernels.loss(y.reshape(K, K), F, p, logp), 1e-300))
+
+    # Events are signed distances to each level; they cross downwards.
+    levels = [("t_half", None, math.log(0.5), gap)]
+    levels += [("t_attention", e, math.log(e), gap) for e in eps]
+    levels += [("t_loss", e, math.log(e), log_loss) for e in eps]
+    events = []
+    for _, _, level, fn in levels:
+        ev = (lambda fn, level: lambda t, y: fn(y) - level)(fn, level)
+        ev.direction = -1
+        events.append(ev)
+    if stop_loss > 0:
+        stop = lambda t, y: log_loss(y) - math.log(stop_loss)  # noqa: E731
+        stop.direction = -1
+        stop.terminal = True
+        events.append(stop)
+
+    options = {"jac": jac} if method in IMPLICIT else {}
+    start = time.perf_counter()
+    sol = solve_ivp(rhs, (0.0, t_end), S0.ravel(), method=method, rtol=rtol, atol=atol,
+                    events=events, dense_output=True, **options)
+    wall = time.perf_counter() - start
+    if progress is not None:
+        progress(1.0)
+
+    t_final = float(sol.t[-1])
+    # Nothing visible happens before a fraction of the initial time scale 1/max|dS/dt(0)|.
+    speed = float(np.abs(kernels.flow_rhs(S0.ravel(), G, F, p, logp)).max())
+    t_first = float(sol.t[1]) if len(sol.t) > 1 else t_final
+    if speed > 0:
+        t_first = max(t_first, 1e-3 / speed)
+    t = _log_grid(t_first, t_final, n_out)
+    Y = sol.sol(t).T if len(sol.t) > 1 else S0.ravel()[None, :]
+    S = Y.reshape(-1, K, K)
+    loss = np.array([kernels.loss(np.ascontiguousarray(s), F, p, logp) for s in S])
+
+    y0 = S0.ravel()
+    crossings = {"t_half": None, "t_attention": {}, "t_loss": {}}
+    for (name, e, level, fn), hits in zip(levels, sol.t_events):
+        # A level already met at t = 0 never crosses: its time is 0.
+        when = 0.0 if fn(y0) <= level else (float(hits[0]) if len(hits) else None)
+        if e is None:
+            crossings[name] = when
+        else:
+            crossings[name][e] = when
+
+    message = f"{method}: {sol.message}"
+    if sol.status < 0:
+        status = "failed"
+    elif sol.status == 1:
+        status = "stop_loss"
+        message = f"loss reached {stop_loss:g} at t = {t_final:.6g}"
+    else:
+        status = "finished"
+        message = f"reached t_end = {t_end:g}"
+    counters = {"nfev": int(sol.nfev), "njev": int(sol.njev), "nlu": int(sol.nlu),
+                "nsteps": int(len(sol.t) - 1)}
+    return Trajectory("flow", t, S, loss, logp, crossings=crossings, status=status,
+                      message=message, counters=counters, wall_time=wall)

@@ -1,0 +1,112 @@
+"""The exact gradient-descent map ``S ← S − η G Γ(S) G`` in a compiled loop."""
+
+import math
+import time
+
+import numpy as np
+
+from . import kernels
+from .trajectory import Trajectory
+
+_STATUS = {
+    kernels.GD_FINISHED: "finished",
+    kernels.GD_NONFINITE: "non-finite",
+    kernels.GD_SCORE_LIMIT: "score-limit",
+    kernels.GD_STOP_LOSS: "stop_loss",
+}
+
+
+def log_iterations(steps, n):
+    """Iteration 0 and about ``n − 1`` distinct log-spaced iterations up to ``steps``."""
+    grid = np.unique(np.round(np.geomspace(1, steps, max(n - 1, 1))).astype(np.int64))
+    return np.concatenate([[0], grid])
+
+
+def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_out=400,
+               score_limit=1e4, progress=None, chunks=50):
+    """Run ``steps`` iterations of gradient descent on the population loss from ``S0``.
+
+    Parameters
+    ----------
+    eta : step size; ``t = η · iteration`` makes GD comparable with the flow.
+    score_limit : a score beyond it means the step size diverged (a converging run has
+        scores of order ``log(t)``).
+    stop_loss : if positive, stop once the loss reaches it.
+    chunks : the compiled loop runs in this many pieces so ``progress(fraction)`` can report.
+
+    Returns
+    -------
+    :class:`Trajectory` with ``iteration``; ``status`` is ``"finished"``, ``"stop_loss"``,
+    ``"non-finite"`` or ``"score-limit"`` (both: the step size diverged), or
+    ``"not-converging"`` when the final loss exceeds the initial one.
+    Counters: ``iterations`` done and ``loss_increases`` (steps where the loss went up).
+    """
+    if not (eta > 0 and math.isfinite(eta)):
+        raise ValueError(f"eta: expected a finite step size > 0, got {eta}")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps: expected a positive integer, got {steps}")
+    K = system.K
+    G, F, p, logp = system.args
+    S = np.array(S0, dtype=np.float64, order="C")
+    if S.shape != (K, K) or not np.all(np.isfinite(S)):
+        raise ValueError(f"S0: expected a finite {K}×{K} matrix, got shape {S.shape}")
+
+    record_at = log_iterations(steps, n_out)
+    S_rec = np.zeros((len(record_at), K, K))
+    loss_rec = np.full(len(record_at), np.nan)
+    attn_levels = np.log(np.array([0.5, *eps]))
+    attn_hits = np.full(len(attn_levels), -1, dtype=np.int64)
+    loss_levels = np.array(eps, dtype=np.float64)
+    loss_hits = np.full(len(loss_levels), -1, dtype=np.int64)
+
+    bounds = np.unique(np.linspace(0, steps, chunks + 1).astype(np.int64))
+    start = time.perf_counter()
+    n_rec, increases, it = 0, 0, 0
+    code = kernels.GD_FINISHED
+    for it0, it1 in zip(bounds[:-1], bounds[1:]):
+        # Each chunk starts by re-evaluating iteration it0, which the previous chunk
+        # recorded already, so only the records after it are handed on.
+        first = n_rec
+        sel = record_at[first:]
+        sel = sel[sel <= it1]
+        code, it, got, inc = kernels.gd_iterate(
+            S, G, F, p, logp, float(eta), int(it0), int(it1), sel,
+            S_rec[first:], loss_rec[first:], attn_levels, attn_hits, loss_levels, loss_hits,
+            float(score_limit), float(stop_loss))
+        n_rec += got
+        increases += inc
+        if progress is not None:
+            progress(it1 / steps)
+        if code != kernels.GD_FINISHED:
+            break
+    wall = time.perf_counter() - start
+
+    status = _STATUS[code]
+    iteration = record_at[:n_rec].copy()
+    S_out, loss_out = S_rec[:n_rec], loss_rec[:n_rec]
+    if code in (kernels.GD_NONFINITE, kernels.GD_SCORE_LIMIT):
+        # Keep the state that broke the run so the user can see it.
+        iteration = np.append(iteration, it)
+        S_out = np.concatenate([S_out, S[None]])
+        loss_out = np.append(loss_out, kernels.loss(S, F, p, logp) if np.all(np.isfinite(S)) else np.nan)
+        message = (f"gradient descent diverged at iteration {it}: "
+                   + ("non-finite scores" if code == kernels.GD_NONFINITE else
+                      f"a score exceeded {score_limit:g}"))
+    elif code == kernels.GD_STOP_LOSS:
+        message = f"loss reached {stop_loss:g} at iteration {it}"
+    elif loss_out[-1] > loss_out[0]:
+        status = "not-converging"
+        message = (f"the loss after {it} iterations ({loss_out[-1]:.3g}) exceeds the initial loss "
+                   f"({loss_out[0]:.3g}): the step size is too large to converge")
+    else:
+        message = f"{it} iterations"
+
+    crossings = {
+        "t_half": eta * attn_hits[0] if attn_hits[0] >= 0 else None,
+        "t_attention": {e: (eta * h if h >= 0 else None) for e, h in zip(eps, attn_hits[1:])},
+        "t_loss": {e: (eta * h if h >= 0 else None) for e, h in zip(eps, loss_hits)},
+    }
+    counters = {"iterations": int(it), "loss_increases": int(increases)}
+    return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, logp,
+                      iteration=iteration, crossings=crossings, status=status, message=message,
+                      counters=counters, wall_time=wall)

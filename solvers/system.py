@@ -1,0 +1,103 @@
+"""The derived score-space system: the arrays every kernel takes at run time."""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from .gd import iterate_gd
+
+
+def _as_matrix(name, value, K=None):
+    A = np.ascontiguousarray(value, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or (K is not None and A.shape[0] != K):
+        want = f"{K}×{K}" if K is not None else "square"
+        raise ValueError(f"{name}: expected a {want} matrix, got shape {A.shape}")
+    if not np.all(np.isfinite(A)):
+        raise ValueError(f"{name}: has non-finite entries")
+    return A
+
+
+@dataclass(frozen=True)
+class ScoreSystem:
+    """Large-prompt score dynamics ``dS/dt = −G Γ(S) G`` defined by three arrays.
+
+    Parameters
+    ----------
+    G : (K, K) Gram matrix of the features, ``V Vᵀ``.
+    F : (K, K) function-class moments ``E_f[f(V) f(V)ᵀ]``.
+    p : (K,) feature probabilities (positive, summing to one).
+    """
+
+    G: np.ndarray
+    F: np.ndarray
+    p: np.ndarray
+
+    def __post_init__(self):
+        G = _as_matrix("G", self.G)
+        K = G.shape[0]
+        F = _as_matrix("F", self.F, K)
+        p = np.ascontiguousarray(self.p, dtype=np.float64)
+        if p.shape != (K,):
+            raise ValueError(f"p: expected {K} probabilities, got shape {p.shape}")
+        if not np.all(np.isfinite(p)) or np.any(p <= 0) or abs(p.sum() - 1) > 1e-12:
+            raise ValueError(f"p: expected positive probabilities summing to 1, got {p}")
+        object.__setattr__(self, "G", G)
+        object.__setattr__(self, "F", F)
+        object.__setattr__(self, "p", p)
+
+    @property
+    def K(self):
+        return self.G.shape[0]
+
+    @property
+    def logp(self):
+        return np.log(self.p)
+
+    @property
+    def args(self):
+        """The runtime arguments of the flow kernels, in their order."""
+        return (self.G, self.F, self.p, self.logp)
+
+    def loss(self, S):
+        return kernels.loss(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp)
+
+    def gradient(self, S):
+        """``Γ = ∂ℒ/∂S``."""
+        Gamma = np.empty((self.K, self.K))
+        kernels.loss_and_gradient(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp, Gamma)
+        return Gamma
+
+    def rhs(self, S):
+        """``dS/dt`` as a K×K matrix."""
+        return kernels.flow_rhs(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args).reshape(self.K, self.K)
+
+    def jacobian(self, S):
+        """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²)."""
+        return kernels.flow_jacobian(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args)
+
+    def attention(self, S):
+        """``A[n, k]``: total attention of query k on feature n."""
+        return kernels.attention(np.ascontiguousarray(S, dtype=np.float64), self.logp)
+
+    def stable_step(self, S):
+        """Largest GD step size that is linearly stable at S: ``2 / max eig(−J)``.
+
+        ``−J = (G ⊗ G) H`` is similar to a symmetric matrix, so its eigenvalues
+        are real; a non-positive largest eigenvalue means no local limit (inf).
+        """
+        lam = np.linalg.eigvals(-self.jacobian(S)).real.max()
+        return 2.0 / lam if lam > 0 else np.inf
+
+    def warm_up(self):
+        """Compile (or load from the on-disk cache) every kernel; return the seconds it took."""
+        start = time.perf_counter()
+        S = np.zeros((self.K, self.K))
+        self.loss(S)
+        self.rhs(S)
+        self.jacobian(S)
+        kernels.target_log_gap(S, self.logp)
+        self.attention(S)
+        iterate_gd(self, S, eta=1e-3, steps=1, n_out=2)
+        return time.perf_counter() - start

@@ -1,0 +1,60 @@
+"""The result of integrating the flow or iterating the GD map."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import kernels
+
+
+@dataclass
+class Trajectory:
+    """Scores on an output grid, with what the solver did to get them.
+
+    Attributes
+    ----------
+    kind : "flow" or "gd".
+    t : (T,) times; for GD ``t = η · iteration``.
+    S : (T, K, K) scores ``S[n, k] = v_nᵀ Q v_k``.
+    loss : (T,) population loss.
+    iteration : (T,) GD iteration numbers (None for the flow).
+    crossings : first times the worst query's attention reaches 1/2 (``"t_half"``),
+        1 − ε (``"t_attention"`` → {ε: t}) and the loss falls to ε
+        (``"t_loss"`` → {ε: t}); None where never reached.  Flow crossing times
+        come from root finding on the solver's interpolant; GD ones are exact
+        iteration counts times η.
+    status : "finished", "stop_loss", "failed", "non-finite", "score-limit", "not-converging".
+    message : a sentence describing the status.
+    counters : solver counters (nfev, njev, nlu, nsteps for the flow; iterations,
+        loss_increases for GD).
+    """
+
+    kind: str
+    t: np.ndarray
+    S: np.ndarray
+    loss: np.ndarray
+    logp: np.ndarray
+    iteration: np.ndarray = None
+    crossings: dict = field(default_factory=dict)
+    status: str = "finished"
+    message: str = ""
+    counters: dict = field(default_factory=dict)
+    wall_time: float = 0.0
+
+    @property
+    def success(self):
+        return self.status in ("finished", "stop_loss")
+
+    @property
+    def attention(self):
+        """(T, K, K) total attention ``A[t, n, k]`` of query k on feature n."""
+        return np.stack([kernels.attention(np.ascontiguousarray(S), self.logp) for S in self.S])
+
+    @property
+    def target_attention(self):
+        """(T, K) attention of each query on its own feature."""
+        return np.diagonal(self.attention, axis1=1, axis2=2)
+
+    @property
+    def final_attention(self):
+        return kernels.attention(np.ascontiguousarray(self.S[-1]), self.logp)
