@@ -17,20 +17,23 @@ _STATUS = {
 
 
 def log_iterations(steps, n):
-    """Iteration 0 and about ``n − 1`` distinct log-spaced iterations up to ``steps``."""
+    """Iteration 0 and about ``n − 1`` distinct log-spaced iterations up to ``steps`` (all if n > steps)."""
+    if n > steps:
+        return np.arange(steps + 1, dtype=np.int64)
     grid = np.unique(np.round(np.geomspace(1, steps, max(n - 1, 1))).astype(np.int64))
     return np.concatenate([[0], grid])
 
 
 def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_out=400,
-               score_limit=1e4, progress=None, chunks=50):
+               score_limit=700.0, progress=None, chunks=50):
     """Run ``steps`` iterations of gradient descent on the population loss from ``S0``.
 
     Parameters
     ----------
     eta : step size; ``t = η · iteration`` makes GD comparable with the flow.
-    score_limit : a score beyond it means the step size diverged (a converging run has
-        scores of order ``log(t)``).
+    score_limit : a score beyond it means the step size diverged.  A converging run has
+        scores of order ``log t``; past 700 the float64 softmax is exactly one-hot
+        (``e^−700 ≈ 1e−304``), the gradient vanishes and GD is frozen where it landed.
     stop_loss : if positive, stop once the loss reaches it.
     chunks : the compiled loop runs in this many pieces so ``progress(fraction)`` can report.
 

@@ -1,0 +1,58 @@
+"""Training the real network on sampled prompts, in the full d×d parameter space.
+
+Each step draws a fresh batch of B prompts: N context tokens ``x_i = v_{k_i}``
+with ``k_i ~ p``, a query ``x_q = v_k`` with ``k ~ p``, one random function per
+prompt and its labels.  The network is ``ŷ = Σ_i y_i softmax_i(x_iᵀ Q x_q)`` over
+the N context tokens; the step is plain gradient descent on the batch mean of
+``½ (ŷ − y_q)²`` with the exact per-prompt gradient
+``(ŷ − y_q) Σ_i attn_i (y_i − ŷ) x_i x_qᵀ``.  Nothing here uses scores, counts or
+moments: it is the independent route that checks the reduced equations.
+"""
+
+import numpy as np
+from scipy.special import log_softmax
+
+
+def batch_loss_and_gradient(Q, X, y, xq, yq):
+    """Mean loss and its gradient over a batch: X (B, N, d), y (B, N), xq (B, d), yq (B,)."""
+    scores = np.einsum("bnd,de,be->bn", X, Q, xq)
+    attn = np.exp(log_softmax(scores, axis=1))
+    yhat = np.einsum("bn,bn->b", attn, y)
+    err = yhat - yq
+    weight = err[:, None] * attn * (y - yhat[:, None])
+    grad = np.einsum("bn,bnd,be->de", weight, X, xq) / len(yq)
+    return 0.5 * np.mean(err**2), grad
+
+
+def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_at=None):
+    """Stochastic GD of the real network on fresh prompts each step.
+
+    Parameters
+    ----------
+    V : (K, d) features.  p : (K,) feature probabilities.  N : context tokens per prompt.
+    sample_labels : ``sample_labels(rng, X, idx) → y``: labels of one random function per
+        prompt for tokens X (B, T, d) whose feature indices are idx (B, T).
+    record_at : iterations at which Q is returned (default: every iteration).
+
+    Returns
+    -------
+    dict with ``iteration`` (R,), ``Q`` (R, d, d), ``S = V Q Vᵀ`` (R, K, K) and the
+    minibatch ``loss`` at each recorded iteration.
+    """
+    rng = np.random.default_rng(seed)
+    K, d = V.shape
+    record_at = np.arange(steps + 1) if record_at is None else np.asarray(record_at)
+    Q = np.array(Q0, dtype=np.float64)
+    Qs, losses = [], []
+    for it in range(steps + 1):
+        idx = rng.choice(K, size=(batch, N + 1), p=p)        # last column is the query
+        tokens = V[idx]
+        labels = sample_labels(rng, tokens, idx)
+        value, grad = batch_loss_and_gradient(Q, tokens[:, :N], labels[:, :N], tokens[:, N], labels[:, N])
+        if it in record_at:
+            Qs.append(Q.copy())
+            losses.append(value)
+        if it < steps:
+            Q -= eta * grad
+    Qs = np.array(Qs)
+    return {"iteration": record_at, "Q": Qs, "S": V @ Qs @ V.T, "loss": np.array(losses)}

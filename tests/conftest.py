@@ -1,0 +1,27 @@
+"""Shared problem builders for the tests."""
+
+import numpy as np
+import pytest
+
+from dynamics import config
+from dynamics.problem import Problem
+
+
+def make_problem(**sections):
+    """A Problem from config sections given as dicts, e.g. ``make_problem(task={"L": 2})``."""
+    return Problem.from_config(config.from_dict(sections))
+
+
+def random_system_arrays(K, d, seed):
+    """Random features, a random PSD moment matrix and random probabilities."""
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((K, d))
+    W = rng.standard_normal((K, K + 2))
+    F = W @ W.T / K
+    p = rng.dirichlet(np.ones(K) * 2)
+    return V, F, p
+
+
+@pytest.fixture(scope="session")
+def simplex_sharp():
+    return make_problem(features={"kind": "simplex", "K": 4, "d": 3}, task={"kind": "single-index", "L": 3.0})

@@ -1,0 +1,102 @@
+"""The Numba kernels against finite differences and an independent NumPy implementation."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from solvers import ScoreSystem, kernels
+from solvers import reference_numpy as ref
+
+from .conftest import random_system_arrays
+
+
+def _system(K, d, seed):
+    V, F, p = random_system_arrays(K, d, seed)
+    return ScoreSystem(V @ V.T, F, p)
+
+
+def _central_difference(fun, x, h):
+    """Central differences of ``fun`` (scalar or vector valued) along each coordinate of x."""
+    cols = []
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[i] = h
+        cols.append((np.asarray(fun(x + e)) - np.asarray(fun(x - e))) / (2 * h))
+    return np.stack(cols, axis=-1)
+
+
+@pytest.mark.parametrize("K,d,seed,scale", [(2, 2, 0, 1.0), (4, 3, 1, 2.0), (6, 8, 2, 3.0), (5, 2, 3, 0.5)])
+def test_gradient_equals_finite_differences(K, d, seed, scale):
+    system = _system(K, d, seed)
+    S = np.random.default_rng(seed).standard_normal((K, K)) * scale
+    fd = _central_difference(lambda x: system.loss(x.reshape(K, K)), S.ravel(), 1e-5).reshape(K, K)
+    Gamma = system.gradient(S)
+    # Central differences with h = 1e-5 have truncation error ~ h² |ℒ'''| ≈ 1e-10.
+    assert np.abs(fd - Gamma).max() <= 1e-7 * np.abs(Gamma).max()
+
+
+@pytest.mark.parametrize("K,d,seed", [(2, 2, 0), (3, 3, 4), (5, 3, 5)])
+def test_jacobian_equals_finite_differences_of_rhs(K, d, seed):
+    system = _system(K, d, seed)
+    S = np.random.default_rng(seed + 10).standard_normal((K, K)) * 2
+    fd = _central_difference(lambda y: system.rhs(y.reshape(K, K)).ravel(), S.ravel(), 1e-5)
+    J = system.jacobian(S)
+    assert np.abs(fd - J).max() <= 1e-7 * np.abs(J).max()
+
+
+@pytest.mark.parametrize("K,d,seed", [(2, 1, 0), (4, 4, 1), (7, 3, 2), (16, 16, 3)])
+def test_kernels_equal_numpy_reference(K, d, seed):
+    system = _system(K, d, seed)
+    S = np.random.default_rng(seed).standard_normal((K, K)) * 4
+    L, Gamma = ref.loss_and_gradient(S, system.F, system.p, system.logp)
+    assert system.loss(S) == pytest.approx(L, rel=1e-13)
+    np.testing.assert_allclose(system.gradient(S), Gamma, rtol=0, atol=1e-13 * np.abs(Gamma).max())
+    np.testing.assert_allclose(system.jacobian(S), ref.flow_jacobian(S.ravel(), *system.args),
+                               rtol=0, atol=1e-12 * np.abs(system.jacobian(S)).max())
+    np.testing.assert_allclose(system.attention(S), ref.attention(S, system.logp), rtol=1e-13, atol=1e-300)
+
+
+def test_hessian_blocks_are_symmetric():
+    system = _system(5, 3, 7)
+    S = np.random.default_rng(1).standard_normal((5, 5))
+    H = np.empty((5, 5))
+    for k in range(5):
+        kernels.column_hessian(S, system.F, system.logp, k, H)
+        np.testing.assert_allclose(H, H.T, atol=1e-14)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), scale=st.sampled_from([1e-3, 1.0, 30.0, 700.0]))
+def test_attention_columns_sum_to_one_and_loss_is_finite(seed, scale):
+    """Log-sum-exp keeps every quantity finite even for scores near the float64 exp limit."""
+    system = _system(4, 3, seed)
+    S = np.random.default_rng(seed).standard_normal((4, 4)) * scale
+    A = system.attention(S)
+    np.testing.assert_allclose(A.sum(axis=0), 1.0, atol=1e-14)
+    assert np.all(A >= 0)
+    L = system.loss(S)
+    assert np.isfinite(L) and L >= 0
+    assert np.all(np.isfinite(system.gradient(S)))
+    assert np.all(np.isfinite(system.jacobian(S)))
+
+
+def test_target_log_gap_is_exact_far_beyond_double_precision_of_attention():
+    """log(1 − A_kk) stays exact when 1 − A_kk underflows relative to one (S_kk − S_nk = 60)."""
+    K = 3
+    S = np.zeros((K, K))
+    np.fill_diagonal(S, 60.0)
+    logp = np.log(np.full(K, 1 / K))
+    expected = np.log((K - 1) * np.exp(-60.0) / (1 + (K - 1) * np.exp(-60.0)))
+    assert kernels.target_log_gap(S, logp) == pytest.approx(expected, rel=1e-14)
+
+
+def test_system_rejects_bad_arrays():
+    with pytest.raises(ValueError, match="G: expected a square matrix"):
+        ScoreSystem(np.ones((2, 3)), np.eye(2), [0.5, 0.5])
+    with pytest.raises(ValueError, match="F: expected a 2×2 matrix"):
+        ScoreSystem(np.eye(2), np.eye(3), [0.5, 0.5])
+    with pytest.raises(ValueError, match="F: has non-finite"):
+        ScoreSystem(np.eye(2), np.array([[1, np.nan], [0, 1]]), [0.5, 0.5])
+    with pytest.raises(ValueError, match="p: expected positive probabilities"):
+        ScoreSystem(np.eye(2), np.eye(2), [1.0, 0.0])
