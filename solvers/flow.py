@@ -63,26 +63,26 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     def jac(t, y):
         return kernels.flow_jacobian(y, G, F, p, logp)
 
-    def gap(y):
-        return kernels.target_log_gap(y.reshape(K, K), logp)
+    # solve_ivp evaluates every event at each step with the same (t, y): one kernel call serves all.
+    cache = {"t": None, "y": None, "values": None}
 
-    def log_loss(y):
-        return math.log(max(kernels.loss(y.reshape(K, K), F, p, logp), 1e-300))
+    def values(t, y):
+        if t != cache["t"] or not np.array_equal(y, cache["y"]):
+            cache.update(t=t, y=y.copy(), values=kernels.event_values(y, F, p, logp))
+        return cache["values"]
 
-    # Events are signed distances to each level; they cross downwards.
-    levels = [("t_half", None, math.log(0.5), gap)]
-    levels += [("t_attention", e, math.log(e), gap) for e in eps]
-    levels += [("t_loss", e, math.log(e), log_loss) for e in eps]
-    events = []
-    for _, _, level, fn in levels:
-        ev = (lambda fn, level: lambda t, y: fn(y) - level)(fn, level)
-        ev.direction = -1
-        events.append(ev)
+    # Events are signed distances to each level (in logs); they cross downwards.
+    levels = [("t_half", None, math.log(0.5), 0)]
+    levels += [("t_attention", e, math.log(e), 0) for e in eps]
+    levels += [("t_loss", e, math.log(e), 1) for e in eps]
     if stop_loss > 0:
-        stop = lambda t, y: log_loss(y) - math.log(stop_loss)  # noqa: E731
-        stop.direction = -1
-        stop.terminal = True
-        events.append(stop)
+        levels.append(("stop", None, math.log(stop_loss), 1))
+    events = []
+    for name, _, level, which in levels:
+        ev = (lambda level, which: lambda t, y: values(t, y)[which] - level)(level, which)
+        ev.direction = -1
+        ev.terminal = name == "stop"
+        events.append(ev)
 
     options = {"jac": jac} if method in IMPLICIT else {}
     start = time.perf_counter()
@@ -103,14 +103,14 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     S = Y.reshape(-1, K, K)
     loss = np.array([kernels.loss(np.ascontiguousarray(s), F, p, logp) for s in S])
 
-    y0 = S0.ravel()
+    at_start = kernels.event_values(S0.ravel(), F, p, logp)
     crossings = {"t_half": None, "t_attention": {}, "t_loss": {}}
-    for (name, e, level, fn), hits in zip(levels, sol.t_events):
+    for (name, e, level, which), hits in zip(levels, sol.t_events):
         # A level already met at t = 0 never crosses: its time is 0.
-        when = 0.0 if fn(y0) <= level else (float(hits[0]) if len(hits) else None)
-        if e is None:
+        when = 0.0 if at_start[which] <= level else (float(hits[0]) if len(hits) else None)
+        if name == "t_half":
             crossings[name] = when
-        else:
+        elif name != "stop":
             crossings[name][e] = when
 
     message = f"{method}: {sol.message}"

@@ -80,23 +80,48 @@ def _column_moments(F, k, a, Fa, b):
 
 
 @njit(cache=True)
-def loss_and_gradient(S, F, p, logp, Gamma):
-    """Population loss ℒ(S) at N = ∞; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``."""
+def loss_gradient_gap(S, F, p, logp, Gamma):
+    """Population loss ℒ(S) at N = ∞ and ``max_k log(1 − A_kk)``; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``.
+
+    ``1 − A_kk = Σ_{n≠k} A_nk`` is a sum of positive terms each computed to full
+    relative precision, so the gap stays exact when A_kk is within 1e-300 of one.
+    """
     K = S.shape[0]
     a = np.empty(K)
     s = np.empty(K)
     Fa = np.empty(K)
     b = np.empty(K)
     loss = 0.0
+    gap = -np.inf
     for k in range(K):
         for n in range(K):
             s[n] = S[n, k]
         column_attention(s, logp, a)
         beta = _column_moments(F, k, a, Fa, b)
         loss += 0.5 * p[k] * beta
+        off = 0.0
         for n in range(K):
             Gamma[n, k] = p[k] * a[n] * (b[n] - beta)
-    return loss
+            if n != k:
+                off += a[n]
+        g = np.log(off)
+        if g > gap:
+            gap = g
+    return loss, gap
+
+
+@njit(cache=True)
+def loss_and_gradient(S, F, p, logp, Gamma):
+    """Population loss ℒ(S) at N = ∞; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``."""
+    return loss_gradient_gap(S, F, p, logp, Gamma)[0]
+
+
+@njit(cache=True)
+def event_values(y, F, p, logp):
+    """``(max_k log(1 − A_kk), log ℒ)`` at the flattened state: every flow event in one call."""
+    K = logp.shape[0]
+    loss, gap = loss_gradient_gap(y.reshape((K, K)), F, p, logp, np.empty((K, K)))
+    return gap, np.log(max(loss, 1e-300))
 
 
 @njit(cache=True)
@@ -221,18 +246,24 @@ def gd_iterate(S, G, F, p, logp, eta, it0, it_end, record_at, S_rec, loss_rec,
     K = S.shape[0]
     R = record_at.shape[0]
     Gamma = np.empty((K, K))
+    half = np.empty((K, K))
+    step = np.empty((K, K))
+    identity = True          # orthonormal features: G = I and the sandwich is Γ itself
+    for n in range(K):
+        for m in range(K):
+            if G[n, m] != (1.0 if n == m else 0.0):
+                identity = False
     rec = 0
     increases = 0
     prev = np.inf
     it = it0
     while True:
-        L = loss_and_gradient(S, F, p, logp, Gamma)
+        L, gap = loss_gradient_gap(S, F, p, logp, Gamma)
         if not np.isfinite(L):
             return GD_NONFINITE, it, rec, increases
         if L > prev:
             increases += 1
         prev = L
-        gap = target_log_gap(S, logp)
         for j in range(attn_levels.shape[0]):
             if attn_hits[j] < 0 and gap <= attn_levels[j]:
                 attn_hits[j] = it
@@ -247,7 +278,11 @@ def gd_iterate(S, G, F, p, logp, eta, it0, it_end, record_at, S_rec, loss_rec,
             return GD_STOP_LOSS, it, rec, increases
         if it >= it_end:
             return GD_FINISHED, it, rec, increases
-        step = G @ Gamma @ G
+        if identity:
+            step[:, :] = Gamma
+        else:
+            np.dot(G, Gamma, half)
+            np.dot(half, G, step)
         big = 0.0
         for n in range(K):
             for k in range(K):

@@ -97,7 +97,7 @@ class ScoreSystem:
         self.loss(S)
         self.rhs(S)
         self.jacobian(S)
-        kernels.target_log_gap(S, self.logp)
+        kernels.event_values(S.ravel(), self.F, self.p, self.logp)
         self.attention(S)
         iterate_gd(self, S, eta=1e-3, steps=1, n_out=2)
         return time.perf_counter() - start

@@ -100,3 +100,12 @@ def test_system_rejects_bad_arrays():
         ScoreSystem(np.eye(2), np.array([[1, np.nan], [0, 1]]), [0.5, 0.5])
     with pytest.raises(ValueError, match="p: expected positive probabilities"):
         ScoreSystem(np.eye(2), np.eye(2), [1.0, 0.0])
+
+
+@pytest.mark.parametrize("gap", [0.0, 5.0, 60.0, 650.0])
+def test_fused_gap_equals_log_sum_exp_gap(gap):
+    """The solvers' cheap gap (Σ_{n≠k} A_nk) equals the two-log-sum-exp formula, even at S_kk − S_nk = 650."""
+    system = _system(4, 3, 11)
+    S = np.random.default_rng(2).standard_normal((4, 4)) + gap * np.eye(4)
+    fused = kernels.event_values(S.ravel(), system.F, system.p, system.logp)[0]
+    assert fused == pytest.approx(kernels.target_log_gap(S, system.logp), rel=1e-13)
