@@ -6,7 +6,6 @@ import time
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from . import kernels
 from .trajectory import Trajectory
 
 IMPLICIT = ("LSODA", "Radau", "BDF")
@@ -47,6 +46,7 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         raise ValueError(f"t_end: expected a finite positive time, got {t_end}")
     K = system.K
     G, F, p, logp = system.args
+    kernels = system.kernels
     S0 = np.ascontiguousarray(S0, dtype=np.float64)
     if S0.shape != (K, K) or not np.all(np.isfinite(S0)):
         raise ValueError(f"S0: expected a finite {K}×{K} matrix, got shape {S0.shape}")
@@ -124,5 +124,5 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         message = f"reached t_end = {t_end:g}"
     counters = {"nfev": int(sol.nfev), "njev": int(sol.njev), "nlu": int(sol.nlu),
                 "nsteps": int(len(sol.t) - 1)}
-    return Trajectory("flow", t, S, loss, logp, crossings=crossings, status=status,
+    return Trajectory("flow", t, S, loss, logp, kernels.attention, crossings=crossings, status=status,
                       message=message, counters=counters, wall_time=wall)

@@ -5,14 +5,14 @@ import time
 
 import numpy as np
 
-from . import kernels
+from .assembly import GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS
 from .trajectory import Trajectory
 
 _STATUS = {
-    kernels.GD_FINISHED: "finished",
-    kernels.GD_NONFINITE: "non-finite",
-    kernels.GD_SCORE_LIMIT: "score-limit",
-    kernels.GD_STOP_LOSS: "stop_loss",
+    GD_FINISHED: "finished",
+    GD_NONFINITE: "non-finite",
+    GD_SCORE_LIMIT: "score-limit",
+    GD_STOP_LOSS: "stop_loss",
 }
 
 
@@ -50,6 +50,7 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         raise ValueError(f"steps: expected a positive integer, got {steps}")
     K = system.K
     G, F, p, logp = system.args
+    kernels = system.kernels
     S = np.array(S0, dtype=np.float64, order="C")
     if S.shape != (K, K) or not np.all(np.isfinite(S)):
         raise ValueError(f"S0: expected a finite {K}×{K} matrix, got shape {S.shape}")
@@ -65,7 +66,7 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     bounds = np.unique(np.linspace(0, steps, chunks + 1).astype(np.int64))
     start = time.perf_counter()
     n_rec, increases, it = 0, 0, 0
-    code = kernels.GD_FINISHED
+    code = GD_FINISHED
     for it0, it1 in zip(bounds[:-1], bounds[1:]):
         # Each chunk starts by re-evaluating iteration it0, which the previous chunk
         # recorded already, so only the records after it are handed on.
@@ -80,22 +81,22 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         increases += inc
         if progress is not None:
             progress(it1 / steps)
-        if code != kernels.GD_FINISHED:
+        if code != GD_FINISHED:
             break
     wall = time.perf_counter() - start
 
     status = _STATUS[code]
     iteration = record_at[:n_rec].copy()
     S_out, loss_out = S_rec[:n_rec], loss_rec[:n_rec]
-    if code in (kernels.GD_NONFINITE, kernels.GD_SCORE_LIMIT):
+    if code in (GD_NONFINITE, GD_SCORE_LIMIT):
         # Keep the state that broke the run so the user can see it.
         iteration = np.append(iteration, it)
         S_out = np.concatenate([S_out, S[None]])
         loss_out = np.append(loss_out, kernels.loss(S, F, p, logp) if np.all(np.isfinite(S)) else np.nan)
         message = (f"gradient descent diverged at iteration {it}: "
-                   + ("non-finite scores" if code == kernels.GD_NONFINITE else
+                   + ("non-finite scores" if code == GD_NONFINITE else
                       f"a score exceeded {score_limit:g}"))
-    elif code == kernels.GD_STOP_LOSS:
+    elif code == GD_STOP_LOSS:
         message = f"loss reached {stop_loss:g} at iteration {it}"
     elif loss_out[-1] > loss_out[0]:
         status = "not-converging"
@@ -110,6 +111,6 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         "t_loss": {e: (eta * h if h >= 0 else None) for e, h in zip(eps, loss_hits)},
     }
     counters = {"iterations": int(it), "loss_increases": int(increases)}
-    return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, logp,
+    return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, logp, kernels.attention,
                       iteration=iteration, crossings=crossings, status=status, message=message,
                       counters=counters, wall_time=wall)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from . import kernels as hand_written
 from .gd import iterate_gd
 
 
@@ -28,11 +28,14 @@ class ScoreSystem:
     G : (K, K) Gram matrix of the features, ``V Vᵀ``.
     F : (K, K) function-class moments ``E_f[f(V) f(V)ᵀ]``.
     p : (K,) feature probabilities (positive, summing to one).
+    kernels : the kernel set to run (:mod:`solvers.kernels`, the hand-written one, by
+        default; :func:`derivations.codegen.load_kernels` builds generated ones).
     """
 
     G: np.ndarray
     F: np.ndarray
     p: np.ndarray
+    kernels: object = None
 
     def __post_init__(self):
         G = _as_matrix("G", self.G)
@@ -46,6 +49,8 @@ class ScoreSystem:
         object.__setattr__(self, "G", G)
         object.__setattr__(self, "F", F)
         object.__setattr__(self, "p", p)
+        if self.kernels is None:
+            object.__setattr__(self, "kernels", hand_written)
 
     @property
     def K(self):
@@ -61,25 +66,25 @@ class ScoreSystem:
         return (self.G, self.F, self.p, self.logp)
 
     def loss(self, S):
-        return kernels.loss(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp)
+        return self.kernels.loss(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp)
 
     def gradient(self, S):
         """``Γ = ∂ℒ/∂S``."""
         Gamma = np.empty((self.K, self.K))
-        kernels.loss_and_gradient(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp, Gamma)
+        self.kernels.loss_and_gradient(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp, Gamma)
         return Gamma
 
     def rhs(self, S):
         """``dS/dt`` as a K×K matrix."""
-        return kernels.flow_rhs(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args).reshape(self.K, self.K)
+        return self.kernels.flow_rhs(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args).reshape(self.K, self.K)
 
     def jacobian(self, S):
         """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²)."""
-        return kernels.flow_jacobian(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args)
+        return self.kernels.flow_jacobian(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args)
 
     def attention(self, S):
         """``A[n, k]``: total attention of query k on feature n."""
-        return kernels.attention(np.ascontiguousarray(S, dtype=np.float64), self.logp)
+        return self.kernels.attention(np.ascontiguousarray(S, dtype=np.float64), self.logp)
 
     def stable_step(self, S):
         """Largest GD step size that is linearly stable at S: ``2 / max eig(−J)``.
@@ -97,7 +102,7 @@ class ScoreSystem:
         self.loss(S)
         self.rhs(S)
         self.jacobian(S)
-        kernels.event_values(S.ravel(), self.F, self.p, self.logp)
+        self.kernels.event_values(S.ravel(), self.F, self.p, self.logp)
         self.attention(S)
         iterate_gd(self, S, eta=1e-3, steps=1, n_out=2)
         return time.perf_counter() - start

@@ -4,8 +4,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import kernels
-
 
 @dataclass
 class Trajectory:
@@ -34,6 +32,7 @@ class Trajectory:
     S: np.ndarray
     loss: np.ndarray
     logp: np.ndarray
+    attention_kernel: object   # kernels.attention of the set that produced the trajectory
     iteration: np.ndarray = None
     crossings: dict = field(default_factory=dict)
     status: str = "finished"
@@ -48,7 +47,7 @@ class Trajectory:
     @property
     def attention(self):
         """(T, K, K) total attention ``A[t, n, k]`` of query k on feature n."""
-        return np.stack([kernels.attention(np.ascontiguousarray(S), self.logp) for S in self.S])
+        return np.stack([self.attention_kernel(np.ascontiguousarray(S), self.logp) for S in self.S])
 
     @property
     def target_attention(self):
@@ -57,4 +56,4 @@ class Trajectory:
 
     @property
     def final_attention(self):
-        return kernels.attention(np.ascontiguousarray(self.S[-1]), self.logp)
+        return self.attention_kernel(np.ascontiguousarray(self.S[-1]), self.logp)

@@ -60,9 +60,11 @@ def test_kernels_equal_numpy_reference(K, d, seed):
 def test_hessian_blocks_are_symmetric():
     system = _system(5, 3, 7)
     S = np.random.default_rng(1).standard_normal((5, 5))
-    H = np.empty((5, 5))
+    H, M, a = np.empty((5, 5)), np.empty((5, 5)), np.empty(5)
     for k in range(5):
-        kernels.column_hessian(S, system.F, system.logp, k, H)
+        kernels.column_attention(S[:, k].copy(), system.logp, a)
+        kernels.label_gap_moments(system.F, k, M)
+        kernels.column_hessian(a, M, H)
         np.testing.assert_allclose(H, H.T, atol=1e-14)
 
 

@@ -1,0 +1,210 @@
+"""Assembly of the score dynamics from the per-query column functions.
+
+State: the K×K score matrix ``S[n, k] = v_nᵀ Q v_k`` (key feature n, query
+feature k).  For query k, ``a = softmax(S[:, k] + log p)`` and the per-query loss
+``ℓ_k = ½ aᵀ M⁽ᵏ⁾ a`` with ``M⁽ᵏ⁾_nm = F_nm − F_nk − F_km + F_kk``; the column
+functions give ``ℓ``, its gradient g and Hessian H in the column's scores.  Then
+
+    ℒ(S) = Σ_k p_k ℓ_k,    Γ[:, k] = p_k g⁽ᵏ⁾,    dS/dt = −G Γ G,
+
+and the Jacobian with respect to the C-ordered state ``y[n*K + k] = S[n, k]`` is
+``J[(i,l), (m,k)] = −p_k (G H⁽ᵏ⁾)_im G_kl``.  Every problem parameter (G, F, p, η)
+is a runtime argument, so a parameter sweep compiles once (``cache=True``: once per
+machine).
+
+Everything below the ASSEMBLY marker is shared verbatim: this module runs it with
+the hand-written columns of :mod:`solvers.columns`, and :mod:`derivations.codegen`
+copies it into each generated module after the SymPy-generated columns, so the two
+kernel sets differ only in the derived part.
+"""
+
+import numpy as np
+from numba import njit
+
+from .columns import column_attention, column_hessian, column_loss_gradient
+
+# ---- ASSEMBLY (copied into generated kernel modules; keep it self-contained) ----
+
+
+@njit(cache=True)
+def label_gap_moments(F, k, M):
+    """Write ``M⁽ᵏ⁾_nm = F_nm − F_nk − F_km + F_kk`` into ``M``."""
+    K = F.shape[0]
+    for n in range(K):
+        for m in range(K):
+            M[n, m] = F[n, m] - F[n, k] - F[k, m] + F[k, k]
+
+
+@njit(cache=True)
+def attention(S, logp):
+    """Total attention ``A[n, k]`` of query k on feature n, for every query."""
+    K = S.shape[0]
+    A = np.empty((K, K))
+    a = np.empty(K)
+    s = np.empty(K)
+    for k in range(K):
+        for n in range(K):
+            s[n] = S[n, k]
+        column_attention(s, logp, a)
+        for n in range(K):
+            A[n, k] = a[n]
+    return A
+
+
+@njit(cache=True)
+def loss_gradient_gap(S, F, p, logp, Gamma):
+    """Population loss ℒ(S) at N = ∞ and ``max_k log(1 − A_kk)``; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``.
+
+    ``1 − A_kk = Σ_{n≠k} A_nk`` is a sum of positive terms each computed to full
+    relative precision, so the gap stays exact when A_kk is within 1e-300 of one.
+    """
+    K = S.shape[0]
+    a = np.empty(K)
+    s = np.empty(K)
+    g = np.empty(K)
+    M = np.empty((K, K))
+    loss = 0.0
+    gap = -np.inf
+    for k in range(K):
+        for n in range(K):
+            s[n] = S[n, k]
+        column_attention(s, logp, a)
+        label_gap_moments(F, k, M)
+        loss += p[k] * column_loss_gradient(a, M, g)
+        off = 0.0
+        for n in range(K):
+            Gamma[n, k] = p[k] * g[n]
+            if n != k:
+                off += a[n]
+        gap = max(gap, np.log(off))
+    return loss, gap
+
+
+@njit(cache=True)
+def loss_and_gradient(S, F, p, logp, Gamma):
+    """Population loss ℒ(S) at N = ∞; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``."""
+    return loss_gradient_gap(S, F, p, logp, Gamma)[0]
+
+
+@njit(cache=True)
+def loss(S, F, p, logp):
+    """Population loss ℒ(S) at N = ∞."""
+    K = S.shape[0]
+    return loss_gradient_gap(S, F, p, logp, np.empty((K, K)))[0]
+
+
+@njit(cache=True)
+def event_values(y, F, p, logp):
+    """``(max_k log(1 − A_kk), log ℒ)`` at the flattened state: every flow event in one call."""
+    K = logp.shape[0]
+    value, gap = loss_gradient_gap(y.reshape((K, K)), F, p, logp, np.empty((K, K)))
+    return gap, np.log(max(value, 1e-300))
+
+
+@njit(cache=True)
+def flow_rhs(y, G, F, p, logp):
+    """Right-hand side of ``dS/dt = −G Γ(S) G`` on the flattened (C order) state."""
+    K = G.shape[0]
+    Gamma = np.empty((K, K))
+    loss_gradient_gap(y.reshape((K, K)), F, p, logp, Gamma)
+    return -(G @ Gamma @ G).ravel()
+
+
+@njit(cache=True)
+def flow_jacobian(y, G, F, p, logp):
+    """Jacobian of :func:`flow_rhs` with respect to the flattened state."""
+    K = G.shape[0]
+    S = y.reshape((K, K))
+    J = np.empty((K * K, K * K))
+    H = np.empty((K, K))
+    M = np.empty((K, K))
+    a = np.empty(K)
+    s = np.empty(K)
+    for k in range(K):
+        for n in range(K):
+            s[n] = S[n, k]
+        column_attention(s, logp, a)
+        label_gap_moments(F, k, M)
+        column_hessian(a, M, H)
+        GH = G @ H
+        for i in range(K):
+            for m in range(K):
+                c = -p[k] * GH[i, m]
+                for l in range(K):
+                    J[i * K + l, m * K + k] = c * G[k, l]
+    return J
+
+
+GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS = 0, 1, 2, 3
+
+
+@njit(cache=True)
+def gd_iterate(S, G, F, p, logp, eta, it0, it_end, record_at, S_rec, loss_rec,
+               attn_levels, attn_hits, loss_levels, loss_hits, score_limit, stop_loss):
+    """Iterate the exact gradient-descent map ``S ← S − η G Γ(S) G`` in place.
+
+    Runs from iteration ``it0`` (the state ``S`` passed in) to ``it_end`` and can be
+    called again on the next chunk.  The loss is evaluated at every iterate.
+
+    record_at : increasing iteration numbers within ``[it0, it_end]``; the iterate and
+        its loss are written to ``S_rec[j]``, ``loss_rec[j]``.
+    attn_levels, loss_levels : thresholds on ``max_k log(1 − A_kk)`` (so ``log ε``) and
+        on the loss; ``*_hits[j]`` receives the first iteration at or below the level
+        (entries already ≥ 0 are left alone).
+    score_limit : stop when ``max |S|`` exceeds it.  stop_loss : if positive, stop once ``ℒ ≤ stop_loss``.
+
+    Returns ``(status, last_iteration, n_recorded, loss_increases)``; status is one
+    of ``GD_FINISHED``, ``GD_NONFINITE``, ``GD_SCORE_LIMIT``, ``GD_STOP_LOSS``.
+    """
+    K = S.shape[0]
+    R = record_at.shape[0]
+    Gamma = np.empty((K, K))
+    half = np.empty((K, K))
+    step = np.empty((K, K))
+    identity = True          # orthonormal features: G = I and the sandwich is Γ itself
+    for n in range(K):
+        for m in range(K):
+            if G[n, m] != (1.0 if n == m else 0.0):
+                identity = False
+    rec = 0
+    increases = 0
+    prev = np.inf
+    it = it0
+    while True:
+        L, gap = loss_gradient_gap(S, F, p, logp, Gamma)
+        if not np.isfinite(L):
+            return GD_NONFINITE, it, rec, increases
+        if L > prev:
+            increases += 1
+        prev = L
+        for j in range(attn_levels.shape[0]):
+            if attn_hits[j] < 0 and gap <= attn_levels[j]:
+                attn_hits[j] = it
+        for j in range(loss_levels.shape[0]):
+            if loss_hits[j] < 0 and L <= loss_levels[j]:
+                loss_hits[j] = it
+        while rec < R and record_at[rec] == it:
+            S_rec[rec] = S
+            loss_rec[rec] = L
+            rec += 1
+        if stop_loss > 0.0 and L <= stop_loss:
+            return GD_STOP_LOSS, it, rec, increases
+        if it >= it_end:
+            return GD_FINISHED, it, rec, increases
+        if identity:
+            step[:, :] = Gamma
+        else:
+            np.dot(G, Gamma, half)
+            np.dot(half, G, step)
+        big = 0.0
+        for n in range(K):
+            for k in range(K):
+                S[n, k] -= eta * step[n, k]
+                v = abs(S[n, k])
+                if not (v <= big):  # also catches NaN
+                    big = v
+        it += 1
+        if not np.isfinite(big):
+            return GD_NONFINITE, it, rec, increases
+        if big > score_limit:
+            return GD_SCORE_LIMIT, it, rec, increases

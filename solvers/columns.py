@@ -1,0 +1,97 @@
+"""The per-query ("column") pieces of the score dynamics, hand-derived.
+
+For query k the scores on the features form the column ``s = S[:, k]``; the
+attention is ``a = softmax(s + log p)`` and the per-query loss is ``½ aᵀ M a`` with
+the label-gap moments ``M = M⁽ᵏ⁾``.  With ``u = M a`` and ``β = aᵀ u``:
+
+    ℓ = ½ β,      g = ∂ℓ/∂s = a ∘ (u − β),
+    H = ∂²ℓ/∂s∂s = D M D + diag(g) − g aᵀ − a gᵀ,    D = diag(a) − a aᵀ.
+
+:mod:`derivations` derives the same two functions with SymPy and generates them;
+these hand-written ones are the reference the generated code is tested against.
+The attention itself (:func:`column_attention`) is the stable log-sum-exp both use.
+"""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def column_attention(s, logp, a):
+    """Write ``softmax(s + logp)`` into ``a`` (log-sum-exp); return log of the normaliser."""
+    K = s.shape[0]
+    top = -np.inf
+    for n in range(K):
+        z = s[n] + logp[n]
+        if z > top:
+            top = z
+    total = 0.0
+    for n in range(K):
+        e = np.exp(s[n] + logp[n] - top)
+        a[n] = e
+        total += e
+    for n in range(K):
+        a[n] /= total
+    return top + np.log(total)
+
+
+@njit(cache=True)
+def column_loss_gradient(a, M, g):
+    """Return ``ℓ = ½ aᵀ M a`` and write ``g = ∂ℓ/∂s`` (through the softmax) into ``g``."""
+    K = a.shape[0]
+    u = M @ a
+    beta = 0.0
+    for n in range(K):
+        beta += a[n] * u[n]
+    for n in range(K):
+        g[n] = a[n] * (u[n] - beta)
+    return 0.5 * beta
+
+
+@njit(cache=True)
+def column_hessian(a, M, H):
+    """Write ``∂²ℓ/∂s∂s`` into ``H``."""
+    K = a.shape[0]
+    u = M @ a
+    beta = 0.0
+    for n in range(K):
+        beta += a[n] * u[n]
+    # (D M D)_nm = a_n a_m (M_nm − u_n − u_m + β), using M = Mᵀ.
+    for n in range(K):
+        gn = a[n] * (u[n] - beta)
+        for m in range(K):
+            gm = a[m] * (u[m] - beta)
+            H[n, m] = a[n] * a[m] * (M[n, m] - u[n] - u[m] + beta) - gn * a[m] - a[n] * gm
+        H[n, n] += gn
+
+
+@njit(cache=True)
+def target_log_gap(S, logp):
+    """``max_k log(1 − A_kk)``: log of the worst query's attention off its own feature.
+
+    A difference of log-sum-exps, exact when the attention is within 1e-300 of one;
+    the solvers get the same number cheaper from ``loss_gradient_gap``, and this
+    independent formula checks it in the tests.
+    """
+    K = S.shape[0]
+    worst = -np.inf
+    for k in range(K):
+        top_all = -np.inf
+        top_off = -np.inf
+        for n in range(K):
+            z = S[n, k] + logp[n]
+            if z > top_all:
+                top_all = z
+            if n != k and z > top_off:
+                top_off = z
+        tot_all = 0.0
+        tot_off = 0.0
+        for n in range(K):
+            z = S[n, k] + logp[n]
+            tot_all += np.exp(z - top_all)
+            if n != k:
+                tot_off += np.exp(z - top_off)
+        gap = top_off + np.log(tot_off) - (top_all + np.log(tot_all))
+        if gap > worst:
+            worst = gap
+    return worst
