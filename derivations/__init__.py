@@ -1,1 +1,10 @@
-"""SymPy derivations of the score-space dynamics (the symbolic side of attnflow)."""
+"""SymPy derivations of the score-space dynamics and the kernels generated from them.
+
+Stages a user can call one by one (:mod:`derivations.stages`), code generation
+(:mod:`derivations.codegen`).
+"""
+
+from .codegen import load_kernels
+from .stages import derive
+
+__all__ = ["derive", "load_kernels"]

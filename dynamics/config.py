@@ -161,6 +161,7 @@ SCHEMA = {
         "eps": (real_list(0.0, hi=1.0), (1e-2, 1e-3, 1e-4)),
         "stop_loss": (real(0.0, strict=False), 0.0),
         "n_out": (integer(2), 400),
+        "kernels": (choice(("generated", "hand-written")), "generated"),
     },
     "regime": {
         "threshold": (real(0.0), 1.0),

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from derivations import load_kernels
 from solvers import ScoreSystem
+from solvers import kernels as hand_written
 
 from . import features as feat
 from . import function_classes as fc
@@ -108,6 +110,7 @@ class Problem:
     p: np.ndarray
     S0: np.ndarray
     threshold: float = 1.0
+    kernels: str = "generated"
 
     @classmethod
     def from_config(cls, cfg):
@@ -120,7 +123,7 @@ class Problem:
             rng = np.random.default_rng(cfg.model.seed)
             Q0 = cfg.model.init_scale * rng.standard_normal((fs.d, fs.d)) / np.sqrt(fs.d)
         S0 = fs.V @ Q0 @ fs.V.T
-        return cls(fs, fclass, moments, p, S0, cfg.regime.threshold)
+        return cls(fs, fclass, moments, p, S0, cfg.regime.threshold, cfg.training.kernels)
 
     @property
     def K(self):
@@ -131,8 +134,14 @@ class Problem:
         return self.moments.F
 
     def system(self):
-        """The score-space system the solvers integrate."""
-        return ScoreSystem(self.features.G, self.F, self.p)
+        """The score-space system the solvers integrate, with the configured kernel set.
+
+        ``"generated"`` (the default) runs the kernels derived by SymPy for this K
+        (:func:`derivations.load_kernels`, generated once per K and cached on disk);
+        ``"hand-written"`` runs :mod:`solvers.kernels`, the test reference.
+        """
+        kernels = load_kernels(self.K) if self.kernels == "generated" else hand_written
+        return ScoreSystem(self.features.G, self.F, self.p, kernels=kernels)
 
     def constants(self) -> Constants:
         return constants(self.features, self.F, self.function_class.lipschitz(self.features.V), self.threshold)

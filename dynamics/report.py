@@ -38,5 +38,7 @@ def run_report(summary, heading=None):
         lines.append(f"- gradient descent with η = {g['eta']:.4g} ({g['eta_source']}; "
                      f"stable step at start {g['stable_step_at_start']:.4g})")
         lines += trajectory_lines("gradient descent", g)
-    lines.append(f"- compile/load of kernels {summary['compile_time_s']:.3g} s, total {summary['wall_time_s']:.3g} s")
+    k = summary["kernels"]
+    lines.append(f"- kernels: {k['set']} ({'generated now in ' + format(k['generation_time_s'], '.3g') + ' s, ' if k['generated_now'] else ''}"
+                 f"compile or cache load {k['compile_time_s']:.3g} s); total {summary['wall_time_s']:.3g} s")
     return "\n".join(lines)

@@ -31,6 +31,7 @@ class RunResult:
     """The trajectories of a run with the step size used and timings."""
 
     trajectories: dict                 # "flow" / "gd" → Trajectory
+    kernels: dict = field(default_factory=dict)
     eta: float = None
     eta_source: str = None
     stable_step_at_start: float = None
@@ -52,10 +53,14 @@ def choose_step_size(system, S0, eta):
 
 def solve(problem: Problem, training, progress=True):
     """Integrate the flow and/or iterate GD as ``training`` asks."""
-    system = problem.system()
     start = time.perf_counter()
+    system = problem.system()
     compile_time = system.warm_up()
-    result = RunResult({}, compile_time=compile_time)
+    kernels = system.kernels
+    result = RunResult({}, compile_time=compile_time, kernels={
+        "set": kernels.NAME, "module": getattr(kernels, "path", kernels.__file__).__str__(),
+        "generated_now": getattr(kernels, "generated_now", False),
+        "generation_time_s": getattr(kernels, "generation_time", 0.0), "compile_time_s": compile_time})
     if training.mode in ("flow", "both"):
         with progress_bar("gradient flow", progress) as report:
             result.trajectories["flow"] = integrate_flow(
@@ -121,6 +126,7 @@ def summarize(cfg, problem, result):
             "F_error": problem.moments.error, "F_detail": problem.moments.detail,
             "initial_loss": problem.system().loss(problem.S0),
         },
+        "kernels": result.kernels,
         "compile_time_s": result.compile_time,
         "wall_time_s": result.wall_time,
     }

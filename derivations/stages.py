@@ -1,0 +1,333 @@
+"""The derivation of the score dynamics, stage by stage, as SymPy objects.
+
+Each function returns a :class:`Stage`: the equations (SymPy ``Eq``), a short
+explanation, and the symbolic checks SymPy performed on the way.  Call them one by
+one, or :func:`derive` for the whole chain::
+
+    >>> from derivations import stages
+    >>> g = stages.column_gradient(stages.column_loss(3))
+    >>> g.equations[-1]                      # doctest: +SKIP
+    Eq(g_3, a_3*(u_3 - B))
+
+The per-query ("column") stages are written in the attention ``a`` of one query
+over the K features and the label-gap moments ``M``; the softmax is applied
+through its derivative rule, ``∂f/∂s_i = a_i (∂f/∂a_i − Σ_n a_n ∂f/∂a_n)``, which
+keeps every derived expression of size O(K²) so that code generation scales.
+"""
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+# Symbolic checks that expand explicit softmax quotients get expensive quickly; they
+# run for K up to this size, and the stage says so.
+SYMBOLIC_CHECK_MAX_K = 3
+
+
+@dataclass
+class Stage:
+    """One step of the derivation.
+
+    Attributes
+    ----------
+    name : short identifier (``"column_gradient"``).
+    title : heading for reports.
+    text : explanation in Markdown with ``$…$`` LaTeX.
+    equations : SymPy ``Eq`` objects, in order.
+    checks : sentences stating what SymPy verified (symbolically) in this stage.
+    data : the expressions later stages and code generation use, by name.
+    """
+
+    name: str
+    title: str
+    text: str
+    equations: list
+    checks: list = field(default_factory=list)
+    data: dict = field(default_factory=dict)
+
+    def __repr__(self):
+        return f"Stage({self.name!r}: {len(self.equations)} equations, {len(self.checks)} checks)"
+
+
+# --- symbols ---------------------------------------------------------------------------
+
+def attention_symbols(K):
+    return sp.symbols(f"a_1:{K + 1}", positive=True)
+
+
+def score_symbols(K):
+    return sp.symbols(f"s_1:{K + 1}", real=True)
+
+
+def moment_matrix(K, name="M"):
+    """A symmetric K×K matrix of symbols ``M_ij`` (``M_ji`` is the same symbol)."""
+    return sp.Matrix(K, K, lambda i, j: sp.Symbol(f"{name}_{min(i, j) + 1}{max(i, j) + 1}", real=True))
+
+
+def _is_zero(expr):
+    return sp.simplify(sp.together(expr)) == 0
+
+
+def explicit_softmax(s, logp):
+    """``a_n = exp(s_n + l_n) / Σ_m exp(s_m + l_m)`` as explicit SymPy quotients."""
+    e = [sp.exp(si + li) for si, li in zip(s, logp)]
+    Z = sp.Add(*e)
+    return [ei / Z for ei in e]
+
+
+def through_softmax(expr, a, i):
+    """``∂ expr / ∂s_i`` for an expression in the attention ``a = softmax(s + log p)``.
+
+    The chain rule with ``∂a_m/∂s_i = a_m (δ_mi − a_i)`` (stage
+    :func:`softmax_derivative`) in vector form: ``a_i (∂f/∂a_i − Σ_n a_n ∂f/∂a_n)``.
+    """
+    inner = sp.Add(*[an * sp.diff(expr, an) for an in a])
+    return a[i] * (sp.diff(expr, a[i]) - inner)
+
+
+# --- stages ----------------------------------------------------------------------------
+
+def network(K):
+    """Attention with counts, the prediction, and the loss in label-gap moments."""
+    s = score_symbols(K)
+    c = sp.symbols(f"c_1:{K + 1}", nonnegative=True)
+    f = sp.symbols(f"f_1:{K + 1}", real=True)
+    k = 0  # query feature 1: any other is a relabelling of the features
+    Z = sp.Add(*[ci * sp.exp(si) for ci, si in zip(c, s)])
+    A = [ci * sp.exp(si) / Z for ci, si in zip(c, s)]
+    A_sym = sp.symbols(f"A_1:{K + 1}", nonnegative=True)
+    yhat = sp.Add(*[Ai * fi for Ai, fi in zip(A, f)])
+    gap_form = sp.Add(*[Ai * (fi - f[k]) for Ai, fi in zip(A, f)])
+    checks = []
+    assert _is_zero(yhat - f[k] - gap_form)
+    checks.append("ŷ − f(v_k) = Σ_n A_n (f(v_n) − f(v_k)) because Σ_n A_n = 1 (simplified to zero)")
+    # E over f is linear: replace f_n f_m by F_nm in the expanded square of the label gap.
+    F = moment_matrix(K, "F")
+    M = moment_matrix(K, "M")
+    n, m = 1, min(2, K - 1)
+    expanded = sp.expand((f[n] - f[k]) * (f[m] - f[k]))
+    expected_F = expanded.subs({f[i] * f[j]: F[i, j] for i in range(K) for j in range(K)},
+                               simultaneous=True).subs({f[i] ** 2: F[i, i] for i in range(K)})
+    assert sp.expand(expected_F - (F[n, m] - F[n, k] - F[k, m] + F[k, k])) == 0
+    checks.append("E[(f_n − f_k)(f_m − f_k)] = F_nm − F_nk − F_km + F_kk (expanded and compared)")
+    eqs = [
+        sp.Eq(sp.Symbol("A_n"), sp.Symbol("c_n") * sp.exp(sp.Symbol("s_n"))
+              / sp.Sum(sp.Symbol("c_m") * sp.exp(sp.Symbol("s_m")), (sp.Symbol("m"), 1, K))),
+        sp.Eq(sp.Symbol(r"\hat{y}"), sp.Add(*[Ai * fi for Ai, fi in zip(A_sym, f)])),
+        sp.Eq(sp.Symbol(r"\ell_k"), sp.Rational(1, 2) * sp.Add(*[
+            A_sym[i] * A_sym[j] * M[i, j] for i in range(K) for j in range(K)])),
+        sp.Eq(sp.Symbol("M_nm"), sp.Symbol("F_nm") - sp.Symbol("F_nk") - sp.Symbol("F_km") + sp.Symbol("F_kk")),
+    ]
+    text = (f"Query feature $k$ (shown for $k = 1$; the others relabel the $K = {K}$ features). "
+            "A prompt has $c_n$ tokens of feature $n$, each with score $s_n = v_n^\\top Q v_k$; the "
+            "total attention on feature $n$ is $A_n$. Since $\\sum_n A_n = 1$, the error "
+            "$\\hat y - f(v_k) = \\sum_n A_n (f(v_n) - f(v_k))$, and its mean square over the random "
+            "function is a quadratic form in the label-gap moments $M_{nm} = E[(f_n - f_k)(f_m - f_k)]$, "
+            "which depend on the class only through $F = E[f(V) f(V)^\\top]$. Row and column $k$ of $M$ vanish.")
+    return Stage("network", "The network and its loss", text, eqs, checks)
+
+
+def large_prompt_limit(K):
+    """N → ∞: counts c_n/N → p_n, so the attention is a deterministic softmax."""
+    s = score_symbols(K)
+    logp = sp.symbols(f"l_1:{K + 1}", real=True)
+    a = explicit_softmax(s, logp)
+    a_sym = attention_symbols(K)
+    eqs = [sp.Eq(a_sym[i], a[i]) for i in range(min(K, 3))]
+    text = ("As the prompt grows, $c_n / N \\to p_n$ almost surely, so "
+            "$A_n \\to a_n = \\mathrm{softmax}(s + \\log p)_n$ with $l_n = \\log p_n$. "
+            "Numerically the softmax is evaluated with the log-sum-exp shift.")
+    return Stage("large_prompt_limit", "The large-prompt limit", text, eqs, data={"a": a_sym, "s": s, "l": logp})
+
+
+def softmax_derivative(K):
+    """``∂a_m/∂s_j = a_m (δ_mj − a_j)``, derived from the explicit softmax."""
+    s = score_symbols(K)
+    logp = sp.symbols(f"l_1:{K + 1}", real=True)
+    a = explicit_softmax(s, logp)
+    checks = []
+    if K <= SYMBOLIC_CHECK_MAX_K:
+        for m in range(K):
+            for j in range(K):
+                assert _is_zero(sp.diff(a[m], s[j]) - a[m] * (sp.KroneckerDelta(m, j) - a[j]))
+        checks.append(f"∂a_m/∂s_j − a_m(δ_mj − a_j) simplifies to 0 for all m, j (K = {K})")
+    a_sym = attention_symbols(K)
+    m_, j_ = sp.symbols("m j", integer=True)
+    eqs = [sp.Eq(sp.Derivative(sp.Function("a_m")(sp.Symbol("s_j")), sp.Symbol("s_j")),
+                 sp.Symbol("a_m") * (sp.KroneckerDelta(m_, j_) - sp.Symbol("a_j")))]
+    text = ("Differentiating the softmax gives $\\partial a_m / \\partial s_j = a_m(\\delta_{mj} - a_j)$; "
+            "for any $f(a)$ the chain rule then reads "
+            "$\\partial f/\\partial s_i = a_i\\,(\\partial f/\\partial a_i - \\sum_n a_n \\partial f/\\partial a_n)$.")
+    return Stage("softmax_derivative", "Differentiating through the softmax", text, eqs, checks,
+                 data={"a": a_sym})
+
+
+def column_loss(K):
+    """The per-query loss ``ℓ = ½ aᵀ M a`` in the attention."""
+    a = attention_symbols(K)
+    M = moment_matrix(K)
+    loss = sp.Rational(1, 2) * sp.Add(*[M[i, j] * a[i] * a[j] for i in range(K) for j in range(K)])
+    text = "In the large-prompt limit the per-query loss is $\\ell = \\tfrac12 a^\\top M a$."
+    return Stage("column_loss", "Per-query loss", text, [sp.Eq(sp.Symbol(r"\ell"), loss)],
+                 data={"a": a, "M": M, "loss": loss})
+
+
+def column_gradient(loss_stage):
+    """``g_i = ∂ℓ/∂s_i = a_i (u_i − B)`` with ``u = ∂ℓ/∂a = M a`` and ``B = aᵀ u``."""
+    a, M, loss = (loss_stage.data[x] for x in ("a", "M", "loss"))
+    K = len(a)
+    u = [sp.diff(loss, ai) for ai in a]
+    B = sp.Add(*[ai * ui for ai, ui in zip(a, u)])
+    # through_softmax in the grouped form: the inner sum is B for every i, built once.
+    grad = [a[i] * (u[i] - B) for i in range(K)]
+    checks = []
+    for i in range(K):
+        assert sp.expand(grad[i] - through_softmax(loss, a, i)) == 0
+    checks.append("g_i equals the softmax chain rule applied to ℓ (expanded and compared)")
+    if K <= SYMBOLIC_CHECK_MAX_K:
+        s = score_symbols(K)
+        logp = sp.symbols(f"l_1:{K + 1}", real=True)
+        explicit = explicit_softmax(s, logp)
+        sub = dict(zip(a, explicit))
+        direct = loss.subs(sub)
+        for i in range(K):
+            assert _is_zero(sp.diff(direct, s[i]) - grad[i].subs(sub))
+        checks.append(f"g_i equals ∂ℓ/∂s_i of the explicit softmax, simplified to 0 (K = {K})")
+    u_sym = sp.symbols(f"u_1:{K + 1}")
+    Bs = sp.Symbol("B")
+    eqs = [sp.Eq(u_sym[i], u[i]) for i in range(K)]
+    eqs += [sp.Eq(Bs, sp.Add(*[ai * ui for ai, ui in zip(a, u_sym)]))]
+    eqs += [sp.Eq(sp.Symbol(f"g_{i + 1}"), a[i] * (u_sym[i] - Bs)) for i in range(K)]
+    text = ("With $u = \\partial\\ell/\\partial a = M a$ and $B = a^\\top M a = 2\\ell$, the gradient in the "
+            "column's scores is $g_i = a_i (u_i - B)$. Its entries sum to zero: shifting all scores of a "
+            "query changes nothing.")
+    return Stage("column_gradient", "Gradient in the scores", text, eqs, checks,
+                 data={"a": a, "M": M, "loss": loss, "gradient": grad})
+
+
+def column_hessian(gradient_stage):
+    """``H_ij = ∂g_j/∂s_i``, again through the softmax rule."""
+    a, M, grad = (gradient_stage.data[x] for x in ("a", "M", "gradient"))
+    K = len(a)
+    H = sp.zeros(K, K)
+    for j in range(K):
+        d = [sp.diff(grad[j], an) for an in a]
+        inner = sp.Add(*[an * dn for an, dn in zip(a, d)])      # shared by the whole column j
+        for i in range(K):
+            H[i, j] = a[i] * (d[i] - inner)
+    checks = []
+    if K <= SYMBOLIC_CHECK_MAX_K:
+        for i in range(K):
+            for j in range(i + 1, K):
+                assert sp.expand(H[i, j] - H[j, i]) == 0
+        checks.append(f"H is symmetric (expanded, K = {K})")
+        u = sp.Matrix(M) * sp.Matrix(a)
+        beta = (sp.Matrix(a).T * u)[0]
+        D = sp.diag(*a) - sp.Matrix(a) * sp.Matrix(a).T
+        g = [a[i] * (u[i] - beta) for i in range(K)]
+        closed = D * M * D + sp.diag(*g) - sp.Matrix(g) * sp.Matrix(a).T - sp.Matrix(a) * sp.Matrix(g).T
+        assert sp.expand(H - closed) == sp.zeros(K, K)
+        checks.append(f"H = D M D + diag(g) − g aᵀ − a gᵀ with D = diag(a) − a aᵀ (expanded, K = {K})")
+    eqs = [sp.Eq(sp.Symbol("H"), sp.Symbol("D M D") + sp.Symbol(r"\mathrm{diag}(g)")
+                 - sp.Symbol("g a^T") - sp.Symbol("a g^T")),
+           sp.Eq(sp.Symbol("D"), sp.Symbol(r"\mathrm{diag}(a)") - sp.Symbol("a a^T"))]
+    text = ("Applying the softmax rule to $g$ gives the Hessian of the per-query loss in its scores; "
+            "in matrix form $H = D M D + \\mathrm{diag}(g) - g a^\\top - a g^\\top$ with the softmax "
+            "Jacobian $D = \\mathrm{diag}(a) - a a^\\top$.")
+    return Stage("column_hessian", "Hessian in the scores", text, eqs, checks,
+                 data={"a": a, "M": M, "loss": gradient_stage.data["loss"], "gradient": grad, "hessian": H})
+
+
+def pull_back(K):
+    """``S = V Q Vᵀ``: the flow in Q pulls back to ``dS/dt = −G Γ G``."""
+    eqs = [
+        sp.Eq(sp.Symbol("S_{nk}"), sp.Symbol("v_n^T Q v_k")),
+        sp.Eq(sp.Symbol(r"\nabla_Q \mathcal{L}"), sp.Symbol(r"\sum_{n,k} \Gamma_{nk} v_n v_k^T = V^T \Gamma V")),
+        sp.Eq(sp.Symbol(r"\dot S"), sp.Symbol(r"V \dot Q V^T = -G \Gamma G")),
+        sp.Eq(sp.Symbol(r"\Gamma_{nk}"), sp.Symbol(r"p_k g^{(k)}_n")),
+    ]
+    text = ("Scores are linear in $Q$, so $\\partial\\mathcal{L}/\\partial Q = \\sum_{n,k} \\Gamma_{nk} v_n v_k^\\top"
+            " = V^\\top \\Gamma V$ with $\\Gamma = \\partial\\mathcal{L}/\\partial S$, and the flow "
+            "$\\dot Q = -\\nabla_Q\\mathcal{L}$ gives $\\dot S = V \\dot Q V^\\top = -G\\Gamma G$ with the Gram "
+            "matrix $G = VV^\\top$. From $Q_0 = 0$ the whole trajectory stays in this $K\\times K$ space. "
+            "Column $k$ of $\\Gamma$ is $p_k$ times the column gradient of query $k$ "
+            "(see `verify_pull_back` for the symbolic check on the full $d\\times d$ model).")
+    return Stage("pull_back", "Pull-back through the merged key-query matrix", text, eqs)
+
+
+def flow_jacobian(K):
+    eqs = [sp.Eq(sp.Symbol(r"\partial \dot S_{il} / \partial S_{mk}"),
+                 sp.Symbol(r"-p_k (G H^{(k)})_{im} G_{kl}"))]
+    text = ("Column $k$ of $\\Gamma$ depends only on column $k$ of $S$, so the Jacobian of the flow is "
+            "$-(G\\otimes G)$ times the block-diagonal matrix of $p_k H^{(k)}$. The stiff solvers "
+            "(LSODA, Radau, BDF) receive it analytically.")
+    return Stage("flow_jacobian", "Jacobian of the flow", text, eqs)
+
+
+def gd_map(K):
+    eqs = [sp.Eq(sp.Symbol("S^{+}"), sp.Symbol(r"S - \eta\, G \Gamma(S) G"))]
+    text = ("Gradient descent $Q \\leftarrow Q - \\eta \\nabla_Q\\mathcal{L}$ maps to "
+            "$S \\leftarrow S - \\eta G\\Gamma(S)G$ exactly; with $t = \\eta \\cdot$ iteration it is the "
+            "explicit Euler scheme of the flow, first-order accurate as $\\eta \\to 0$.")
+    return Stage("gd_map", "The gradient-descent map", text, eqs)
+
+
+@dataclass
+class Derivation:
+    """The whole chain for K features: stages in order, and the column expressions."""
+
+    K: int
+    stages: list
+
+    def stage(self, name):
+        for st in self.stages:
+            if st.name == name:
+                return st
+        raise KeyError(name)
+
+    @property
+    def columns(self):
+        """The data of the last column stage: ``a``, ``M``, ``loss``, ``gradient``, ``hessian``."""
+        return self.stage("column_hessian").data
+
+
+def derive(K):
+    """Run every stage for K features."""
+    if int(K) != K or K < 2:
+        raise ValueError(f"K: expected an integer ≥ 2, got {K}")
+    loss = column_loss(K)
+    grad = column_gradient(loss)
+    hess = column_hessian(grad)
+    return Derivation(K, [network(K), large_prompt_limit(K), softmax_derivative(K), loss, grad, hess,
+                          pull_back(K), flow_jacobian(K), gd_map(K)])
+
+
+def verify_pull_back(K=2, d=2):
+    """Symbolically check ∇_Q ℒ = Vᵀ Γ V on the full d×d model (small K, d); return the difference.
+
+    Every entry of V, Q, F and p is a symbol; ℒ(Q) is written from the network
+    (softmax of ``V Q v_k + log p``) with raw moments F, differentiated in Q, and
+    compared with the pulled-back score gradient ``Γ_nk = p_k g⁽ᵏ⁾_n``, whose column
+    gradient comes from :func:`column_gradient`.  Returns the d×d matrix of
+    simplified differences (all zero when the reduction is exact).
+    """
+    V = sp.Matrix(K, d, lambda n, i: sp.Symbol(f"v_{n + 1}{i + 1}", real=True))
+    Q = sp.Matrix(d, d, lambda i, j: sp.Symbol(f"q_{i + 1}{j + 1}", real=True))
+    F = moment_matrix(K, "F")
+    p = sp.symbols(f"p_1:{K + 1}", positive=True)
+    S = V * Q * V.T
+    col = column_gradient(column_loss(K)).data
+    a_sym, M_sym = col["a"], col["M"]
+    total = 0
+    Gamma = sp.zeros(K, K)
+    for k in range(K):
+        a = explicit_softmax([S[n, k] for n in range(K)], [sp.log(pn) for pn in p])
+        # Loss from the network with raw moments: ½ E(aᵀf − f_k)².
+        total += p[k] * sp.Rational(1, 2) * (
+            sum(a[n] * a[m] * F[n, m] for n in range(K) for m in range(K))
+            - 2 * sum(a[n] * F[n, k] for n in range(K)) + F[k, k])
+        Mk = {M_sym[n, m]: F[n, m] - F[n, k] - F[k, m] + F[k, k] for n in range(K) for m in range(K)}
+        for n in range(K):
+            Gamma[n, k] = p[k] * col["gradient"][n].subs(Mk, simultaneous=True).subs(dict(zip(a_sym, a)))
+    grad_Q = sp.Matrix(d, d, lambda i, j: sp.diff(total, Q[i, j]))
+    return (grad_Q - V.T * Gamma * V).applyfunc(lambda e: sp.simplify(sp.together(e)))

@@ -1,0 +1,134 @@
+"""The SymPy derivation and the kernels generated from it."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from derivations import codegen, load_kernels, stages
+from solvers import ScoreSystem, integrate_flow, iterate_gd
+
+from .conftest import make_problem, random_system_arrays
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_full_model_gradient_pulls_back_exactly():
+    """SymPy's gradient of the d×d model (K = 2, d = 2, every entry a symbol) minus VᵀΓV simplifies to 0."""
+    assert stages.verify_pull_back(2, 2) == sp.zeros(2, 2)
+
+
+@pytest.mark.parametrize("K", [2, 3])
+def test_stages_verify_their_steps_symbolically(K):
+    d = stages.derive(K)
+    names = [s.name for s in d.stages]
+    assert names[:6] == ["network", "large_prompt_limit", "softmax_derivative", "column_loss",
+                         "column_gradient", "column_hessian"]
+    # Each of these stages ran its symbolic checks (they assert inside).
+    for name, count in (("network", 2), ("softmax_derivative", 1), ("column_gradient", 2), ("column_hessian", 2)):
+        assert len(d.stage(name).checks) == count
+
+
+def test_column_gradient_is_the_textbook_formula():
+    """g = a ∘ (Ma − aᵀMa) at random rational points, exactly."""
+    col = stages.derive(4).columns
+    rng = np.random.default_rng(0)
+    a = rng.dirichlet(np.ones(4))
+    W = rng.standard_normal((4, 4))
+    M = W @ W.T
+    subs = dict(zip(col["a"], a))
+    subs.update({col["M"][i, j]: M[i, j] for i in range(4) for j in range(4)})
+    g = np.array([float(e.subs(subs)) for e in col["gradient"]])
+    np.testing.assert_allclose(g, a * (M @ a - a @ M @ a), rtol=1e-13)
+
+
+CASES = [
+    (2, {"kind": "orthonormal", "K": 2}, {"kind": "linear"}, "uniform"),
+    (3, {"kind": "simplex", "K": 3, "d": 2}, {"kind": "single-index", "link": "tanh", "L": 2.0}, [0.5, 0.3, 0.2]),
+    (5, {"kind": "random-unit", "K": 5, "d": 3, "seed": 1}, {"kind": "frequency", "L": 3.0}, "uniform"),
+    (8, {"kind": "random-unit", "K": 8, "d": 8, "seed": 2}, {"kind": "single-index", "link": "relu"}, "uniform"),
+]
+
+
+@pytest.mark.parametrize("K,features,task,p", CASES)
+def test_generated_kernels_equal_hand_written(K, features, task, p):
+    problem = make_problem(features=features, task=task, prompt={"p": p})
+    gen = problem.system()
+    hand = make_problem(features=features, task=task, prompt={"p": p},
+                        training={"kernels": "hand-written"}).system()
+    assert gen.kernels.NAME == "generated" and hand.kernels.NAME == "hand-written"
+    rng = np.random.default_rng(K)
+    for scale in (0.1, 2.0, 20.0):
+        S = rng.standard_normal((K, K)) * scale
+        assert gen.loss(S) == pytest.approx(hand.loss(S), rel=1e-12)
+        for fn in ("gradient", "rhs", "jacobian"):
+            x, y = getattr(gen, fn)(S), getattr(hand, fn)(S)
+            assert np.abs(x - y).max() <= 1e-12 * np.abs(y).max(), fn
+    a = iterate_gd(gen, problem.S0, 0.5, 300)
+    b = iterate_gd(hand, problem.S0, 0.5, 300)
+    np.testing.assert_allclose(a.S, b.S, rtol=1e-10, atol=1e-12)
+
+
+def test_generated_kernels_take_parameters_at_run_time():
+    """One generated module serves every G, F, p of the same K: nothing is baked in but K."""
+    kernels = load_kernels(4)
+    for seed in range(3):
+        V, F, p = random_system_arrays(4, 3, seed)
+        gen = ScoreSystem(V @ V.T, F, p, kernels=kernels)
+        hand = ScoreSystem(V @ V.T, F, p)
+        S = np.random.default_rng(seed).standard_normal((4, 4))
+        np.testing.assert_allclose(gen.jacobian(S), hand.jacobian(S), rtol=0, atol=1e-12 * np.abs(hand.jacobian(S)).max())
+    assert load_kernels(4) is kernels
+    text = kernels.path.read_text()
+    assert "np.exp" not in text.split(codegen.ASSEMBLY_MARKER)[0]      # softmax comes from column_attention
+
+
+def test_flow_with_generated_kernels_matches_hand_written(simplex_sharp):
+    hand = ScoreSystem(simplex_sharp.features.G, simplex_sharp.F, simplex_sharp.p)
+    a = integrate_flow(simplex_sharp.system(), simplex_sharp.S0, 1e4, method="BDF")
+    b = integrate_flow(hand, simplex_sharp.S0, 1e4, method="BDF")
+    np.testing.assert_allclose(a.S, b.S, rtol=1e-9, atol=1e-9)
+
+
+def test_key_depends_on_K_and_names_the_module():
+    assert codegen.kernel_key(3) != codegen.kernel_key(4)
+    assert codegen.kernel_key(3) == codegen.kernel_key(3)
+    assert codegen.kernel_key(3)[:16] in codegen.module_path(3).name
+
+
+@pytest.mark.slow
+def test_hot_cache_neither_regenerates_nor_recompiles(tmp_path):
+    """Two processes with the same cache directory: the second finds the module and Numba's machine code."""
+    script = textwrap.dedent("""
+        import json, sys
+        import numpy as np
+        from derivations import load_kernels
+        from derivations.codegen import dispatchers
+        from solvers import ScoreSystem
+        kernels = load_kernels(3)
+        mtime = kernels.path.stat().st_mtime_ns
+        system = ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3), kernels=kernels)
+        system.warm_up()
+        stats = [d.stats for d in dispatchers(kernels).values()]
+        print(json.dumps({"generated_now": kernels.generated_now, "mtime": mtime,
+                          "misses": sum(sum(s.cache_misses.values()) for s in stats),
+                          "hits": sum(sum(s.cache_hits.values()) for s in stats)}))
+    """)
+    env = dict(os.environ, ATTNFLOW_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        import json
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first, second = run(), run()
+    assert first["generated_now"] and first["misses"] > 0
+    assert not second["generated_now"] and second["mtime"] == first["mtime"]
+    assert second["misses"] == 0 and second["hits"] > 0
+    assert len(list(tmp_path.glob("attnflow_kernels_K3_*.py"))) == 1
