@@ -100,7 +100,7 @@ def network(K):
     gap_form = sp.Add(*[Ai * (fi - f[k]) for Ai, fi in zip(A, f)])
     checks = []
     assert _is_zero(yhat - f[k] - gap_form)
-    checks.append("ŷ − f(v_k) = Σ_n A_n (f(v_n) − f(v_k)) because Σ_n A_n = 1 (simplified to zero)")
+    checks.append(r"$\hat y - f(v_k) - \sum_n A_n (f(v_n) - f(v_k))$ simplifies to $0$ (because $\sum_n A_n = 1$)")
     # E over f is linear: replace f_n f_m by F_nm in the expanded square of the label gap.
     F = moment_matrix(K, "F")
     M = moment_matrix(K, "M")
@@ -109,7 +109,7 @@ def network(K):
     expected_F = expanded.subs({f[i] * f[j]: F[i, j] for i in range(K) for j in range(K)},
                                simultaneous=True).subs({f[i] ** 2: F[i, i] for i in range(K)})
     assert sp.expand(expected_F - (F[n, m] - F[n, k] - F[k, m] + F[k, k])) == 0
-    checks.append("E[(f_n − f_k)(f_m − f_k)] = F_nm − F_nk − F_km + F_kk (expanded and compared)")
+    checks.append(r"$E[(f_n - f_k)(f_m - f_k)] = F_{nm} - F_{nk} - F_{km} + F_{kk}$ (expanded and compared)")
     eqs = [
         sp.Eq(sp.Symbol("A_n"), sp.Symbol("c_n") * sp.exp(sp.Symbol("s_n"))
               / sp.Sum(sp.Symbol("c_m") * sp.exp(sp.Symbol("s_m")), (sp.Symbol("m"), 1, K))),
@@ -124,7 +124,8 @@ def network(K):
             "$\\hat y - f(v_k) = \\sum_n A_n (f(v_n) - f(v_k))$, and its mean square over the random "
             "function is a quadratic form in the label-gap moments $M_{nm} = E[(f_n - f_k)(f_m - f_k)]$, "
             "which depend on the class only through $F = E[f(V) f(V)^\\top]$. Row and column $k$ of $M$ vanish.")
-    return Stage("network", "The network and its loss", text, eqs, checks)
+    indexed = [eqs[0], r"\hat{y} = \sum_n A_n f_n", r"\ell_k = \tfrac12 \sum_{n,m} A_n A_m M_{nm}", eqs[3]]
+    return Stage("network", "The network and its loss", text, eqs, checks, data={"indexed": indexed})
 
 
 def large_prompt_limit(K):
@@ -150,7 +151,7 @@ def softmax_derivative(K):
         for m in range(K):
             for j in range(K):
                 assert _is_zero(sp.diff(a[m], s[j]) - a[m] * (sp.KroneckerDelta(m, j) - a[j]))
-        checks.append(f"∂a_m/∂s_j − a_m(δ_mj − a_j) simplifies to 0 for all m, j (K = {K})")
+        checks.append(rf"$\partial a_m/\partial s_j - a_m(\delta_{{mj}} - a_j)$ simplifies to $0$ for all $m, j$ ($K = {K}$)")
     a_sym = attention_symbols(K)
     m_, j_ = sp.symbols("m j", integer=True)
     eqs = [sp.Eq(sp.Derivative(sp.Function("a_m")(sp.Symbol("s_j")), sp.Symbol("s_j")),
@@ -169,7 +170,7 @@ def column_loss(K):
     loss = sp.Rational(1, 2) * sp.Add(*[M[i, j] * a[i] * a[j] for i in range(K) for j in range(K)])
     text = "In the large-prompt limit the per-query loss is $\\ell = \\tfrac12 a^\\top M a$."
     return Stage("column_loss", "Per-query loss", text, [sp.Eq(sp.Symbol(r"\ell"), loss)],
-                 data={"a": a, "M": M, "loss": loss})
+                 data={"a": a, "M": M, "loss": loss, "indexed": [r"\ell = \tfrac12 \sum_{n,m} M_{nm} a_n a_m"]})
 
 
 def column_gradient(loss_stage):
@@ -183,7 +184,7 @@ def column_gradient(loss_stage):
     checks = []
     for i in range(K):
         assert sp.expand(grad[i] - through_softmax(loss, a, i)) == 0
-    checks.append("g_i equals the softmax chain rule applied to ℓ (expanded and compared)")
+    checks.append(r"$g_i$ equals the softmax chain rule applied to $\ell$ (expanded and compared)")
     if K <= SYMBOLIC_CHECK_MAX_K:
         s = score_symbols(K)
         logp = sp.symbols(f"l_1:{K + 1}", real=True)
@@ -192,7 +193,7 @@ def column_gradient(loss_stage):
         direct = loss.subs(sub)
         for i in range(K):
             assert _is_zero(sp.diff(direct, s[i]) - grad[i].subs(sub))
-        checks.append(f"g_i equals ∂ℓ/∂s_i of the explicit softmax, simplified to 0 (K = {K})")
+        checks.append(rf"$g_i - \partial\ell/\partial s_i$ with the explicit softmax simplifies to $0$ ($K = {K}$)")
     u_sym = sp.symbols(f"u_1:{K + 1}")
     Bs = sp.Symbol("B")
     eqs = [sp.Eq(u_sym[i], u[i]) for i in range(K)]
@@ -201,8 +202,9 @@ def column_gradient(loss_stage):
     text = ("With $u = \\partial\\ell/\\partial a = M a$ and $B = a^\\top M a = 2\\ell$, the gradient in the "
             "column's scores is $g_i = a_i (u_i - B)$. Its entries sum to zero: shifting all scores of a "
             "query changes nothing.")
+    indexed = [r"u_n = \sum_m M_{nm} a_m", r"B = \sum_n a_n u_n", r"g_n = a_n (u_n - B)"]
     return Stage("column_gradient", "Gradient in the scores", text, eqs, checks,
-                 data={"a": a, "M": M, "loss": loss, "gradient": grad})
+                 data={"a": a, "M": M, "loss": loss, "gradient": grad, "indexed": indexed})
 
 
 def column_hessian(gradient_stage):
@@ -220,17 +222,15 @@ def column_hessian(gradient_stage):
         for i in range(K):
             for j in range(i + 1, K):
                 assert sp.expand(H[i, j] - H[j, i]) == 0
-        checks.append(f"H is symmetric (expanded, K = {K})")
+        checks.append(rf"$H = H^\top$ (expanded, $K = {K}$)")
         u = sp.Matrix(M) * sp.Matrix(a)
         beta = (sp.Matrix(a).T * u)[0]
         D = sp.diag(*a) - sp.Matrix(a) * sp.Matrix(a).T
         g = [a[i] * (u[i] - beta) for i in range(K)]
         closed = D * M * D + sp.diag(*g) - sp.Matrix(g) * sp.Matrix(a).T - sp.Matrix(a) * sp.Matrix(g).T
         assert sp.expand(H - closed) == sp.zeros(K, K)
-        checks.append(f"H = D M D + diag(g) − g aᵀ − a gᵀ with D = diag(a) − a aᵀ (expanded, K = {K})")
-    eqs = [sp.Eq(sp.Symbol("H"), sp.Symbol("D M D") + sp.Symbol(r"\mathrm{diag}(g)")
-                 - sp.Symbol("g a^T") - sp.Symbol("a g^T")),
-           sp.Eq(sp.Symbol("D"), sp.Symbol(r"\mathrm{diag}(a)") - sp.Symbol("a a^T"))]
+        checks.append(rf"$H = DMD + \mathrm{{diag}}(g) - g a^\top - a g^\top$ with $D = \mathrm{{diag}}(a) - a a^\top$ (expanded, $K = {K}$)")
+    eqs = [r"H = D M D + \mathrm{diag}(g) - g a^\top - a g^\top", r"D = \mathrm{diag}(a) - a a^\top"]
     text = ("Applying the softmax rule to $g$ gives the Hessian of the per-query loss in its scores; "
             "in matrix form $H = D M D + \\mathrm{diag}(g) - g a^\\top - a g^\\top$ with the softmax "
             "Jacobian $D = \\mathrm{diag}(a) - a a^\\top$.")
@@ -238,26 +238,27 @@ def column_hessian(gradient_stage):
                  data={"a": a, "M": M, "loss": gradient_stage.data["loss"], "gradient": grad, "hessian": H})
 
 
-def pull_back(K):
+def pull_back(K, d=None):
     """``S = V Q Vᵀ``: the flow in Q pulls back to ``dS/dt = −G Γ G``."""
-    eqs = [
-        sp.Eq(sp.Symbol("S_{nk}"), sp.Symbol("v_n^T Q v_k")),
-        sp.Eq(sp.Symbol(r"\nabla_Q \mathcal{L}"), sp.Symbol(r"\sum_{n,k} \Gamma_{nk} v_n v_k^T = V^T \Gamma V")),
-        sp.Eq(sp.Symbol(r"\dot S"), sp.Symbol(r"V \dot Q V^T = -G \Gamma G")),
-        sp.Eq(sp.Symbol(r"\Gamma_{nk}"), sp.Symbol(r"p_k g^{(k)}_n")),
-    ]
+    d = d or K
+    V, Q = sp.MatrixSymbol("V", K, d), sp.MatrixSymbol("Q", d, d)
+    Gamma, G = sp.MatrixSymbol("Gamma", K, K), sp.MatrixSymbol("G", K, K)
+    eqs = [r"S_{nk} = v_n^\top Q v_k, \qquad S = V Q V^\top",
+           r"\nabla_Q \mathcal{L} = \sum_{n,k} \Gamma_{nk}\, v_n v_k^\top = V^\top \Gamma V",
+           r"\dot S = V \dot Q V^\top = -G \Gamma G, \qquad G = V V^\top",
+           r"\Gamma_{nk} = p_k\, g^{(k)}_n"]
     text = ("Scores are linear in $Q$, so $\\partial\\mathcal{L}/\\partial Q = \\sum_{n,k} \\Gamma_{nk} v_n v_k^\\top"
             " = V^\\top \\Gamma V$ with $\\Gamma = \\partial\\mathcal{L}/\\partial S$, and the flow "
             "$\\dot Q = -\\nabla_Q\\mathcal{L}$ gives $\\dot S = V \\dot Q V^\\top = -G\\Gamma G$ with the Gram "
             "matrix $G = VV^\\top$. From $Q_0 = 0$ the whole trajectory stays in this $K\\times K$ space. "
             "Column $k$ of $\\Gamma$ is $p_k$ times the column gradient of query $k$ "
-            "(see `verify_pull_back` for the symbolic check on the full $d\\times d$ model).")
-    return Stage("pull_back", "Pull-back through the merged key-query matrix", text, eqs)
+            "(`derivations.stages.verify_pull_back` checks this symbolically on the full $d\\times d$ model).")
+    return Stage("pull_back", "Pull-back through the merged key-query matrix", text, eqs,
+                 data={"S": V * Q * V.T, "grad_Q": V.T * Gamma * V, "S_dot": -G * Gamma * G})
 
 
 def flow_jacobian(K):
-    eqs = [sp.Eq(sp.Symbol(r"\partial \dot S_{il} / \partial S_{mk}"),
-                 sp.Symbol(r"-p_k (G H^{(k)})_{im} G_{kl}"))]
+    eqs = [r"\frac{\partial \dot S_{il}}{\partial S_{mk}} = -p_k\, (G H^{(k)})_{im}\, G_{kl}"]
     text = ("Column $k$ of $\\Gamma$ depends only on column $k$ of $S$, so the Jacobian of the flow is "
             "$-(G\\otimes G)$ times the block-diagonal matrix of $p_k H^{(k)}$. The stiff solvers "
             "(LSODA, Radau, BDF) receive it analytically.")
@@ -265,11 +266,13 @@ def flow_jacobian(K):
 
 
 def gd_map(K):
-    eqs = [sp.Eq(sp.Symbol("S^{+}"), sp.Symbol(r"S - \eta\, G \Gamma(S) G"))]
+    S, G, Gamma = sp.MatrixSymbol("S", K, K), sp.MatrixSymbol("G", K, K), sp.MatrixSymbol("Gamma", K, K)
+    eta = sp.Symbol("eta", positive=True)
+    eqs = [r"S^{+} = S - \eta\, G\, \Gamma(S)\, G"]
     text = ("Gradient descent $Q \\leftarrow Q - \\eta \\nabla_Q\\mathcal{L}$ maps to "
             "$S \\leftarrow S - \\eta G\\Gamma(S)G$ exactly; with $t = \\eta \\cdot$ iteration it is the "
             "explicit Euler scheme of the flow, first-order accurate as $\\eta \\to 0$.")
-    return Stage("gd_map", "The gradient-descent map", text, eqs)
+    return Stage("gd_map", "The gradient-descent map", text, eqs, data={"S_next": S - eta * G * Gamma * G})
 
 
 @dataclass

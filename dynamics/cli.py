@@ -40,6 +40,12 @@ def build_parser():
                      help="override a configuration field (repeatable)")
     run.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    derive = sub.add_parser("derive", help="the derivation, step by step, as Markdown or LaTeX")
+    derive.add_argument("config", help="TOML configuration")
+    derive.add_argument("--format", choices=("markdown", "latex"), default="markdown")
+    derive.add_argument("--out", help="write to this file instead of standard output")
+    derive.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a configuration field (repeatable)")
     return parser
 
 
@@ -56,6 +62,19 @@ def main(argv=None):
             cfg = config.load(args.config, dict(parse_override(s) for s in args.set))
             problem, result, summary = run(cfg, args.out, progress=not args.quiet, plots=not args.no_plots)
             print(run_report(summary))
+        elif args.command == "derive":
+            from pathlib import Path
+
+            from . import config
+            from .derivation_report import render
+            from .problem import Problem
+            cfg = config.load(args.config, dict(parse_override(s) for s in args.set))
+            text = render(Problem.from_config(cfg), cfg.training, args.format)
+            if args.out:
+                Path(args.out).write_text(text)
+                print(f"wrote {args.out}")
+            else:
+                print(text, end="")
     except AttnflowError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

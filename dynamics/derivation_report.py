@@ -1,0 +1,131 @@
+"""``attnflow derive``: the derivation, step by step, down to this configuration's equations.
+
+Small K (≤ 3) shows every equation in full; larger K the indexed form.  Numbers
+are rounded to four significant digits for reading; the solvers use the exact ones.
+"""
+
+import numpy as np
+import sympy as sp
+
+from derivations import asymptotics, export, stages
+from derivations.codegen import module_path
+
+EXPLICIT_MAX_K = 3
+MATRIX_MAX_K = 8
+
+
+def _num(x):
+    return sp.Float(float(x), 4)
+
+
+def _matrix(A):
+    A = np.atleast_2d(A)
+    return sp.latex(sp.Matrix(A.shape[0], A.shape[1], lambda i, j: _num(A[i, j])))
+
+
+def derivation_blocks(problem, training=None):
+    """The whole document as export blocks."""
+    K = problem.K
+    explicit = K <= EXPLICIT_MAX_K
+    derivation = stages.derive(K)
+    c = problem.constants()
+    blocks = [("h1", f"Score dynamics of softmax attention, K = {K}"),
+              ("p", f"Configuration: $K = {K}$ features in $d = {problem.features.d}$ dimensions "
+                    f"({problem.features.kind}), task {problem.function_class.describe()}, large prompts "
+                    f"($N = \\infty$). " + ("Every equation is shown in full." if explicit else
+                                            "Equations are shown in indexed form (full form for $K \\le 3$)."))]
+    for st in derivation.stages:
+        indexed = st.data.get("indexed")
+        blocks += export.stage_blocks(st, None if explicit or indexed is None else indexed)
+        if st.name == "column_hessian" and explicit:
+            H = st.data["hessian"]
+            blocks += [("p", "In full, entry by entry:")]
+            blocks += [("eq", f"H_{{{i + 1}{j + 1}}} = " + sp.latex(sp.factor(H[i, j])))
+                       for i in range(K) for j in range(i, K)]
+
+    blocks += [("h2", "This configuration"),
+               ("p", "Gram matrix $G = VV^\\top$, moments $F$ (" + problem.moments.method
+                + (f", error $\\le {problem.moments.error:.1e}$" if problem.moments.error else "")
+                + ") and feature probabilities $p$:")]
+    if K <= MATRIX_MAX_K:
+        blocks += [("eq", "G = " + _matrix(problem.features.G)), ("eq", "F = " + _matrix(problem.F)),
+                   ("eq", "p = " + _matrix(problem.p[None, :]))]
+    else:
+        blocks.append(("p", f"($K = {K}$: the matrices are in `summary.json` of `attnflow run`.)"))
+    blocks.append(("list", [
+        f"$L = {c.L:.4g}$ ({c.L_source})",
+        f"$\\Delta = {c.Delta:.4g}$, $\\delta = {c.delta:.4g}$, $L\\Delta\\delta = {c.L_Delta_delta:.4g}$: "
+        f"**{c.regime}** regime (threshold $c^* = {c.threshold:g}$; $\\Delta$, $\\delta$ and the threshold are "
+        "reconstructed definitions)",
+        "non-degenerate class" if c.nondegenerate else
+        f"**degenerate class**: smallest off-target eigenvalue of $M^{{(k)}}$ is {c.min_offtarget_eigenvalue:.3g}"]))
+    blocks += _explicit_equations(problem, derivation) if explicit else [
+        ("p", "The flow, with $a_{nk}$ the attention of query $k$ on feature $n$:"),
+        ("eq", r"\dot S = -G \Gamma G, \quad \Gamma_{nk} = p_k\, a_{nk} (u_{nk} - B_k), \quad "
+               r"u_{nk} = \sum_m M^{(k)}_{nm} a_{mk}, \quad B_k = \sum_n a_{nk} u_{nk}")]
+    if training is not None and training.mode in ("gd", "both"):
+        eta = training.eta if training.eta == "auto" else f"{training.eta:g}"
+        blocks.append(("p", f"Gradient descent iterates $S \\leftarrow S - \\eta\\, G\\Gamma(S)G$ with "
+                            f"$\\eta$ = {eta} (auto: half the stable step at the start)."))
+    blocks += _asymptotic_blocks(problem, derivation)
+    path = module_path(K)
+    blocks += [("h2", "Generated code"),
+               ("p", f"`derivations.codegen` prints the column gradient and Hessian above, after common-subexpression "
+                     f"elimination, into a Numba module: `{path}`. Every parameter ($G$, $F$, $p$, $\\eta$) is a runtime "
+                     f"argument, so one module serves every problem with $K = {K}$.")]
+    return blocks
+
+
+def _explicit_equations(problem, derivation):
+    """The flow written out with this configuration's numbers, in the attentions a_nk."""
+    K = problem.K
+    A = sp.Matrix(K, K, lambda n, k: sp.Symbol(f"a_{{{n + 1}{k + 1}}}", positive=True))
+    Gam = sp.Matrix(K, K, lambda n, k: sp.Symbol(f"\\Gamma_{{{n + 1}{k + 1}}}"))
+    blocks = [("p", "With this configuration's numbers, $a_{nk}$ being query $k$'s attention on feature $n$ "
+                    "($a_{\\cdot k} = \\mathrm{softmax}(S_{\\cdot k} + \\log p)$), "
+                    "$u_{nk} = \\sum_m M^{(k)}_{nm} a_{mk}$ and $B_k = \\sum_n a_{nk} u_{nk}$:")]
+    for k in range(K):
+        Mk = asymptotics.label_gap_moments(problem.F, k)
+        for n in range(K):
+            u = sp.Add(*[_num(Mk[n, m]) * A[m, k] for m in range(K)])
+            blocks.append(("eq", f"u_{{{n + 1}{k + 1}}} = " + sp.latex(u)))
+        blocks.append(("eq", f"\\Gamma_{{n{k + 1}}} = {float(problem.p[k]):.4g}\\, a_{{n{k + 1}}}"
+                             f" (u_{{n{k + 1}}} - B_{k + 1})"))
+    Gm = sp.Matrix(K, K, lambda i, j: _num(problem.features.G[i, j]))
+    rhs = -(Gm * Gam * Gm)
+    blocks += [("eq", f"\\dot S_{{{n + 1}{k + 1}}} = " + sp.latex(sp.expand(rhs[n, k])))
+               for n in range(K) for k in range(K)]
+    return blocks
+
+
+def _asymptotic_blocks(problem, derivation):
+    G, F, p = problem.features.G, problem.F, problem.p
+    early = asymptotics.early_phase(G, F, p, derivation)
+    late = asymptotics.late_phase(G, F, p)
+    K = problem.K
+    blocks = [("h2", "Early phase: linearisation at $S = 0$"),
+              ("p", "At $S = 0$ every query attends with $a = p$. The derived gradient and Hessian at $a = p$ give the "
+                    "initial velocity $V_0 = -G\\Gamma(0)G$ and the Jacobian $J(0)$; the linear drift $S \\approx V_0 t$ "
+                    "estimates when the target attention reaches $1/2$.")]
+    if K <= MATRIX_MAX_K:
+        blocks.append(("eq", "V_0 = " + _matrix(early.velocity)))
+    top = ", ".join(f"{r:.4g}" for r in early.rates[:4])
+    blocks.append(("list", [f"largest eigenvalues of $J(0)$: {top}",
+                            f"drift estimate of the time to attention $1/2$: $t_{{1/2}} \\approx {early.t_half_drift:.4g}$"]))
+    blocks += export.stage_blocks(asymptotics.late_phase_stage(min(K, 3)))
+    if late.loss_constant is not None:
+        items = [f"$G = {late.gamma:.4g}\\, I$: $\\mathcal{{L}}(t) \\approx {late.loss_constant:.4g}/t$"]
+        if late.gap_constant is not None:
+            items.append(f"$\\max_k (1 - A_{{kk}}) \\approx {late.gap_constant:.4g}/\\sqrt{{t}}$")
+    else:
+        items = ["$G$ is not a multiple of $I$: the exponents hold ($\\mathcal{L} \\propto t^{-1}$, "
+                 "$1 - A_{kk} \\propto t^{-1/2}$); the constants are not derived."]
+    blocks.append(("list", items))
+    return blocks
+
+
+def render(problem, training=None, fmt="markdown"):
+    blocks = derivation_blocks(problem, training)
+    if fmt == "latex":
+        return export.to_latex(blocks, title=f"attnflow: score dynamics for K = {problem.K}")
+    return export.to_markdown(blocks)
