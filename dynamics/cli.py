@@ -76,7 +76,7 @@ def main(argv=None):
             else:
                 print(text, end="")
     except AttnflowError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)   # always one line
         return 2
     return 0
 

@@ -70,6 +70,12 @@ def string(name, v):
     return v
 
 
+def table(name, v):
+    if not isinstance(v, dict):
+        raise AttnflowError(name, f"expected a table such as {{ w = \"normal(0, 1)\" }}, got {_describe(v)}")
+    return dict(v)
+
+
 def optional(parse):
     return lambda name, v: None if v is None else parse(name, v)
 
@@ -126,11 +132,12 @@ SCHEMA = {
         "matrix": (optional(matrix), None),
     },
     "task": {
-        "kind": (choice(_classes.KINDS + ("expression",)), "single-index"),
+        "kind": (choice(_classes.KINDS), "single-index"),
         "sigma": (optional(real(0.0)), None),
         "L": (optional(real(0.0)), None),
         "link": (choice(_classes.LINKS), "sin"),
         "expression": (optional(string), None),
+        "parameters": (optional(table), None),
         "functions": (optional(matrix), None),
         "weights": (optional(real_list(0.0, strict=False)), None),
         "F": (optional(matrix), None),
@@ -243,9 +250,6 @@ def from_dict(raw):
 
 def _check_supported(cfg):
     """Reject combinations this version cannot solve, naming the field."""
-    if cfg.task.kind == "expression":
-        raise AttnflowError("task.kind", "\"expression\" tasks are not supported in this version; "
-                                         "use linear, single-index, frequency, finite or moments")
     if math.isfinite(cfg.prompt.N):
         raise AttnflowError("prompt.N", f"finite prompts (N = {cfg.prompt.N}) are not supported in this "
                                         "version; use N = \"inf\" (the large-prompt limit)")

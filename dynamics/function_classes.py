@@ -22,7 +22,7 @@ from scipy import special
 from .errors import AttnflowError
 from .features import pairwise_distances
 
-KINDS = ("linear", "single-index", "frequency", "finite", "moments")
+KINDS = ("linear", "single-index", "frequency", "expression", "finite", "moments")
 LINKS = ("sin", "tanh", "relu", "erf", "identity")
 METHODS = ("auto", "exact", "quadrature", "monte-carlo")
 
@@ -350,3 +350,73 @@ def check_moment_matrix(F, K, field_name="task.F"):
     if lam < -1e-10 * scale:
         raise AttnflowError(field_name, f"must be positive semi-definite; smallest eigenvalue {lam:.3g}")
     return 0.5 * (F + F.T)
+
+
+@dataclass(frozen=True)
+class Expression(FunctionClass):
+    """``f(x) = expr(x; θ)`` with independent random parameters θ (see :mod:`derivations.moments`)."""
+
+    text: str = ""
+    expr: object = None
+    xs: tuple = ()
+    params: tuple = ()
+    laws: dict = field(default_factory=dict)
+    L: float = None
+    lipschitz_draws: int = 2000
+
+    @classmethod
+    def parse(cls, text, parameters, d, L=None):
+        from derivations import moments as sm
+        laws = {}
+        for name, spec in (parameters or {}).items():
+            try:
+                laws[name] = sm.parse_parameter(name, spec)
+            except ValueError as e:
+                raise AttnflowError(f"task.parameters.{name}", str(e)) from None
+        try:
+            expr, xs, params = sm.parse_expression(text, d, list(laws))
+        except ValueError as e:
+            raise AttnflowError("task.expression", str(e)) from None
+        return cls(text, expr, xs, params, {p: laws[str(p)] for p in params}, L)
+
+    def exact_moments(self, V):
+        from derivations import moments as sm
+        try:
+            return sm.exact_moments(self.expr, self.xs, self.params, self.laws, V)
+        except sm.NoClosedForm:
+            return None
+
+    def quadrature_moments(self, V):
+        from derivations import moments as sm
+        try:
+            F, err, n = sm.quadrature_moments(self.expr, self.xs, self.params, self.laws, V)
+        except sm.NoClosedForm as e:
+            raise AttnflowError("task.moment_method", str(e)) from None
+        return Moments(F, "quadrature", err, f"tensor Gauss rule, {n} nodes per random parameter")
+
+    def _draw(self, rng, size):
+        return [self.laws[p].sample(rng, size) for p in self.params]
+
+    def sample_labels(self, rng, X, idx):
+        from derivations import moments as sm
+        theta = [t.reshape((-1,) + (1,) * (X.ndim - 2)) for t in self._draw(rng, X.shape[0])]
+        return sm.values_on(self.expr, self.xs, self.params)(X, theta)
+
+    def lipschitz(self, V):
+        if self.L is not None:
+            return Lipschitz(self.L, "stated bound (task.L)")
+        import sympy as sp
+        grad = sp.lambdify(list(self.xs) + list(self.params), [sp.diff(self.expr, x) for x in self.xs], "numpy")
+        rng = np.random.default_rng(0)
+        # The features and random points of their convex hull.
+        points = np.vstack([V, rng.dirichlet(np.ones(len(V)), 200) @ V])
+        theta = [t[:, None] for t in self._draw(rng, self.lipschitz_draws)]
+        G = np.stack([np.asarray(g, dtype=float) * np.ones((self.lipschitz_draws, len(points)))
+                      for g in grad(*points.T, *theta)])
+        per_draw = np.sqrt((G**2).sum(axis=0)).max(axis=1)
+        return Lipschitz(float(np.sqrt(np.mean(per_draw**2))),
+                         f"estimated: RMS over {self.lipschitz_draws} draws of the largest ‖∇f‖ on the features "
+                         "and 200 points of their convex hull", reconstructed=True)
+
+    def describe(self):
+        return f"expression {self.text}"

@@ -40,7 +40,7 @@ def build_features(section):
 
 
 def _unused(section, allowed, kind):
-    for key in ("sigma", "L", "functions", "weights", "F", "expression"):
+    for key in ("sigma", "L", "functions", "weights", "F", "expression", "parameters"):
         if key not in allowed and section.values.get(key) is not None:
             raise AttnflowError(f"task.{key}", f"is not used by task.kind = \"{kind}\"")
 
@@ -71,6 +71,12 @@ def build_function_class(section, fs):
         if weights.sum() <= 0:
             raise AttnflowError("task.weights", "need at least one positive weight")
         return fc.Finite(values, weights / weights.sum())
+    if kind == "expression":
+        _unused(section, ("expression", "parameters", "L"), kind)
+        if section.expression is None:
+            raise AttnflowError("task.expression", "required when task.kind = \"expression\": a SymPy expression "
+                                                   f"in x0..x{fs.d - 1} and the random parameters")
+        return fc.Expression.parse(section.expression, section.parameters, fs.d, section.L)
     if kind == "moments":
         _unused(section, ("F", "L"), kind)
         if section.F is None:

@@ -1,0 +1,209 @@
+"""Moments ``F = E[f(V) f(V)ᵀ]`` of a function class given as a SymPy expression.
+
+The class is ``f(x) = expr(x0, …, x{d−1}; θ)`` with independent random parameters
+θ, each ``normal(μ, σ)`` or ``uniform(a, b)`` (or a fixed number).  Three routes:
+
+* exact: the covariance kernel ``κ(x, y) = E_θ[f(x) f(y)]`` is computed once,
+  symbolically.  Trigonometric and hyperbolic functions are rewritten as
+  exponentials; every term must then be a monomial in θ times ``exp(αᵀθ + β)``
+  with α, β free of θ (linear, sine and cosine of Gaussian or uniform projections,
+  and similar).  For each parameter ``E[θ^j e^{αθ}] = ∂^j_α M(α)`` with the moment
+  generating function M of its distribution.  Other expressions raise
+  :class:`NoClosedForm`.
+* quadrature: a tensor Gauss rule over the random parameters (Hermite for normal,
+  Legendre for uniform), with the number of nodes per axis doubled until two rules
+  agree; the change is the reported error.
+* Monte Carlo is done by the function class in :mod:`dynamics` with the sampler here.
+"""
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+from scipy import special
+
+_DIST = re.compile(r"^\s*(normal|uniform)\s*\(\s*([^,()]+)\s*,\s*([^,()]+)\s*\)\s*$")
+
+
+class NoClosedForm(Exception):
+    """The expression is outside what the exact route handles."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    kind: str          # "normal", "uniform" or "fixed"
+    a: float           # μ, lower bound, or the value
+    b: float = 0.0     # σ, upper bound
+
+    def mgf(self, t):
+        """Moment generating function ``E[e^{tθ}]`` as a SymPy expression in t."""
+        a, b = sp.nsimplify(self.a), sp.nsimplify(self.b)
+        if self.kind == "fixed":
+            return sp.exp(a * t)
+        if self.kind == "normal":
+            return sp.exp(a * t + b**2 * t**2 / 2)
+        return (sp.exp(b * t) - sp.exp(a * t)) / ((b - a) * t)
+
+    def moment_times_exp(self, j, alpha):
+        """``E[θ^j e^{αθ}]`` exactly."""
+        t = sp.Dummy("t")
+        if self.kind == "uniform" and sp.simplify(alpha) == 0:
+            a, b = sp.nsimplify(self.a), sp.nsimplify(self.b)
+            return (b ** (j + 1) - a ** (j + 1)) / ((j + 1) * (b - a))
+        return sp.diff(self.mgf(t), t, j).subs(t, alpha)
+
+    def nodes(self, n):
+        """Quadrature nodes and weights (summing to one) for this parameter's law."""
+        if self.kind == "fixed":
+            return np.array([self.a]), np.array([1.0])
+        if self.kind == "normal":
+            x, w = special.roots_hermitenorm(n)
+            return self.a + self.b * x, w / w.sum()
+        x, w = special.roots_legendre(n)
+        return self.a + (self.b - self.a) * (x + 1) / 2, w / w.sum()
+
+    def sample(self, rng, size):
+        if self.kind == "fixed":
+            return np.full(size, self.a)
+        if self.kind == "normal":
+            return rng.normal(self.a, self.b, size)
+        return rng.uniform(self.a, self.b, size)
+
+
+def parse_parameter(name, spec):
+    """``"normal(0, 1)"``, ``"uniform(-1, 1)"`` or a number; raises ValueError naming what is wrong."""
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return Parameter(name, "fixed", float(spec))
+    m = _DIST.match(spec) if isinstance(spec, str) else None
+    if not m:
+        raise ValueError(f"expected a number, \"normal(mean, std)\" or \"uniform(low, high)\", got {spec!r}")
+    try:
+        a, b = float(sp.sympify(m.group(2))), float(sp.sympify(m.group(3)))
+    except (TypeError, ValueError, sp.SympifyError):
+        raise ValueError(f"the arguments of {spec!r} must be numbers") from None
+    if m.group(1) == "normal" and not b > 0:
+        raise ValueError(f"normal needs a positive standard deviation, got {b:g}")
+    if m.group(1) == "uniform" and not b > a:
+        raise ValueError(f"uniform needs low < high, got {a:g}, {b:g}")
+    return Parameter(name, m.group(1), a, b)
+
+
+def parse_expression(text, d, names):
+    """SymPy expression in ``x0 … x{d−1}`` and the parameter names; ValueError if anything else appears."""
+    xs = sp.symbols(f"x0:{d}", real=True)
+    params = sp.symbols(names, real=True) if names else ()
+    params = (params,) if isinstance(params, sp.Symbol) else tuple(params)
+    local = {str(s): s for s in xs + params}
+    try:
+        expr = sp.sympify(text, locals=local)
+    except (sp.SympifyError, SyntaxError, TypeError):
+        raise ValueError(f"cannot parse {text!r} as a SymPy expression") from None
+    unknown = expr.free_symbols - set(xs) - set(params)
+    if unknown:
+        raise ValueError(f"unknown symbol(s) {', '.join(sorted(map(str, unknown)))}: use x0..x{d - 1} "
+                         f"and the names in task.parameters")
+    if not expr.free_symbols & set(xs):
+        raise ValueError(f"{text!r} does not depend on x0..x{d - 1}: the labels carry no information")
+    return expr, xs, params
+
+
+def _exp_polynomial(expr):
+    """Rewrite trigonometric/hyperbolic functions as exponentials and expand into terms."""
+    return sp.expand(sp.powsimp(sp.expand(expr.rewrite(sp.exp)), combine="exp"))
+
+
+def _expect(product, params, laws):
+    """``E_θ`` of a sum of terms ``c · Π θ_p^{j_p} · exp(αᵀθ + β)``, exactly; else NoClosedForm."""
+    total = 0
+    for term in sp.Add.make_args(product):
+        coeff, rest = term.as_independent(*params, as_Add=False)
+        exponent, powers = 0, {}
+        for factor in sp.Mul.make_args(sp.powsimp(rest, combine="exp")):
+            base, e = factor.as_base_exp()
+            if isinstance(factor, sp.exp):
+                exponent += factor.args[0]
+            elif base in params and e.is_Integer and e >= 0:
+                powers[base] = powers.get(base, 0) + int(e)
+            elif factor.free_symbols & set(params):
+                raise NoClosedForm(f"factor {factor} is not a power of a parameter or an exponential")
+            else:
+                coeff *= factor
+        exponent = sp.expand(exponent)
+        value = coeff * sp.exp(exponent.subs({p: 0 for p in params}))
+        for p in params:
+            alpha = exponent.coeff(p)
+            if sp.expand(exponent - alpha * p).has(p) or alpha.has(*params):
+                raise NoClosedForm(f"exponent {exponent} is not linear in {p}")
+            value *= laws[p].moment_times_exp(powers.get(p, 0), alpha)
+        total += value
+    return total
+
+
+def covariance_kernel(expr, xs, params, laws):
+    """``κ(x, y) = E_θ[f(x) f(y)]`` in closed form, as a SymPy expression in x and y; or NoClosedForm."""
+    ys = sp.symbols(f"y0:{len(xs)}", real=True)
+    other = expr.subs(dict(zip(xs, ys)), simultaneous=True)
+    return _expect(_exp_polynomial(expr * other), params, laws), ys
+
+
+def exact_moments(expr, xs, params, laws, V):
+    """F from the closed-form kernel; the imaginary part of the result is checked to vanish.
+
+    The kernel is evaluated for all pairs at once.  Where that gives 0/0 (a uniform
+    parameter's MGF at α = 0, e.g. on the diagonal), the pair is redone with its
+    numbers substituted first, so the exact α = 0 moment is used.
+    """
+    kernel, ys = covariance_kernel(expr, xs, params, laws)
+    fn = sp.lambdify(list(xs) + list(ys), kernel, "numpy")
+    K = V.shape[0]
+    i, j = np.triu_indices(K)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vals = np.asarray(fn(*V[i].T, *V[j].T), dtype=complex) * np.ones(len(i))
+    for q in np.flatnonzero(~np.isfinite(vals)):
+        at = [expr.subs({x: sp.nsimplify(v) for x, v in zip(xs, V[n])}) for n in (i[q], j[q])]
+        vals[q] = complex(sp.N(_expect(_exp_polynomial(at[0] * at[1]), params, laws), 20))
+    scale = max(np.abs(vals).max(), 1e-300)
+    if np.abs(vals.imag).max() > 1e-12 * scale:
+        raise NoClosedForm("the kernel did not come out real")
+    F = np.empty((K, K))
+    F[i, j] = vals.real
+    F[j, i] = vals.real
+    return F
+
+
+def values_on(expr, xs, params):
+    """``f(X; θ)`` vectorised: call with X (..., d) and θ arrays broadcastable to X[..., 0]."""
+    fn = sp.lambdify(list(xs) + list(params), expr, "numpy")
+    return lambda X, theta: np.asarray(fn(*np.moveaxis(X, -1, 0), *theta), dtype=float) * np.ones(X.shape[:-1])
+
+
+def quadrature_moments(expr, xs, params, laws, V, tol=1e-10, max_points=2_000_000):
+    """F by tensor Gauss quadrature over the random parameters; returns ``(F, error, nodes per axis)``."""
+    f = values_on(expr, xs, params)
+    random = [p for p in params if laws[p].kind != "fixed"]
+
+    def rule(n):
+        grids = [laws[p].nodes(n) for p in params]
+        mesh = np.meshgrid(*[g[0] for g in grids], indexing="ij")
+        weight = np.ones(mesh[0].shape) if mesh else np.ones(())
+        for axis, (_, w) in enumerate(grids):
+            shape = [1] * len(grids)
+            shape[axis] = len(w)
+            weight = weight * w.reshape(shape)
+        theta = [m.ravel()[:, None] for m in mesh]
+        Y = f(V[None, :, :], theta)                     # (points, K)
+        return np.einsum("q,qn,qm->nm", weight.ravel(), Y, Y)
+
+    n = 8
+    F = rule(n)
+    while True:
+        if (2 * n) ** len(random) > max_points:
+            raise NoClosedForm(f"{len(random)} random parameters need more than {max_points} quadrature points "
+                               "at the accuracy asked; use moment_method = \"monte-carlo\"")
+        F2 = rule(2 * n)
+        err = float(np.abs(F2 - F).max())
+        if err <= tol * max(float(np.abs(F2).max()), 1e-300) or not random or 2 * n >= 256:
+            return F2, err, 2 * n
+        F, n = F2, 2 * n
