@@ -140,7 +140,8 @@ GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS = 0, 1, 2, 3
 
 @njit(cache=True)
 def gd_iterate(S, G, F, p, logp, eta, it0, it_end, record_at, S_rec, loss_rec,
-               attn_levels, attn_hits, loss_levels, loss_hits, score_limit, stop_loss):
+               attn_levels, attn_hits, loss_levels, loss_hits, score_limit, stop_loss,
+               last_sign, flips):
     """Iterate the exact gradient-descent map ``S ← S − η G Γ(S) G`` in place.
 
     Runs from iteration ``it0`` (the state ``S`` passed in) to ``it_end`` and can be
@@ -152,6 +153,11 @@ def gd_iterate(S, G, F, p, logp, eta, it0, it_end, record_at, S_rec, loss_rec,
         on the loss; ``*_hits[j]`` receives the first iteration at or below the level
         (entries already ≥ 0 are left alone).
     score_limit : stop when ``max |S|`` exceeds it.  stop_loss : if positive, stop once ``ℒ ≤ stop_loss``.
+    last_sign, flips : (K, K) int64, carried across chunks.  For each irrelevant pair
+        (n ≠ k) the direction of change of the log-odds ``S_nk − S_kk`` (that is, of
+        ``log(A_nk / A_kk)``) is compared with its previous non-zero direction, and
+        ``flips[n, k]`` counts reversals: the oscillations of that irrelevant attention.
+    A loss increase counts only beyond a relative 1e-12, so rounding at convergence is not one.
 
     Returns ``(status, last_iteration, n_recorded, loss_increases)``; status is one
     of ``GD_FINISHED``, ``GD_NONFINITE``, ``GD_SCORE_LIMIT``, ``GD_STOP_LOSS``.
@@ -174,7 +180,7 @@ def gd_iterate(S, G, F, p, logp, eta, it0, it_end, record_at, S_rec, loss_rec,
         L, gap = loss_gradient_gap(S, F, p, logp, Gamma)
         if not np.isfinite(L):
             return GD_NONFINITE, it, rec, increases
-        if L > prev:
+        if L > prev * (1.0 + 1e-12):
             increases += 1
         prev = L
         for j in range(attn_levels.shape[0]):
@@ -197,6 +203,15 @@ def gd_iterate(S, G, F, p, logp, eta, it0, it_end, record_at, S_rec, loss_rec,
             np.dot(G, Gamma, half)
             np.dot(half, G, step)
         big = 0.0
+        for k in range(K):
+            for n in range(K):
+                if n != k:
+                    change = step[k, k] - step[n, k]     # sign of Δ(S_nk − S_kk)
+                    sign = 1 if change > 0 else (-1 if change < 0 else 0)
+                    if sign != 0:
+                        if last_sign[n, k] != 0 and sign != last_sign[n, k]:
+                            flips[n, k] += 1
+                        last_sign[n, k] = sign
         for n in range(K):
             for k in range(K):
                 S[n, k] -= eta * step[n, k]

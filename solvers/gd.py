@@ -42,7 +42,10 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     :class:`Trajectory` with ``iteration``; ``status`` is ``"finished"``, ``"stop_loss"``,
     ``"non-finite"`` or ``"score-limit"`` (both: the step size diverged), or
     ``"not-converging"`` when the final loss exceeds the initial one.
-    Counters: ``iterations`` done and ``loss_increases`` (steps where the loss went up).
+    Counters: ``iterations`` done, ``loss_increases`` (steps where the loss went up by more
+    than a relative 1e-12), ``attention_oscillations`` (reversals of the irrelevant
+    attentions' log-odds against the target, summed) and ``max_oscillations_per_feature``.
+    ``oscillations`` on the trajectory holds the (K, K) reversal counts.
     """
     if not (eta > 0 and math.isfinite(eta)):
         raise ValueError(f"eta: expected a finite step size > 0, got {eta}")
@@ -62,6 +65,8 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     attn_hits = np.full(len(attn_levels), -1, dtype=np.int64)
     loss_levels = np.array(eps, dtype=np.float64)
     loss_hits = np.full(len(loss_levels), -1, dtype=np.int64)
+    last_sign = np.zeros((K, K), dtype=np.int64)
+    flips = np.zeros((K, K), dtype=np.int64)
 
     bounds = np.unique(np.linspace(0, steps, chunks + 1).astype(np.int64))
     start = time.perf_counter()
@@ -76,7 +81,7 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         code, it, got, inc = kernels.gd_iterate(
             S, G, F, p, logp, float(eta), int(it0), int(it1), sel,
             S_rec[first:], loss_rec[first:], attn_levels, attn_hits, loss_levels, loss_hits,
-            float(score_limit), float(stop_loss))
+            float(score_limit), float(stop_loss), last_sign, flips)
         n_rec += got
         increases += inc
         if progress is not None:
@@ -110,7 +115,8 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         "t_attention": {e: (eta * h if h >= 0 else None) for e, h in zip(eps, attn_hits[1:])},
         "t_loss": {e: (eta * h if h >= 0 else None) for e, h in zip(eps, loss_hits)},
     }
-    counters = {"iterations": int(it), "loss_increases": int(increases)}
+    counters = {"iterations": int(it), "loss_increases": int(increases),
+                "attention_oscillations": int(flips.sum()), "max_oscillations_per_feature": int(flips.max())}
     return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, logp, kernels.attention,
-                      iteration=iteration, crossings=crossings, status=status, message=message,
+                      iteration=iteration, oscillations=flips, crossings=crossings, status=status, message=message,
                       counters=counters, wall_time=wall)

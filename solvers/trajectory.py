@@ -34,6 +34,7 @@ class Trajectory:
     logp: np.ndarray
     attention_kernel: object   # kernels.attention of the set that produced the trajectory
     iteration: np.ndarray = None
+    oscillations: np.ndarray = None   # GD: (K, K) reversals of each irrelevant attention's log-odds
     crossings: dict = field(default_factory=dict)
     status: str = "finished"
     message: str = ""
