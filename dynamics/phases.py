@@ -1,0 +1,91 @@
+"""Phases of a trajectory: crossing times, the fast/slow boundary, per-query times, step sizes.
+
+Definitions (the paper's are not public; these are this project's, stated here and
+in the report):
+
+* crossing time of a level: first time the recorded quantity reaches it, by linear
+  interpolation in (log t, log y) between output points (the solvers' event times are
+  exact; this is for levels chosen after the run);
+* fast/slow boundary: after the steepest descent of the loss on log-log axes, the
+  first time the local slope ``d log ℒ / d log t`` rises above ``−1 − tol`` (the late
+  phase decays like ``1/t``, :mod:`derivations.asymptotics`);
+* stable step along a trajectory: ``2/λ_max`` of the loss's Hessian in the trained
+  parameters at each output point (the nonzero eigenvalues of ``(G ⊗ G) H``).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BOUNDARY_TOLERANCE = 0.25
+
+
+def crossing_time(t, y, level, direction=-1):
+    """First t at which y reaches ``level`` going down (direction −1) or up (+1); None if never.
+
+    Interpolates linearly in (log t, log y) for positive values, which is exact for
+    power laws; the point t = 0 is used only when the level is met there.
+    """
+    t, y = np.asarray(t, float), np.asarray(y, float)
+    hit = (y <= level) if direction < 0 else (y >= level)
+    if not hit.any():
+        return None
+    i = int(np.argmax(hit))
+    if i == 0:
+        return float(t[0])
+    t0, t1, y0, y1 = t[i - 1], t[i], y[i - 1], y[i]
+    if t0 > 0 and min(y0, y1, level) > 0:
+        u = (np.log(level) - np.log(y0)) / (np.log(y1) - np.log(y0))
+        return float(np.exp(np.log(t0) + u * (np.log(t1) - np.log(t0))))
+    u = (level - y0) / (y1 - y0)
+    return float(t0 + u * (t1 - t0))
+
+
+def log_slope(t, y):
+    """Local slope ``d log y / d log t`` at the interior points with t > 0 (central differences)."""
+    keep = (t > 0) & (y > 0)
+    lt, ly = np.log(t[keep]), np.log(y[keep])
+    return t[keep][1:-1], (ly[2:] - ly[:-2]) / (lt[2:] - lt[:-2])
+
+
+def phase_boundary(t, loss, late_exponent=-1.0, tol=BOUNDARY_TOLERANCE):
+    """End of the fast phase (see module doc); None if the run never reaches the slow phase."""
+    tm, slope = log_slope(np.asarray(t, float), np.asarray(loss, float))
+    if len(slope) < 3:
+        return None
+    steepest = int(np.argmin(slope))
+    if slope[steepest] >= late_exponent - tol:
+        return None                      # never faster than the late law: no fast phase
+    after = np.flatnonzero(slope[steepest:] >= late_exponent - tol)
+    return float(tm[steepest + after[0]]) if len(after) else None
+
+
+def per_query_times(trajectory, level):
+    """Time each query's own attention A_kk first reaches ``level`` (None where never).
+
+    Interpolates the gap ``1 − A_kk`` (a power law late in training) down to ``1 − level``.
+    """
+    gap = 1.0 - trajectory.target_attention
+    return [crossing_time(trajectory.t, gap[:, k], 1.0 - level) for k in range(gap.shape[1])]
+
+
+@dataclass
+class StepSizes:
+    """Linear-stability step sizes along a trajectory."""
+
+    t: np.ndarray
+    stable: np.ndarray          # 2/λ_max at each output point
+    minimum: float
+    t_minimum: float
+    final: float
+
+    @property
+    def recommended(self):
+        """The smallest stable step along the path: GD with it is linearly stable everywhere on the flow's path."""
+        return self.minimum
+
+
+def step_sizes(system, trajectory):
+    stable = np.array([system.stable_step(S) for S in trajectory.S])
+    i = int(np.argmin(stable))
+    return StepSizes(trajectory.t, stable, float(stable[i]), float(trajectory.t[i]), float(stable[-1]))
