@@ -46,6 +46,14 @@ def build_parser():
     derive.add_argument("--out", help="write to this file instead of standard output")
     derive.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a configuration field (repeatable)")
+    sweep = sub.add_parser("sweep", help="a grid of problems in parallel: table.csv + provenance.json")
+    sweep.add_argument("config", help="TOML configuration (the base of every grid point)")
+    sweep.add_argument("--param", action="append", required=True, metavar="FIELD=LO:HI:log:N",
+                       help="a swept field: LO:HI:log:N, LO:HI:lin:N or v1,v2,... (repeatable: Cartesian product)")
+    sweep.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    sweep.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    sweep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -62,6 +70,17 @@ def main(argv=None):
             cfg = config.load(args.config, dict(parse_override(s) for s in args.set))
             problem, result, summary = run(cfg, args.out, progress=not args.quiet, plots=not args.no_plots)
             print(run_report(summary))
+        elif args.command == "sweep":
+            from . import config
+            from .sweep import parse_param, sweep
+            cfg = config.load(args.config, dict(parse_override(s) for s in args.set))
+            params = [parse_param(p) for p in args.param]
+            for field, values in params:                 # validate every value before running anything
+                for v in values:
+                    cfg.with_overrides({field: v})
+            rows = sweep(cfg, params, args.out, args.jobs, progress=not args.quiet)
+            failed = sum(r["status"] != "ok" for r in rows)
+            print(f"{len(rows)} points ({failed} not ok) → {args.out}/table.csv, {args.out}/provenance.json")
         elif args.command == "derive":
             from pathlib import Path
 

@@ -1,0 +1,207 @@
+"""``attnflow sweep``: a grid of problems, run in parallel, resumable, as a tidy table.
+
+Each grid point is the base configuration with some fields overridden
+(``--param task.L=0.1:100:log:40``, several allowed: their Cartesian product).
+Every finished point is written at once to ``DIR/points/NNNNN.json``; a rerun with
+the same grid skips those, so an interrupted sweep resumes where it stopped.  The
+table ``DIR/table.csv`` holds one row per point in grid order and only
+deterministic columns (timings live in ``DIR/provenance.json``), so an interrupted
+and resumed sweep gives the same table as one that was not.  A point that fails is
+recorded with its status and message and does not stop the sweep.
+"""
+
+import csv
+import itertools
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AttnflowError
+from .phases import phase_boundary, step_sizes
+from .problem import Problem
+from .progress import progress_bar
+from .run import solve, versions
+
+
+def parse_param(text):
+    """``FIELD=LO:HI:log:N``, ``FIELD=LO:HI:lin:N`` or ``FIELD=v1,v2,…`` → (field, list of values)."""
+    field, sep, spec = text.partition("=")
+    if not sep or "." not in field:
+        raise AttnflowError("--param", f"expected SECTION.KEY=LO:HI:log:N or SECTION.KEY=v1,v2,…, got {text!r}")
+    parts = spec.split(":")
+    if len(parts) == 4:
+        lo, hi, scale, n = parts
+        try:
+            lo, hi, n = float(lo), float(hi), int(n)
+        except ValueError:
+            raise AttnflowError("--param", f"{field}: LO, HI must be numbers and N an integer in {spec!r}") from None
+        if n < 1 or scale not in ("log", "lin") or (scale == "log" and not (lo > 0 and hi > 0)):
+            raise AttnflowError("--param", f"{field}: expected LO:HI:log:N with LO, HI > 0 or LO:HI:lin:N, N ≥ 1, "
+                                           f"got {spec!r}")
+        values = np.geomspace(lo, hi, n) if scale == "log" else np.linspace(lo, hi, n)
+        return field, [float(v) for v in values]
+    values = []
+    for item in spec.split(","):
+        item = item.strip()
+        try:
+            values.append(int(item))
+        except ValueError:
+            try:
+                values.append(float(item))
+            except ValueError:
+                values.append(item)
+    return field, values
+
+
+def grid(params):
+    """The Cartesian product as a list of {field: value} dicts, first parameter slowest."""
+    fields = [f for f, _ in params]
+    return [dict(zip(fields, combo)) for combo in itertools.product(*[v for _, v in params])]
+
+
+def _maybe(x):
+    return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+def point_row(cfg, overrides):
+    """Run one grid point; return the table row (deterministic values) and its timings."""
+    row = {f"param:{k}": v for k, v in overrides.items()}
+    start = time.perf_counter()
+    try:
+        point_cfg = cfg.with_overrides(overrides)
+        problem = Problem.from_config(point_cfg)
+        c = problem.constants()
+        row.update(L=c.L, Delta=c.Delta, delta=c.delta, L_Delta_delta=c.L_Delta_delta, regime=c.regime,
+                   nondegenerate=c.nondegenerate, initial_loss=problem.system().loss(problem.S0))
+        result = solve(problem, point_cfg.training, progress=False)
+        status = []
+        for kind, tr in result.trajectories.items():
+            cr = tr.crossings
+            row[f"{kind}:status"] = tr.status
+            row[f"{kind}:t_half"] = _maybe(cr["t_half"])
+            for e, t in cr["t_attention"].items():
+                row[f"{kind}:t_attention_{e:g}"] = _maybe(t)
+            for e, t in cr["t_loss"].items():
+                row[f"{kind}:t_loss_{e:g}"] = _maybe(t)
+            row[f"{kind}:t_boundary"] = _maybe(phase_boundary(tr.t, tr.loss))
+            row[f"{kind}:final_loss"] = float(tr.loss[-1])
+            row[f"{kind}:final_min_target_attention"] = float(np.diagonal(tr.final_attention).min())
+            for name, value in tr.counters.items():
+                row[f"{kind}:{name}"] = value
+            status.append(tr.status)
+        if "gd" in result.trajectories:
+            row["gd:eta"] = result.eta
+            row["gd:stable_step_at_start"] = result.stable_step_at_start
+        if "flow" in result.trajectories:
+            steps = step_sizes(problem.system(), result.trajectories["flow"])
+            row["flow:stable_step_min"] = steps.minimum
+            row["flow:stable_step_final"] = steps.final
+        row["status"] = "ok" if all(s in ("finished", "stop_loss") for s in status) else "/".join(status)
+        row["message"] = ""
+    except AttnflowError as e:
+        row["status"], row["message"] = "error", " ".join(str(e).split())
+    except Exception as e:  # noqa: BLE001 — a failing point is recorded, never fatal to the sweep
+        row["status"], row["message"] = "crashed", f"{type(e).__name__}: {' '.join(str(e).split())}"
+    return row, time.perf_counter() - start
+
+
+def _run_point(args):
+    cfg, index, overrides, out = args
+    row, seconds = point_row(cfg, overrides)
+    record = {"index": index, "overrides": overrides, "row": row, "seconds": seconds}
+    path = Path(out) / "points" / f"{index:05d}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, default=float))
+    os.replace(tmp, path)                               # atomic: a killed sweep leaves no half file
+    return record
+
+
+def _load_done(out, points):
+    done = {}
+    for path in sorted((Path(out) / "points").glob("*.json")):
+        record = json.loads(path.read_text())
+        i = record["index"]
+        if i < len(points) and record["overrides"] == points[i]:
+            done[i] = record
+    return done
+
+
+def sweep(cfg, params, out_dir, jobs=None, progress=True, limit=None):
+    """Run the grid; return the list of rows (grid order).  ``limit`` stops after that many new points."""
+    out = Path(out_dir)
+    (out / "points").mkdir(parents=True, exist_ok=True)
+    points = grid(params)
+    spec = {"base_config": cfg.raw, "params": [[f, v] for f, v in params]}
+    spec_path = out / "sweep.json"
+    if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
+        raise AttnflowError(str(out), "holds a different sweep (sweep.json differs); use a new --out directory")
+    spec_path.write_text(json.dumps(spec, indent=2))
+    done = _load_done(out, points)
+    todo = [i for i in range(len(points)) if i not in done]
+    if limit is not None:
+        todo = todo[:limit]
+    if todo:
+        # Generate and compile the kernels once, here, before the workers need them.
+        Problem.from_config(cfg.with_overrides(points[todo[0]])).system().warm_up()
+    jobs = jobs or os.cpu_count() or 1
+    start = time.perf_counter()
+    with progress_bar(f"sweep ({len(points)} points, {len(done)} done before)", progress) as report:
+        args = [(cfg, i, points[i], str(out)) for i in todo]
+        if jobs == 1 or len(args) <= 1:
+            for n, a in enumerate(args, 1):
+                record = _run_point(a)
+                done[record["index"]] = record
+                if report:
+                    report(n / len(args))
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(_run_point, a) for a in args]
+                for n, fut in enumerate(as_completed(futures), 1):
+                    record = fut.result()
+                    done[record["index"]] = record
+                    if report:
+                        report(n / len(args))
+    rows = [done[i]["row"] for i in sorted(done)]
+    _write_table(out / "table.csv", rows)
+    provenance = {
+        "versions": versions(), "base_config": cfg.raw, "resolved_base_config": cfg.resolved(),
+        "params": spec["params"], "points": len(points), "completed": len(done), "jobs": jobs,
+        "solver": {"method": cfg.training.method, "rtol": cfg.training.rtol, "atol": cfg.training.atol,
+                   "kernels": cfg.training.kernels},
+        "failed": sum(1 for r in rows if r["status"] != "ok"),
+        "seconds_per_point": {str(i): done[i]["seconds"] for i in sorted(done)},
+        "wall_time_s_this_run": time.perf_counter() - start,
+    }
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=float) + "\n")
+    return rows
+
+
+def _write_table(path, rows):
+    columns = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in columns})
+
+
+def read_table(path):
+    """The table as a list of dicts with numbers parsed (empty cells → None)."""
+    def parse(v):
+        if v == "":
+            return None
+        for cast in (int, float):
+            try:
+                return cast(v)
+            except ValueError:
+                pass
+        return {"True": True, "False": False}.get(v, v)
+    with open(path, newline="") as fh:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]

@@ -1,0 +1,77 @@
+"""Sweeps: determinism, resuming, failures recorded, parameter parsing."""
+
+import json
+
+import pytest
+
+from dynamics import config
+from dynamics.cli import main
+from dynamics.errors import AttnflowError
+from dynamics.sweep import grid, parse_param, read_table, sweep
+
+BASE = config.loads('[features]\nkind = "simplex"\nK = 3\nd = 2\n[training]\nmode = "both"\nsteps = 3000\n'
+                    't_end = 1e5\nn_out = 60\n')
+PARAMS = [("task.L", [0.2, 1.0, 5.0]), ("task.link", ["sin", "tanh"])]
+
+
+def test_parse_param_forms():
+    field, values = parse_param("task.L=0.1:100:log:4")
+    assert field == "task.L" and values == pytest.approx([0.1, 1.0, 10.0, 100.0])
+    assert parse_param("training.eta=1:2:lin:3")[1] == pytest.approx([1.0, 1.5, 2.0])
+    assert parse_param("task.link=sin,relu")[1] == ["sin", "relu"]
+    assert parse_param("features.K=2,3")[1] == [2, 3]
+    for bad in ("task.L", "L=1:2:log:3", "task.L=0:1:log:3", "task.L=1:2:cubic:3", "task.L=a:2:log:3"):
+        with pytest.raises(AttnflowError):
+            parse_param(bad)
+    assert grid(PARAMS)[1] == {"task.L": 0.2, "task.link": "tanh"}
+
+
+def test_interrupted_and_resumed_sweep_equals_an_uninterrupted_one(tmp_path):
+    whole = sweep(BASE, PARAMS, tmp_path / "whole", jobs=1, progress=False)
+    part = sweep(BASE, PARAMS, tmp_path / "resumed", jobs=1, progress=False, limit=2)   # "interrupted"
+    assert len(part) == 2
+    resumed = sweep(BASE, PARAMS, tmp_path / "resumed", jobs=2, progress=False)
+    assert resumed == whole
+    assert (tmp_path / "whole" / "table.csv").read_text() == (tmp_path / "resumed" / "table.csv").read_text()
+    prov = json.loads((tmp_path / "resumed" / "provenance.json").read_text())
+    assert prov["completed"] == 6 and prov["failed"] == 0 and prov["solver"]["method"] == "LSODA"
+    assert {"numpy", "scipy", "numba", "sympy"} <= set(prov["versions"])
+
+
+def test_parallel_sweep_is_deterministic(tmp_path):
+    a = sweep(BASE, PARAMS, tmp_path / "a", jobs=2, progress=False)
+    b = sweep(BASE, PARAMS, tmp_path / "b", jobs=1, progress=False)
+    assert a == b
+    rows = read_table(tmp_path / "a" / "table.csv")
+    assert [r["param:task.L"] for r in rows] == [0.2, 0.2, 1.0, 1.0, 5.0, 5.0]
+    # Scaling symmetry across the grid: t_half · L² is the same for every L of one link.
+    sin = [r for r in rows if r["param:task.link"] == "sin"]
+    products = [r["flow:t_half"] * r["L"] ** 2 for r in sin]
+    assert max(products) == pytest.approx(min(products), rel=1e-5)
+
+
+def test_failing_points_are_recorded_and_the_sweep_goes_on(tmp_path):
+    params = [("training.eta", [0.5, 1e6]), ("prompt.p", [[0.5, 0.3, 0.2]])]
+    rows = sweep(BASE.with_overrides({"features.kind": "random-unit", "features.seed": 1}), params,
+                 tmp_path / "s", jobs=1, progress=False)
+    assert rows[0]["status"] == "ok"
+    assert rows[1]["status"] != "ok" and rows[1]["gd:status"] in ("score-limit", "not-converging", "non-finite")
+    bad = sweep(BASE, [("features.K", [3, 5])], tmp_path / "k", jobs=1, progress=False)
+    assert bad[0]["status"] == "ok"
+    assert bad[1]["status"] == "error" and "features.d" in bad[1]["message"]     # simplex K = 5 needs d ≥ 4
+
+
+def test_sweep_refuses_a_different_grid_in_the_same_directory(tmp_path):
+    sweep(BASE, PARAMS[:1], tmp_path, jobs=1, progress=False)
+    with pytest.raises(AttnflowError, match="holds a different sweep"):
+        sweep(BASE, PARAMS, tmp_path, jobs=1, progress=False)
+
+
+def test_sweep_command(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[features]\nkind = "orthonormal"\nK = 3\n[task]\nkind = "linear"\n[training]\nt_end = 1e4\n')
+    assert main(["sweep", str(cfg), "--param", "task.sigma=0.5:2:log:3", "--out", str(tmp_path / "o"),
+                 "--quiet", "--jobs", "1"]) == 0
+    assert "3 points (0 not ok)" in capsys.readouterr().out
+    assert main(["sweep", str(cfg), "--param", "task.sigma=-1,1", "--out", str(tmp_path / "p")]) == 2
+    assert "task.sigma: expected a number > 0" in capsys.readouterr().err
