@@ -54,6 +54,13 @@ def build_parser():
     sweep.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     sweep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    check = sub.add_parser("check", help="the papers' claims as numerical protocols: report.md, report.json, figures")
+    check.add_argument("config", help="TOML configuration of the base problem")
+    check.add_argument("--out", required=True, help="output directory")
+    check.add_argument("--quick", action="store_true", help="small grids (minutes instead of tens of minutes)")
+    check.add_argument("--claims", help="comma-separated subset, e.g. C1,C3,H2")
+    check.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    check.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -81,6 +88,21 @@ def main(argv=None):
             rows = sweep(cfg, params, args.out, args.jobs, progress=not args.quiet)
             failed = sum(r["status"] != "ok" for r in rows)
             print(f"{len(rows)} points ({failed} not ok) → {args.out}/table.csv, {args.out}/provenance.json")
+        elif args.command == "check":
+            from . import config
+            from .claims import CLAIMS, check
+            cfg = config.load(args.config, dict(parse_override(s) for s in args.set))
+            names = None
+            if args.claims:
+                names = [c.strip().upper() for c in args.claims.split(",")]
+                unknown = [c for c in names if c not in CLAIMS]
+                if unknown:
+                    raise AttnflowError("--claims", f"unknown claim(s) {', '.join(unknown)}; known: {', '.join(CLAIMS)}")
+            verdicts = check(cfg, args.out, quick=args.quick, claims=names, progress=not args.quiet)
+            width = max(len(v.claim) for v in verdicts)
+            for v in verdicts:
+                print(f"{v.claim:<{width}}  {v.verdict:<12}  {v.statement}")
+            print(f"report: {args.out}/report.md, {args.out}/report.json, figures in {args.out}/figures")
         elif args.command == "derive":
             from pathlib import Path
 

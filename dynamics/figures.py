@@ -1,0 +1,172 @@
+"""Publication figures for the claims and the paper's settings (matplotlib, Agg, log axes).
+
+Each function takes computed data, writes one PNG and returns its path.  The
+scripts in ``examples/`` and ``attnflow check`` both call them.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+plt.rcParams.update({"figure.dpi": 150, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
+                     "axes.spines.top": False, "axes.spines.right": False})
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _pos(t, *ys):
+    keep = np.asarray(t) > 0
+    return (np.asarray(t)[keep],) + tuple(np.asarray(y)[keep] for y in ys)
+
+
+def _irrelevant(tr):
+    A = tr.attention
+    K = A.shape[1]
+    off = A.copy()
+    off[:, np.arange(K), np.arange(K)] = 0
+    return off.max(axis=(1, 2))
+
+
+def two_phases(path, tr, boundary):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    t, loss, target = _pos(tr.t, tr.loss, tr.target_attention.min(axis=1))
+    a.loglog(t, loss, color="C0")
+    a.set(xlabel="time t", ylabel="population loss", title="loss")
+    b.semilogx(t, target, color="C1")
+    b.set(xlabel="time t", ylabel="min_k A_kk", title="target attention", ylim=(0, 1.02))
+    for ax in (a, b):
+        if boundary:
+            ax.axvline(boundary, color="0.4", ls="--", lw=0.8, label="fast/slow boundary")
+        if tr.crossings["t_half"]:
+            ax.axvline(tr.crossings["t_half"], color="C3", ls=":", lw=0.8, label="attention 1/2")
+    b.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def irrelevant_attention(path, flow, gd, factor):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    t, irr, loss = _pos(flow.t, _irrelevant(flow), flow.loss)
+    a.loglog(t, irr, label="max irrelevant A_nk")
+    a.loglog(t, loss / loss[0], label="loss / initial loss")
+    a.set(xlabel="time t", title="flow: late decay")
+    a.legend(fontsize=7)
+    it, irr_gd = _pos(gd.iteration.astype(float), _irrelevant(gd))
+    b.loglog(it, irr_gd, color="C2")
+    b.set(xlabel="GD iteration", ylabel="max irrelevant A_nk",
+          title=f"GD, η = {factor:g}× stable step: {gd.counters['max_oscillations_per_feature']} reversals")
+    return _save(fig, path)
+
+
+def phase_diagram(path, rows, L_star, title, gd_rows=None):
+    """Transition times against L; flat and sharp shaded, threshold marked."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    L = np.array([r["L"] for r in rows])
+    ax.axvspan(L.min() / 1.5, L_star, color="C0", alpha=0.08, label="flat (LΔδ < c*)")
+    ax.axvspan(L_star, L.max() * 1.5, color="C3", alpha=0.08, label="sharp")
+    ax.axvline(L_star, color="0.3", ls="--", lw=0.8)
+    for key, style in (("t_half", "o-"), ("t_boundary", "s--")):
+        y = [r.get(key) for r in rows]
+        if any(v is not None for v in y):
+            ax.loglog(L, [np.nan if v is None else v for v in y], style, ms=3, label=f"flow {key}")
+    for key, label in ((gd_rows or {}).items()):
+        ax.loglog(L, label, "^:", ms=3, label=f"GD {key} (η·iterations)")
+    ax.set(xlabel="Lipschitz constant L", ylabel="time", title=title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def step_size_against_L(path, rows, L_star, oscillation_map):
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    L = [r["L"] for r in rows]
+    ax.loglog(L, [r["stable_step"] for r in rows], "k-", label="largest linearly stable η (2/λ_max at start)")
+    for kind, marker, color in (("converged, no oscillation", "o", "C2"), ("converged, oscillating", "s", "C1"),
+                                ("not converged", "x", "C3")):
+        pts = [m for m in oscillation_map if
+               (kind.startswith("not") and not m["converged"]) or
+               (m["converged"] and kind.endswith("oscillating") and m["oscillations"] > 0) or
+               (m["converged"] and kind.endswith("no oscillation") and m["oscillations"] == 0)]
+        if pts:
+            ax.scatter([m["L"] for m in pts], [m["eta"] for m in pts], marker=marker, color=color, s=14, label=f"GD: {kind}")
+    ax.axvline(L_star, color="0.3", ls="--", lw=0.8)
+    ax.set(xlabel="Lipschitz constant L", ylabel="step size η", title="step size against L")
+    ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def flat_and_sharp(path, runs, Ls, eta):
+    """The paper's Figure 1 setting: loss and attention against iterations, one η."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, gd in runs.items():
+        it, loss, target = _pos(gd.iteration.astype(float), gd.loss, gd.target_attention.min(axis=1))
+        a.loglog(it, loss, label=f"{name} (L = {Ls[name]:.3g})")
+        b.semilogx(it, target, label=name)
+    a.set(xlabel="GD iteration", ylabel="population loss", title=f"one step size η = {eta:.3g}")
+    b.set(xlabel="GD iteration", ylabel="min_k A_kk", ylim=(0, 1.02))
+    a.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def many_L(path, trajectories):
+    """The paper's Figure 4 setting: many L values overlaid (``{L: trajectory}``)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    cmap = plt.get_cmap("viridis")
+    Ls = sorted(trajectories)
+    for i, L in enumerate(Ls):
+        tr = trajectories[L]
+        x = tr.iteration.astype(float) if tr.iteration is not None else tr.t
+        x, loss, target = _pos(x, tr.loss, tr.target_attention.min(axis=1))
+        color = cmap(i / max(1, len(Ls) - 1))
+        a.loglog(x, loss, color=color, label=f"L = {L:.3g}")
+        b.semilogx(x, target, color=color)
+    xl = "GD iteration" if trajectories[Ls[0]].iteration is not None else "time t"
+    a.set(xlabel=xl, ylabel="population loss")
+    b.set(xlabel=xl, ylabel="min_k A_kk", ylim=(0, 1.02))
+    a.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+def time_to_accuracy(path, eps, times):
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, t in times.items():
+        ax.loglog(1 / np.asarray(eps), [np.nan if v is None else v for v in t], "o-", ms=3, label=name)
+    ax.set(xlabel="1 / relative loss ε", ylabel="time to reach ε", title="time to accuracy")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def degenerate(path, runs):
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, tr in runs.items():
+        t, target = _pos(tr.t, tr.target_attention.min(axis=1))
+        ax.semilogx(t, target, label=name)
+    ax.set(xlabel="time t", ylabel="min_k A_kk", ylim=(0, 1.02), title="degenerate vs non-degenerate class")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def balanced_imbalanced(path, balanced, imbalanced):
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for ax, (name, tr) in zip(axes, (("balanced p", balanced), ("imbalanced p", imbalanced))):
+        t, target = _pos(tr.t, tr.target_attention)
+        for k in range(target.shape[1]):
+            ax.semilogx(t, target[:, k], label=f"query {k + 1}")
+        ax.set(xlabel="time t", title=f"linear task, orthonormal features, {name}", ylim=(0, 1.02))
+    axes[0].set_ylabel("A_kk")
+    axes[1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def time_against_K(path, Ks, series):
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, t in series.items():
+        ax.loglog(Ks, [np.nan if v is None else v for v in t], "o-", ms=3, label=name)
+    ax.set(xlabel="number of features K", ylabel="time", title="time against K")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
