@@ -10,7 +10,6 @@ a reconstructed definition (Δ, δ, the threshold c*) say so.
 All protocols run at N = ∞ with merged parameters, the setting this version solves.
 """
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from .fits import power_law
 from .phases import crossing_time, log_slope, per_query_times, phase_boundary
 from .problem import Problem
 from .progress import progress_bar
-from .run import choose_step_size, versions
+from .run import choose_step_size, dump_json, versions
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
@@ -40,13 +39,15 @@ class Verdict:
     reconstructed: bool = False
 
 
-def _flow(problem, t_end=1e9, stop_rel=1e-8, method="LSODA"):
+def flow_to_convergence(problem, t_end=1e9, stop_rel=1e-8, method="LSODA"):
+    """The flow until the loss is ``stop_rel`` times its initial value (or ``t_end``)."""
     system = problem.system()
     return integrate_flow(system, problem.S0, t_end, method=method, rtol=1e-9, atol=1e-12,
                           stop_loss=stop_rel * system.loss(problem.S0), n_out=400)
 
 
-def _with(cfg, **overrides):
+def problem_with(cfg, **overrides):
+    """The problem of ``cfg`` with fields overridden; ``task__L=3`` means ``task.L = 3``."""
     return Problem.from_config(cfg.with_overrides({k.replace("__", "."): v for k, v in overrides.items()}))
 
 
@@ -73,7 +74,7 @@ def attention_phases(times, gap=2.0):
 
 def claim_c1(ctx):
     """Two phases: the target attention rises fast, then converges to one; the loss follows."""
-    tr = _flow(ctx.base)
+    tr = flow_to_convergence(ctx.base)
     boundary = phase_boundary(tr.t, tr.loss)
     _, slope = log_slope(tr.t, tr.loss)
     late = _late_slope(tr.t, tr.loss)
@@ -93,7 +94,7 @@ def claim_c1(ctx):
 
 def claim_c2(ctx):
     """Irrelevant attention decays more slowly than the loss and can oscillate (GD)."""
-    tr = _flow(ctx.base)
+    tr = flow_to_convergence(ctx.base)
     A = tr.attention
     K = A.shape[1]
     off = A.copy()
@@ -125,7 +126,7 @@ def claim_c2(ctx):
     return Verdict("C2", "Attention to irrelevant features decays more slowly and can oscillate.", verdict, reason, numbers, fig)
 
 
-def _l_sweep(ctx, kind, link=None):
+def l_sweep(ctx, kind, link=None):
     """Flow and start-of-training quantities over L spanning ``ctx.decades`` around 1/(Δδ₀)."""
     task = {"task.kind": kind}
     if link:
@@ -139,7 +140,7 @@ def _l_sweep(ctx, kind, link=None):
         for i, L in enumerate(Ls):
             pr = Problem.from_config(ctx.cfg.with_overrides({**task, "task.L": float(L)}))
             s = pr.system()
-            tr = _flow(pr, stop_rel=1e-4)
+            tr = flow_to_convergence(pr, stop_rel=1e-4)
             pc = pr.constants()
             rows.append({"L": float(L), "L_Delta_delta": pc.L_Delta_delta, "regime": pc.regime,
                          "t_half": tr.crossings["t_half"], "grad_norm": float(np.abs(s.rhs(pr.S0)).max()),
@@ -150,7 +151,7 @@ def _l_sweep(ctx, kind, link=None):
 
 
 def claim_c3(ctx):
-    L_star, rows = _l_sweep(ctx, "frequency")
+    L_star, rows = l_sweep(ctx, "frequency")
     L = np.array([r["L"] for r in rows])
     t = np.array([r["t_half"] if r["t_half"] is not None else np.nan for r in rows])
     k = max(3, len(L) // 4)
@@ -158,7 +159,7 @@ def claim_c3(ctx):
     # Breakpoint: where the two asymptotic power laws meet.
     L_break = math.exp((math.log(high.prefactor) - math.log(low.prefactor)) / (low.exponent - high.exponent))
     ratio = L_break / L_star
-    _, scaled = _l_sweep(ctx, "single-index", "sin")
+    _, scaled = l_sweep(ctx, "single-index", "sin")
     products = [r["t_half"] * r["L"] ** 2 for r in scaled if r["t_half"]]
     spread = max(products) / min(products) - 1
     numbers = {"L_star_threshold_over_Delta_delta0": L_star, "small_L_exponent": asdict(low), "large_L_exponent": asdict(high),
@@ -178,7 +179,7 @@ def claim_c3(ctx):
 
 
 def claim_c4(ctx):
-    L_star, rows = _l_sweep(ctx, "single-index", "sin")
+    L_star, rows = l_sweep(ctx, "single-index", "sin")
     L = [r["L"] for r in rows]
     g = power_law(L, [r["grad_norm"] for r in rows])
     s = power_law(L, [r["stable_step"] for r in rows])
@@ -200,7 +201,7 @@ def claim_c5(ctx):
     """Common step size (as in the paper's Figure 1), absolute loss levels."""
     c = ctx.base_constants
     L_flat, L_sharp = 0.3 * ctx.threshold / (c.Delta * c.delta), 3.0 * ctx.threshold / (c.Delta * c.delta)
-    flat, sharp = _with(ctx.cfg, task__L=L_flat), _with(ctx.cfg, task__L=L_sharp)
+    flat, sharp = problem_with(ctx.cfg, task__L=L_flat), problem_with(ctx.cfg, task__L=L_sharp)
     eta, _, _ = choose_step_size(sharp.system(), sharp.S0, "auto")
     gf = iterate_gd(flat.system(), flat.S0, eta, ctx.gd_steps_long, n_out=400)
     gs = iterate_gd(sharp.system(), sharp.S0, eta, ctx.gd_steps_long, n_out=400)
@@ -239,8 +240,8 @@ def claim_c6(ctx):
     results, fits = {}, {}
     eps = np.geomspace(1e-1, 1e-6, 11)
     for name, factor in (("flat", 0.3), ("sharp", 3.0)):
-        pr = _with(ctx.cfg, task__L=factor * ctx.threshold / (c.Delta * c.delta))
-        tr = _flow(pr, stop_rel=1e-7)
+        pr = problem_with(ctx.cfg, task__L=factor * ctx.threshold / (c.Delta * c.delta))
+        tr = flow_to_convergence(pr, stop_rel=1e-7)
         times = [crossing_time(tr.t, tr.loss / tr.loss[0], e) for e in eps]
         results[name] = (tr, times)
         late = [(1 / e, t) for e, t in zip(eps, times) if e <= 1e-3 and t]
@@ -258,18 +259,18 @@ def claim_c6(ctx):
 
 def claim_c7(ctx):
     cases = {"base": ctx.base,
-             "random-unit K=6 d=4": _with(ctx.cfg, features__kind="random-unit", features__K=6, features__d=4, features__seed=1),
-             "imbalanced p": _with(ctx.cfg, prompt__p=[0.55] + [0.45 / (ctx.base.K - 1)] * (ctx.base.K - 1))}
+             "random-unit K=6 d=4": problem_with(ctx.cfg, features__kind="random-unit", features__K=6, features__d=4, features__seed=1),
+             "imbalanced p": problem_with(ctx.cfg, prompt__p=[0.55] + [0.45 / (ctx.base.K - 1)] * (ctx.base.K - 1))}
     finals, slopes = {}, {}
     for name, pr in cases.items():
-        tr = _flow(pr, stop_rel=1e-8)
+        tr = flow_to_convergence(pr, stop_rel=1e-8)
         finals[name] = float(np.diagonal(tr.final_attention).min())
         slopes[name] = _late_slope(tr.t, 1 - tr.target_attention.min(axis=1))
     g = np.array([1.0, -1.0] * (ctx.base.K // 2) + [1.0] * (ctx.base.K % 2))
-    deg = _with(ctx.cfg, task__kind="finite", task__functions=[g.tolist(), (-g).tolist()], task__L=None)
-    deg_tr = _flow(deg, t_end=1e7, stop_rel=1e-12)
+    deg = problem_with(ctx.cfg, task__kind="finite", task__functions=[g.tolist(), (-g).tolist()], task__L=None)
+    deg_tr = flow_to_convergence(deg, t_end=1e7, stop_rel=1e-12)
     degenerate = float(np.diagonal(deg_tr.final_attention).min())
-    figures_degenerate = figures.degenerate(ctx.fig("C7"), {"non-degenerate (base)": _flow(ctx.base), "degenerate sign pattern": deg_tr})
+    figures_degenerate = figures.degenerate(ctx.fig("C7"), {"non-degenerate (base)": flow_to_convergence(ctx.base), "degenerate sign pattern": deg_tr})
     numbers = {"final_min_target_attention": finals, "late_slope_of_attention_gap": slopes,
                "degenerate_final_min_target_attention": degenerate,
                "degenerate_is_flagged": not deg.constants().nondegenerate}
@@ -291,7 +292,7 @@ def claim_c8(ctx):
              "random-unit K=4 d=8 linear": dict(features__kind="random-unit", features__K=4, features__d=8, features__seed=3, task__kind="linear")}
     out = {}
     for name, kw in cases.items():
-        tr = _flow(_with(ctx.cfg, **kw), stop_rel=1e-6)
+        tr = flow_to_convergence(problem_with(ctx.cfg, **kw), stop_rel=1e-6)
         out[name] = {"final_min_target_attention": float(np.diagonal(tr.final_attention).min()),
                      "relative_loss": float(tr.loss[-1] / tr.loss[0]), "two_phases": phase_boundary(tr.t, tr.loss) is not None}
     # The claim is about convergence (C6, C7); whether a separate fast phase shows (C1) is reported, not judged.
@@ -307,14 +308,15 @@ def claim_c8(ctx):
                    PASS if ok else FAIL, reason, out)
 
 
-def _orthonormal_linear(ctx, K=4, p="uniform"):
+def orthonormal_linear(ctx, K=4, p="uniform"):
+    """The predecessor paper's setting: orthonormal features, linear task with σ = 1."""
     return Problem.from_config(ctx.cfg.with_overrides({"features.kind": "orthonormal", "features.K": K, "features.d": K,
                                                        "features.matrix": None, "task.kind": "linear", "task.sigma": 1.0,
                                                        "task.L": None, "prompt.p": p}))
 
 
 def claim_h1(ctx):
-    tr = _flow(_orthonormal_linear(ctx))
+    tr = flow_to_convergence(orthonormal_linear(ctx))
     n_fast = fast_phases(tr.t, tr.loss)
     final = float(np.diagonal(tr.final_attention).min())
     ok = n_fast == 1 and phase_boundary(tr.t, tr.loss) is not None and tr.loss[-1] <= 1.01e-8 * tr.loss[0]
@@ -322,14 +324,14 @@ def claim_h1(ctx):
                    f"One fast phase (count {n_fast}) then the 1/t phase; relative loss {tr.loss[-1] / tr.loss[0]:.1e}, "
                    f"min target attention {final:.5f}.",
                    {"fast_phases": n_fast, "relative_final_loss": float(tr.loss[-1] / tr.loss[0]), "final_min_target_attention": final},
-                   figures.balanced_imbalanced(ctx.fig("H1_H2"), tr, _flow(_orthonormal_linear(ctx, p=ctx.imbalanced_p))))
+                   figures.balanced_imbalanced(ctx.fig("H1_H2"), tr, flow_to_convergence(orthonormal_linear(ctx, p=ctx.imbalanced_p))))
 
 
 def claim_h2(ctx):
-    tr = _flow(_orthonormal_linear(ctx, p=ctx.imbalanced_p))
+    tr = flow_to_convergence(orthonormal_linear(ctx, p=ctx.imbalanced_p))
     times = per_query_times(tr, 0.9)
     n_fast = fast_phases(tr.t, tr.loss)
-    balanced = per_query_times(_flow(_orthonormal_linear(ctx)), 0.9)
+    balanced = per_query_times(flow_to_convergence(orthonormal_linear(ctx)), 0.9)
     dominant = int(np.argmax(ctx.imbalanced_p))
     others = [t for k, t in enumerate(times) if k != dominant]
     first = times[dominant] is not None and all(t is None or times[dominant] < t for t in others)
@@ -350,7 +352,7 @@ def claim_h3(ctx):
     Ks = ctx.K_values
     t_att, t_eps = [], []
     for K in Ks:
-        tr = _flow(_orthonormal_linear(ctx, K=K), stop_rel=1e-3)
+        tr = flow_to_convergence(orthonormal_linear(ctx, K=K), stop_rel=1e-3)
         # Attention 0.9, not 1/2: with K = 2 and uniform p the attention starts at 1/2.
         t_att.append(max(per_query_times(tr, 0.9)))
         t_eps.append(crossing_time(tr.t, tr.loss / tr.loss[0], 1e-2))
@@ -399,7 +401,7 @@ class Context:
         """For each L: the step sizes tried, whether GD converged and how many oscillations it showed."""
         out = []
         for r in rows[:: max(1, len(rows) // 5)]:
-            pr = _with(self.cfg, task__L=r["L"])
+            pr = problem_with(self.cfg, task__L=r["L"])
             s = pr.system()
             for f in factors:
                 gd = iterate_gd(s, pr.S0, f * r["stable_step"], 2000, n_out=20)
@@ -427,22 +429,12 @@ def check(cfg, out_dir, quick=False, claims=None, progress=True):
     return verdicts
 
 
-def _jsonable(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    raise TypeError(type(x).__name__)
-
-
 def write_report(out, cfg, ctx, verdicts):
     c = ctx.base_constants
     data = {"versions": versions(), "config": cfg.raw, "quick": ctx.quick,
             "base": {"L": c.L, "Delta": c.Delta, "delta": c.delta, "L_Delta_delta": c.L_Delta_delta, "regime": c.regime},
             "verdicts": [asdict(v) for v in verdicts]}
-    (out / "report.json").write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+    dump_json(out / "report.json", data)
     lines = ["# attnflow check", "",
              f"Base problem: K = {ctx.base.K}, {ctx.base.features.kind} features, {ctx.base.function_class.describe()}; "
              f"LΔδ = {c.L_Delta_delta:.3g} ({c.regime}). Large prompts (N = ∞), merged parameters. "

@@ -156,7 +156,7 @@ def write_outputs(out_dir, cfg, problem, result, plots=True):
     if "flow" in trs and "gd" in trs:
         save_trajectory(out / "trajectory_gd.npz", trs["gd"])
     summary = summarize(cfg, problem, result)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    dump_json(out / "summary.json", summary)
     if plots:
         from .plots import plot_run
         plot_run(out, trs, title=f"{problem.function_class.describe()}, "
@@ -164,12 +164,23 @@ def write_outputs(out_dir, cfg, problem, result, plots=True):
     return summary
 
 
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
+def plain_json(x):
+    """``x`` with NumPy scalars and arrays as Python values and non-finite floats as None (valid JSON)."""
+    if isinstance(x, dict):
+        return {str(k): plain_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain_json(v) for v in x]
     if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x).__name__)
+        return plain_json(x.tolist())
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def dump_json(path, data):
+    Path(path).write_text(json.dumps(plain_json(data), indent=2, allow_nan=False) + "\n")
 
 
 def check_gd(result):

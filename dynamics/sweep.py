@@ -25,7 +25,7 @@ from .errors import AttnflowError
 from .phases import phase_boundary, step_sizes
 from .problem import Problem
 from .progress import progress_bar
-from .run import solve, versions
+from .run import dump_json, plain_json, solve, versions
 
 
 def parse_param(text):
@@ -116,7 +116,7 @@ def _run_point(args):
     record = {"index": index, "overrides": overrides, "row": row, "seconds": seconds}
     path = Path(out) / "points" / f"{index:05d}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, default=float))
+    tmp.write_text(json.dumps(plain_json(record), allow_nan=False))
     os.replace(tmp, path)                               # atomic: a killed sweep leaves no half file
     return record
 
@@ -177,7 +177,7 @@ def sweep(cfg, params, out_dir, jobs=None, progress=True, limit=None):
         "seconds_per_point": {str(i): done[i]["seconds"] for i in sorted(done)},
         "wall_time_s_this_run": time.perf_counter() - start,
     }
-    (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=float) + "\n")
+    dump_json(out / "provenance.json", provenance)
     return rows
 
 

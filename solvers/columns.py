@@ -36,13 +36,20 @@ def column_attention(s, logp, a):
 
 
 @njit(cache=True)
+def _moments(a, M):
+    """``u = M a`` and ``β = aᵀ u``."""
+    u = M @ a
+    beta = 0.0
+    for n in range(a.shape[0]):
+        beta += a[n] * u[n]
+    return u, beta
+
+
+@njit(cache=True)
 def column_loss_gradient(a, M, g):
     """Return ``ℓ = ½ aᵀ M a`` and write ``g = ∂ℓ/∂s`` (through the softmax) into ``g``."""
     K = a.shape[0]
-    u = M @ a
-    beta = 0.0
-    for n in range(K):
-        beta += a[n] * u[n]
+    u, beta = _moments(a, M)
     for n in range(K):
         g[n] = a[n] * (u[n] - beta)
     return 0.5 * beta
@@ -52,10 +59,7 @@ def column_loss_gradient(a, M, g):
 def column_hessian(a, M, H):
     """Write ``∂²ℓ/∂s∂s`` into ``H``."""
     K = a.shape[0]
-    u = M @ a
-    beta = 0.0
-    for n in range(K):
-        beta += a[n] * u[n]
+    u, beta = _moments(a, M)
     # (D M D)_nm = a_n a_m (M_nm − u_n − u_m + β), using M = Mᵀ.
     for n in range(K):
         gn = a[n] * (u[n] - beta)

@@ -141,3 +141,10 @@ def test_ci_runs_the_readme_test_command():
     blocks = [b.split("```")[0].strip() for b in readme.split("```bash\n")[1:3]]
     assert blocks[0].endswith("attnflow demo")
     assert blocks[1] in (root / ".ci" / "run").read_text()
+
+
+def test_summary_is_strict_json_even_with_infinite_values(tmp_path):
+    """A stable step of inf (no curvature) or a never-reached crossing must still give valid JSON."""
+    from dynamics.run import dump_json
+    dump_json(tmp_path / "x.json", {"a": float("inf"), "b": [np.float64("nan"), np.int64(3)], "c": np.eye(2)})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [None, 3], "c": [[1.0, 0.0], [0.0, 1.0]]}

@@ -101,7 +101,6 @@ def test_expression_sampled_labels_have_the_moments():
     ({}, "task.expression: required"),
 ])
 def test_bad_expression_tasks(tmp_path, capsys, task, message):
-    import tomllib  # noqa: F401  (the config is written as TOML by hand below)
     params = task.get("parameters", {"w": "normal(0, 1)"})
     lines = ['[features]', 'kind = "random-unit"', 'K = 3', 'd = 3', '[task]', 'kind = "expression"']
     if "expression" in task:

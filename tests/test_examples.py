@@ -1,0 +1,33 @@
+"""The example scripts run as a user runs them."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+
+
+@pytest.mark.slow
+def test_figures_example_writes_six_figures(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "figures.py"), "--out", str(tmp_path), "--quick"],
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    names = {"flat_and_sharp", "many_L", "phase_diagram", "step_size", "degenerate", "balanced_imbalanced"}
+    assert {p.stem for p in tmp_path.glob("*.png")} == names
+    assert all(p.stat().st_size > 10_000 for p in tmp_path.glob("*.png"))
+
+
+@pytest.mark.slow
+def test_quickstart_and_walkthrough(tmp_path):
+    quick = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], env=ENV, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert quick.returncode == 0, quick.stderr
+    assert "flat regime" in quick.stdout and "GD: finished" in quick.stdout
+    walk = subprocess.run([sys.executable, str(ROOT / "examples" / "derivation_walkthrough.py"), "--out", str(tmp_path)],
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    assert walk.returncode == 0, walk.stderr
+    assert "✓ SymPy" in walk.stdout and (tmp_path / "derivation_K3.tex").exists()
