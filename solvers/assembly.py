@@ -28,11 +28,17 @@ from .columns import column_attention, column_hessian, column_loss_gradient
 
 @njit(cache=True)
 def label_gap_moments(F, k, M):
-    """Write ``M⁽ᵏ⁾_nm = F_nm − F_nk − F_km + F_kk`` into ``M``."""
+    """Write ``M⁽ᵏ⁾_nm = F_nm − F_nk − F_km + F_kk`` into ``M``.
+
+    Row and column k are zero by definition and are set so exactly (rounding would
+    leave 1e-16 residues that swamp late-training gradients); M is filled symmetrically.
+    """
     K = F.shape[0]
     for n in range(K):
-        for m in range(K):
-            M[n, m] = F[n, m] - F[n, k] - F[k, m] + F[k, k]
+        for m in range(n, K):
+            v = 0.0 if (n == k or m == k) else F[n, m] - F[n, k] - F[k, m] + F[k, k]
+            M[n, m] = v
+            M[m, n] = v
 
 
 @njit(cache=True)
