@@ -37,16 +37,16 @@ def problem(K):
     return Problem.from_config(cfg)
 
 
-def flow_seconds(system, rhs, jac, loss):
-    G, F, p, logp = system.args
+def flow_seconds(system, rhs, jac, loss, extra=()):
+    G, F, p, logp = system.args[:4]
     K = system.K
 
     def stop(t, y):
         return math.log(loss(y.reshape(K, K))) - math.log(TARGET_LOSS)
     stop.terminal, stop.direction = True, -1
     start = time.perf_counter()
-    sol = solve_ivp(lambda t, y: rhs(y, G, F, p, logp), (0, 1e12), np.zeros(K * K), method="LSODA",
-                    jac=lambda t, y: jac(y, G, F, p, logp), events=stop, rtol=1e-8, atol=1e-10)
+    sol = solve_ivp(lambda t, y: rhs(y, G, F, p, logp, *extra), (0, 1e12), np.zeros(K * K), method="LSODA",
+                    jac=lambda t, y: jac(y, G, F, p, logp, *extra), events=stop, rtol=1e-8, atol=1e-10)
     seconds = time.perf_counter() - start
     assert sol.status == 1, sol.message
     return seconds, sol.nfev, sol.t[-1]
@@ -63,10 +63,11 @@ def main():
         pr = problem(K)
         system = pr.system()
         system.warm_up()
-        G, F, p, logp = system.args
-        numba_loss = lambda S: kernels.loss(np.ascontiguousarray(S), F, p, logp)  # noqa: E731
+        G, F, p, logp, prompt = system.args
+        numba_loss = lambda S: kernels.loss(np.ascontiguousarray(S), F, p, logp, prompt)  # noqa: E731
         numpy_loss = lambda S: ref.loss_and_gradient(S, F, p, logp)[0]  # noqa: E731
-        fn, nfev, _ = min(flow_seconds(system, kernels.flow_rhs, kernels.flow_jacobian, numba_loss) for _ in range(3))
+        fn, nfev, _ = min(flow_seconds(system, kernels.flow_rhs, kernels.flow_jacobian, numba_loss, (prompt,))
+                          for _ in range(3))
         fp, _, _ = min(flow_seconds(system, ref.flow_rhs, ref.flow_jacobian, numpy_loss) for _ in range(2))
         eta = 0.5 * system.stable_step(pr.S0)
         steps = 100_000
@@ -77,7 +78,7 @@ def main():
         gp = (time.perf_counter() - start) * steps / numpy_steps
         y = np.random.default_rng(K).standard_normal(K * K)
         calls = 20_000
-        rn = min(timeit.repeat(lambda: kernels.flow_rhs(y, G, F, p, logp), number=calls, repeat=3)) / calls * 1e6
+        rn = min(timeit.repeat(lambda: kernels.flow_rhs(y, G, F, p, logp, prompt), number=calls, repeat=3)) / calls * 1e6
         rp = min(timeit.repeat(lambda: ref.flow_rhs(y, G, F, p, logp), number=calls, repeat=3)) / calls * 1e6
         print(f"{K:>3} | {fn:12.4f} {fp:12.4f} {fp / fn:6.1f} {nfev:>6} | {gn:10.4f} {gp:10.4f} {gp / gn:6.1f}"
               f" | {rn:12.2f} {rp:12.2f} {rp / rn:6.1f}")

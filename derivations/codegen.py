@@ -34,11 +34,15 @@ from sympy.printing.pycode import PythonCodePrinter
 
 import solvers.assembly
 import solvers.columns
+import solvers.finite_prompt
 
 from . import stages
 
 ASSEMBLY_MARKER = "# ---- ASSEMBLY"
-_SOURCES = (Path(stages.__file__), Path(__file__), Path(solvers.assembly.__file__), Path(solvers.columns.__file__))
+# Numba's cache tracks only each function's own file, so everything the generated module
+# calls into is part of the key: a change anywhere gives a new module and fresh machine code.
+_SOURCES = (Path(stages.__file__), Path(__file__), Path(solvers.assembly.__file__), Path(solvers.columns.__file__),
+            Path(solvers.finite_prompt.__file__))
 
 
 def cache_dir():
@@ -119,7 +123,8 @@ def module_source(K, key=None):
         'whenever the derivation, the assembly or a library version changes.\n"""\n\n'
         "import numpy as np\n"
         "from numba import njit\n\n"
-        "from solvers.columns import column_attention\n\n"
+        "from solvers.columns import column_attention, label_gap_moments\n"
+        "from solvers.finite_prompt import finite_attention, finite_column\n\n"
         f'NAME = "generated"\nK = {K}\nKEY = "{key}"\n\n\n'
     )
     return header + column_source(stages.derive(K)) + "\n\n" + shared

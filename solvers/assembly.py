@@ -8,9 +8,12 @@ functions give ``ℓ``, its gradient g and Hessian H in the column's scores.  Th
     ℒ(S) = Σ_k p_k ℓ_k,    Γ[:, k] = p_k g⁽ᵏ⁾,    dS/dt = −G Γ G,
 
 and the Jacobian with respect to the C-ordered state ``y[n*K + k] = S[n, k]`` is
-``J[(i,l), (m,k)] = −p_k (G H⁽ᵏ⁾)_im G_kl``.  Every problem parameter (G, F, p, η)
-is a runtime argument, so a parameter sweep compiles once (``cache=True``: once per
-machine).
+``J[(i,l), (m,k)] = −p_k (G H⁽ᵏ⁾)_im G_kl``.  Every problem parameter (G, F, p, η and
+the prompt ``prompt = [N, h]``: N = 0 for the large-prompt limit, else the prompt
+length and the quadrature step of :mod:`solvers.finite_prompt`) is a runtime
+argument, so a parameter sweep compiles once (``cache=True``: once per machine).
+The analytic Jacobian is that of the large-prompt limit; at finite N the solvers
+use finite differences (:class:`solvers.ScoreSystem`).
 
 Everything below the ASSEMBLY marker is shared verbatim: this module runs it with
 the hand-written columns of :mod:`solvers.columns`, and :mod:`derivations.codegen`
@@ -21,29 +24,15 @@ kernel sets differ only in the derived part.
 import numpy as np
 from numba import njit
 
-from .columns import column_attention, column_hessian, column_loss_gradient
+from .columns import column_attention, column_hessian, column_loss_gradient, label_gap_moments
+from .finite_prompt import finite_attention, finite_column
 
 # ---- ASSEMBLY (copied into generated kernel modules; keep it self-contained) ----
 
 
 @njit(cache=True)
-def label_gap_moments(F, k, M):
-    """Write ``M⁽ᵏ⁾_nm = F_nm − F_nk − F_km + F_kk`` into ``M``.
-
-    Row and column k are zero by definition and are set so exactly (rounding would
-    leave 1e-16 residues that swamp late-training gradients); M is filled symmetrically.
-    """
-    K = F.shape[0]
-    for n in range(K):
-        for m in range(n, K):
-            v = 0.0 if (n == k or m == k) else F[n, m] - F[n, k] - F[k, m] + F[k, k]
-            M[n, m] = v
-            M[m, n] = v
-
-
-@njit(cache=True)
-def attention(S, logp):
-    """Total attention ``A[n, k]`` of query k on feature n, for every query."""
+def attention(S, logp, prompt):
+    """Total attention ``A[n, k]`` of query k on feature n (its expectation over prompts at finite N)."""
     K = S.shape[0]
     A = np.empty((K, K))
     a = np.empty(K)
@@ -51,14 +40,17 @@ def attention(S, logp):
     for k in range(K):
         for n in range(K):
             s[n] = S[n, k]
-        column_attention(s, logp, a)
+        if prompt[0] > 0:
+            finite_attention(s, logp, int(prompt[0]), prompt[1], a)
+        else:
+            column_attention(s, logp, a)
         for n in range(K):
             A[n, k] = a[n]
     return A
 
 
 @njit(cache=True)
-def loss_gradient_gap(S, F, p, logp, Gamma):
+def loss_gradient_gap(S, F, p, logp, prompt, Gamma):
     """Population loss ℒ(S) at N = ∞ and ``max_k log(1 − A_kk)``; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``.
 
     ``1 − A_kk = Σ_{n≠k} A_nk`` is a sum of positive terms each computed to full
@@ -74,9 +66,13 @@ def loss_gradient_gap(S, F, p, logp, Gamma):
     for k in range(K):
         for n in range(K):
             s[n] = S[n, k]
-        column_attention(s, logp, a)
         label_gap_moments(F, k, M)
-        loss += p[k] * column_loss_gradient(a, M, g)
+        if prompt[0] > 0:
+            value = finite_column(s, logp, M, int(prompt[0]), prompt[1], g, a)[0]
+        else:
+            column_attention(s, logp, a)
+            value = column_loss_gradient(a, M, g)
+        loss += p[k] * value
         off = 0.0
         for n in range(K):
             Gamma[n, k] = p[k] * g[n]
@@ -87,38 +83,38 @@ def loss_gradient_gap(S, F, p, logp, Gamma):
 
 
 @njit(cache=True)
-def loss_and_gradient(S, F, p, logp, Gamma):
-    """Population loss ℒ(S) at N = ∞; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``."""
-    return loss_gradient_gap(S, F, p, logp, Gamma)[0]
+def loss_and_gradient(S, F, p, logp, prompt, Gamma):
+    """Population loss ℒ(S); writes ``Γ = ∂ℒ/∂S`` into ``Gamma``."""
+    return loss_gradient_gap(S, F, p, logp, prompt, Gamma)[0]
 
 
 @njit(cache=True)
-def loss(S, F, p, logp):
-    """Population loss ℒ(S) at N = ∞."""
+def loss(S, F, p, logp, prompt):
+    """Population loss ℒ(S)."""
     K = S.shape[0]
-    return loss_gradient_gap(S, F, p, logp, np.empty((K, K)))[0]
+    return loss_gradient_gap(S, F, p, logp, prompt, np.empty((K, K)))[0]
 
 
 @njit(cache=True)
-def event_values(y, F, p, logp):
+def event_values(y, F, p, logp, prompt):
     """``(max_k log(1 − A_kk), log ℒ)`` at the flattened state: every flow event in one call."""
     K = logp.shape[0]
-    value, gap = loss_gradient_gap(y.reshape((K, K)), F, p, logp, np.empty((K, K)))
+    value, gap = loss_gradient_gap(y.reshape((K, K)), F, p, logp, prompt, np.empty((K, K)))
     return gap, np.log(max(value, 1e-300))
 
 
 @njit(cache=True)
-def flow_rhs(y, G, F, p, logp):
+def flow_rhs(y, G, F, p, logp, prompt):
     """Right-hand side of ``dS/dt = −G Γ(S) G`` on the flattened (C order) state."""
     K = G.shape[0]
     Gamma = np.empty((K, K))
-    loss_gradient_gap(y.reshape((K, K)), F, p, logp, Gamma)
+    loss_gradient_gap(y.reshape((K, K)), F, p, logp, prompt, Gamma)
     return -(G @ Gamma @ G).ravel()
 
 
 @njit(cache=True)
-def flow_jacobian(y, G, F, p, logp):
-    """Jacobian of :func:`flow_rhs` with respect to the flattened state."""
+def flow_jacobian(y, G, F, p, logp, prompt):
+    """Jacobian of :func:`flow_rhs` with respect to the flattened state (large-prompt limit only)."""
     K = G.shape[0]
     S = y.reshape((K, K))
     J = np.empty((K * K, K * K))
@@ -145,7 +141,7 @@ GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS = 0, 1, 2, 3
 
 
 @njit(cache=True)
-def gd_iterate(S, G, F, p, logp, eta, it0, it_end, record_at, S_rec, loss_rec,
+def gd_iterate(S, G, F, p, logp, prompt, eta, it0, it_end, record_at, S_rec, loss_rec,
                attn_levels, attn_hits, loss_levels, loss_hits, score_limit, stop_loss,
                last_sign, flips):
     """Iterate the exact gradient-descent map ``S ← S − η G Γ(S) G`` in place.
@@ -183,7 +179,7 @@ def gd_iterate(S, G, F, p, logp, eta, it0, it_end, record_at, S_rec, loss_rec,
     prev = np.inf
     it = it0
     while True:
-        L, gap = loss_gradient_gap(S, F, p, logp, Gamma)
+        L, gap = loss_gradient_gap(S, F, p, logp, prompt, Gamma)
         if not np.isfinite(L):
             return GD_NONFINITE, it, rec, increases
         if L > prev * (1.0 + 1e-12):

@@ -36,6 +36,21 @@ def column_attention(s, logp, a):
 
 
 @njit(cache=True)
+def label_gap_moments(F, k, M):
+    """Write ``M⁽ᵏ⁾_nm = F_nm − F_nk − F_km + F_kk`` into ``M``.
+
+    Row and column k are zero by definition and are set so exactly (rounding would
+    leave 1e-16 residues that swamp late-training gradients); M is filled symmetrically.
+    """
+    K = F.shape[0]
+    for n in range(K):
+        for m in range(n, K):
+            v = 0.0 if (n == k or m == k) else F[n, m] - F[n, k] - F[k, m] + F[k, k]
+            M[n, m] = v
+            M[m, n] = v
+
+
+@njit(cache=True)
 def _moments(a, M):
     """``u = M a`` and ``β = aᵀ u``."""
     u = M @ a

@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 from scipy.special import gammaln, log_softmax
 
-from .assembly import label_gap_moments
+from .columns import label_gap_moments
 
 DEFAULT_STEP = 0.125
 
@@ -44,49 +44,87 @@ def _log_falling(N, r):
 
 
 @njit(cache=True)
-def finite_column(s, logp, M, N, h, g):
-    """Per-query loss at prompt length N; writes the score gradient into g.
+def _grid(s, N, h, w):
+    """Write ``w = e^{s − max s}``; return ``(v_lo, number of steps)`` of the log-τ grid.
+
+    The integrand's bumps sit at τ ~ 1/(N w_n); the grid runs from far below the
+    smallest (1e-9/N) to where e^{−τ w_min} has died (80/w_min).
+    """
+    top = -np.inf
+    for n in range(s.shape[0]):
+        top = max(top, s[n])
+    wmin = 1.0
+    for n in range(s.shape[0]):
+        w[n] = math.exp(s[n] - top)
+        if w[n] > 0.0:
+            wmin = min(wmin, w[n])
+    v_lo = math.log(1e-9 / N)
+    return v_lo, int(math.ceil((math.log(80.0 / wmin) - v_lo) / h))
+
+
+@njit(cache=True)
+def _tilt(tau, w, logp, u):
+    """Write ``u_m = p_m e^{−τ w_m}``; return ``log Φ = log Σ u_m`` (log-sum-exp)."""
+    big = -np.inf
+    for m in range(w.shape[0]):
+        u[m] = logp[m] - tau * w[m]
+        big = max(big, u[m])
+    total = 0.0
+    for m in range(w.shape[0]):
+        total += math.exp(u[m] - big)
+    for m in range(w.shape[0]):
+        u[m] = math.exp(u[m])
+    return big + math.log(total)
+
+
+@njit(cache=True)
+def _a(N, r, logphi):
+    """``N(N−1)…(N−r+1) Φ^{N−r}`` (0 when N < r)."""
+    return math.exp(_log_falling(N, r) + (N - r) * logphi) if N >= r else 0.0
+
+
+@njit(cache=True)
+def finite_attention(s, logp, N, h, att):
+    """Expected total attention ``E[A_n] = ∫ τ a₁ w_n u_n dv`` of one query at prompt length N."""
+    K = s.shape[0]
+    w = np.empty(K)
+    u = np.empty(K)
+    v_lo, J = _grid(s, N, h, w)
+    for n in range(K):
+        att[n] = 0.0
+    for step in range(J + 1):
+        tau = math.exp(v_lo + step * h)
+        a1 = _a(N, 1, _tilt(tau, w, logp, u))
+        for n in range(K):
+            att[n] += h * tau * a1 * w[n] * u[n]
+
+
+@njit(cache=True)
+def finite_column(s, logp, M, N, h, g, att):
+    """Per-query loss at prompt length N; writes the score gradient into g and E[A] into att.
 
     Returns ``(loss, error)``: ``error`` bounds the quadrature error of the loss and of
     every gradient entry (the largest difference between steps h and 2h).
     """
     K = s.shape[0]
-    top = -np.inf
-    for n in range(K):
-        top = max(top, s[n])
     w = np.empty(K)
-    wmin = 1.0
-    for n in range(K):
-        w[n] = math.exp(s[n] - top)
-        if w[n] > 0.0:
-            wmin = min(wmin, w[n])
-    v_lo = math.log(1e-9 / N)
-    v_hi = math.log(80.0 / wmin)
-    J = int(math.ceil((v_hi - v_lo) / h))
+    u = np.empty(K)
+    x = np.empty(K)
+    y = np.empty(K)
+    v_lo, J = _grid(s, N, h, w)
     loss_h = 0.0
     loss_2h = 0.0
     grad_h = np.zeros(K)
     grad_2h = np.zeros(K)
-    logu = np.empty(K)
-    u = np.empty(K)
-    x = np.empty(K)
-    y = np.empty(K)
+    for n in range(K):
+        att[n] = 0.0
     for step in range(J + 1):
         tau = math.exp(v_lo + step * h)
-        big = -np.inf
+        logphi = _tilt(tau, w, logp, u)
+        a1, a2, a3 = _a(N, 1, logphi), _a(N, 2, logphi), _a(N, 3, logphi)
         for m in range(K):
-            logu[m] = logp[m] - tau * w[m]
-            big = max(big, logu[m])
-        total = 0.0
-        for m in range(K):
-            total += math.exp(logu[m] - big)
-        logphi = big + math.log(total)
-        a1 = math.exp(_log_falling(N, 1) + (N - 1) * logphi)
-        a2 = math.exp(_log_falling(N, 2) + (N - 2) * logphi) if N >= 2 else 0.0
-        a3 = math.exp(_log_falling(N, 3) + (N - 3) * logphi) if N >= 3 else 0.0
-        for m in range(K):
-            u[m] = math.exp(logu[m])
             x[m] = w[m] * u[m]
+            att[m] += h * tau * a1 * x[m]
         q = 0.0
         d = 0.0
         for n in range(K):
@@ -97,7 +135,7 @@ def finite_column(s, logp, M, N, h, g):
             q += x[n] * acc
             d += M[n, n] * w[n] * x[n]
         even = step % 2 == 0
-        fl = 0.5 * tau * tau * (a2 * q + a1 * d)          # τ dτ-weight: ∫ τ f dτ = ∫ τ² f dv
+        fl = 0.5 * tau * tau * (a2 * q + a1 * d)          # ∫ τ f dτ = ∫ τ² f dv
         loss_h += fl
         if even:
             loss_2h += fl
@@ -129,11 +167,12 @@ def loss_and_gradient(S, F, p, N, h=DEFAULT_STEP):
     logp = np.log(p)
     Gamma = np.empty((K, K))
     g = np.empty(K)
+    att = np.empty(K)
     total, error = 0.0, 0.0
     M = np.empty((K, K))
     for k in range(K):
         label_gap_moments(F, k, M)
-        value, err = finite_column(np.ascontiguousarray(S[:, k]), logp, M, int(N), h, g)
+        value, err = finite_column(np.ascontiguousarray(S[:, k]), logp, M, int(N), h, g, att)
         total += p[k] * value
         Gamma[:, k] = p[k] * g
         error = max(error, p[k] * err)

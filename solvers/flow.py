@@ -28,7 +28,8 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     ----------
     system : :class:`solvers.system.ScoreSystem`.
     S0 : (K, K) initial scores.
-    method : a :func:`solve_ivp` method; LSODA, Radau and BDF get the analytic Jacobian.
+    method : a :func:`solve_ivp` method; LSODA, Radau and BDF get the Jacobian of
+        :meth:`ScoreSystem.jacobian` (analytic at N = ∞).
     eps : levels ε for the crossing times of attention ``1 − ε`` and loss ``ε``.
     stop_loss : if positive, a terminal event stops the run when the loss reaches it.
     n_out : output points: ``t = 0`` and a log-spaced grid up to the final time, from the
@@ -45,7 +46,7 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     if not (t_end > 0 and math.isfinite(t_end)):
         raise ValueError(f"t_end: expected a finite positive time, got {t_end}")
     K = system.K
-    G, F, p, logp = system.args
+    G, F, p, logp, prompt = system.args
     kernels = system.kernels
     S0 = np.ascontiguousarray(S0, dtype=np.float64)
     if S0.shape != (K, K) or not np.all(np.isfinite(S0)):
@@ -58,17 +59,17 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         if progress is not None and t > state["last"] * 1.05:
             state["last"] = t
             progress(min(math.log1p(t) / log_span, 1.0))
-        return kernels.flow_rhs(y, G, F, p, logp)
+        return kernels.flow_rhs(y, G, F, p, logp, prompt)
 
     def jac(t, y):
-        return kernels.flow_jacobian(y, G, F, p, logp)
+        return system.jacobian(y.reshape(K, K))
 
     # solve_ivp evaluates every event at each step with the same (t, y): one kernel call serves all.
     cache = {"t": None, "y": None, "values": None}
 
     def values(t, y):
         if t != cache["t"] or not np.array_equal(y, cache["y"]):
-            cache.update(t=t, y=y.copy(), values=kernels.event_values(y, F, p, logp))
+            cache.update(t=t, y=y.copy(), values=kernels.event_values(y, F, p, logp, prompt))
         return cache["values"]
 
     # Events are signed distances to each level (in logs); they cross downwards.
@@ -94,16 +95,16 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
 
     t_final = float(sol.t[-1])
     # Nothing visible happens before a fraction of the initial time scale 1/max|dS/dt(0)|.
-    speed = float(np.abs(kernels.flow_rhs(S0.ravel(), G, F, p, logp)).max())
+    speed = float(np.abs(kernels.flow_rhs(S0.ravel(), G, F, p, logp, prompt)).max())
     t_first = float(sol.t[1]) if len(sol.t) > 1 else t_final
     if speed > 0:
         t_first = max(t_first, 1e-3 / speed)
     t = _log_grid(t_first, t_final, n_out)
     Y = sol.sol(t).T if len(sol.t) > 1 else S0.ravel()[None, :]
     S = Y.reshape(-1, K, K)
-    loss = np.array([kernels.loss(np.ascontiguousarray(s), F, p, logp) for s in S])
+    loss = np.array([kernels.loss(np.ascontiguousarray(s), F, p, logp, prompt) for s in S])
 
-    at_start = kernels.event_values(S0.ravel(), F, p, logp)
+    at_start = kernels.event_values(S0.ravel(), F, p, logp, prompt)
     crossings = {"t_half": None, "t_attention": {}, "t_loss": {}}
     for (name, e, level, which), hits in zip(levels, sol.t_events):
         # A level already met at t = 0 never crosses: its time is 0.
@@ -124,5 +125,5 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         message = f"reached t_end = {t_end:g}"
     counters = {"nfev": int(sol.nfev), "njev": int(sol.njev), "nlu": int(sol.nlu),
                 "nsteps": int(len(sol.t) - 1)}
-    return Trajectory("flow", t, S, loss, logp, kernels.attention, crossings=crossings, status=status,
+    return Trajectory("flow", t, S, loss, logp, system.attention_of(), crossings=crossings, status=status,
                       message=message, counters=counters, wall_time=wall)

@@ -52,7 +52,7 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps: expected a positive integer, got {steps}")
     K = system.K
-    G, F, p, logp = system.args
+    G, F, p, logp, prompt = system.args
     kernels = system.kernels
     S = np.array(S0, dtype=np.float64, order="C")
     if S.shape != (K, K) or not np.all(np.isfinite(S)):
@@ -79,7 +79,7 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         sel = record_at[first:]
         sel = sel[sel <= it1]
         code, it, got, inc = kernels.gd_iterate(
-            S, G, F, p, logp, float(eta), int(it0), int(it1), sel,
+            S, G, F, p, logp, prompt, float(eta), int(it0), int(it1), sel,
             S_rec[first:], loss_rec[first:], attn_levels, attn_hits, loss_levels, loss_hits,
             float(score_limit), float(stop_loss), last_sign, flips)
         n_rec += got
@@ -97,7 +97,7 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         # Keep the state that broke the run so the user can see it.
         iteration = np.append(iteration, it)
         S_out = np.concatenate([S_out, S[None]])
-        loss_out = np.append(loss_out, kernels.loss(S, F, p, logp) if np.all(np.isfinite(S)) else np.nan)
+        loss_out = np.append(loss_out, kernels.loss(S, F, p, logp, prompt) if np.all(np.isfinite(S)) else np.nan)
         message = (f"gradient descent diverged at iteration {it}: "
                    + ("non-finite scores" if code == GD_NONFINITE else
                       f"a score exceeded {score_limit:g}"))
@@ -117,6 +117,6 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     }
     counters = {"iterations": int(it), "loss_increases": int(increases),
                 "attention_oscillations": int(flips.sum()), "max_oscillations_per_feature": int(flips.max())}
-    return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, logp, kernels.attention,
+    return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, logp, system.attention_of(),
                       iteration=iteration, oscillations=flips, crossings=crossings, status=status, message=message,
                       counters=counters, wall_time=wall)

@@ -30,12 +30,18 @@ class ScoreSystem:
     p : (K,) feature probabilities (positive, summing to one).
     kernels : the kernel set to run (:mod:`solvers.kernels`, the hand-written one, by
         default; :func:`derivations.codegen.load_kernels` builds generated ones).
+    N : prompt length (``inf``: the large-prompt limit).  At finite N the expectation
+        over prompts is exact (:mod:`solvers.finite_prompt`) and the Jacobian comes from
+        central differences of the exact right-hand side.
+    quadrature_step : step h of the log-time quadrature at finite N.
     """
 
     G: np.ndarray
     F: np.ndarray
     p: np.ndarray
     kernels: object = None
+    N: float = np.inf
+    quadrature_step: float = 0.125
 
     def __post_init__(self):
         G = _as_matrix("G", self.G)
@@ -51,6 +57,10 @@ class ScoreSystem:
         object.__setattr__(self, "p", p)
         if self.kernels is None:
             object.__setattr__(self, "kernels", hand_written)
+        if not (self.N == np.inf or (float(self.N).is_integer() and self.N >= 1)):
+            raise ValueError(f"N: expected a prompt length ≥ 1 or inf, got {self.N}")
+        if not 0 < self.quadrature_step <= 0.5:
+            raise ValueError(f"quadrature_step: expected 0 < h ≤ 0.5, got {self.quadrature_step}")
 
     @property
     def K(self):
@@ -61,17 +71,27 @@ class ScoreSystem:
         return np.log(self.p)
 
     @property
+    def finite(self):
+        return self.N != np.inf
+
+    @property
+    def prompt(self):
+        """``[N, h]`` as the kernels take it; N = 0 stands for the large-prompt limit."""
+        return np.array([self.N if self.finite else 0.0, self.quadrature_step])
+
+    @property
     def args(self):
         """The runtime arguments of the flow kernels, in their order."""
-        return (self.G, self.F, self.p, self.logp)
+        return (self.G, self.F, self.p, self.logp, self.prompt)
 
     def loss(self, S):
-        return self.kernels.loss(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp)
+        return self.kernels.loss(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp, self.prompt)
 
     def gradient(self, S):
         """``Γ = ∂ℒ/∂S``."""
         Gamma = np.empty((self.K, self.K))
-        self.kernels.loss_and_gradient(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp, Gamma)
+        self.kernels.loss_and_gradient(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp,
+                                       self.prompt, Gamma)
         return Gamma
 
     def rhs(self, S):
@@ -79,12 +99,31 @@ class ScoreSystem:
         return self.kernels.flow_rhs(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args).reshape(self.K, self.K)
 
     def jacobian(self, S):
-        """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²)."""
-        return self.kernels.flow_jacobian(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args)
+        """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²).
+
+        Analytic at N = ∞; central differences of the exact right-hand side at finite N
+        (step 1e-5 relative: error about 1e-10 of the entries).
+        """
+        y = np.ascontiguousarray(S, dtype=np.float64).ravel()
+        if not self.finite:
+            return self.kernels.flow_jacobian(y, *self.args)
+        J = np.empty((y.size, y.size))
+        for i in range(y.size):
+            step = 1e-5 * max(1.0, abs(y[i]))
+            up, down = y.copy(), y.copy()
+            up[i] += step
+            down[i] -= step
+            J[:, i] = (self.kernels.flow_rhs(up, *self.args) - self.kernels.flow_rhs(down, *self.args)) / (2 * step)
+        return J
 
     def attention(self, S):
-        """``A[n, k]``: total attention of query k on feature n."""
-        return self.kernels.attention(np.ascontiguousarray(S, dtype=np.float64), self.logp)
+        """``A[n, k]``: total attention of query k on feature n (expected over prompts at finite N)."""
+        return self.kernels.attention(np.ascontiguousarray(S, dtype=np.float64), self.logp, self.prompt)
+
+    def attention_of(self):
+        """``S ↦ A`` for trajectories: the attention of this system's prompt model."""
+        kernels, prompt = self.kernels, self.prompt
+        return lambda S, logp: kernels.attention(np.ascontiguousarray(S), logp, prompt)
 
     def stable_step(self, S):
         """Largest GD step size that is linearly stable at S: ``2 / max eig(−J)``.
@@ -102,7 +141,7 @@ class ScoreSystem:
         self.loss(S)
         self.rhs(S)
         self.jacobian(S)
-        self.kernels.event_values(S.ravel(), self.F, self.p, self.logp)
+        self.kernels.event_values(S.ravel(), self.F, self.p, self.logp, self.prompt)
         self.attention(S)
         iterate_gd(self, S, eta=1e-3, steps=1, n_out=2)
         return time.perf_counter() - start
