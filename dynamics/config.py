@@ -150,6 +150,7 @@ SCHEMA = {
         "p": (probabilities, "uniform"),
         "include_query": (boolean, False),
         "noise": (real(0.0, strict=False), 0.0),
+        "quadrature_step": (real(0.0, hi=0.5000001), 0.125),
     },
     "model": {
         "parametrization": (choice(("merged", "separate")), "merged"),
@@ -250,9 +251,6 @@ def from_dict(raw):
 
 def _check_supported(cfg):
     """Reject combinations this version cannot solve, naming the field."""
-    if math.isfinite(cfg.prompt.N):
-        raise AttnflowError("prompt.N", f"finite prompts (N = {cfg.prompt.N}) are not supported in this "
-                                        "version; use N = \"inf\" (the large-prompt limit)")
     if cfg.prompt.include_query:
         raise AttnflowError("prompt.include_query", "the query inside the softmax is not supported in this version")
     if cfg.prompt.noise > 0:

@@ -117,6 +117,8 @@ class Problem:
     S0: np.ndarray
     threshold: float = 1.0
     kernels: str = "generated"
+    N: float = np.inf
+    quadrature_step: float = 0.125
 
     @classmethod
     def from_config(cls, cfg):
@@ -129,7 +131,8 @@ class Problem:
             rng = np.random.default_rng(cfg.model.seed)
             Q0 = cfg.model.init_scale * rng.standard_normal((fs.d, fs.d)) / np.sqrt(fs.d)
         S0 = fs.V @ Q0 @ fs.V.T
-        return cls(fs, fclass, moments, p, S0, cfg.regime.threshold, cfg.training.kernels)
+        return cls(fs, fclass, moments, p, S0, cfg.regime.threshold, cfg.training.kernels,
+                   cfg.prompt.N, cfg.prompt.quadrature_step)
 
     @property
     def K(self):
@@ -147,7 +150,8 @@ class Problem:
         ``"hand-written"`` runs :mod:`solvers.kernels`, the test reference.
         """
         kernels = load_kernels(self.K) if self.kernels == "generated" else hand_written
-        return ScoreSystem(self.features.G, self.F, self.p, kernels=kernels)
+        return ScoreSystem(self.features.G, self.F, self.p, kernels=kernels, N=self.N,
+                           quadrature_step=self.quadrature_step)
 
     def constants(self) -> Constants:
         return constants(self.features, self.F, self.function_class.lipschitz(self.features.V), self.threshold)

@@ -28,6 +28,11 @@ def run_report(summary, heading=None):
     lines.append(f"- L = {c['L']:.4g} ({c['L_source']}), Δ = {c['Delta']:.4g}, δ = {c['delta']:.4g}, "
                  f"LΔδ = {c['L_Delta_delta']:.4g} → **{c['regime']}** (threshold c* = {c['threshold']:g}; "
                  f"reconstructed: {', '.join(c['reconstructed'])})")
+    if "finite_prompt" in summary:
+        fp = summary["finite_prompt"]
+        lines.append(f"- prompts of N = {fp['N']} tokens (exact expectation, quadrature error ≤ "
+                     f"{fp['quadrature_error_at_end']:.1e}); probability that a query's feature is missing: "
+                     + ", ".join(f"{x:.3g}" for x in fp["missing_query_probability"]))
     if not c["nondegenerate"]:
         lines.append(f"- warning: the class is degenerate (smallest off-target eigenvalue of M⁽ᵏ⁾ = "
                      f"{c['min_offtarget_eigenvalue']:.3g}): attention need not concentrate")

@@ -125,11 +125,21 @@ def summarize(cfg, problem, result):
             "F": problem.F.tolist(), "F_method": problem.moments.method,
             "F_error": problem.moments.error, "F_detail": problem.moments.detail,
             "initial_loss": problem.system().loss(problem.S0),
+            "N": problem.N,
         },
         "kernels": result.kernels,
         "compile_time_s": result.compile_time,
         "wall_time_s": result.wall_time,
     }
+    if math.isfinite(problem.N):
+        from solvers import finite_prompt
+        summary["finite_prompt"] = {
+            "N": int(problem.N), "quadrature_step": problem.quadrature_step,
+            "missing_query_probability": finite_prompt.missing_query_probability(problem.p, problem.N).tolist(),
+            "quadrature_error_at_end": max(
+                finite_prompt.loss_and_gradient(tr.S[-1], problem.F, problem.p, problem.N, problem.quadrature_step)[2]
+                for tr in result.trajectories.values()),
+        }
     if "flow" in result.trajectories:
         summary["flow"] = trajectory_summary(result.trajectories["flow"])
     if "gd" in result.trajectories:

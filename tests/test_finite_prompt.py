@@ -1,0 +1,135 @@
+"""Exact finite-prompt dynamics against enumeration, Monte Carlo, the large-prompt limit and training."""
+
+import numpy as np
+import pytest
+
+from solvers import ScoreSystem, finite_prompt, integrate_flow, iterate_gd
+from solvers.columns import label_gap_moments
+from solvers.sampled import train_sampled
+
+from .conftest import make_problem
+
+
+def _column_case(K, seed, scale):
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(K) * 2)
+    W = rng.standard_normal((K, K + 1))
+    F = W @ W.T
+    k = int(rng.integers(K))
+    M = np.empty((K, K))
+    label_gap_moments(F, k, M)
+    s = rng.standard_normal(K) * scale / 2
+    s[k] += scale                            # late training: the query's own score leads by `scale`
+    return s, p, M
+
+
+@pytest.mark.parametrize("K", [2, 3, 4])
+@pytest.mark.parametrize("N", [1, 2, 5, 12])
+@pytest.mark.parametrize("scale", [0.5, 30.0])
+def test_loss_gradient_and_attention_equal_enumeration(K, N, scale):
+    """Against 40-digit enumeration over all compositions of N: relative 1e-10, scores up to 30."""
+    s, p, M = _column_case(K, 100 * K + N, scale)
+    g, att = np.empty(K), np.empty(K)
+    loss, error = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att)
+    ref_loss, ref_grad, ref_att = finite_prompt.enumerate_column_exact(s, p, M, N)
+    assert loss == pytest.approx(ref_loss, rel=1e-10)
+    np.testing.assert_allclose(att, ref_att, rtol=1e-10, atol=1e-300)
+    if N == 1:
+        assert np.all(g == 0)                # one token: the attention is one whatever the scores
+    else:
+        assert np.abs(g - ref_grad).max() <= 1e-10 * np.abs(ref_grad).max()
+    assert error <= 1e-12 * max(1.0, abs(ref_loss))
+
+
+def test_double_precision_enumeration_agrees_where_it_can():
+    s, p, M = _column_case(3, 7, 1.0)
+    loss, grad = finite_prompt.enumerate_column(s, p, M, 6)
+    ref_loss, ref_grad, _ = finite_prompt.enumerate_column_exact(s, p, M, 6)
+    assert loss == pytest.approx(ref_loss, rel=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10)
+
+
+def test_jacobian_at_finite_N_by_central_differences():
+    """The finite-N Jacobian (central differences of the exact RHS) against a 40-digit reference RHS."""
+    K, N = 3, 5
+    problem = make_problem(features={"kind": "random-unit", "K": K, "d": 3, "seed": 2}, prompt={"N": N})
+    system = problem.system()
+    S = np.random.default_rng(0).standard_normal((K, K))
+
+    def exact_rhs(S):
+        Gamma = np.empty((K, K))
+        for k in range(K):
+            M = np.empty((K, K))
+            label_gap_moments(system.F, k, M)
+            Gamma[:, k] = system.p[k] * finite_prompt.enumerate_column_exact(S[:, k], system.p, M, N, digits=30)[1]
+        return -(system.G @ Gamma @ system.G)
+    np.testing.assert_allclose(system.rhs(S), exact_rhs(S), rtol=0, atol=1e-12 * np.abs(exact_rhs(S)).max())
+    J = system.jacobian(S)
+    h = 1e-6
+    ref = np.empty_like(J)
+    for i in range(K * K):
+        E = np.zeros(K * K)
+        E[i] = h
+        ref[:, i] = (exact_rhs(S + E.reshape(K, K)) - exact_rhs(S - E.reshape(K, K))).ravel() / (2 * h)
+    assert np.abs(J - ref).max() <= 1e-7 * np.abs(ref).max()
+
+
+def test_monte_carlo_agrees_at_N_256():
+    s, p, M = _column_case(4, 3, 2.0)
+    g, att = np.empty(4), np.empty(4)
+    loss, _ = finite_prompt.finite_column(s, np.log(p), M, 256, finite_prompt.DEFAULT_STEP, g, att)
+    mc_loss, mc_se, mc_grad, mc_grad_se = finite_prompt.monte_carlo_column(s, p, M, 256, 200_000, seed=1)
+    assert abs(mc_loss - loss) <= 4 * mc_se
+    assert np.all(np.abs(mc_grad - g) <= 4 * mc_grad_se)
+
+
+def test_converges_to_the_large_prompt_limit_at_rate_one_over_N():
+    problem = make_problem(features={"kind": "random-unit", "K": 4, "d": 3, "seed": 1}, prompt={"p": [0.4, 0.3, 0.2, 0.1]})
+    S = np.random.default_rng(4).standard_normal((4, 4))
+    inf = problem.system()
+    Ns = 2 ** np.arange(6, 13)
+    gaps = [abs(ScoreSystem(inf.G, inf.F, inf.p, N=int(N)).loss(S) - inf.loss(S)) for N in Ns]
+    slope = np.polyfit(np.log(Ns), np.log(gaps), 1)[0]
+    assert slope == pytest.approx(-1.0, abs=0.03)
+    grad_gap = np.abs(ScoreSystem(inf.G, inf.F, inf.p, N=4096).gradient(S) - inf.gradient(S)).max()
+    assert grad_gap < 1e-2 * np.abs(inf.gradient(S)).max()
+
+
+def test_missing_query_sets_the_loss_floor_at_small_N():
+    """Trained long, each query's expected attention on its own feature tends to P(feature present) = 1 − (1 − p_k)^N."""
+    for N in (2, 4, 8):
+        problem = make_problem(features={"kind": "simplex", "K": 3, "d": 2}, prompt={"N": N})
+        tr = integrate_flow(problem.system(), problem.S0, 1e7)
+        present = 1 - finite_prompt.missing_query_probability(problem.p, N)
+        np.testing.assert_allclose(np.diagonal(tr.final_attention), present, rtol=2e-3)
+        assert tr.loss[-1] > 0.5 * tr.loss[0] * finite_prompt.missing_query_probability(problem.p, N).min()
+    assert integrate_flow(make_problem(features={"kind": "simplex", "K": 3, "d": 2}).system(),
+                          np.zeros((3, 3)), 1e7).loss[-1] < 1e-5
+
+
+def test_cost_does_not_grow_with_the_number_of_compositions():
+    s = np.array([30.0, 0.0, -2.0, 1.0])
+    h = finite_prompt.DEFAULT_STEP
+    assert finite_prompt.grid_steps(s, 10_000, h) - finite_prompt.grid_steps(s, 8, h) <= np.log(10_000 / 8) / h + 2
+    K = 16
+    system = ScoreSystem(np.eye(K), np.eye(K) + 0.5, np.full(K, 1 / K), N=10_000)
+    assert np.isfinite(system.loss(np.random.default_rng(0).standard_normal((K, K)) * 10))
+
+
+@pytest.mark.slow
+def test_sampled_prompt_training_tracks_exact_finite_N_gd():
+    """At N = 8 the real network on sampled prompts follows the exact finite-N GD map (no O(1/N) bias left)."""
+    problem = make_problem(features={"kind": "random-unit", "K": 3, "d": 3, "seed": 5}, task={"kind": "linear"},
+                           prompt={"N": 8, "p": [0.5, 0.3, 0.2]})
+    system = problem.system()
+    eta = 0.5 * system.stable_step(problem.S0)
+    checkpoints = [4, 10, 16]
+    reduced = iterate_gd(system, problem.S0, eta, 16, n_out=17)
+    expected = reduced.S[checkpoints]
+    runs = np.array([train_sampled(problem.features.V, problem.p, 8, problem.function_class.sample_labels,
+                                   np.zeros((3, 3)), eta, 16, batch=2000, seed=seed, record_at=checkpoints)["S"]
+                     for seed in range(16)])
+    mean, se = runs.mean(axis=0), runs.std(axis=0, ddof=1) / 4
+    infinite = iterate_gd(ScoreSystem(system.G, system.F, system.p), problem.S0, eta, 16, n_out=17).S[checkpoints]
+    assert np.abs(infinite - expected).max() > 10 * se.max()          # N = 8 differs visibly from N = ∞ …
+    assert np.all(np.abs(mean - expected) <= 4 * se)                  # … and training follows the exact N = 8 map
