@@ -2,13 +2,15 @@
 
 State: the K×K score matrix ``S[n, k] = v_nᵀ Q v_k`` (key feature n, query
 feature k).  For query k, ``a = softmax(S[:, k] + log p)`` and the per-query loss
-``ℓ_k = ½ aᵀ M⁽ᵏ⁾ a`` with ``M⁽ᵏ⁾_nm = F_nm − F_nk − F_km + F_kk``; the column
-functions give ``ℓ``, its gradient g and Hessian H in the column's scores.  Then
+``ℓ_k = ½ aᵀ M⁽ᵏ⁾ a`` with ``M⁽ᵏ⁾_nm = F_nm − F_nk − F_km + F_kk``; the kernels take
+the stack ``Ms[k] = M⁽ᵏ⁾`` (built once per problem by :class:`solvers.ScoreSystem`,
+so no kernel rebuilds it per call), and the column functions give ``ℓ``, its
+gradient g and Hessian H in the column's scores.  Then
 
     ℒ(S) = Σ_k p_k ℓ_k,    Γ[:, k] = p_k g⁽ᵏ⁾,    dS/dt = −G Γ G,
 
 and the Jacobian with respect to the C-ordered state ``y[n*K + k] = S[n, k]`` is
-``J[(i,l), (m,k)] = −p_k (G H⁽ᵏ⁾)_im G_kl``.  Every problem parameter (G, F, p, η and
+``J[(i,l), (m,k)] = −p_k (G H⁽ᵏ⁾)_im G_kl``.  Every problem parameter (G, the moments Ms, p, η and
 the prompt ``prompt = [N, h]``: N = 0 for the large-prompt limit, else the prompt
 length and the quadrature step of :mod:`solvers.finite_prompt`) is a runtime
 argument, so a parameter sweep compiles once (``cache=True``: once per machine).
@@ -24,7 +26,7 @@ kernel sets differ only in the derived part.
 import numpy as np
 from numba import njit
 
-from .columns import column_attention, column_hessian, column_loss_gradient, label_gap_moments
+from .columns import column_attention, column_hessian, column_loss_gradient
 from .finite_prompt import finite_attention, finite_column
 
 # ---- ASSEMBLY (copied into generated kernel modules; keep it self-contained) ----
@@ -50,7 +52,7 @@ def attention(S, logp, prompt):
 
 
 @njit(cache=True)
-def loss_gradient_gap(S, F, p, logp, prompt, Gamma):
+def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
     """Population loss ℒ(S) at N = ∞ and ``max_k log(1 − A_kk)``; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``.
 
     ``1 − A_kk = Σ_{n≠k} A_nk`` is a sum of positive terms each computed to full
@@ -60,13 +62,12 @@ def loss_gradient_gap(S, F, p, logp, prompt, Gamma):
     a = np.empty(K)
     s = np.empty(K)
     g = np.empty(K)
-    M = np.empty((K, K))
     loss = 0.0
     gap = -np.inf
     for k in range(K):
         for n in range(K):
             s[n] = S[n, k]
-        label_gap_moments(F, k, M)
+        M = Ms[k]
         if prompt[0] > 0:
             value = finite_column(s, logp, M, int(prompt[0]), prompt[1], g, a)[0]
         else:
@@ -83,51 +84,49 @@ def loss_gradient_gap(S, F, p, logp, prompt, Gamma):
 
 
 @njit(cache=True)
-def loss_and_gradient(S, F, p, logp, prompt, Gamma):
+def loss_and_gradient(S, Ms, p, logp, prompt, Gamma):
     """Population loss ℒ(S); writes ``Γ = ∂ℒ/∂S`` into ``Gamma``."""
-    return loss_gradient_gap(S, F, p, logp, prompt, Gamma)[0]
+    return loss_gradient_gap(S, Ms, p, logp, prompt, Gamma)[0]
 
 
 @njit(cache=True)
-def loss(S, F, p, logp, prompt):
+def loss(S, Ms, p, logp, prompt):
     """Population loss ℒ(S)."""
     K = S.shape[0]
-    return loss_gradient_gap(S, F, p, logp, prompt, np.empty((K, K)))[0]
+    return loss_gradient_gap(S, Ms, p, logp, prompt, np.empty((K, K)))[0]
 
 
 @njit(cache=True)
-def event_values(y, F, p, logp, prompt):
+def event_values(y, Ms, p, logp, prompt):
     """``(max_k log(1 − A_kk), log ℒ)`` at the flattened state: every flow event in one call."""
     K = logp.shape[0]
-    value, gap = loss_gradient_gap(y.reshape((K, K)), F, p, logp, prompt, np.empty((K, K)))
+    value, gap = loss_gradient_gap(y.reshape((K, K)), Ms, p, logp, prompt, np.empty((K, K)))
     return gap, np.log(max(value, 1e-300))
 
 
 @njit(cache=True)
-def flow_rhs(y, G, F, p, logp, prompt):
+def flow_rhs(y, G, Ms, p, logp, prompt):
     """Right-hand side of ``dS/dt = −G Γ(S) G`` on the flattened (C order) state."""
     K = G.shape[0]
     Gamma = np.empty((K, K))
-    loss_gradient_gap(y.reshape((K, K)), F, p, logp, prompt, Gamma)
+    loss_gradient_gap(y.reshape((K, K)), Ms, p, logp, prompt, Gamma)
     return -(G @ Gamma @ G).ravel()
 
 
 @njit(cache=True)
-def flow_jacobian(y, G, F, p, logp, prompt):
+def flow_jacobian(y, G, Ms, p, logp, prompt):
     """Jacobian of :func:`flow_rhs` with respect to the flattened state (large-prompt limit only)."""
     K = G.shape[0]
     S = y.reshape((K, K))
     J = np.empty((K * K, K * K))
     H = np.empty((K, K))
-    M = np.empty((K, K))
     a = np.empty(K)
     s = np.empty(K)
     for k in range(K):
         for n in range(K):
             s[n] = S[n, k]
         column_attention(s, logp, a)
-        label_gap_moments(F, k, M)
-        column_hessian(a, M, H)
+        column_hessian(a, Ms[k], H)
         GH = G @ H
         for i in range(K):
             for m in range(K):
@@ -141,7 +140,7 @@ GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS = 0, 1, 2, 3
 
 
 @njit(cache=True)
-def gd_iterate(S, G, F, p, logp, prompt, eta, it0, it_end, record_at, S_rec, loss_rec,
+def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, loss_rec,
                attn_levels, attn_hits, loss_levels, loss_hits, score_limit, stop_loss,
                last_sign, flips):
     """Iterate the exact gradient-descent map ``S ← S − η G Γ(S) G`` in place.
@@ -179,7 +178,7 @@ def gd_iterate(S, G, F, p, logp, prompt, eta, it0, it_end, record_at, S_rec, los
     prev = np.inf
     it = it0
     while True:
-        L, gap = loss_gradient_gap(S, F, p, logp, prompt, Gamma)
+        L, gap = loss_gradient_gap(S, Ms, p, logp, prompt, Gamma)
         if not np.isfinite(L):
             return GD_NONFINITE, it, rec, increases
         if L > prev * (1.0 + 1e-12):

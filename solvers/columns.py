@@ -35,6 +35,15 @@ def column_attention(s, logp, a):
     return top + np.log(total)
 
 
+def label_gap_stack(F):
+    """``Ms[k] = M⁽ᵏ⁾`` for every query, (K, K, K): what the kernels take instead of F."""
+    K = F.shape[0]
+    Ms = np.empty((K, K, K))
+    for k in range(K):
+        label_gap_moments(F, k, Ms[k])
+    return Ms
+
+
 @njit(cache=True)
 def label_gap_moments(F, k, M):
     """Write ``M⁽ᵏ⁾_nm = F_nm − F_nk − F_km + F_kk`` into ``M``.
@@ -53,10 +62,15 @@ def label_gap_moments(F, k, M):
 @njit(cache=True)
 def _moments(a, M):
     """``u = M a`` and ``β = aᵀ u``."""
-    u = M @ a
+    K = a.shape[0]
+    u = np.empty(K)
     beta = 0.0
-    for n in range(a.shape[0]):
-        beta += a[n] * u[n]
+    for n in range(K):
+        acc = 0.0
+        for m in range(K):
+            acc += M[n, m] * a[m]
+        u[n] = acc
+        beta += a[n] * acc
     return u, beta
 
 

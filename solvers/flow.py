@@ -46,7 +46,7 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     if not (t_end > 0 and math.isfinite(t_end)):
         raise ValueError(f"t_end: expected a finite positive time, got {t_end}")
     K = system.K
-    G, F, p, logp, prompt = system.args
+    G, Ms, p, logp, prompt = system.args
     kernels = system.kernels
     S0 = np.ascontiguousarray(S0, dtype=np.float64)
     if S0.shape != (K, K) or not np.all(np.isfinite(S0)):
@@ -59,7 +59,7 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         if progress is not None and t > state["last"] * 1.05:
             state["last"] = t
             progress(min(math.log1p(t) / log_span, 1.0))
-        return kernels.flow_rhs(y, G, F, p, logp, prompt)
+        return kernels.flow_rhs(y, G, Ms, p, logp, prompt)
 
     def jac(t, y):
         return system.jacobian(y.reshape(K, K))
@@ -69,7 +69,7 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
 
     def values(t, y):
         if t != cache["t"] or not np.array_equal(y, cache["y"]):
-            cache.update(t=t, y=y.copy(), values=kernels.event_values(y, F, p, logp, prompt))
+            cache.update(t=t, y=y.copy(), values=kernels.event_values(y, Ms, p, logp, prompt))
         return cache["values"]
 
     # Events are signed distances to each level (in logs); they cross downwards.
@@ -95,16 +95,16 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
 
     t_final = float(sol.t[-1])
     # Nothing visible happens before a fraction of the initial time scale 1/max|dS/dt(0)|.
-    speed = float(np.abs(kernels.flow_rhs(S0.ravel(), G, F, p, logp, prompt)).max())
+    speed = float(np.abs(kernels.flow_rhs(S0.ravel(), G, Ms, p, logp, prompt)).max())
     t_first = float(sol.t[1]) if len(sol.t) > 1 else t_final
     if speed > 0:
         t_first = max(t_first, 1e-3 / speed)
     t = _log_grid(t_first, t_final, n_out)
     Y = sol.sol(t).T if len(sol.t) > 1 else S0.ravel()[None, :]
     S = Y.reshape(-1, K, K)
-    loss = np.array([kernels.loss(np.ascontiguousarray(s), F, p, logp, prompt) for s in S])
+    loss = np.array([kernels.loss(np.ascontiguousarray(s), Ms, p, logp, prompt) for s in S])
 
-    at_start = kernels.event_values(S0.ravel(), F, p, logp, prompt)
+    at_start = kernels.event_values(S0.ravel(), Ms, p, logp, prompt)
     crossings = {"t_half": None, "t_attention": {}, "t_loss": {}}
     for (name, e, level, which), hits in zip(levels, sol.t_events):
         # A level already met at t = 0 never crosses: its time is 0.

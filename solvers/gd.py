@@ -52,7 +52,7 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps: expected a positive integer, got {steps}")
     K = system.K
-    G, F, p, logp, prompt = system.args
+    G, Ms, p, logp, prompt = system.args
     kernels = system.kernels
     S = np.array(S0, dtype=np.float64, order="C")
     if S.shape != (K, K) or not np.all(np.isfinite(S)):
@@ -79,7 +79,7 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         sel = record_at[first:]
         sel = sel[sel <= it1]
         code, it, got, inc = kernels.gd_iterate(
-            S, G, F, p, logp, prompt, float(eta), int(it0), int(it1), sel,
+            S, G, Ms, p, logp, prompt, float(eta), int(it0), int(it1), sel,
             S_rec[first:], loss_rec[first:], attn_levels, attn_hits, loss_levels, loss_hits,
             float(score_limit), float(stop_loss), last_sign, flips)
         n_rec += got
@@ -97,7 +97,7 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         # Keep the state that broke the run so the user can see it.
         iteration = np.append(iteration, it)
         S_out = np.concatenate([S_out, S[None]])
-        loss_out = np.append(loss_out, kernels.loss(S, F, p, logp, prompt) if np.all(np.isfinite(S)) else np.nan)
+        loss_out = np.append(loss_out, kernels.loss(S, Ms, p, logp, prompt) if np.all(np.isfinite(S)) else np.nan)
         message = (f"gradient descent diverged at iteration {it}: "
                    + ("non-finite scores" if code == GD_NONFINITE else
                       f"a score exceeded {score_limit:g}"))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels as hand_written
+from .columns import label_gap_stack
 from .gd import iterate_gd
 
 
@@ -57,6 +58,7 @@ class ScoreSystem:
         object.__setattr__(self, "p", p)
         if self.kernels is None:
             object.__setattr__(self, "kernels", hand_written)
+        object.__setattr__(self, "Ms", label_gap_stack(F))
         if not (self.N == np.inf or (float(self.N).is_integer() and self.N >= 1)):
             raise ValueError(f"N: expected a prompt length ≥ 1 or inf, got {self.N}")
         if not 0 < self.quadrature_step <= 0.5:
@@ -82,15 +84,15 @@ class ScoreSystem:
     @property
     def args(self):
         """The runtime arguments of the flow kernels, in their order."""
-        return (self.G, self.F, self.p, self.logp, self.prompt)
+        return (self.G, self.Ms, self.p, self.logp, self.prompt)
 
     def loss(self, S):
-        return self.kernels.loss(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp, self.prompt)
+        return self.kernels.loss(np.ascontiguousarray(S, dtype=np.float64), self.Ms, self.p, self.logp, self.prompt)
 
     def gradient(self, S):
         """``Γ = ∂ℒ/∂S``."""
         Gamma = np.empty((self.K, self.K))
-        self.kernels.loss_and_gradient(np.ascontiguousarray(S, dtype=np.float64), self.F, self.p, self.logp,
+        self.kernels.loss_and_gradient(np.ascontiguousarray(S, dtype=np.float64), self.Ms, self.p, self.logp,
                                        self.prompt, Gamma)
         return Gamma
 
@@ -141,7 +143,7 @@ class ScoreSystem:
         self.loss(S)
         self.rhs(S)
         self.jacobian(S)
-        self.kernels.event_values(S.ravel(), self.F, self.p, self.logp, self.prompt)
+        self.kernels.event_values(S.ravel(), self.Ms, self.p, self.logp, self.prompt)
         self.attention(S)
         iterate_gd(self, S, eta=1e-3, steps=1, n_out=2)
         return time.perf_counter() - start

@@ -52,7 +52,7 @@ def test_kernels_equal_numpy_reference(K, d, seed):
     L, Gamma = ref.loss_and_gradient(S, system.F, system.p, system.logp)
     assert system.loss(S) == pytest.approx(L, rel=1e-13)
     np.testing.assert_allclose(system.gradient(S), Gamma, rtol=0, atol=1e-13 * np.abs(Gamma).max())
-    np.testing.assert_allclose(system.jacobian(S), ref.flow_jacobian(S.ravel(), *system.args[:4]),
+    np.testing.assert_allclose(system.jacobian(S), ref.flow_jacobian(S.ravel(), system.G, system.F, system.p, system.logp),
                                rtol=0, atol=1e-12 * np.abs(system.jacobian(S)).max())
     np.testing.assert_allclose(system.attention(S), ref.attention(S, system.logp), rtol=1e-13, atol=1e-300)
 
@@ -109,5 +109,5 @@ def test_fused_gap_equals_log_sum_exp_gap(gap):
     """The solvers' cheap gap (Σ_{n≠k} A_nk) equals the two-log-sum-exp formula, even at S_kk − S_nk = 650."""
     system = _system(4, 3, 11)
     S = np.random.default_rng(2).standard_normal((4, 4)) + gap * np.eye(4)
-    fused = kernels.event_values(S.ravel(), system.F, system.p, system.logp, system.prompt)[0]
+    fused = kernels.event_values(S.ravel(), system.Ms, system.p, system.logp, system.prompt)[0]
     assert fused == pytest.approx(kernels.target_log_gap(S, system.logp), rel=1e-13)
