@@ -25,6 +25,8 @@ import numpy as np
 import sympy as sp
 from scipy.optimize import brentq
 
+from solvers.columns import label_gap_stack
+
 from .stages import Stage, column_gradient, column_loss, derive
 
 
@@ -43,10 +45,6 @@ def _column_functions(derivation):
             lambda av, Mv: np.array(hess(*pack(av, Mv)), dtype=float))
 
 
-def label_gap_moments(F, k):
-    return F - F[:, [k]] - F[[k], :] + F[k, k]
-
-
 @dataclass
 class EarlyPhase:
     velocity: np.ndarray        # V₀ = dS/dt at S = 0
@@ -62,8 +60,9 @@ def early_phase(G, F, p, derivation=None):
     grad, hess = _column_functions(derivation)
     Gamma = np.empty((K, K))
     J = np.empty((K * K, K * K))
+    Ms = label_gap_stack(F)
     for k in range(K):
-        Mk = label_gap_moments(F, k)
+        Mk = Ms[k]
         Gamma[:, k] = p[k] * grad(p, Mk)
         GH = G @ hess(p, Mk)
         # J[(i,l), (m,k)] = −p_k (G H⁽ᵏ⁾)_im G_kl, the layout of solvers.assembly.flow_jacobian.
@@ -151,9 +150,10 @@ def late_phase(G, F, p):
     if not np.allclose(G, gamma * np.eye(K), rtol=0, atol=1e-12 * abs(gamma)):
         return LatePhase(-1.0, -0.5)
     gap = 0.0
+    Ms = label_gap_stack(F)
     for k in range(K):
         off = np.arange(K) != k
-        Mt = label_gap_moments(F, k)[np.ix_(off, off)]
+        Mt = Ms[k][np.ix_(off, off)]
         c = positive_scaling(Mt, 1.0 / (2 * gamma**2 * p[k] * K))
         if c is None:
             return LatePhase(-1.0, -0.5, (K - 1) / (4 * gamma**2), None, gamma)

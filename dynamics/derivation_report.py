@@ -9,6 +9,7 @@ import sympy as sp
 
 from derivations import asymptotics, export, stages
 from derivations.codegen import module_path
+from solvers.columns import label_gap_stack
 
 EXPLICIT_MAX_K = 3
 MATRIX_MAX_K = 8
@@ -81,11 +82,12 @@ def _explicit_equations(problem, derivation):
     K = problem.K
     A = sp.Matrix(K, K, lambda n, k: sp.Symbol(f"a_{{{n + 1}{k + 1}}}", positive=True))
     Gam = sp.Matrix(K, K, lambda n, k: sp.Symbol(f"\\Gamma_{{{n + 1}{k + 1}}}"))
+    Ms = label_gap_stack(problem.F)
     blocks = [("p", "With this configuration's numbers, $a_{nk}$ being query $k$'s attention on feature $n$ "
                     "($a_{\\cdot k} = \\mathrm{softmax}(S_{\\cdot k} + \\log p)$), "
                     "$u_{nk} = \\sum_m M^{(k)}_{nm} a_{mk}$ and $B_k = \\sum_n a_{nk} u_{nk}$:")]
     for k in range(K):
-        Mk = asymptotics.label_gap_moments(problem.F, k)
+        Mk = Ms[k]
         for n in range(K):
             u = sp.Add(*[_num(Mk[n, m]) * A[m, k] for m in range(K)])
             blocks.append(("eq", f"u_{{{n + 1}{k + 1}}} = " + sp.latex(u)))

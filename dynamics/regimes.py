@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solvers.columns import label_gap_stack
+
 RECONSTRUCTED = ("Delta", "delta", "regime")
 
 
@@ -44,18 +46,14 @@ class Constants:
         }
 
 
-def label_gap_moments(F, k):
-    """``M⁽ᵏ⁾_nm = E[(f(v_n) − f(v_k))(f(v_m) − f(v_k))]``."""
-    return F - F[:, [k]] - F[[k], :] + F[k, k]
-
-
 def constants(features, F, lipschitz, threshold):
     K = features.K
     dist = features.distances
     delta = np.inf
     lam = np.inf
+    Ms = label_gap_stack(F)        # M⁽ᵏ⁾_nm = E[(f(v_n) − f(v_k))(f(v_m) − f(v_k))]
     for k in range(K):
-        M = label_gap_moments(F, k)
+        M = Ms[k]
         off = np.arange(K) != k
         ratio = np.sqrt(np.maximum(np.diag(M)[off], 0.0)) / (lipschitz.L * dist[off, k])
         delta = min(delta, float(ratio.min()))

@@ -7,7 +7,7 @@ from scipy import special
 from dynamics import features as feat
 from dynamics import function_classes as fc
 from dynamics.errors import AttnflowError
-from dynamics.regimes import label_gap_moments
+from solvers.columns import label_gap_stack
 
 from .conftest import make_problem
 
@@ -171,5 +171,5 @@ def test_degenerate_sign_pattern_class_is_flagged():
                            task={"kind": "finite", "functions": [g.tolist(), (-g).tolist()]})
     c = problem.constants()
     assert not c.nondegenerate and c.min_offtarget_eigenvalue <= 1e-12
-    M = label_gap_moments(problem.F, 0)
+    M = label_gap_stack(problem.F)[0]
     assert M[2, 2] == pytest.approx(0.0)       # features 1 and 3 have the same label in every draw
