@@ -12,6 +12,7 @@ All protocols run at N = ∞ with merged parameters, the setting this version so
 
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def attention_phases(times, gap=2.0):
 
 def claim_c1(ctx):
     """Two phases: the target attention rises fast, then converges to one; the loss follows."""
-    tr = flow_to_convergence(ctx.base)
+    tr = ctx.base_flow
     boundary = phase_boundary(tr.t, tr.loss)
     _, slope = log_slope(tr.t, tr.loss)
     late = _late_slope(tr.t, tr.loss)
@@ -94,12 +95,8 @@ def claim_c1(ctx):
 
 def claim_c2(ctx):
     """Irrelevant attention decays more slowly than the loss and can oscillate (GD)."""
-    tr = flow_to_convergence(ctx.base)
-    A = tr.attention
-    K = A.shape[1]
-    off = A.copy()
-    off[:, np.arange(K), np.arange(K)] = 0
-    irrelevant = off.max(axis=(1, 2))
+    tr = ctx.base_flow
+    irrelevant = tr.irrelevant_attention
     s_irr, s_loss = _late_slope(tr.t, irrelevant), _late_slope(tr.t, tr.loss)
     system = ctx.base.system()
     stable = system.stable_step(ctx.base.S0)
@@ -127,7 +124,16 @@ def claim_c2(ctx):
 
 
 def l_sweep(ctx, kind, link=None):
-    """Flow and start-of-training quantities over L spanning ``ctx.decades`` around 1/(Δδ₀)."""
+    """Flow and start-of-training quantities over L spanning ``ctx.decades`` around 1/(Δδ₀).
+
+    Memoised on the context: C3 and C4 share the single-index sweep.
+    """
+    if (kind, link) not in ctx.sweeps:
+        ctx.sweeps[kind, link] = _l_sweep(ctx, kind, link)
+    return ctx.sweeps[kind, link]
+
+
+def _l_sweep(ctx, kind, link):
     task = {"task.kind": kind}
     if link:
         task["task.link"] = link
@@ -258,19 +264,18 @@ def claim_c6(ctx):
 
 
 def claim_c7(ctx):
-    cases = {"base": ctx.base,
-             "random-unit K=6 d=4": problem_with(ctx.cfg, features__kind="random-unit", features__K=6, features__d=4, features__seed=1),
+    cases = {"random-unit K=6 d=4": problem_with(ctx.cfg, features__kind="random-unit", features__K=6, features__d=4, features__seed=1),
              "imbalanced p": problem_with(ctx.cfg, prompt__p=[0.55] + [0.45 / (ctx.base.K - 1)] * (ctx.base.K - 1))}
+    flows = {"base": ctx.base_flow, **{name: flow_to_convergence(pr) for name, pr in cases.items()}}
     finals, slopes = {}, {}
-    for name, pr in cases.items():
-        tr = flow_to_convergence(pr, stop_rel=1e-8)
+    for name, tr in flows.items():
         finals[name] = float(np.diagonal(tr.final_attention).min())
         slopes[name] = _late_slope(tr.t, 1 - tr.target_attention.min(axis=1))
     g = np.array([1.0, -1.0] * (ctx.base.K // 2) + [1.0] * (ctx.base.K % 2))
     deg = problem_with(ctx.cfg, task__kind="finite", task__functions=[g.tolist(), (-g).tolist()], task__L=None)
     deg_tr = flow_to_convergence(deg, t_end=1e7, stop_rel=1e-12)
     degenerate = float(np.diagonal(deg_tr.final_attention).min())
-    figures_degenerate = figures.degenerate(ctx.fig("C7"), {"non-degenerate (base)": flow_to_convergence(ctx.base), "degenerate sign pattern": deg_tr})
+    figures_degenerate = figures.degenerate(ctx.fig("C7"), {"non-degenerate (base)": ctx.base_flow, "degenerate sign pattern": deg_tr})
     numbers = {"final_min_target_attention": finals, "late_slope_of_attention_gap": slopes,
                "degenerate_final_min_target_attention": degenerate,
                "degenerate_is_flagged": not deg.constants().nondegenerate}
@@ -316,7 +321,7 @@ def orthonormal_linear(ctx, K=4, p="uniform"):
 
 
 def claim_h1(ctx):
-    tr = flow_to_convergence(orthonormal_linear(ctx))
+    tr = ctx.balanced_flow
     n_fast = fast_phases(tr.t, tr.loss)
     final = float(np.diagonal(tr.final_attention).min())
     ok = n_fast == 1 and phase_boundary(tr.t, tr.loss) is not None and tr.loss[-1] <= 1.01e-8 * tr.loss[0]
@@ -324,14 +329,14 @@ def claim_h1(ctx):
                    f"One fast phase (count {n_fast}) then the 1/t phase; relative loss {tr.loss[-1] / tr.loss[0]:.1e}, "
                    f"min target attention {final:.5f}.",
                    {"fast_phases": n_fast, "relative_final_loss": float(tr.loss[-1] / tr.loss[0]), "final_min_target_attention": final},
-                   figures.balanced_imbalanced(ctx.fig("H1_H2"), tr, flow_to_convergence(orthonormal_linear(ctx, p=ctx.imbalanced_p))))
+                   figures.balanced_imbalanced(ctx.fig("H1_H2"), tr, ctx.imbalanced_flow))
 
 
 def claim_h2(ctx):
-    tr = flow_to_convergence(orthonormal_linear(ctx, p=ctx.imbalanced_p))
+    tr = ctx.imbalanced_flow
     times = per_query_times(tr, 0.9)
     n_fast = fast_phases(tr.t, tr.loss)
-    balanced = per_query_times(flow_to_convergence(orthonormal_linear(ctx)), 0.9)
+    balanced = per_query_times(ctx.balanced_flow, 0.9)
     dominant = int(np.argmax(ctx.imbalanced_p))
     others = [t for k, t in enumerate(times) if k != dominant]
     first = times[dominant] is not None and all(t is None or times[dominant] < t for t in others)
@@ -392,7 +397,21 @@ class Context:
         self.gd_steps_long = 20000 if self.quick else 200000
         self.K_values = (2, 3, 4, 6, 8) if self.quick else (2, 3, 4, 6, 8, 12, 16)
         self.imbalanced_p = [0.7, 0.1, 0.1, 0.1]
+        self.sweeps = {}
         (self.out / "figures").mkdir(parents=True, exist_ok=True)
+
+    # Flows several claims share, integrated once.
+    @cached_property
+    def base_flow(self):
+        return flow_to_convergence(self.base)
+
+    @cached_property
+    def balanced_flow(self):
+        return flow_to_convergence(orthonormal_linear(self))
+
+    @cached_property
+    def imbalanced_flow(self):
+        return flow_to_convergence(orthonormal_linear(self, p=self.imbalanced_p))
 
     def fig(self, name):
         return self.out / "figures" / f"{name}.png"

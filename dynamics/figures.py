@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .plots import positive_times  # noqa: E402
+
 plt.rcParams.update({"figure.dpi": 150, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
                      "axes.spines.top": False, "axes.spines.right": False})
 
@@ -21,22 +23,9 @@ def _save(fig, path):
     return path
 
 
-def _pos(t, *ys):
-    keep = np.asarray(t) > 0
-    return (np.asarray(t)[keep],) + tuple(np.asarray(y)[keep] for y in ys)
-
-
-def _irrelevant(tr):
-    A = tr.attention
-    K = A.shape[1]
-    off = A.copy()
-    off[:, np.arange(K), np.arange(K)] = 0
-    return off.max(axis=(1, 2))
-
-
 def two_phases(path, tr, boundary):
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    t, loss, target = _pos(tr.t, tr.loss, tr.target_attention.min(axis=1))
+    t, loss, target = positive_times(tr.t, tr.loss, tr.target_attention.min(axis=1))
     a.loglog(t, loss, color="C0")
     a.set(xlabel="time t", ylabel="population loss", title="loss")
     b.semilogx(t, target, color="C1")
@@ -52,12 +41,12 @@ def two_phases(path, tr, boundary):
 
 def irrelevant_attention(path, flow, gd, factor):
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    t, irr, loss = _pos(flow.t, _irrelevant(flow), flow.loss)
+    t, irr, loss = positive_times(flow.t, flow.irrelevant_attention, flow.loss)
     a.loglog(t, irr, label="max irrelevant A_nk")
     a.loglog(t, loss / loss[0], label="loss / initial loss")
     a.set(xlabel="time t", title="flow: late decay")
     a.legend(fontsize=7)
-    it, irr_gd = _pos(gd.iteration.astype(float), _irrelevant(gd))
+    it, irr_gd = positive_times(gd.iteration.astype(float), gd.irrelevant_attention)
     b.loglog(it, irr_gd, color="C2")
     b.set(xlabel="GD iteration", ylabel="max irrelevant A_nk",
           title=f"GD, η = {factor:g}× stable step: {gd.counters['max_oscillations_per_feature']} reversals")
@@ -104,7 +93,7 @@ def flat_and_sharp(path, runs, Ls, eta):
     """The paper's Figure 1 setting: loss and attention against iterations, one η."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     for name, gd in runs.items():
-        it, loss, target = _pos(gd.iteration.astype(float), gd.loss, gd.target_attention.min(axis=1))
+        it, loss, target = positive_times(gd.iteration.astype(float), gd.loss, gd.target_attention.min(axis=1))
         a.loglog(it, loss, label=f"{name} (L = {Ls[name]:.3g})")
         b.semilogx(it, target, label=name)
     a.set(xlabel="GD iteration", ylabel="population loss", title=f"one step size η = {eta:.3g}")
@@ -121,7 +110,7 @@ def many_L(path, trajectories):
     for i, L in enumerate(Ls):
         tr = trajectories[L]
         x = tr.iteration.astype(float) if tr.iteration is not None else tr.t
-        x, loss, target = _pos(x, tr.loss, tr.target_attention.min(axis=1))
+        x, loss, target = positive_times(x, tr.loss, tr.target_attention.min(axis=1))
         color = cmap(i / max(1, len(Ls) - 1))
         a.loglog(x, loss, color=color, label=f"L = {L:.3g}")
         b.semilogx(x, target, color=color)
@@ -144,7 +133,7 @@ def time_to_accuracy(path, eps, times):
 def degenerate(path, runs):
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for name, tr in runs.items():
-        t, target = _pos(tr.t, tr.target_attention.min(axis=1))
+        t, target = positive_times(tr.t, tr.target_attention.min(axis=1))
         ax.semilogx(t, target, label=name)
     ax.set(xlabel="time t", ylabel="min_k A_kk", ylim=(0, 1.02), title="degenerate vs non-degenerate class")
     ax.legend(fontsize=7)
@@ -154,7 +143,7 @@ def degenerate(path, runs):
 def balanced_imbalanced(path, balanced, imbalanced):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     for ax, (name, tr) in zip(axes, (("balanced p", balanced), ("imbalanced p", imbalanced))):
-        t, target = _pos(tr.t, tr.target_attention)
+        t, target = positive_times(tr.t, tr.target_attention)
         for k in range(target.shape[1]):
             ax.semilogx(t, target[:, k], label=f"query {k + 1}")
         ax.set(xlabel="time t", title=f"linear task, orthonormal features, {name}", ylim=(0, 1.02))

@@ -151,7 +151,10 @@ def uniform_sphere(rng, size, d):
 
 @dataclass(frozen=True)
 class FunctionClass:
-    """Base class: subclasses give ``exact_moments`` (or None) and ``sample_labels``."""
+    """Base class: subclasses give ``exact_moments`` and/or ``quadrature_moments`` and ``sample_labels``.
+
+    Asking for quadrature on a class whose moments are a closed form returns the closed form.
+    """
 
     def exact_moments(self, V):
         return None
@@ -170,9 +173,12 @@ class FunctionClass:
                 raise AttnflowError("task.moment_method",
                                     f"no closed form for {self.describe()}; use \"quadrature\" or \"auto\"")
         quad = self.quadrature_moments(V)
-        if quad is None:
+        if quad is not None:
+            return quad
+        exact = self.exact_moments(V)
+        if exact is None:
             raise AttnflowError("task.moment_method", f"quadrature does not apply to {self.describe()}")
-        return quad
+        return Moments(exact, "exact", 0.0, "closed form (no quadrature needed)")
 
     def describe(self):
         return type(self).__name__
@@ -190,9 +196,6 @@ class Linear(FunctionClass):
 
     def exact_moments(self, V):
         return self.sigma**2 * (V @ V.T)
-
-    def quadrature_moments(self, V):
-        return Moments(self.exact_moments(V), "exact", 0.0, "closed form (no quadrature needed)")
 
     def lipschitz(self, V):
         return Lipschitz(self.sigma * np.sqrt(V.shape[1]), "RMS of ‖w‖ = σ√d", reconstructed=True)
@@ -285,9 +288,6 @@ class Finite(FunctionClass):
     def exact_moments(self, V):
         return np.einsum("j,jn,jm->nm", self.weights, self.values, self.values)
 
-    def quadrature_moments(self, V):
-        return Moments(self.exact_moments(V), "exact", 0.0, "finite sum (no quadrature needed)")
-
     def lipschitz(self, V):
         # On a finite set the best Lipschitz constant of a real function is attained by
         # its McShane extension, so the largest difference quotient is exact.
@@ -313,9 +313,6 @@ class GivenMoments(FunctionClass):
 
     def exact_moments(self, V):
         return self.F
-
-    def quadrature_moments(self, V):
-        return Moments(self.F, "exact", 0.0, "given")
 
     def lipschitz(self, V):
         if self.L is not None:

@@ -10,14 +10,15 @@ _STYLE = {"flow": {"ls": "-", "lw": 1.8}, "gd": {"ls": "--", "lw": 1.4}}
 _NAMES = {"flow": "gradient flow", "gd": "gradient descent"}
 
 
-def _positive(t, *ys):
-    keep = t > 0
-    return (t[keep],) + tuple(y[keep] for y in ys)
+def positive_times(t, *ys):
+    """Keep the points with t > 0 (log axes): ``(t, *ys)`` restricted alike."""
+    keep = np.asarray(t) > 0
+    return (np.asarray(t)[keep],) + tuple(np.asarray(y)[keep] for y in ys)
 
 
 def draw_loss(ax, trajectories, color=None):
     for kind, tr in trajectories.items():
-        t, loss = _positive(tr.t, tr.loss)
+        t, loss = positive_times(tr.t, tr.loss)
         ax.loglog(t, np.maximum(loss, 1e-300), color=color, label=_NAMES[kind], **_STYLE[kind])
     ax.set_xlabel("time t  (GD: η · iteration)")
     ax.set_ylabel("population loss")
@@ -25,14 +26,9 @@ def draw_loss(ax, trajectories, color=None):
 
 
 def draw_attention(ax, trajectories, color=None):
-    """Worst and mean target attention gap 1 − A_kk, and the largest irrelevant attention."""
+    """The worst query's target attention gap 1 − min_k A_kk, and the largest irrelevant attention."""
     for kind, tr in trajectories.items():
-        A = tr.attention
-        K = A.shape[1]
-        target = np.diagonal(A, axis1=1, axis2=2)
-        off = A.copy()
-        off[:, np.arange(K), np.arange(K)] = -np.inf
-        t, gap, irrelevant = _positive(tr.t, 1 - target.min(axis=1), off.max(axis=(1, 2)))
+        t, gap, irrelevant = positive_times(tr.t, 1 - tr.target_attention.min(axis=1), tr.irrelevant_attention)
         ax.loglog(t, np.maximum(gap, 1e-300), color=color, label=f"1 − min_k A_kk ({_NAMES[kind]})",
                   **_STYLE[kind])
         ax.loglog(t, np.maximum(irrelevant, 1e-300), color=color, alpha=0.5,
@@ -45,7 +41,7 @@ def draw_attention(ax, trajectories, color=None):
 def draw_target(ax, trajectories):
     """Each query's attention on its own feature (linear y, log t)."""
     for kind, tr in trajectories.items():
-        t, target = _positive(tr.t, tr.target_attention)
+        t, target = positive_times(tr.t, tr.target_attention)
         for k in range(target.shape[1]):
             ax.semilogx(t, target[:, k], color=f"C{k}", label=f"query {k + 1}" if kind == "flow" or len(trajectories) == 1 else None,
                         **_STYLE[kind])

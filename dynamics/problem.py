@@ -8,6 +8,7 @@ This is the first stage of the pipeline a user can call on its own::
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -148,10 +149,20 @@ class Problem:
         ``"generated"`` (the default) runs the kernels derived by SymPy for this K
         (:func:`derivations.load_kernels`, generated once per K and cached on disk);
         ``"hand-written"`` runs :mod:`solvers.kernels`, the test reference.
+        Built once per problem (the problem is frozen).
         """
+        return self._system
+
+    @cached_property
+    def _system(self):
         kernels = load_kernels(self.K) if self.kernels == "generated" else hand_written
         return ScoreSystem(self.features.G, self.F, self.p, kernels=kernels, N=self.N,
                            quadrature_step=self.quadrature_step)
 
     def constants(self) -> Constants:
+        """L, Δ, δ, LΔδ and the regime; computed once (an expression class estimates L by sampling)."""
+        return self._constants
+
+    @cached_property
+    def _constants(self):
         return constants(self.features, self.F, self.function_class.lipschitz(self.features.V), self.threshold)

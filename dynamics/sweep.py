@@ -79,7 +79,6 @@ def point_row(cfg, overrides):
         row.update(L=c.L, Delta=c.Delta, delta=c.delta, L_Delta_delta=c.L_Delta_delta, regime=c.regime,
                    nondegenerate=c.nondegenerate, initial_loss=problem.system().loss(problem.S0))
         result = solve(problem, point_cfg.training, progress=False)
-        status = []
         for kind, tr in result.trajectories.items():
             cr = tr.crossings
             row[f"{kind}:status"] = tr.status
@@ -93,7 +92,6 @@ def point_row(cfg, overrides):
             row[f"{kind}:final_min_target_attention"] = float(np.diagonal(tr.final_attention).min())
             for name, value in tr.counters.items():
                 row[f"{kind}:{name}"] = value
-            status.append(tr.status)
         if "gd" in result.trajectories:
             row["gd:eta"] = result.eta
             row["gd:stable_step_at_start"] = result.stable_step_at_start
@@ -101,7 +99,8 @@ def point_row(cfg, overrides):
             steps = step_sizes(problem.system(), result.trajectories["flow"])
             row["flow:stable_step_min"] = steps.minimum
             row["flow:stable_step_final"] = steps.final
-        row["status"] = "ok" if all(s in ("finished", "stop_loss") for s in status) else "/".join(status)
+        trajectories = result.trajectories.values()
+        row["status"] = "ok" if all(tr.success for tr in trajectories) else "/".join(tr.status for tr in trajectories)
         row["message"] = ""
     except AttnflowError as e:
         row["status"], row["message"] = "error", " ".join(str(e).split())

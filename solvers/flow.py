@@ -95,14 +95,14 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
 
     t_final = float(sol.t[-1])
     # Nothing visible happens before a fraction of the initial time scale 1/max|dS/dt(0)|.
-    speed = float(np.abs(kernels.flow_rhs(S0.ravel(), G, Ms, p, logp, prompt)).max())
+    speed = float(np.abs(system.rhs(S0)).max())
     t_first = float(sol.t[1]) if len(sol.t) > 1 else t_final
     if speed > 0:
         t_first = max(t_first, 1e-3 / speed)
     t = _log_grid(t_first, t_final, n_out)
     Y = sol.sol(t).T if len(sol.t) > 1 else S0.ravel()[None, :]
     S = Y.reshape(-1, K, K)
-    loss = np.array([kernels.loss(np.ascontiguousarray(s), Ms, p, logp, prompt) for s in S])
+    loss = np.array([system.loss(s) for s in S])
 
     at_start = kernels.event_values(S0.ravel(), Ms, p, logp, prompt)
     crossings = {"t_half": None, "t_attention": {}, "t_loss": {}}
@@ -125,5 +125,5 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         message = f"reached t_end = {t_end:g}"
     counters = {"nfev": int(sol.nfev), "njev": int(sol.njev), "nlu": int(sol.nlu),
                 "nsteps": int(len(sol.t) - 1)}
-    return Trajectory("flow", t, S, loss, logp, system.attention_of(), crossings=crossings, status=status,
+    return Trajectory("flow", t, S, loss, system.attention, crossings=crossings, status=status,
                       message=message, counters=counters, wall_time=wall)

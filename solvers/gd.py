@@ -97,7 +97,7 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         # Keep the state that broke the run so the user can see it.
         iteration = np.append(iteration, it)
         S_out = np.concatenate([S_out, S[None]])
-        loss_out = np.append(loss_out, kernels.loss(S, Ms, p, logp, prompt) if np.all(np.isfinite(S)) else np.nan)
+        loss_out = np.append(loss_out, system.loss(S) if np.all(np.isfinite(S)) else np.nan)
         message = (f"gradient descent diverged at iteration {it}: "
                    + ("non-finite scores" if code == GD_NONFINITE else
                       f"a score exceeded {score_limit:g}"))
@@ -117,6 +117,6 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     }
     counters = {"iterations": int(it), "loss_increases": int(increases),
                 "attention_oscillations": int(flips.sum()), "max_oscillations_per_feature": int(flips.max())}
-    return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, logp, system.attention_of(),
+    return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, system.attention,
                       iteration=iteration, oscillations=flips, crossings=crossings, status=status, message=message,
                       counters=counters, wall_time=wall)

@@ -2,6 +2,7 @@
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class ScoreSystem:
     def K(self):
         return self.G.shape[0]
 
-    @property
+    @cached_property   # the system is frozen: computed once
     def logp(self):
         return np.log(self.p)
 
@@ -76,12 +77,12 @@ class ScoreSystem:
     def finite(self):
         return self.N != np.inf
 
-    @property
+    @cached_property
     def prompt(self):
         """``[N, h]`` as the kernels take it; N = 0 stands for the large-prompt limit."""
         return np.array([self.N if self.finite else 0.0, self.quadrature_step])
 
-    @property
+    @cached_property
     def args(self):
         """The runtime arguments of the flow kernels, in their order."""
         return (self.G, self.Ms, self.p, self.logp, self.prompt)
@@ -121,11 +122,6 @@ class ScoreSystem:
     def attention(self, S):
         """``A[n, k]``: total attention of query k on feature n (expected over prompts at finite N)."""
         return self.kernels.attention(np.ascontiguousarray(S, dtype=np.float64), self.logp, self.prompt)
-
-    def attention_of(self):
-        """``S ↦ A`` for trajectories: the attention of this system's prompt model."""
-        kernels, prompt = self.kernels, self.prompt
-        return lambda S, logp: kernels.attention(np.ascontiguousarray(S), logp, prompt)
 
     def stable_step(self, S):
         """Largest GD step size that is linearly stable at S: ``2 / max eig(−J)``.

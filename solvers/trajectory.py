@@ -1,6 +1,7 @@
 """The result of integrating the flow or iterating the GD map."""
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -15,6 +16,8 @@ class Trajectory:
     t : (T,) times; for GD ``t = η · iteration``.
     S : (T, K, K) scores ``S[n, k] = v_nᵀ Q v_k``.
     loss : (T,) population loss.
+    attention_of : ``S ↦ A`` of the system that produced the trajectory
+        (:meth:`ScoreSystem.attention`, which knows the prompt model).
     iteration : (T,) GD iteration numbers (None for the flow).
     crossings : first times the worst query's attention reaches 1/2 (``"t_half"``),
         1 − ε (``"t_attention"`` → {ε: t}) and the loss falls to ε
@@ -31,8 +34,7 @@ class Trajectory:
     t: np.ndarray
     S: np.ndarray
     loss: np.ndarray
-    logp: np.ndarray
-    attention_kernel: object   # kernels.attention of the set that produced the trajectory
+    attention_of: object
     iteration: np.ndarray = None
     oscillations: np.ndarray = None   # GD: (K, K) reversals of each irrelevant attention's log-odds
     crossings: dict = field(default_factory=dict)
@@ -45,10 +47,10 @@ class Trajectory:
     def success(self):
         return self.status in ("finished", "stop_loss")
 
-    @property
+    @cached_property
     def attention(self):
-        """(T, K, K) total attention ``A[t, n, k]`` of query k on feature n."""
-        return np.stack([self.attention_kernel(np.ascontiguousarray(S), self.logp) for S in self.S])
+        """(T, K, K) total attention ``A[t, n, k]`` of query k on feature n (computed once)."""
+        return np.stack([self.attention_of(S) for S in self.S])
 
     @property
     def target_attention(self):
@@ -56,5 +58,13 @@ class Trajectory:
         return np.diagonal(self.attention, axis1=1, axis2=2)
 
     @property
+    def irrelevant_attention(self):
+        """(T,) the largest attention any query puts on a feature other than its own."""
+        A = self.attention.copy()
+        K = A.shape[1]
+        A[:, np.arange(K), np.arange(K)] = 0.0
+        return A.max(axis=(1, 2))
+
+    @property
     def final_attention(self):
-        return self.attention_kernel(np.ascontiguousarray(self.S[-1]), self.logp)
+        return self.attention[-1]
