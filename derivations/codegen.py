@@ -124,7 +124,7 @@ def module_source(K, key=None):
         "import numpy as np\n"
         "from numba import njit\n\n"
         "from solvers.columns import column_attention, label_gap_moments\n"
-        "from solvers.finite_prompt import finite_attention, finite_column\n\n"
+        "from solvers.finite_prompt import finite_attention, finite_column, finite_column_hessian\n\n"
         f'NAME = "generated"\nK = {K}\nKEY = "{key}"\n\n\n'
     )
     return header + column_source(stages.derive(K)) + "\n\n" + shared

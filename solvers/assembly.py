@@ -14,8 +14,8 @@ and the Jacobian with respect to the C-ordered state ``y[n*K + k] = S[n, k]`` is
 the prompt ``prompt = [N, h]``: N = 0 for the large-prompt limit, else the prompt
 length and the quadrature step of :mod:`solvers.finite_prompt`) is a runtime
 argument, so a parameter sweep compiles once (``cache=True``: once per machine).
-The analytic Jacobian is that of the large-prompt limit; at finite N the solvers
-use finite differences (:class:`solvers.ScoreSystem`).
+The Jacobian is analytic at every N (at finite N through
+:func:`solvers.finite_prompt.finite_column_hessian`).
 
 Everything below the ASSEMBLY marker is shared verbatim: this module runs it with
 the hand-written columns of :mod:`solvers.columns`, and :mod:`derivations.codegen`
@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from .columns import column_attention, column_hessian, column_loss_gradient
-from .finite_prompt import finite_attention, finite_column
+from .finite_prompt import finite_attention, finite_column, finite_column_hessian
 
 # ---- ASSEMBLY (copied into generated kernel modules; keep it self-contained) ----
 
@@ -115,7 +115,7 @@ def flow_rhs(y, G, Ms, p, logp, prompt):
 
 @njit(cache=True)
 def flow_jacobian(y, G, Ms, p, logp, prompt):
-    """Jacobian of :func:`flow_rhs` with respect to the flattened state (large-prompt limit only)."""
+    """Jacobian of :func:`flow_rhs` with respect to the flattened state."""
     K = G.shape[0]
     S = y.reshape((K, K))
     J = np.empty((K * K, K * K))
@@ -125,8 +125,11 @@ def flow_jacobian(y, G, Ms, p, logp, prompt):
     for k in range(K):
         for n in range(K):
             s[n] = S[n, k]
-        column_attention(s, logp, a)
-        column_hessian(a, Ms[k], H)
+        if prompt[0] > 0:
+            finite_column_hessian(s, logp, Ms[k], int(prompt[0]), prompt[1], H)
+        else:
+            column_attention(s, logp, a)
+            column_hessian(a, Ms[k], H)
         GH = G @ H
         for i in range(K):
             for m in range(K):

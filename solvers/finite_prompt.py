@@ -162,6 +162,74 @@ def finite_column(s, logp, M, N, h, g, att):
     return loss_h * h, error
 
 
+@njit(cache=True)
+def finite_column_hessian(s, logp, M, N, h, H):
+    """Write the per-query Hessian ``∂²ℓ/∂s∂s`` at prompt length N into ``H``.
+
+    Off the diagonal, the derivative in ``s_l`` of :func:`finite_column`'s rearranged
+    gradient integrand ``½τ³ x_j acc_j``, ``acc_j = a₃(X y_j − q) + a₂ b_j`` with
+    ``X = Σx``, ``b_j = z_j − d + w_j(M_jj X − y_j)`` and ``z = M(x∘w)``.  At fixed τ,
+    ``∂x_m = δ_ml ξ_l`` with ``ξ = x∘(1 − τw)``, ``∂(x_m w_m) = δ_ml η_l`` with
+    ``η = x∘w∘(2 − τw)``, and ``∂a_r = −τ x_l a_{r+1}``, so for ``l ≠ j``
+
+        ∂_l acc_j = −τx_l(a₄(X y_j − q) + a₃ b_j) + a₃ξ_l(y_j + X M_jl − 2y_l)
+                    + a₂((M_jl − M_ll) η_l + w_j (M_jj − M_jl) ξ_l).
+
+    The diagonal follows from shift invariance, ``H_jj = −Σ_{l≠j} H_jl``: computed
+    directly it is a difference of O(M) terms and loses the tiny late-training values.
+    O(K²) per node.
+    """
+    K = s.shape[0]
+    w = np.empty(K)
+    u = np.empty(K)
+    x = np.empty(K)
+    y = np.empty(K)
+    xi = np.empty(K)
+    eta = np.empty(K)
+    b = np.empty(K)
+    v_lo, J = _grid(s, N, h, w)
+    for j in range(K):
+        for l in range(K):
+            H[j, l] = 0.0
+    for step in range(J + 1):
+        tau = math.exp(v_lo + step * h)
+        logphi = _tilt(tau, w, logp, u)
+        a2, a3, a4 = _a(N, 2, logphi), _a(N, 3, logphi), _a(N, 4, logphi)
+        X = 0.0
+        for m in range(K):
+            x[m] = w[m] * u[m]
+            xi[m] = x[m] * (1.0 - tau * w[m])
+            eta[m] = x[m] * w[m] * (2.0 - tau * w[m])
+            X += x[m]
+        q = 0.0
+        d = 0.0
+        for n in range(K):
+            yn = 0.0
+            zn = 0.0
+            for m in range(K):
+                yn += M[n, m] * x[m]
+                zn += M[n, m] * x[m] * w[m]
+            y[n] = yn
+            b[n] = zn - w[n] * yn
+            q += x[n] * yn
+            d += M[n, n] * w[n] * x[n]
+        for n in range(K):
+            b[n] += w[n] * M[n, n] * X - d
+        c = 0.5 * tau * tau * tau * h
+        for j in range(K):
+            for l in range(K):
+                if l != j:
+                    H[j, l] += c * x[j] * (-tau * x[l] * (a4 * (X * y[j] - q) + a3 * b[j])
+                                           + a3 * xi[l] * (y[j] + X * M[j, l] - 2.0 * y[l])
+                                           + a2 * ((M[j, l] - M[l, l]) * eta[l] + w[j] * (M[j, j] - M[j, l]) * xi[l]))
+    for j in range(K):
+        total = 0.0
+        for l in range(K):
+            if l != j:
+                total += H[j, l]
+        H[j, j] = -total
+
+
 def loss_and_gradient(S, F, p, N, h=DEFAULT_STEP):
     """Population loss at prompt length N, its gradient Γ (K×K) and the quadrature error bound."""
     K = S.shape[0]
@@ -211,11 +279,13 @@ def enumerate_column(s, p, M, N):
 
 
 def enumerate_column_exact(s, p, M, N, digits=40):
-    """:func:`enumerate_column` in ``digits``-digit arithmetic (mpmath), plus E[A].
+    """:func:`enumerate_column` in ``digits``-digit arithmetic (mpmath), plus E[A] and the Hessian.
 
     Double-precision enumeration loses up to 1e-8 of tiny late-training gradients to
-    cancellation between compositions; this is the reference the tests use.
-    Returns floats: ``(loss, gradient, expected attention)``.
+    cancellation between compositions; this is the reference the tests use.  Per
+    composition the Hessian is the large-prompt one of :mod:`solvers.columns`,
+    ``a_j(δ_jl − a_l)(u_j − β) + a_j a_l(M_jl − u_j − 2u_l + 2β)`` with ``u = M a``.
+    Returns floats: ``(loss, gradient, expected attention, Hessian)``.
     """
     import mpmath as mp
     K = len(p)
@@ -224,6 +294,7 @@ def enumerate_column_exact(s, p, M, N, digits=40):
         M_ = [[mp.mpf(float(M[i][j])) for j in range(K)] for i in range(K)]
         logp = [mp.log(mp.mpf(float(x))) for x in p]
         loss, grad, att = mp.mpf(0), [mp.mpf(0)] * K, [mp.mpf(0)] * K
+        hess = [[mp.mpf(0)] * K for _ in range(K)]
         for c in compositions(N, K):
             c = [int(x) for x in c]
             prob = mp.exp(mp.loggamma(N + 1) - sum(mp.loggamma(x + 1) for x in c) + sum(x * lp for x, lp in zip(c, logp)))
@@ -236,7 +307,11 @@ def enumerate_column_exact(s, p, M, N, digits=40):
             for j in range(K):
                 grad[j] += prob * A[j] * (MA[j] - beta)
                 att[j] += prob * A[j]
-        return float(loss), np.array([float(x) for x in grad]), np.array([float(x) for x in att])
+                for l in range(K):
+                    hess[j][l] += prob * (A[j] * ((j == l) - A[l]) * (MA[j] - beta)
+                                          + A[j] * A[l] * (M_[j][l] - MA[j] - 2 * MA[l] + 2 * beta))
+        return (float(loss), np.array([float(x) for x in grad]), np.array([float(x) for x in att]),
+                np.array([[float(x) for x in row] for row in hess]))
 
 
 def monte_carlo_column(s, p, M, N, samples, seed=0):

@@ -33,8 +33,7 @@ class ScoreSystem:
     kernels : the kernel set to run (:mod:`solvers.kernels`, the hand-written one, by
         default; :func:`derivations.codegen.load_kernels` builds generated ones).
     N : prompt length (``inf``: the large-prompt limit).  At finite N the expectation
-        over prompts is exact (:mod:`solvers.finite_prompt`) and the Jacobian comes from
-        central differences of the exact right-hand side.
+        over prompts is exact (:mod:`solvers.finite_prompt`), Jacobian included.
     quadrature_step : step h of the log-time quadrature at finite N.
     """
 
@@ -102,22 +101,8 @@ class ScoreSystem:
         return self.kernels.flow_rhs(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args).reshape(self.K, self.K)
 
     def jacobian(self, S):
-        """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²).
-
-        Analytic at N = ∞; central differences of the exact right-hand side at finite N
-        (step 1e-5 relative: error about 1e-10 of the entries).
-        """
-        y = np.ascontiguousarray(S, dtype=np.float64).ravel()
-        if not self.finite:
-            return self.kernels.flow_jacobian(y, *self.args)
-        J = np.empty((y.size, y.size))
-        for i in range(y.size):
-            step = 1e-5 * max(1.0, abs(y[i]))
-            up, down = y.copy(), y.copy()
-            up[i] += step
-            down[i] -= step
-            J[:, i] = (self.kernels.flow_rhs(up, *self.args) - self.kernels.flow_rhs(down, *self.args)) / (2 * step)
-        return J
+        """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²); analytic at every N."""
+        return self.kernels.flow_jacobian(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args)
 
     def attention(self, S):
         """``A[n, k]``: total attention of query k on feature n (expected over prompts at finite N)."""

@@ -27,51 +27,52 @@ def _column_case(K, seed, scale):
 @pytest.mark.parametrize("N", [1, 2, 5, 12])
 @pytest.mark.parametrize("scale", [0.5, 30.0])
 def test_loss_gradient_and_attention_equal_enumeration(K, N, scale):
-    """Against 40-digit enumeration over all compositions of N: relative 1e-10, scores up to 30."""
+    """Against 40-digit enumeration over all compositions of N: relative 1e-10, scores up to 30.
+
+    Loss, gradient, expected attention and the analytic Hessian (the flow Jacobian's
+    blocks).  Relative to the largest entry: late-training entries span 1e-60 to 1.
+    """
     s, p, M = _column_case(K, 100 * K + N, scale)
-    g, att = np.empty(K), np.empty(K)
+    g, att, H = np.empty(K), np.empty(K), np.empty((K, K))
     loss, error = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att)
-    ref_loss, ref_grad, ref_att = finite_prompt.enumerate_column_exact(s, p, M, N)
+    ref_loss, ref_grad, ref_att, ref_hess = finite_prompt.enumerate_column_exact(s, p, M, N)
     assert loss == pytest.approx(ref_loss, rel=1e-10)
     np.testing.assert_allclose(att, ref_att, rtol=1e-10, atol=1e-300)
     if N == 1:
         assert np.all(g == 0)                # one token: the attention is one whatever the scores
     else:
         assert np.abs(g - ref_grad).max() <= 1e-10 * np.abs(ref_grad).max()
+    finite_prompt.finite_column_hessian(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, H)
+    assert np.abs(H - ref_hess).max() <= 1e-10 * np.abs(ref_hess).max()
     assert error <= 1e-12 * max(1.0, abs(ref_loss))
 
 
 def test_double_precision_enumeration_agrees_where_it_can():
     s, p, M = _column_case(3, 7, 1.0)
     loss, grad = finite_prompt.enumerate_column(s, p, M, 6)
-    ref_loss, ref_grad, _ = finite_prompt.enumerate_column_exact(s, p, M, 6)
+    ref_loss, ref_grad, _, _ = finite_prompt.enumerate_column_exact(s, p, M, 6)
     assert loss == pytest.approx(ref_loss, rel=1e-13)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-10)
 
 
-def test_jacobian_at_finite_N_by_central_differences():
-    """The finite-N Jacobian (central differences of the exact RHS) against a 40-digit reference RHS."""
+def test_flow_jacobian_at_finite_N_equals_enumeration():
+    """The analytic finite-N flow Jacobian against one assembled from 40-digit enumeration Hessians."""
     K, N = 3, 5
-    problem = make_problem(features={"kind": "random-unit", "K": K, "d": 3, "seed": 2}, prompt={"N": N})
-    system = problem.system()
-    S = np.random.default_rng(0).standard_normal((K, K))
-
-    def exact_rhs(S):
-        Gamma = np.empty((K, K))
-        for k in range(K):
-            M = np.empty((K, K))
-            label_gap_moments(system.F, k, M)
-            Gamma[:, k] = system.p[k] * finite_prompt.enumerate_column_exact(S[:, k], system.p, M, N, digits=30)[1]
-        return -(system.G @ Gamma @ system.G)
-    np.testing.assert_allclose(system.rhs(S), exact_rhs(S), rtol=0, atol=1e-12 * np.abs(exact_rhs(S)).max())
-    J = system.jacobian(S)
-    h = 1e-6
-    ref = np.empty_like(J)
-    for i in range(K * K):
-        E = np.zeros(K * K)
-        E[i] = h
-        ref[:, i] = (exact_rhs(S + E.reshape(K, K)) - exact_rhs(S - E.reshape(K, K))).ravel() / (2 * h)
-    assert np.abs(J - ref).max() <= 1e-7 * np.abs(ref).max()
+    features = {"kind": "random-unit", "K": K, "d": 3, "seed": 2}
+    system = make_problem(features=features, prompt={"N": N}, training={"kernels": "hand-written"}).system()
+    S = np.random.default_rng(0).standard_normal((K, K)) * 4
+    G = system.G
+    ref = np.empty((K * K, K * K))
+    Gamma = np.empty((K, K))
+    for k in range(K):
+        _, g, _, H = finite_prompt.enumerate_column_exact(S[:, k], system.p, system.Ms[k], N)
+        Gamma[:, k] = system.p[k] * g
+        for m in range(K):   # ∂(−G Γ G)[i, l] / ∂S[m, k] = −p_k (G H)_im G_kl
+            ref[:, m * K + k] = -system.p[k] * np.outer(G @ H[:, m], G[k]).ravel()
+    np.testing.assert_allclose(system.rhs(S), -(G @ Gamma @ G), rtol=0, atol=1e-12 * np.abs(Gamma).max())
+    assert np.abs(system.jacobian(S) - ref).max() <= 1e-10 * np.abs(ref).max()
+    generated = make_problem(features=features, prompt={"N": N}).system()    # the default kernel set
+    assert np.abs(generated.jacobian(S) - ref).max() <= 1e-10 * np.abs(ref).max()
 
 
 def test_monte_carlo_agrees_at_N_256():
