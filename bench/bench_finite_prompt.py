@@ -49,7 +49,7 @@ def main():
     g, att = np.empty(K), np.empty(K)
     for N in (8, 64, 256):
         te = seconds(lambda: finite_prompt.enumerate_column(s, p, M, N), repeat=2)
-        tq = seconds(lambda: finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att))
+        tq = seconds(lambda: finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att, -1))
         print(f"{K:>3} {N:>6} {len(finite_prompt.compositions(N, K)):>12} {te:12.2e} {tq:13.2e} {te / tq:7.0f}")
 
 

@@ -251,8 +251,6 @@ def from_dict(raw):
 
 def _check_supported(cfg):
     """Reject combinations this version cannot solve, naming the field."""
-    if cfg.prompt.include_query:
-        raise AttnflowError("prompt.include_query", "the query inside the softmax is not supported in this version")
     if cfg.prompt.noise > 0:
         raise AttnflowError("prompt.noise", "token noise is not supported in this version; use 0")
     if cfg.model.parametrization != "merged":

@@ -120,6 +120,7 @@ class Problem:
     kernels: str = "generated"
     N: float = np.inf
     quadrature_step: float = 0.125
+    include_query: bool = False
 
     @classmethod
     def from_config(cls, cfg):
@@ -133,7 +134,7 @@ class Problem:
             Q0 = cfg.model.init_scale * rng.standard_normal((fs.d, fs.d)) / np.sqrt(fs.d)
         S0 = fs.V @ Q0 @ fs.V.T
         return cls(fs, fclass, moments, p, S0, cfg.regime.threshold, cfg.training.kernels,
-                   cfg.prompt.N, cfg.prompt.quadrature_step)
+                   cfg.prompt.N, cfg.prompt.quadrature_step, cfg.prompt.include_query)
 
     @property
     def K(self):
@@ -157,7 +158,7 @@ class Problem:
     def _system(self):
         kernels = load_kernels(self.K) if self.kernels == "generated" else hand_written
         return ScoreSystem(self.features.G, self.F, self.p, kernels=kernels, N=self.N,
-                           quadrature_step=self.quadrature_step)
+                           quadrature_step=self.quadrature_step, include_query=self.include_query)
 
     def constants(self) -> Constants:
         """L, Δ, δ, LΔδ and the regime; computed once (an expression class estimates L by sampling)."""

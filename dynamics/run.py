@@ -37,7 +37,6 @@ class RunResult:
     stable_step_at_start: float = None
     compile_time: float = 0.0
     wall_time: float = 0.0
-    warnings: list = field(default_factory=list)
 
 
 def choose_step_size(system, S0, eta):
@@ -126,18 +125,24 @@ def summarize(cfg, problem, result):
             "F_error": problem.moments.error, "F_detail": problem.moments.detail,
             "initial_loss": problem.system().loss(problem.S0),
             "N": problem.N,
+            "include_query": problem.include_query,
+            "query_in_softmax": problem.system().query_in_softmax,
         },
         "kernels": result.kernels,
         "compile_time_s": result.compile_time,
         "wall_time_s": result.wall_time,
     }
+    if problem.include_query and not math.isfinite(problem.N):
+        summary["notes"] = ["prompt.include_query has no effect at N = inf: the query's share of the "
+                            "softmax is O(1/N); give a finite N to see it"]
     if math.isfinite(problem.N):
         from solvers import finite_prompt
         summary["finite_prompt"] = {
             "N": int(problem.N), "quadrature_step": problem.quadrature_step,
             "missing_query_probability": finite_prompt.missing_query_probability(problem.p, problem.N).tolist(),
             "quadrature_error_at_end": max(
-                finite_prompt.loss_and_gradient(tr.S[-1], problem.F, problem.p, problem.N, problem.quadrature_step)[2]
+                finite_prompt.loss_and_gradient(tr.S[-1], problem.F, problem.p, problem.N, problem.quadrature_step,
+                                                problem.include_query)[2]
                 for tr in result.trajectories.values()),
         }
     if "flow" in result.trajectories:

@@ -11,8 +11,9 @@ gradient g and Hessian H in the column's scores.  Then
 
 and the Jacobian with respect to the C-ordered state ``y[n*K + k] = S[n, k]`` is
 ``J[(i,l), (m,k)] = −p_k (G H⁽ᵏ⁾)_im G_kl``.  Every problem parameter (G, the moments Ms, p, η and
-the prompt ``prompt = [N, h]``: N = 0 for the large-prompt limit, else the prompt
-length and the quadrature step of :mod:`solvers.finite_prompt`) is a runtime
+the prompt ``prompt = [N, h, q]``: N = 0 for the large-prompt limit, else the prompt
+length and the quadrature step of :mod:`solvers.finite_prompt`, and q = 1 when the
+query token sits in the softmax, with Ms then (K, K+1, K+1)) is a runtime
 argument, so a parameter sweep compiles once (``cache=True``: once per machine).
 The Jacobian is analytic at every N (at finite N through
 :func:`solvers.finite_prompt.finite_column_hessian`).
@@ -43,7 +44,7 @@ def attention(S, logp, prompt):
         for n in range(K):
             s[n] = S[n, k]
         if prompt[0] > 0:
-            finite_attention(s, logp, int(prompt[0]), prompt[1], a)
+            finite_attention(s, logp, int(prompt[0]), prompt[1], a, k if prompt[2] > 0 else -1)
         else:
             column_attention(s, logp, a)
         for n in range(K):
@@ -69,7 +70,7 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
             s[n] = S[n, k]
         M = Ms[k]
         if prompt[0] > 0:
-            value = finite_column(s, logp, M, int(prompt[0]), prompt[1], g, a)[0]
+            value = finite_column(s, logp, M, int(prompt[0]), prompt[1], g, a, k if prompt[2] > 0 else -1)[0]
         else:
             column_attention(s, logp, a)
             value = column_loss_gradient(a, M, g)
@@ -115,7 +116,9 @@ def flow_rhs(y, G, Ms, p, logp, prompt):
 
 @njit(cache=True)
 def flow_jacobian(y, G, Ms, p, logp, prompt):
-    """Jacobian of :func:`flow_rhs` with respect to the flattened state."""
+    """Jacobian of :func:`flow_rhs` with respect to the flattened state (not with the query in the softmax)."""
+    if prompt[0] > 0 and prompt[2] > 0:
+        raise ValueError("flow_jacobian: no analytic Jacobian with the query inside the softmax")
     K = G.shape[0]
     S = y.reshape((K, K))
     J = np.empty((K * K, K * K))

@@ -35,12 +35,20 @@ def column_attention(s, logp, a):
     return top + np.log(total)
 
 
-def label_gap_stack(F):
-    """``Ms[k] = M⁽ᵏ⁾`` for every query, (K, K, K): what the kernels take instead of F."""
+def label_gap_stack(F, include_query=False):
+    """``Ms[k] = M⁽ᵏ⁾`` for every query, (K, K, K): what the kernels take instead of F.
+
+    With ``include_query`` (the query token, value 0, inside the softmax) each matrix
+    gains a last row and column for the query's own gap ``0 − f_k``:
+    ``M_nq = E[(f_n − f_k)(−f_k)] = F_kk − F_nk`` and ``M_qq = F_kk``, shape (K, K+1, K+1).
+    """
     K = F.shape[0]
-    Ms = np.empty((K, K, K))
+    Ms = np.zeros((K, K + 1, K + 1) if include_query else (K, K, K))
     for k in range(K):
-        label_gap_moments(F, k, Ms[k])
+        label_gap_moments(F, k, Ms[k, :K, :K])
+        if include_query:
+            Ms[k, :K, K] = Ms[k, K, :K] = F[k, k] - F[:, k]
+            Ms[k, K, K] = F[k, k]
     return Ms
 
 

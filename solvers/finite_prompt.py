@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 from scipy.special import gammaln, log_softmax
 
-from .columns import label_gap_moments
+from .columns import label_gap_stack
 
 DEFAULT_STEP = 0.125
 
@@ -85,24 +85,36 @@ def _a(N, r, logphi):
 
 
 @njit(cache=True)
-def finite_attention(s, logp, N, h, att):
-    """Expected total attention ``E[A_n] = ∫ τ a₁ w_n u_n dv`` of one query at prompt length N."""
+def finite_attention(s, logp, N, h, att, query):
+    """Expected total attention ``E[A_n] = ∫ τ a₁ x_n e^{−τ w_q} dv`` of one query at prompt length N.
+
+    ``query`` is the query's feature when the query token sits in the softmax (its own
+    weight ``w_q = w_query`` joins the denominator; the attention it pays itself is
+    ``1 − Σ_n E[A_n]``), −1 when it does not.
+    """
     K = s.shape[0]
     w = np.empty(K)
     u = np.empty(K)
     v_lo, J = _grid(s, N, h, w)
+    wq = w[query] if query >= 0 else 0.0
     for n in range(K):
         att[n] = 0.0
     for step in range(J + 1):
         tau = math.exp(v_lo + step * h)
-        a1 = _a(N, 1, _tilt(tau, w, logp, u))
+        a1 = _a(N, 1, _tilt(tau, w, logp, u)) * math.exp(-tau * wq)
         for n in range(K):
             att[n] += h * tau * a1 * w[n] * u[n]
 
 
 @njit(cache=True)
-def finite_column(s, logp, M, N, h, g, att):
+def finite_column(s, logp, M, N, h, g, att, query):
     """Per-query loss at prompt length N; writes the score gradient into g and E[A] into att.
+
+    ``query = −1``: the softmax runs over the N context tokens, M is the K×K label-gap
+    matrix.  ``query = k``: the query token (feature k, value 0) sits in the softmax
+    too; M is then the (K+1)×(K+1) matrix of :func:`solvers.columns.label_gap_stack`
+    with ``include_query`` (last row: the query's gap ``−f_k``), and the query's own
+    score is ``s_k``, so its share of the gradient is added to ``g[k]``.
 
     Returns ``(loss, error)``: ``error`` bounds the quadrature error of the loss and of
     every gradient entry (the largest difference between steps h and 2h).
@@ -113,6 +125,7 @@ def finite_column(s, logp, M, N, h, g, att):
     x = np.empty(K)
     y = np.empty(K)
     v_lo, J = _grid(s, N, h, w)
+    wq = w[query] if query >= 0 else 0.0
     loss_h = 0.0
     loss_2h = 0.0
     grad_h = np.zeros(K)
@@ -121,11 +134,12 @@ def finite_column(s, logp, M, N, h, g, att):
         att[n] = 0.0
     for step in range(J + 1):
         tau = math.exp(v_lo + step * h)
+        eq = math.exp(-tau * wq)       # the query's factor of e^{−τZ}; 1 without it
         logphi = _tilt(tau, w, logp, u)
-        a1, a2, a3 = _a(N, 1, logphi), _a(N, 2, logphi), _a(N, 3, logphi)
+        a0, a1, a2, a3 = _a(N, 0, logphi), _a(N, 1, logphi), _a(N, 2, logphi), _a(N, 3, logphi)
         for m in range(K):
             x[m] = w[m] * u[m]
-            att[m] += h * tau * a1 * x[m]
+            att[m] += h * tau * a1 * eq * x[m]
         q = 0.0
         d = 0.0
         for n in range(K):
@@ -136,25 +150,46 @@ def finite_column(s, logp, M, N, h, g, att):
             q += x[n] * acc
             d += M[n, n] * w[n] * x[n]
         even = step % 2 == 0
-        fl = 0.5 * tau * tau * (a2 * q + a1 * d)          # ∫ τ f dτ = ∫ τ² f dv
+        fl = a2 * q + a1 * d
+        X = mu = Mqq = 0.0
+        if query >= 0:
+            Mqq = M[K, K]
+            for m in range(K):
+                X += x[m]
+                mu += x[m] * M[m, K]
+            fl += 2.0 * wq * a1 * mu + wq * wq * Mqq * a0
+        fl *= 0.5 * tau * tau * eq          # ∫ τ f dτ = ∫ τ² f dv
         loss_h += fl
         if even:
             loss_2h += fl
-        # g_j integrand (v-measure).  Differentiating the loss integrand in s_j and
-        # subtracting the total derivative ∂_v G_j of feature j's share of it,
-        # G_j = ½τ²(a₂x_j y_j + a₁M_jj w_j x_j) (which integrates to zero), leaves
+        # Gradient integrand (v-measure).  Per prompt ∂ℓ/∂s_j = Σ_{m,l} A_j A_m A_l (M_jl − M_ml)
+        # (Σ A = 1), whose m = j terms vanish identically; with 1/Z³ = ½∫τ³e^{−τZ}dv and the
+        # tilted multinomial third moments this is
         #   ½τ³ x_j Σ_m x_m [a₃(y_j − y_m) + a₂((M_jm − M_mm) w_m + (M_jj − M_jm) w_j)]:
-        # every τ² and a₁ term cancels identically, so nothing large is subtracted and
-        # tiny late-training gradients keep their relative accuracy.
-        c = 0.5 * tau * tau * tau
+        # it sums to zero over j identically (shift invariance holds node by node), so
+        # nothing large is subtracted and tiny late-training gradients keep their
+        # relative accuracy.  The query token (count 1, weight w_q) adds the terms with
+        # m or l equal to q, with a₂ → a₁ for each q taken.  Its own score is s_k, whose
+        # two shares (token and query) would cancel to rounding late in training, so
+        # g_k comes from shift invariance instead: g_k = −Σ_{j≠k} g_j.
+        c = 0.5 * tau * tau * tau * eq
         for j in range(K):
+            if j == query:
+                continue
             acc = 0.0
             for m in range(K):
                 acc += x[m] * (a3 * (y[j] - y[m]) + a2 * ((M[j, m] - M[m, m]) * w[m] + (M[j, j] - M[j, m]) * w[j]))
+            if query >= 0:
+                mj = M[j, K]
+                acc += (wq * (a2 * (X * mj - mu + y[j] - mu) + a1 * w[j] * (M[j, j] - mj))
+                        + wq * wq * a1 * (mj - Mqq))
             fg = c * x[j] * acc
             grad_h[j] += fg
             if even:
                 grad_2h[j] += fg
+    if query >= 0:
+        grad_h[query] = -grad_h.sum()
+        grad_2h[query] = -grad_2h.sum()
     error = abs(loss_h - 2.0 * loss_2h) * h
     for j in range(K):
         g[j] = grad_h[j] * h
@@ -230,18 +265,18 @@ def finite_column_hessian(s, logp, M, N, h, H):
         H[j, j] = -total
 
 
-def loss_and_gradient(S, F, p, N, h=DEFAULT_STEP):
+def loss_and_gradient(S, F, p, N, h=DEFAULT_STEP, include_query=False):
     """Population loss at prompt length N, its gradient Γ (K×K) and the quadrature error bound."""
     K = S.shape[0]
     logp = np.log(p)
+    Ms = label_gap_stack(F, include_query)
     Gamma = np.empty((K, K))
     g = np.empty(K)
     att = np.empty(K)
     total, error = 0.0, 0.0
-    M = np.empty((K, K))
     for k in range(K):
-        label_gap_moments(F, k, M)
-        value, err = finite_column(np.ascontiguousarray(S[:, k]), logp, M, int(N), h, g, att)
+        value, err = finite_column(np.ascontiguousarray(S[:, k]), logp, Ms[k], int(N), h, g, att,
+                                   k if include_query else -1)
         total += p[k] * value
         Gamma[:, k] = p[k] * g
         error = max(error, p[k] * err)
@@ -278,38 +313,46 @@ def enumerate_column(s, p, M, N):
     return loss, grad
 
 
-def enumerate_column_exact(s, p, M, N, digits=40):
+def enumerate_column_exact(s, p, M, N, digits=40, query=-1):
     """:func:`enumerate_column` in ``digits``-digit arithmetic (mpmath), plus E[A] and the Hessian.
 
     Double-precision enumeration loses up to 1e-8 of tiny late-training gradients to
     cancellation between compositions; this is the reference the tests use.  Per
     composition the Hessian is the large-prompt one of :mod:`solvers.columns`,
     ``a_j(δ_jl − a_l)(u_j − β) + a_j a_l(M_jl − u_j − 2u_l + 2β)`` with ``u = M a``.
-    Returns floats: ``(loss, gradient, expected attention, Hessian)``.
+    ``query = k`` puts the query token (feature k, value 0, count 1) in the softmax as
+    coordinate K of (K+1)×(K+1) M, and folds its derivatives onto score k.
+    Returns floats: ``(loss, gradient, expected attention on the context, Hessian)``.
     """
     import mpmath as mp
     K = len(p)
+    R = K + 1 if query >= 0 else K                    # coordinates in the softmax
     with mp.workdps(digits):
-        s_ = [mp.mpf(float(x)) for x in s]
-        M_ = [[mp.mpf(float(M[i][j])) for j in range(K)] for i in range(K)]
+        s_ = [mp.mpf(float(x)) for x in s] + ([mp.mpf(float(s[query]))] if query >= 0 else [])
+        M_ = [[mp.mpf(float(M[i][j])) for j in range(R)] for i in range(R)]
         logp = [mp.log(mp.mpf(float(x))) for x in p]
-        loss, grad, att = mp.mpf(0), [mp.mpf(0)] * K, [mp.mpf(0)] * K
-        hess = [[mp.mpf(0)] * K for _ in range(K)]
+        loss, grad, att = mp.mpf(0), [mp.mpf(0)] * R, [mp.mpf(0)] * K
+        hess = [[mp.mpf(0)] * R for _ in range(R)]
         for c in compositions(N, K):
             c = [int(x) for x in c]
             prob = mp.exp(mp.loggamma(N + 1) - sum(mp.loggamma(x + 1) for x in c) + sum(x * lp for x, lp in zip(c, logp)))
-            weights = [x * mp.exp(si) for x, si in zip(c, s_)]
+            weights = [x * mp.exp(si) for x, si in zip(c + [1] * (R - K), s_)]
             Z = sum(weights)
             A = [wi / Z for wi in weights]
-            MA = [sum(M_[i][j] * A[j] for j in range(K)) for i in range(K)]
-            beta = sum(A[i] * MA[i] for i in range(K))
+            MA = [sum(M_[i][j] * A[j] for j in range(R)) for i in range(R)]
+            beta = sum(A[i] * MA[i] for i in range(R))
             loss += prob * beta / 2
-            for j in range(K):
+            for j in range(R):
                 grad[j] += prob * A[j] * (MA[j] - beta)
-                att[j] += prob * A[j]
-                for l in range(K):
+                if j < K:
+                    att[j] += prob * A[j]
+                for l in range(R):
                     hess[j][l] += prob * (A[j] * ((j == l) - A[l]) * (MA[j] - beta)
                                           + A[j] * A[l] * (M_[j][l] - MA[j] - 2 * MA[l] + 2 * beta))
+        if query >= 0:                                 # the query's score is s_k: fold, still in mpmath
+            grad = [grad[j] + (grad[K] if j == query else 0) for j in range(K)]
+            hess = [[hess[j][l] + (hess[j][K] if l == query else 0) for l in range(K)] for j in range(R)]
+            hess = [[hess[j][l] + (hess[K][l] if j == query else 0) for l in range(K)] for j in range(K)]
         return (float(loss), np.array([float(x) for x in grad]), np.array([float(x) for x in att]),
                 np.array([[float(x) for x in row] for row in hess]))
 

@@ -3,9 +3,9 @@
 Each step draws a fresh batch of B prompts: N context tokens ``x_i = v_{k_i}``
 with ``k_i ~ p``, a query ``x_q = v_k`` with ``k ~ p``, one random function per
 prompt and its labels.  The network is ``ŷ = Σ_i y_i softmax_i(x_iᵀ Q x_q)`` over
-the N context tokens; the step is plain gradient descent on the batch mean of
-``½ (ŷ − y_q)²`` with the exact per-prompt gradient
-``(ŷ − y_q) Σ_i attn_i (y_i − ŷ) x_i x_qᵀ``.  Nothing here uses scores, counts or
+the N context tokens (and, with ``include_query``, the query token itself with value
+0); the step is plain gradient descent on the batch mean of ``½ (ŷ − y_q)²`` with the
+exact per-prompt gradient ``(ŷ − y_q) Σ_i attn_i (y_i − ŷ) x_i x_qᵀ``.  Nothing here uses scores, counts or
 moments: it is the independent route that checks the reduced equations.
 """
 
@@ -24,7 +24,7 @@ def batch_loss_and_gradient(Q, X, y, xq, yq):
     return 0.5 * np.mean(err**2), grad
 
 
-def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_at=None):
+def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_at=None, include_query=False):
     """Stochastic GD of the real network on fresh prompts each step.
 
     Parameters
@@ -33,6 +33,7 @@ def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_
     sample_labels : ``sample_labels(rng, X, idx) → y``: labels of one random function per
         prompt for tokens X (B, T, d) whose feature indices are idx (B, T).
     record_at : iterations at which Q is returned (default: every iteration).
+    include_query : the query token (value 0) also sits in the softmax.
 
     Returns
     -------
@@ -48,7 +49,10 @@ def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_
         idx = rng.choice(K, size=(batch, N + 1), p=p)        # last column is the query
         tokens = V[idx]
         labels = sample_labels(rng, tokens, idx)
-        value, grad = batch_loss_and_gradient(Q, tokens[:, :N], labels[:, :N], tokens[:, N], labels[:, N])
+        keys = N + 1 if include_query else N
+        values = labels[:, :keys].copy()
+        values[:, N:] = 0.0                                 # the query token's value
+        value, grad = batch_loss_and_gradient(Q, tokens[:, :keys], values, tokens[:, N], labels[:, N])
         if it in record_at:
             Qs.append(Q.copy())
             losses.append(value)

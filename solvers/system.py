@@ -35,6 +35,10 @@ class ScoreSystem:
     N : prompt length (``inf``: the large-prompt limit).  At finite N the expectation
         over prompts is exact (:mod:`solvers.finite_prompt`), Jacobian included.
     quadrature_step : step h of the log-time quadrature at finite N.
+    include_query : the query token (value 0) sits in the softmax.  Its share of the
+        attention is O(1/N), so at N = ∞ the dynamics are those without it; at finite N
+        the kernels take the augmented moment stack and the Jacobian comes from central
+        differences of the exact right-hand side (about 1e-9 of its largest entry).
     """
 
     G: np.ndarray
@@ -43,6 +47,7 @@ class ScoreSystem:
     kernels: object = None
     N: float = np.inf
     quadrature_step: float = 0.125
+    include_query: bool = False
 
     def __post_init__(self):
         G = _as_matrix("G", self.G)
@@ -58,7 +63,7 @@ class ScoreSystem:
         object.__setattr__(self, "p", p)
         if self.kernels is None:
             object.__setattr__(self, "kernels", hand_written)
-        object.__setattr__(self, "Ms", label_gap_stack(F))
+        object.__setattr__(self, "Ms", label_gap_stack(F, self.query_in_softmax))
         if not (self.N == np.inf or (float(self.N).is_integer() and self.N >= 1)):
             raise ValueError(f"N: expected a prompt length ≥ 1 or inf, got {self.N}")
         if not 0 < self.quadrature_step <= 0.5:
@@ -76,10 +81,15 @@ class ScoreSystem:
     def finite(self):
         return self.N != np.inf
 
+    @property
+    def query_in_softmax(self):
+        """Whether the query changes the dynamics: included, and N finite."""
+        return self.include_query and self.finite
+
     @cached_property
     def prompt(self):
-        """``[N, h]`` as the kernels take it; N = 0 stands for the large-prompt limit."""
-        return np.array([self.N if self.finite else 0.0, self.quadrature_step])
+        """``[N, h, q]`` as the kernels take it; N = 0 stands for the large-prompt limit."""
+        return np.array([self.N if self.finite else 0.0, self.quadrature_step, float(self.query_in_softmax)])
 
     @cached_property
     def args(self):
@@ -101,8 +111,22 @@ class ScoreSystem:
         return self.kernels.flow_rhs(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args).reshape(self.K, self.K)
 
     def jacobian(self, S):
-        """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²); analytic at every N."""
-        return self.kernels.flow_jacobian(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args)
+        """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²).
+
+        Analytic, except with the query inside the softmax at finite N: there central
+        differences of the exact right-hand side (step 1e-5 relative).
+        """
+        y = np.ascontiguousarray(S, dtype=np.float64).ravel()
+        if not self.query_in_softmax:
+            return self.kernels.flow_jacobian(y, *self.args)
+        J = np.empty((y.size, y.size))
+        for i in range(y.size):
+            step = 1e-5 * max(1.0, abs(y[i]))
+            up, down = y.copy(), y.copy()
+            up[i] += step
+            down[i] -= step
+            J[:, i] = (self.kernels.flow_rhs(up, *self.args) - self.kernels.flow_rhs(down, *self.args)) / (2 * step)
+        return J
 
     def attention(self, S):
         """``A[n, k]``: total attention of query k on feature n (expected over prompts at finite N)."""

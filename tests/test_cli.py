@@ -48,7 +48,6 @@ BAD_CONFIGS = [
     ("[features]\nK = 2\n[task]\nkind = \"moments\"\nF = [[1, 2], [2, 1]]\n", "task.F: must be positive semi-definite"),
     ("[task]\nkind = \"finite\"\nfunctions = [[1, 2, 3]]\n", "task.functions: each function needs K = 4 values"),
     ("[task]\nlink = \"tanh\"\nmoment_method = \"exact\"\n", "task.moment_method: no closed form"),
-    ("[model]\nparametrization = \"separate\"\n", "model.parametrization: only \"merged\""),
     ("K = 3\n", "K: unknown section"),
     ("[features\n", "not valid TOML"),
 ]
@@ -149,3 +148,19 @@ def test_summary_is_strict_json_even_with_infinite_values(tmp_path):
     from dynamics.run import dump_json
     dump_json(tmp_path / "x.json", {"a": float("inf"), "b": [np.float64("nan"), np.int64(3)], "c": np.eye(2)})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [None, 3], "c": [[1.0, 0.0], [0.0, 1.0]]}
+
+
+def test_run_with_a_finite_prompt_and_the_query_in_the_softmax(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[features]\nkind = "simplex"\nK = 3\nd = 2\n[prompt]\nN = 8\ninclude_query = true\n'
+                   '[training]\nt_end = 1e3\nn_out = 20\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["problem"]["query_in_softmax"] and summary["flow"]["status"] == "finished"
+    assert summary["finite_prompt"]["quadrature_error_at_end"] < 1e-12
+    np.testing.assert_allclose(summary["finite_prompt"]["missing_query_probability"], (2 / 3) ** 8)
+    attention = np.load(tmp_path / "a" / "trajectory.npz")["attention"]
+    assert np.all(attention.sum(axis=1) < 1)                 # the query token keeps a share
+    assert main(["run", str(cfg), "--out", str(tmp_path / "b"), "--quiet", "--set", "prompt.N=inf"]) == 0
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert not summary["problem"]["query_in_softmax"] and "no effect at N = inf" in summary["notes"][0]

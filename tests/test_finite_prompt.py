@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from solvers import ScoreSystem, finite_prompt, integrate_flow, iterate_gd
-from solvers.columns import label_gap_moments
+from solvers.columns import label_gap_moments, label_gap_stack
 from solvers.sampled import train_sampled
 
 from .conftest import make_problem
@@ -34,7 +34,7 @@ def test_loss_gradient_and_attention_equal_enumeration(K, N, scale):
     """
     s, p, M = _column_case(K, 100 * K + N, scale)
     g, att, H = np.empty(K), np.empty(K), np.empty((K, K))
-    loss, error = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att)
+    loss, error = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att, -1)
     ref_loss, ref_grad, ref_att, ref_hess = finite_prompt.enumerate_column_exact(s, p, M, N)
     assert loss == pytest.approx(ref_loss, rel=1e-10)
     np.testing.assert_allclose(att, ref_att, rtol=1e-10, atol=1e-300)
@@ -45,6 +45,53 @@ def test_loss_gradient_and_attention_equal_enumeration(K, N, scale):
     finite_prompt.finite_column_hessian(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, H)
     assert np.abs(H - ref_hess).max() <= 1e-10 * np.abs(ref_hess).max()
     assert error <= 1e-12 * max(1.0, abs(ref_loss))
+
+
+@pytest.mark.parametrize("K", [2, 3, 4])
+@pytest.mark.parametrize("N", [1, 2, 5, 12])
+@pytest.mark.parametrize("scale", [0.5, 30.0])
+def test_query_in_softmax_equals_enumeration(K, N, scale):
+    """The query token (value 0) in the softmax: loss, gradient, E[A] against 40-digit enumeration, 1e-10."""
+    rng = np.random.default_rng(100 * K + N)
+    p = rng.dirichlet(np.ones(K) * 2)
+    W = rng.standard_normal((K, K + 1))
+    k = int(rng.integers(K))
+    M = label_gap_stack(W @ W.T, include_query=True)[k]
+    s = rng.standard_normal(K) * scale / 2
+    s[k] += scale
+    g, att = np.empty(K), np.empty(K)
+    loss, error = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att, k)
+    ref_loss, ref_grad, ref_att, _ = finite_prompt.enumerate_column_exact(s, p, M, N, query=k)
+    assert loss == pytest.approx(ref_loss, rel=1e-10)
+    np.testing.assert_allclose(att, ref_att, rtol=1e-10, atol=1e-300)
+    assert np.abs(g - ref_grad).max() <= 1e-10 * np.abs(ref_grad).max()
+    assert error <= 1e-12 * max(1.0, abs(ref_loss))
+    assert ref_att.sum() < 1                  # the query keeps a share of the attention
+    alone = np.empty(K)
+    finite_prompt.finite_attention(s, np.log(p), N, finite_prompt.DEFAULT_STEP, alone, k)
+    np.testing.assert_allclose(alone, att, rtol=1e-13, atol=1e-300)
+
+
+def test_query_in_softmax_system_and_its_large_prompt_limit():
+    """ScoreSystem with the query in the softmax: the Jacobian (central differences) against
+    enumeration Hessians, and the dynamics tending to the query-free large-prompt limit like 1/N."""
+    K = 3
+    problem = make_problem(features={"kind": "random-unit", "K": K, "d": 3, "seed": 2},
+                           prompt={"N": 5, "include_query": True})
+    system = problem.system()
+    S = np.random.default_rng(0).standard_normal((K, K))
+    ref = np.empty((K * K, K * K))
+    for k in range(K):
+        _, _, _, H = finite_prompt.enumerate_column_exact(S[:, k], system.p, system.Ms[k], 5, query=k)
+        for m in range(K):
+            ref[:, m * K + k] = -system.p[k] * np.outer(system.G @ H[:, m], system.G[k]).ravel()
+    assert np.abs(system.jacobian(S) - ref).max() <= 1e-8 * np.abs(ref).max()
+    inf = ScoreSystem(system.G, system.F, system.p, include_query=True)
+    assert not inf.query_in_softmax and inf.Ms.shape == (K, K, K)
+    Ns = 2 ** np.arange(10, 16)         # here the query's O(1/N) nearly cancels the prompt's: start late
+    gaps = [abs(ScoreSystem(system.G, system.F, system.p, N=int(N), include_query=True).loss(S) - inf.loss(S))
+            for N in Ns]
+    assert np.polyfit(np.log(Ns), np.log(gaps), 1)[0] == pytest.approx(-1.0, abs=0.02)
 
 
 def test_double_precision_enumeration_agrees_where_it_can():
@@ -78,7 +125,7 @@ def test_flow_jacobian_at_finite_N_equals_enumeration():
 def test_monte_carlo_agrees_at_N_256():
     s, p, M = _column_case(4, 3, 2.0)
     g, att = np.empty(4), np.empty(4)
-    loss, _ = finite_prompt.finite_column(s, np.log(p), M, 256, finite_prompt.DEFAULT_STEP, g, att)
+    loss, _ = finite_prompt.finite_column(s, np.log(p), M, 256, finite_prompt.DEFAULT_STEP, g, att, -1)
     mc_loss, mc_se, mc_grad, mc_grad_se = finite_prompt.monte_carlo_column(s, p, M, 256, 200_000, seed=1)
     assert abs(mc_loss - loss) <= 4 * mc_se
     assert np.all(np.abs(mc_grad - g) <= 4 * mc_grad_se)
@@ -118,19 +165,29 @@ def test_cost_does_not_grow_with_the_number_of_compositions():
 
 
 @pytest.mark.slow
-def test_sampled_prompt_training_tracks_exact_finite_N_gd():
-    """At N = 8 the real network on sampled prompts follows the exact finite-N GD map (no O(1/N) bias left)."""
+@pytest.mark.parametrize("include_query", [False, True])
+def test_sampled_prompt_training_tracks_exact_finite_N_gd(include_query):
+    """At N = 8 the real network on sampled prompts follows the exact finite-N GD map (no O(1/N) bias left).
+
+    The exact map it must follow is told apart from its neighbours by more than 10
+    standard errors: N = ∞, and the same N with the query's place in the softmax flipped.
+    """
     problem = make_problem(features={"kind": "random-unit", "K": 3, "d": 3, "seed": 5}, task={"kind": "linear"},
-                           prompt={"N": 8, "p": [0.5, 0.3, 0.2]})
+                           prompt={"N": 8, "p": [0.5, 0.3, 0.2], "include_query": include_query})
     system = problem.system()
     eta = 0.5 * system.stable_step(problem.S0)
     checkpoints = [4, 10, 16]
-    reduced = iterate_gd(system, problem.S0, eta, 16, n_out=17)
-    expected = reduced.S[checkpoints]
+
+    def exact(**changes):
+        kwargs = dict(N=8, include_query=include_query) | changes
+        return iterate_gd(ScoreSystem(system.G, system.F, system.p, **kwargs), problem.S0, eta, 16, n_out=17).S[checkpoints]
+    expected = exact()
     runs = np.array([train_sampled(problem.features.V, problem.p, 8, problem.function_class.sample_labels,
-                                   np.zeros((3, 3)), eta, 16, batch=2000, seed=seed, record_at=checkpoints)["S"]
+                                   np.zeros((3, 3)), eta, 16, batch=2000, seed=seed, record_at=checkpoints,
+                                   include_query=include_query)["S"]
                      for seed in range(16)])
     mean, se = runs.mean(axis=0), runs.std(axis=0, ddof=1) / 4
-    infinite = iterate_gd(ScoreSystem(system.G, system.F, system.p), problem.S0, eta, 16, n_out=17).S[checkpoints]
-    assert np.abs(infinite - expected).max() > 10 * se.max()          # N = 8 differs visibly from N = ∞ …
-    assert np.all(np.abs(mean - expected) <= 4 * se)                  # … and training follows the exact N = 8 map
+    for neighbour in (exact(N=np.inf), exact(include_query=not include_query)):
+        assert np.abs(neighbour - expected).max() > 10 * se.max()
+    assert np.all(np.abs(mean - expected) <= 4 * se)
+    np.testing.assert_allclose(iterate_gd(system, problem.S0, eta, 16, n_out=17).S[checkpoints], expected, rtol=1e-13)
