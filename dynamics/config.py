@@ -253,8 +253,6 @@ def _check_supported(cfg):
     """Reject combinations this version cannot solve, naming the field."""
     if cfg.prompt.noise > 0:
         raise AttnflowError("prompt.noise", "token noise is not supported in this version; use 0")
-    if cfg.model.parametrization != "merged":
-        raise AttnflowError("model.parametrization", "only \"merged\" is supported in this version")
 
 
 def load(path, overrides=None):

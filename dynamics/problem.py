@@ -4,6 +4,8 @@ This is the first stage of the pipeline a user can call on its own::
 
     problem = Problem.from_config(config.load("my.toml"))
     system = problem.system()          # arrays G, F, p for the solvers
+    trained = problem.trained_system() # the same, or the separate factors' system on top of it
+    problem.start                      # initial scores, or factors (B₀, C₀)
     problem.constants()                # L, Δ, δ, LΔδ, regime (reconstructed, labelled)
 """
 
@@ -15,6 +17,7 @@ import numpy as np
 from derivations import load_kernels
 from solvers import ScoreSystem
 from solvers import kernels as hand_written
+from solvers.separate import SeparateSystem, random_factors
 
 from . import features as feat
 from . import function_classes as fc
@@ -109,6 +112,7 @@ class Problem:
     p : feature probabilities.
     S0 : initial scores ``V Q₀ Vᵀ``.
     threshold : the regime constant c*.
+    factors : ``(W_K, W_Q)`` (h×d each) for the separate parametrisation, else None.
     """
 
     features: feat.FeatureSet
@@ -121,6 +125,7 @@ class Problem:
     N: float = np.inf
     quadrature_step: float = 0.125
     include_query: bool = False
+    factors: tuple = None
 
     @classmethod
     def from_config(cls, cfg):
@@ -128,13 +133,21 @@ class Problem:
         fclass = build_function_class(cfg.task, fs)
         moments = fclass.moments(fs.V, cfg.task.moment_method, cfg.task.mc_samples, cfg.task.seed)
         p = build_probabilities(cfg.prompt, fs.K)
+        model = cfg.model
+        factors = None
         Q0 = np.zeros((fs.d, fs.d))
-        if cfg.model.init_scale > 0:
-            rng = np.random.default_rng(cfg.model.seed)
-            Q0 = cfg.model.init_scale * rng.standard_normal((fs.d, fs.d)) / np.sqrt(fs.d)
+        if model.parametrization == "separate":
+            if model.init_scale <= 0:
+                raise AttnflowError("model.init_scale", "the separate parametrization needs a random start "
+                                                        "(> 0): W_K = W_Q = 0 is a stationary point")
+            factors = random_factors(model.head_dim or fs.d, fs.d, model.init_scale, model.seed)
+            Q0 = factors[0].T @ factors[1]
+        elif model.init_scale > 0:
+            rng = np.random.default_rng(model.seed)
+            Q0 = model.init_scale * rng.standard_normal((fs.d, fs.d)) / np.sqrt(fs.d)
         S0 = fs.V @ Q0 @ fs.V.T
         return cls(fs, fclass, moments, p, S0, cfg.regime.threshold, cfg.training.kernels,
-                   cfg.prompt.N, cfg.prompt.quadrature_step, cfg.prompt.include_query)
+                   cfg.prompt.N, cfg.prompt.quadrature_step, cfg.prompt.include_query, factors)
 
     @property
     def K(self):
@@ -159,6 +172,21 @@ class Problem:
         kernels = load_kernels(self.K) if self.kernels == "generated" else hand_written
         return ScoreSystem(self.features.G, self.F, self.p, kernels=kernels, N=self.N,
                            quadrature_step=self.quadrature_step, include_query=self.include_query)
+
+    @property
+    def separate(self):
+        return self.factors is not None
+
+    def trained_system(self):
+        """What the solvers train: :meth:`system`, or the separate factors' system on top of it."""
+        return SeparateSystem(self.system(), self.factors[0].shape[0]) if self.separate else self.system()
+
+    @property
+    def start(self):
+        """The solvers' initial state: the scores S₀, or the factors ``(W_K Vᵀ, W_Q Vᵀ)``."""
+        if self.separate:
+            return tuple(W @ self.features.V.T for W in self.factors)
+        return self.S0
 
     def constants(self) -> Constants:
         """L, Δ, δ, LΔδ and the regime; computed once (an expression class estimates L by sampling)."""

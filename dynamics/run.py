@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from solvers import integrate_flow, iterate_gd
+from solvers.separate import iterate_separate_gd
 
 from .errors import AttnflowError
 from .problem import Problem
@@ -40,8 +41,16 @@ class RunResult:
 
 
 def choose_step_size(system, S0, eta):
-    """Return ``(η, source, stable)``: ``"auto"`` is half the linear stability limit at S0."""
+    """Return ``(η, source, stable)``: ``"auto"`` is half the linear stability limit at S0.
+
+    ``system`` is a score system with scores S0, or a separate-factor system with
+    factors S0; for factors the limit is the smaller of theirs and that of the merged
+    scores ``BᵀC``, because a small random start has almost no curvature and the
+    factors' grows to the merged one as they do.
+    """
     stable = system.stable_step(S0)
+    if system.factored:
+        stable = min(stable, system.scores.stable_step(system.scores_of(system.flatten(S0))[0]))
     if eta != "auto":
         return float(eta), "given", stable
     if not math.isfinite(stable):
@@ -51,11 +60,11 @@ def choose_step_size(system, S0, eta):
 
 
 def solve(problem: Problem, training, progress=True):
-    """Integrate the flow and/or iterate GD as ``training`` asks."""
+    """Integrate the flow and/or iterate GD as ``training`` asks (on the factors, if separate)."""
     start = time.perf_counter()
-    system = problem.system()
+    system = problem.trained_system()
     compile_time = system.warm_up()
-    kernels = system.kernels
+    kernels = problem.system().kernels
     result = RunResult({}, compile_time=compile_time, kernels={
         "set": kernels.NAME, "module": getattr(kernels, "path", kernels.__file__).__str__(),
         "generated_now": getattr(kernels, "generated_now", False),
@@ -63,15 +72,15 @@ def solve(problem: Problem, training, progress=True):
     if training.mode in ("flow", "both"):
         with progress_bar("gradient flow", progress) as report:
             result.trajectories["flow"] = integrate_flow(
-                system, problem.S0, training.t_end, training.method, training.rtol, training.atol,
+                system, problem.start, training.t_end, training.method, training.rtol, training.atol,
                 training.eps, training.stop_loss, training.n_out, report)
     if training.mode in ("gd", "both"):
-        eta, source, stable = choose_step_size(system, problem.S0, training.eta)
+        eta, source, stable = choose_step_size(system, problem.start, training.eta)
         result.eta, result.eta_source, result.stable_step_at_start = eta, source, stable
+        gd = iterate_separate_gd if system.factored else iterate_gd
         with progress_bar("gradient descent", progress) as report:
-            result.trajectories["gd"] = iterate_gd(
-                system, problem.S0, eta, training.steps, training.eps, training.stop_loss,
-                training.n_out, progress=report)
+            result.trajectories["gd"] = gd(system, problem.start, eta, training.steps, training.eps,
+                                           training.stop_loss, training.n_out, progress=report)
     result.wall_time = time.perf_counter() - start
     return result
 
@@ -126,6 +135,8 @@ def summarize(cfg, problem, result):
             "initial_loss": problem.system().loss(problem.S0),
             "N": problem.N,
             "include_query": problem.include_query,
+            "parametrization": "separate" if problem.separate else "merged",
+            "head_dim": problem.factors[0].shape[0] if problem.separate else None,
             "query_in_softmax": problem.system().query_in_softmax,
         },
         "kernels": result.kernels,
@@ -158,6 +169,8 @@ def save_trajectory(path, tr):
     arrays = {"t": tr.t, "S": tr.S, "attention": tr.attention, "loss": tr.loss}
     if tr.iteration is not None:
         arrays["iteration"] = tr.iteration
+    if tr.state is not None:
+        arrays["factors"] = tr.state        # separate parametrisation: [W_K Vᵀ, W_Q Vᵀ] flattened
     np.savez_compressed(path, **arrays)
 
 

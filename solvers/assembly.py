@@ -115,13 +115,14 @@ def flow_rhs(y, G, Ms, p, logp, prompt):
 
 
 @njit(cache=True)
-def flow_jacobian(y, G, Ms, p, logp, prompt):
-    """Jacobian of :func:`flow_rhs` with respect to the flattened state (not with the query in the softmax)."""
+def score_hessians(S, Ms, p, logp, prompt, Hs):
+    """Write ``Hs[k] = ∂Γ[:, k]/∂S[:, k] = p_k H⁽ᵏ⁾`` (Γ's columns depend only on their own scores).
+
+    Not with the query inside the softmax (no analytic Hessian there).
+    """
     if prompt[0] > 0 and prompt[2] > 0:
-        raise ValueError("flow_jacobian: no analytic Jacobian with the query inside the softmax")
-    K = G.shape[0]
-    S = y.reshape((K, K))
-    J = np.empty((K * K, K * K))
+        raise ValueError("score_hessians: no analytic Hessian with the query inside the softmax")
+    K = S.shape[0]
     H = np.empty((K, K))
     a = np.empty(K)
     s = np.empty(K)
@@ -133,12 +134,24 @@ def flow_jacobian(y, G, Ms, p, logp, prompt):
         else:
             column_attention(s, logp, a)
             column_hessian(a, Ms[k], H)
-        GH = G @ H
+        for n in range(K):
+            for m in range(K):
+                Hs[k, n, m] = p[k] * H[n, m]
+
+
+@njit(cache=True)
+def flow_jacobian(y, G, Ms, p, logp, prompt):
+    """Jacobian of :func:`flow_rhs` with respect to the flattened state (not with the query in the softmax)."""
+    K = G.shape[0]
+    Hs = np.empty((K, K, K))
+    score_hessians(y.reshape((K, K)), Ms, p, logp, prompt, Hs)
+    J = np.empty((K * K, K * K))
+    for k in range(K):
+        GH = G @ Hs[k]
         for i in range(K):
             for m in range(K):
-                c = -p[k] * GH[i, m]
                 for l in range(K):
-                    J[i * K + l, m * K + k] = c * G[k, l]
+                    J[i * K + l, m * K + k] = -GH[i, m] * G[k, l]
     return J
 
 

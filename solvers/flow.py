@@ -1,4 +1,5 @@
-"""Gradient flow ``dS/dt = −G Γ(S) G`` through :func:`scipy.integrate.solve_ivp`."""
+"""Gradient flow through :func:`scipy.integrate.solve_ivp`: ``dS/dt = −G Γ(S) G`` or, for
+:class:`solvers.separate.SeparateSystem`, the flow of the separate key and query factors."""
 
 import math
 import time
@@ -26,10 +27,11 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
 
     Parameters
     ----------
-    system : :class:`solvers.system.ScoreSystem`.
-    S0 : (K, K) initial scores.
-    method : a :func:`solve_ivp` method; LSODA, Radau and BDF get the Jacobian of
-        :meth:`ScoreSystem.jacobian` (analytic at N = ∞).
+    system : :class:`solvers.system.ScoreSystem`, or :class:`solvers.separate.SeparateSystem`
+        (anything with the flat interface ``flatten``, ``flat_rhs``, ``flat_jacobian``,
+        ``flat_event_values``, ``scores_of``, ``loss`` and ``attention``).
+    S0 : (K, K) initial scores; for a SeparateSystem the initial factors ``(B0, C0)``.
+    method : a :func:`solve_ivp` method; LSODA, Radau and BDF get the analytic Jacobian.
     eps : levels ε for the crossing times of attention ``1 − ε`` and loss ``ε``.
     stop_loss : if positive, a terminal event stops the run when the loss reaches it.
     n_out : output points: ``t = 0`` and a log-spaced grid up to the final time, from the
@@ -39,18 +41,15 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
 
     Returns
     -------
-    :class:`Trajectory` with counters ``nfev``, ``njev``, ``nlu``, ``nsteps``.
+    :class:`Trajectory` with counters ``nfev``, ``njev``, ``nlu``, ``nsteps``; for a
+    SeparateSystem its ``state`` holds the flattened factors on the output grid.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if not (t_end > 0 and math.isfinite(t_end)):
         raise ValueError(f"t_end: expected a finite positive time, got {t_end}")
-    K = system.K
-    G, Ms, p, logp, prompt = system.args
-    kernels = system.kernels
-    S0 = np.ascontiguousarray(S0, dtype=np.float64)
-    if S0.shape != (K, K) or not np.all(np.isfinite(S0)):
-        raise ValueError(f"S0: expected a finite {K}×{K} matrix, got shape {S0.shape}")
+    y0 = system.flatten(S0)
+    flat_rhs, flat_event_values = system.flat_rhs, system.flat_event_values
 
     log_span = math.log1p(t_end)
     state = {"last": -1.0}
@@ -59,17 +58,17 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         if progress is not None and t > state["last"] * 1.05:
             state["last"] = t
             progress(min(math.log1p(t) / log_span, 1.0))
-        return kernels.flow_rhs(y, G, Ms, p, logp, prompt)
+        return flat_rhs(y)
 
     def jac(t, y):
-        return system.jacobian(y.reshape(K, K))
+        return system.flat_jacobian(y)
 
     # solve_ivp evaluates every event at each step with the same (t, y): one kernel call serves all.
     cache = {"t": None, "y": None, "values": None}
 
     def values(t, y):
         if t != cache["t"] or not np.array_equal(y, cache["y"]):
-            cache.update(t=t, y=y.copy(), values=kernels.event_values(y, Ms, p, logp, prompt))
+            cache.update(t=t, y=y.copy(), values=flat_event_values(y))
         return cache["values"]
 
     # Events are signed distances to each level (in logs); they cross downwards.
@@ -87,7 +86,7 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
 
     options = {"jac": jac} if method in IMPLICIT else {}
     start = time.perf_counter()
-    sol = solve_ivp(rhs, (0.0, t_end), S0.ravel(), method=method, rtol=rtol, atol=atol,
+    sol = solve_ivp(rhs, (0.0, t_end), y0, method=method, rtol=rtol, atol=atol,
                     events=events, dense_output=True, **options)
     wall = time.perf_counter() - start
     if progress is not None:
@@ -95,16 +94,16 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
 
     t_final = float(sol.t[-1])
     # Nothing visible happens before a fraction of the initial time scale 1/max|dS/dt(0)|.
-    speed = float(np.abs(system.rhs(S0)).max())
+    speed = float(np.abs(flat_rhs(y0)).max())
     t_first = float(sol.t[1]) if len(sol.t) > 1 else t_final
     if speed > 0:
         t_first = max(t_first, 1e-3 / speed)
     t = _log_grid(t_first, t_final, n_out)
-    Y = sol.sol(t).T if len(sol.t) > 1 else S0.ravel()[None, :]
-    S = Y.reshape(-1, K, K)
+    Y = sol.sol(t).T if len(sol.t) > 1 else y0[None, :]
+    S = system.scores_of(Y)
     loss = np.array([system.loss(s) for s in S])
 
-    at_start = kernels.event_values(S0.ravel(), Ms, p, logp, prompt)
+    at_start = flat_event_values(y0)
     crossings = {"t_half": None, "t_attention": {}, "t_loss": {}}
     for (name, e, level, which), hits in zip(levels, sol.t_events):
         # A level already met at t = 0 never crosses: its time is 0.
@@ -126,4 +125,5 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     counters = {"nfev": int(sol.nfev), "njev": int(sol.njev), "nlu": int(sol.nlu),
                 "nsteps": int(len(sol.t) - 1)}
     return Trajectory("flow", t, S, loss, system.attention, crossings=crossings, status=status,
-                      message=message, counters=counters, wall_time=wall)
+                      message=message, counters=counters, wall_time=wall,
+                      state=Y if system.factored else None)

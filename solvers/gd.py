@@ -89,15 +89,26 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         if code != GD_FINISHED:
             break
     wall = time.perf_counter() - start
+    return gd_trajectory(system, eta, eps, code, it, record_at[:n_rec], S_rec[:n_rec], loss_rec[:n_rec], S,
+                         attn_hits, loss_hits, increases, flips, score_limit, stop_loss, wall)
 
+
+def gd_trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last, attn_hits, loss_hits,
+                  increases, flips, score_limit, stop_loss, wall, state=None):
+    """The :class:`Trajectory` of a GD run from what its loop recorded (shared by every GD loop).
+
+    code, it : how and at which iteration the loop stopped.  iteration, S_out, loss_out :
+    the records.  S_last : the scores where it stopped.  attn_hits, loss_hits : first
+    iterations at the attention levels (1/2, then ``eps``) and loss levels, −1 if never.
+    flips : (K, K) oscillation counts, or None when the loop does not count them.
+    """
     status = _STATUS[code]
-    iteration = record_at[:n_rec].copy()
-    S_out, loss_out = S_rec[:n_rec], loss_rec[:n_rec]
+    iteration = iteration.copy()
     if code in (GD_NONFINITE, GD_SCORE_LIMIT):
         # Keep the state that broke the run so the user can see it.
         iteration = np.append(iteration, it)
-        S_out = np.concatenate([S_out, S[None]])
-        loss_out = np.append(loss_out, system.loss(S) if np.all(np.isfinite(S)) else np.nan)
+        S_out = np.concatenate([S_out, S_last[None]])
+        loss_out = np.append(loss_out, system.loss(S_last) if np.all(np.isfinite(S_last)) else np.nan)
         message = (f"gradient descent diverged at iteration {it}: "
                    + ("non-finite scores" if code == GD_NONFINITE else
                       f"a score exceeded {score_limit:g}"))
@@ -115,8 +126,9 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         "t_attention": {e: (eta * h if h >= 0 else None) for e, h in zip(eps, attn_hits[1:])},
         "t_loss": {e: (eta * h if h >= 0 else None) for e, h in zip(eps, loss_hits)},
     }
-    counters = {"iterations": int(it), "loss_increases": int(increases),
-                "attention_oscillations": int(flips.sum()), "max_oscillations_per_feature": int(flips.max())}
+    counters = {"iterations": int(it), "loss_increases": int(increases)}
+    if flips is not None:
+        counters.update(attention_oscillations=int(flips.sum()), max_oscillations_per_feature=int(flips.max()))
     return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, system.attention,
                       iteration=iteration, oscillations=flips, crossings=crossings, status=status, message=message,
-                      counters=counters, wall_time=wall)
+                      counters=counters, wall_time=wall, state=state)

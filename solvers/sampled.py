@@ -32,6 +32,8 @@ def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_
     V : (K, d) features.  p : (K,) feature probabilities.  N : context tokens per prompt.
     sample_labels : ``sample_labels(rng, X, idx) → y``: labels of one random function per
         prompt for tokens X (B, T, d) whose feature indices are idx (B, T).
+    Q0 : (d, d) initial merged matrix, or a pair ``(W_K, W_Q)`` (each h×d) to train the
+        separate key and query matrices, ``Q = W_Kᵀ W_Q``, by GD on both.
     record_at : iterations at which Q is returned (default: every iteration).
     include_query : the query token (value 0) also sits in the softmax.
 
@@ -43,7 +45,11 @@ def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_
     rng = np.random.default_rng(seed)
     K, d = V.shape
     record_at = np.arange(steps + 1) if record_at is None else np.asarray(record_at)
-    Q = np.array(Q0, dtype=np.float64)
+    separate = isinstance(Q0, tuple)
+    if separate:
+        WK, WQ = (np.array(W, dtype=np.float64) for W in Q0)
+    else:
+        Q = np.array(Q0, dtype=np.float64)
     Qs, losses = [], []
     for it in range(steps + 1):
         idx = rng.choice(K, size=(batch, N + 1), p=p)        # last column is the query
@@ -52,11 +58,15 @@ def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_
         keys = N + 1 if include_query else N
         values = labels[:, :keys].copy()
         values[:, N:] = 0.0                                 # the query token's value
+        if separate:
+            Q = WK.T @ WQ
         value, grad = batch_loss_and_gradient(Q, tokens[:, :keys], values, tokens[:, N], labels[:, N])
         if it in record_at:
             Qs.append(Q.copy())
             losses.append(value)
-        if it < steps:
+        if it < steps and separate:
+            WK, WQ = WK - eta * WQ @ grad.T, WQ - eta * WK @ grad     # ∇_{W_K} = W_Q ∇_Qᵀ, ∇_{W_Q} = W_K ∇_Q
+        elif it < steps:
             Q -= eta * grad
     Qs = np.array(Qs)
     return {"iteration": record_at, "Q": Qs, "S": V @ Qs @ V.T, "loss": np.array(losses)}

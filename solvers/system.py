@@ -11,6 +11,21 @@ from .columns import label_gap_stack
 from .gd import iterate_gd
 
 
+def central_differences(f, y, rel_step=1e-5):
+    """``∂f/∂y`` by central differences, step ``rel_step · max(1, |y_i|)``; columns are inputs."""
+    J = None
+    for i in range(y.size):
+        step = rel_step * max(1.0, abs(y[i]))
+        up, down = y.copy(), y.copy()
+        up[i] += step
+        down[i] -= step
+        column = (f(up) - f(down)) / (2 * step)
+        if J is None:
+            J = np.empty((column.size, y.size))
+        J[:, i] = column
+    return J
+
+
 def _as_matrix(name, value, K=None):
     A = np.ascontiguousarray(value, dtype=np.float64)
     if A.ndim != 2 or A.shape[0] != A.shape[1] or (K is not None and A.shape[0] != K):
@@ -116,17 +131,48 @@ class ScoreSystem:
         Analytic, except with the query inside the softmax at finite N: there central
         differences of the exact right-hand side (step 1e-5 relative).
         """
-        y = np.ascontiguousarray(S, dtype=np.float64).ravel()
+        y = self.flatten(S)
         if not self.query_in_softmax:
             return self.kernels.flow_jacobian(y, *self.args)
-        J = np.empty((y.size, y.size))
-        for i in range(y.size):
-            step = 1e-5 * max(1.0, abs(y[i]))
-            up, down = y.copy(), y.copy()
-            up[i] += step
-            down[i] -= step
-            J[:, i] = (self.kernels.flow_rhs(up, *self.args) - self.kernels.flow_rhs(down, *self.args)) / (2 * step)
-        return J
+        return central_differences(self.flat_rhs, y)
+
+    def hessians(self, S):
+        """``Hs[k] = ∂Γ[:, k]/∂S[:, k]``, (K, K, K): Γ's columns depend only on their own scores.
+
+        Analytic, except with the query inside the softmax (central differences of Γ).
+        """
+        S = np.ascontiguousarray(S, dtype=np.float64)
+        if not self.query_in_softmax:
+            Hs = np.empty((self.K, self.K, self.K))
+            self.kernels.score_hessians(S, self.Ms, self.p, self.logp, self.prompt, Hs)
+            return Hs
+        J = central_differences(lambda y: self.gradient(y.reshape(self.K, self.K)).ravel(), S.ravel())
+        K = self.K
+        return np.stack([J[k::K, k::K] for k in range(K)])
+
+    # The flat interface the solvers integrate (shared with solvers.separate.SeparateSystem).
+    factored = False          # the state is the scores themselves
+
+    def flatten(self, S0):
+        """The flow's state vector for initial scores S0 (validated)."""
+        S0 = np.ascontiguousarray(S0, dtype=np.float64)
+        if S0.shape != (self.K, self.K) or not np.all(np.isfinite(S0)):
+            raise ValueError(f"S0: expected a finite {self.K}×{self.K} matrix, got shape {S0.shape}")
+        return S0.ravel()
+
+    def flat_rhs(self, y):
+        return self.kernels.flow_rhs(y, *self.args)
+
+    def flat_jacobian(self, y):
+        return self.jacobian(y.reshape(self.K, self.K))
+
+    def flat_event_values(self, y):
+        """``(max_k log(1 − A_kk), log ℒ)`` at the state y."""
+        return self.kernels.event_values(y, self.Ms, self.p, self.logp, self.prompt)
+
+    def scores_of(self, Y):
+        """Scores (T, K, K) of states Y (T, K²)."""
+        return Y.reshape(-1, self.K, self.K)
 
     def attention(self, S):
         """``A[n, k]``: total attention of query k on feature n (expected over prompts at finite N)."""
@@ -148,7 +194,9 @@ class ScoreSystem:
         self.loss(S)
         self.rhs(S)
         self.jacobian(S)
-        self.kernels.event_values(S.ravel(), self.Ms, self.p, self.logp, self.prompt)
+        self.flat_event_values(S.ravel())
+        if not self.query_in_softmax:
+            self.hessians(S)
         self.attention(S)
         iterate_gd(self, S, eta=1e-3, steps=1, n_out=2)
         return time.perf_counter() - start

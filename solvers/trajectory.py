@@ -28,6 +28,8 @@ class Trajectory:
     message : a sentence describing the status.
     counters : solver counters (nfev, njev, nlu, nsteps for the flow; iterations,
         loss_increases for GD).
+    state : (T, n) the trained parameters when they are not the scores themselves
+        (the flattened factors ``(B, C)`` of the separate parametrisation), else None.
     """
 
     kind: str
@@ -42,6 +44,7 @@ class Trajectory:
     message: str = ""
     counters: dict = field(default_factory=dict)
     wall_time: float = 0.0
+    state: np.ndarray = None
 
     @property
     def success(self):

@@ -164,3 +164,20 @@ def test_run_with_a_finite_prompt_and_the_query_in_the_softmax(tmp_path, capsys)
     assert main(["run", str(cfg), "--out", str(tmp_path / "b"), "--quiet", "--set", "prompt.N=inf"]) == 0
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert not summary["problem"]["query_in_softmax"] and "no effect at N = inf" in summary["notes"][0]
+
+
+def test_run_with_separate_key_and_query_matrices(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[features]\nkind = "simplex"\nK = 3\nd = 2\n[model]\nparametrization = "separate"\n'
+                   'head_dim = 3\ninit_scale = 0.5\n[training]\nmode = "both"\nsteps = 3000\nt_end = 1e4\nn_out = 30\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["problem"]["parametrization"] == "separate" and summary["problem"]["head_dim"] == 3
+    for kind in ("flow", "gd"):
+        assert summary[kind]["status"] == "finished" and summary[kind]["final_loss"] < summary["problem"]["initial_loss"]
+    data = np.load(tmp_path / "a" / "trajectory.npz")
+    B, C = data["factors"][-1].reshape(2, 3, 3)
+    np.testing.assert_allclose(B.T @ C, data["S"][-1], atol=1e-12)
+    (tmp_path / "z.toml").write_text('[model]\nparametrization = "separate"\n')
+    assert main(["run", str(tmp_path / "z.toml"), "--out", str(tmp_path / "b"), "--quiet"]) == 2
+    assert "model.init_scale: the separate parametrization needs a random start" in capsys.readouterr().err
