@@ -252,7 +252,16 @@ def from_dict(raw):
 def _check_supported(cfg):
     """Reject combinations this version cannot solve, naming the field."""
     if cfg.prompt.noise > 0:
-        raise AttnflowError("prompt.noise", "token noise is not supported in this version; use 0")
+        # The noisy model integrates the context tokens' noise in closed form, which needs
+        # a linear class and the large-prompt limit (solvers/noisy.py).
+        needs = [(cfg.task.kind != "linear", "task.kind = \"linear\""),
+                 (cfg.prompt.N != math.inf, "prompt.N = \"inf\""),
+                 (cfg.prompt.include_query, "prompt.include_query = false"),
+                 (cfg.model.parametrization != "merged", "model.parametrization = \"merged\"")]
+        missing = [what for bad, what in needs if bad]
+        if missing:
+            raise AttnflowError("prompt.noise", "token noise is supported with " + ", ".join(missing)
+                                + " only in this version")
 
 
 def load(path, overrides=None):

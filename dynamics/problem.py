@@ -17,6 +17,7 @@ import numpy as np
 from derivations import load_kernels
 from solvers import ScoreSystem
 from solvers import kernels as hand_written
+from solvers.noisy import NoisySystem
 from solvers.separate import SeparateSystem, random_factors
 
 from . import features as feat
@@ -113,6 +114,8 @@ class Problem:
     S0 : initial scores ``V Q₀ Vᵀ``.
     threshold : the regime constant c*.
     factors : ``(W_K, W_Q)`` (h×d each) for the separate parametrisation, else None.
+    noise : token noise scale ν (0: noise-free, the score reduction is exact).
+    Q0 : the initial d×d matrix (what the noisy model trains).
     """
 
     features: feat.FeatureSet
@@ -126,6 +129,8 @@ class Problem:
     quadrature_step: float = 0.125
     include_query: bool = False
     factors: tuple = None
+    noise: float = 0.0
+    Q0: np.ndarray = None
 
     @classmethod
     def from_config(cls, cfg):
@@ -147,7 +152,8 @@ class Problem:
             Q0 = model.init_scale * rng.standard_normal((fs.d, fs.d)) / np.sqrt(fs.d)
         S0 = fs.V @ Q0 @ fs.V.T
         return cls(fs, fclass, moments, p, S0, cfg.regime.threshold, cfg.training.kernels,
-                   cfg.prompt.N, cfg.prompt.quadrature_step, cfg.prompt.include_query, factors)
+                   cfg.prompt.N, cfg.prompt.quadrature_step, cfg.prompt.include_query, factors,
+                   cfg.prompt.noise, Q0)
 
     @property
     def K(self):
@@ -178,12 +184,23 @@ class Problem:
         return self.factors is not None
 
     def trained_system(self):
-        """What the solvers train: :meth:`system`, or the separate factors' system on top of it."""
-        return SeparateSystem(self.system(), self.factors[0].shape[0]) if self.separate else self.system()
+        """What the solvers train: :meth:`system`; with separate matrices the factors' system on
+        top of it; with token noise the full d×d model (built once)."""
+        return self._trained_system
+
+    @cached_property
+    def _trained_system(self):
+        if self.noise > 0:
+            return NoisySystem(self.features.V, self.p, self.function_class.sigma, self.noise)
+        if self.separate:
+            return SeparateSystem(self.system(), self.factors[0].shape[0])
+        return self.system()
 
     @property
     def start(self):
-        """The solvers' initial state: the scores S₀, or the factors ``(W_K Vᵀ, W_Q Vᵀ)``."""
+        """The solvers' initial state: the scores S₀, the factors ``(W_K Vᵀ, W_Q Vᵀ)``, or Q₀ with noise."""
+        if self.noise > 0:
+            return self.Q0
         if self.separate:
             return tuple(W @ self.features.V.T for W in self.factors)
         return self.S0

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from solvers import integrate_flow, iterate_gd
-from solvers.separate import iterate_separate_gd
+from solvers.gd import iterate_state_gd
 
 from .errors import AttnflowError
 from .problem import Problem
@@ -38,19 +38,13 @@ class RunResult:
     stable_step_at_start: float = None
     compile_time: float = 0.0
     wall_time: float = 0.0
+    noise_free: dict = field(default_factory=dict)   # with token noise: the reduced noise-free runs
 
 
 def choose_step_size(system, S0, eta):
-    """Return ``(η, source, stable)``: ``"auto"`` is half the linear stability limit at S0.
-
-    ``system`` is a score system with scores S0, or a separate-factor system with
-    factors S0; for factors the limit is the smaller of theirs and that of the merged
-    scores ``BᵀC``, because a small random start has almost no curvature and the
-    factors' grows to the merged one as they do.
-    """
+    """Return ``(η, source, stable)``: ``"auto"`` is half the linear stability limit at S0
+    (the system's initial state: scores, separate factors or the noisy model's Q)."""
     stable = system.stable_step(S0)
-    if system.factored:
-        stable = min(stable, system.scores.stable_step(system.scores_of(system.flatten(S0))[0]))
     if eta != "auto":
         return float(eta), "given", stable
     if not math.isfinite(stable):
@@ -77,10 +71,21 @@ def solve(problem: Problem, training, progress=True):
     if training.mode in ("gd", "both"):
         eta, source, stable = choose_step_size(system, problem.start, training.eta)
         result.eta, result.eta_source, result.stable_step_at_start = eta, source, stable
-        gd = iterate_separate_gd if system.factored else iterate_gd
+        gd = iterate_gd if system.state_is_scores else iterate_state_gd
         with progress_bar("gradient descent", progress) as report:
             result.trajectories["gd"] = gd(system, problem.start, eta, training.steps, training.eps,
                                            training.stop_loss, training.n_out, progress=report)
+    if problem.noise > 0:
+        # How far the noise-free reduced model is: the same runs without noise, in score space.
+        reduced = problem.system()
+        reduced.warm_up()
+        if "flow" in result.trajectories:
+            result.noise_free["flow"] = integrate_flow(reduced, problem.S0, training.t_end, training.method,
+                                                       training.rtol, training.atol, training.eps,
+                                                       training.stop_loss, training.n_out)
+        if "gd" in result.trajectories:
+            result.noise_free["gd"] = iterate_gd(reduced, problem.S0, result.eta, training.steps, training.eps,
+                                                 training.stop_loss, training.n_out)
     result.wall_time = time.perf_counter() - start
     return result
 
@@ -137,6 +142,7 @@ def summarize(cfg, problem, result):
             "include_query": problem.include_query,
             "parametrization": "separate" if problem.separate else "merged",
             "head_dim": problem.factors[0].shape[0] if problem.separate else None,
+            "noise": problem.noise,
             "query_in_softmax": problem.system().query_in_softmax,
         },
         "kernels": result.kernels,
@@ -146,6 +152,21 @@ def summarize(cfg, problem, result):
     if problem.include_query and not math.isfinite(problem.N):
         summary["notes"] = ["prompt.include_query has no effect at N = inf: the query's share of the "
                             "softmax is O(1/N); give a finite N to see it"]
+    if problem.noise > 0:
+        system = problem.trained_system()
+        main = result.trajectories.get("flow", result.trajectories.get("gd"))
+        summary["noise"] = {
+            "scale": problem.noise, "query_noise_rule": system.rule[2],
+            "quadrature_error_at_end": system.quadrature_error(main.state[-1].reshape(system.d, system.d)),
+            "note": ("full d×d model, large-prompt limit, linear class; the context tokens' noise is "
+                     "integrated exactly, the query's by the rule named"),
+            "noise_free_reduced": {kind: {
+                "final_loss": float(free.loss[-1]), "t_half": free.crossings["t_half"],
+                "max_score_difference_at_end": float(np.abs(free.S[-1] - result.trajectories[kind].S[-1]).max()),
+                "max_attention_difference_at_end": float(np.abs(free.final_attention
+                                                                - result.trajectories[kind].final_attention).max()),
+            } for kind, free in result.noise_free.items()},
+        }
     if math.isfinite(problem.N):
         from solvers import finite_prompt
         summary["finite_prompt"] = {
@@ -165,12 +186,12 @@ def summarize(cfg, problem, result):
     return summary
 
 
-def save_trajectory(path, tr):
+def save_trajectory(path, tr, state_name="state"):
     arrays = {"t": tr.t, "S": tr.S, "attention": tr.attention, "loss": tr.loss}
     if tr.iteration is not None:
         arrays["iteration"] = tr.iteration
     if tr.state is not None:
-        arrays["factors"] = tr.state        # separate parametrisation: [W_K Vᵀ, W_Q Vᵀ] flattened
+        arrays[state_name] = tr.state
     np.savez_compressed(path, **arrays)
 
 
@@ -180,9 +201,11 @@ def write_outputs(out_dir, cfg, problem, result, plots=True):
     out.mkdir(parents=True, exist_ok=True)
     trs = result.trajectories
     main = trs.get("flow", trs.get("gd"))
-    save_trajectory(out / "trajectory.npz", main)
+    # The trained state when it is not S: factors [W_K Vᵀ, W_Q Vᵀ] (separate), or Q (token noise).
+    state_name = "Q" if problem.noise > 0 else "factors"
+    save_trajectory(out / "trajectory.npz", main, state_name)
     if "flow" in trs and "gd" in trs:
-        save_trajectory(out / "trajectory_gd.npz", trs["gd"])
+        save_trajectory(out / "trajectory_gd.npz", trs["gd"], state_name)
     summary = summarize(cfg, problem, result)
     dump_json(out / "summary.json", summary)
     if plots:

@@ -27,10 +27,12 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
 
     Parameters
     ----------
-    system : :class:`solvers.system.ScoreSystem`, or :class:`solvers.separate.SeparateSystem`
-        (anything with the flat interface ``flatten``, ``flat_rhs``, ``flat_jacobian``,
-        ``flat_event_values``, ``scores_of``, ``loss`` and ``attention``).
-    S0 : (K, K) initial scores; for a SeparateSystem the initial factors ``(B0, C0)``.
+    system : :class:`solvers.system.ScoreSystem`, :class:`solvers.separate.SeparateSystem` or
+        :class:`solvers.noisy.NoisySystem`: anything with the flat interface (``flatten``,
+        ``flat_rhs``, ``flat_jacobian``, ``flat_event_values``, ``flat_loss``,
+        ``flat_attention``, ``scores_of``, ``state_is_scores``).
+    S0 : (K, K) initial scores; the initial factors ``(B0, C0)`` for a SeparateSystem,
+        the initial d×d Q for a NoisySystem.
     method : a :func:`solve_ivp` method; LSODA, Radau and BDF get the analytic Jacobian.
     eps : levels ε for the crossing times of attention ``1 − ε`` and loss ``ε``.
     stop_loss : if positive, a terminal event stops the run when the loss reaches it.
@@ -41,8 +43,9 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
 
     Returns
     -------
-    :class:`Trajectory` with counters ``nfev``, ``njev``, ``nlu``, ``nsteps``; for a
-    SeparateSystem its ``state`` holds the flattened factors on the output grid.
+    :class:`Trajectory` with counters ``nfev``, ``njev``, ``nlu``, ``nsteps``; when the
+    state is not the scores (separate factors, the noisy model's Q) the trajectory's
+    ``state`` holds it on the output grid.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
@@ -101,7 +104,7 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     t = _log_grid(t_first, t_final, n_out)
     Y = sol.sol(t).T if len(sol.t) > 1 else y0[None, :]
     S = system.scores_of(Y)
-    loss = np.array([system.loss(s) for s in S])
+    loss = np.array([system.flat_loss(y) for y in Y])
 
     at_start = flat_event_values(y0)
     crossings = {"t_half": None, "t_attention": {}, "t_loss": {}}
@@ -124,6 +127,6 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         message = f"reached t_end = {t_end:g}"
     counters = {"nfev": int(sol.nfev), "njev": int(sol.njev), "nlu": int(sol.nlu),
                 "nsteps": int(len(sol.t) - 1)}
-    return Trajectory("flow", t, S, loss, system.attention, crossings=crossings, status=status,
-                      message=message, counters=counters, wall_time=wall,
-                      state=Y if system.factored else None)
+    state = None if system.state_is_scores else Y
+    return Trajectory("flow", t, S, loss, system.flat_attention, crossings=crossings, status=status,
+                      message=message, counters=counters, wall_time=wall, state=state)

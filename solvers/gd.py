@@ -1,4 +1,5 @@
-"""The exact gradient-descent map ``S ← S − η G Γ(S) G`` in a compiled loop."""
+"""The exact gradient-descent map: ``S ← S − η G Γ(S) G`` in a compiled loop, and any other
+system's map ``y ← y + η·flat_rhs(y)`` (separate factors, the noisy model) in a Python loop."""
 
 import math
 import time
@@ -47,10 +48,7 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     attentions' log-odds against the target, summed) and ``max_oscillations_per_feature``.
     ``oscillations`` on the trajectory holds the (K, K) reversal counts.
     """
-    if not (eta > 0 and math.isfinite(eta)):
-        raise ValueError(f"eta: expected a finite step size > 0, got {eta}")
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps: expected a positive integer, got {steps}")
+    _validate(eta, steps)
     K = system.K
     G, Ms, p, logp, prompt = system.args
     kernels = system.kernels
@@ -101,6 +99,7 @@ def gd_trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last
     the records.  S_last : the scores where it stopped.  attn_hits, loss_hits : first
     iterations at the attention levels (1/2, then ``eps``) and loss levels, −1 if never.
     flips : (K, K) oscillation counts, or None when the loop does not count them.
+    state : the recorded states when they are not the scores (the diverged one last).
     """
     status = _STATUS[code]
     iteration = iteration.copy()
@@ -108,7 +107,8 @@ def gd_trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last
         # Keep the state that broke the run so the user can see it.
         iteration = np.append(iteration, it)
         S_out = np.concatenate([S_out, S_last[None]])
-        loss_out = np.append(loss_out, system.loss(S_last) if np.all(np.isfinite(S_last)) else np.nan)
+        last = S_last.ravel() if state is None else state[-1]
+        loss_out = np.append(loss_out, system.flat_loss(last) if np.all(np.isfinite(last)) else np.nan)
         message = (f"gradient descent diverged at iteration {it}: "
                    + ("non-finite scores" if code == GD_NONFINITE else
                       f"a score exceeded {score_limit:g}"))
@@ -129,6 +129,72 @@ def gd_trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last
     counters = {"iterations": int(it), "loss_increases": int(increases)}
     if flips is not None:
         counters.update(attention_oscillations=int(flips.sum()), max_oscillations_per_feature=int(flips.max()))
-    return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, system.attention,
+    return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, system.flat_attention,
                       iteration=iteration, oscillations=flips, crossings=crossings, status=status, message=message,
                       counters=counters, wall_time=wall, state=state)
+
+
+def _validate(eta, steps):
+    if not (eta > 0 and math.isfinite(eta)):
+        raise ValueError(f"eta: expected a finite step size > 0, got {eta}")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps: expected a positive integer, got {steps}")
+
+
+def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_out=400,
+                     score_limit=700.0, progress=None):
+    """Gradient descent ``y ← y + η·flat_rhs(y)`` on a system whose state is not the scores.
+
+    For :class:`solvers.separate.SeparateSystem` that is ``(B, C) ← (B − ηCΓᵀG, C − ηBΓG)``,
+    for :class:`solvers.noisy.NoisySystem` ``Q ← Q − η∇ℒ(Q)``.  Same records, crossings
+    and statuses as :func:`iterate_gd` (a Python loop around the system's compiled or
+    vectorised pieces; oscillations are not counted); ``state`` holds the recorded
+    states, and ``score_limit`` applies to the scores ``scores_of(y)``.
+    """
+    _validate(eta, steps)
+    y = system.flatten(start).copy()
+    record_at = log_iterations(steps, n_out)
+    states, loss_rec = [], []
+    attn_levels = np.log(np.array([0.5, *eps]))
+    attn_hits = np.full(len(attn_levels), -1, dtype=np.int64)
+    loss_levels = np.array(eps, dtype=np.float64)
+    loss_hits = np.full(len(eps), -1, dtype=np.int64)
+    increases, prev, code, it = 0, np.inf, GD_FINISHED, 0
+    report_every = max(1, steps // 50)
+    clock = time.perf_counter()
+    while True:
+        gap, log_loss = system.flat_event_values(y)
+        L = math.exp(log_loss)
+        if not math.isfinite(log_loss):
+            code = GD_NONFINITE
+            break
+        increases += L > prev * (1.0 + 1e-12)
+        prev = L
+        attn_hits[(attn_hits < 0) & (gap <= attn_levels)] = it
+        loss_hits[(loss_hits < 0) & (L <= loss_levels)] = it
+        if len(states) < len(record_at) and record_at[len(states)] == it:
+            states.append(y.copy())
+            loss_rec.append(L)
+        if stop_loss > 0 and L <= stop_loss:
+            code = GD_STOP_LOSS
+            break
+        if it >= steps:
+            break
+        y += eta * system.flat_rhs(y)
+        it += 1
+        if progress is not None and it % report_every == 0:
+            progress(it / steps)
+        if not np.all(np.isfinite(y)):
+            code = GD_NONFINITE
+            break
+        if np.abs(system.scores_of(y)).max() > score_limit:
+            code = GD_SCORE_LIMIT
+            break
+    wall = time.perf_counter() - clock
+    n = len(states)
+    if code in (GD_NONFINITE, GD_SCORE_LIMIT):
+        states.append(y.copy())            # the trajectory keeps the state that broke the run
+    states = np.array(states)
+    return gd_trajectory(system, eta, eps, code, it, record_at[:n], system.scores_of(states[:n]),
+                         np.array(loss_rec), system.scores_of(y)[0], attn_hits, loss_hits, increases, None,
+                         score_limit, stop_loss, wall, state=states)

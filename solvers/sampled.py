@@ -24,7 +24,8 @@ def batch_loss_and_gradient(Q, X, y, xq, yq):
     return 0.5 * np.mean(err**2), grad
 
 
-def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_at=None, include_query=False):
+def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_at=None, include_query=False,
+                  noise=0.0):
     """Stochastic GD of the real network on fresh prompts each step.
 
     Parameters
@@ -36,6 +37,8 @@ def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_
         separate key and query matrices, ``Q = W_Kᵀ W_Q``, by GD on both.
     record_at : iterations at which Q is returned (default: every iteration).
     include_query : the query token (value 0) also sits in the softmax.
+    noise : every token and the query is ``v_k + ξ``, ``ξ ~ N(0, noise² I)``; labels are
+        the function at the noisy points.
 
     Returns
     -------
@@ -54,6 +57,8 @@ def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_
     for it in range(steps + 1):
         idx = rng.choice(K, size=(batch, N + 1), p=p)        # last column is the query
         tokens = V[idx]
+        if noise > 0:
+            tokens = tokens + noise * rng.standard_normal(tokens.shape)
         labels = sample_labels(rng, tokens, idx)
         keys = N + 1 if include_query else N
         values = labels[:, :keys].copy()

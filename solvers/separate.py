@@ -19,13 +19,11 @@ flow with an error O(α⁻⁴).
 """
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from .gd import GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS, gd_trajectory, log_iterations
-from .system import ScoreSystem
+from .system import ScoreSystem  # noqa: F401  (the type of SeparateSystem.scores)
 
 
 def lazy_start(V, alpha):
@@ -52,13 +50,13 @@ class SeparateSystem:
     h : head dimension (rows of B and C).
 
     The state is ``y = [B.ravel(), C.ravel()]``; the flat interface is the one
-    :func:`solvers.integrate_flow` integrates.
+    :func:`solvers.integrate_flow` and :func:`solvers.gd.iterate_state_gd` run.
     """
 
     scores: ScoreSystem
     h: int
 
-    factored = True
+    state_is_scores = False
 
     def __post_init__(self):
         if int(self.h) != self.h or self.h < 1:
@@ -71,8 +69,11 @@ class SeparateSystem:
     def loss(self, S):
         return self.scores.loss(S)
 
-    def attention(self, S):
-        return self.scores.attention(S)
+    def flat_loss(self, y):
+        return self.scores.loss(self.scores_of(y)[0])
+
+    def flat_attention(self, y):
+        return self.scores.attention(self.scores_of(y)[0])
 
     def warm_up(self):
         return self.scores.warm_up()
@@ -137,71 +138,11 @@ class SeparateSystem:
         return np.block([[JBB.reshape(n, n), JBC.reshape(n, n)], [JCB.reshape(n, n), JCC.reshape(n, n)]])
 
     def stable_step(self, start):
-        """``2 / max Re eig(−J)`` at the factors ``start``: the linear stability limit of GD there."""
-        lam = np.linalg.eigvals(-self.flat_jacobian(self.flatten(start))).real.max()
-        return 2.0 / lam if lam > 0 else np.inf
+        """The smaller of ``2 / max Re eig(−J)`` at the factors ``start`` and the merged scores' limit at ``BᵀC``.
 
-
-def iterate_separate_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_out=400,
-                        score_limit=700.0, progress=None):
-    """Gradient descent on the factors: ``(B, C) ← (B − ηCΓᵀG, C − ηBΓG)``, from ``start = (B₀, C₀)``.
-
-    Same records, crossings and statuses as :func:`solvers.iterate_gd` (a Python loop
-    around the compiled gradient kernel; oscillations are not counted).  The
-    trajectory's ``state`` holds the recorded factors.
-    """
-    if not (eta > 0 and math.isfinite(eta)):
-        raise ValueError(f"eta: expected a finite step size > 0, got {eta}")
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps: expected a positive integer, got {steps}")
-    y = system.flatten(start).copy()
-    B, C = system.split(y)
-    G = system.scores.G
-    record_at = log_iterations(steps, n_out)
-    states, S_rec, loss_rec = [], [], []
-    attn_levels = np.log(np.array([0.5, *eps]))
-    attn_hits = np.full(len(attn_levels), -1, dtype=np.int64)
-    loss_hits = np.full(len(eps), -1, dtype=np.int64)
-    increases, prev, code, it = 0, np.inf, GD_FINISHED, 0
-    Gamma = np.empty((system.K, system.K))
-    kernels, scores = system.scores.kernels, system.scores
-    report_every = max(1, steps // 50)
-    start_time = time.perf_counter()
-    while True:
-        S = B.T @ C
-        L, gap = kernels.loss_gradient_gap(S, scores.Ms, scores.p, scores.logp, scores.prompt, Gamma)
-        if not np.isfinite(L):
-            code = GD_NONFINITE
-            break
-        increases += L > prev * (1.0 + 1e-12)
-        prev = L
-        attn_hits[(attn_hits < 0) & (gap <= attn_levels)] = it
-        loss_hits[(loss_hits < 0) & (L <= np.asarray(eps))] = it
-        if len(S_rec) < len(record_at) and record_at[len(S_rec)] == it:
-            states.append(y.copy())
-            S_rec.append(S)
-            loss_rec.append(L)
-        if stop_loss > 0 and L <= stop_loss:
-            code = GD_STOP_LOSS
-            break
-        if it >= steps:
-            break
-        dB, dC = C @ Gamma.T @ G, B @ Gamma @ G
-        B -= eta * dB
-        C -= eta * dC
-        it += 1
-        if progress is not None and it % report_every == 0:
-            progress(it / steps)
-        if not np.all(np.isfinite(y)):
-            code = GD_NONFINITE
-            break
-        if np.abs(B.T @ C).max() > score_limit:
-            code = GD_SCORE_LIMIT
-            break
-    wall = time.perf_counter() - start_time
-    if code in (GD_NONFINITE, GD_SCORE_LIMIT):
-        states.append(y.copy())            # the trajectory keeps the state that broke the run
-    n = len(S_rec)
-    return gd_trajectory(system, eta, eps, code, it, record_at[:n], np.array(S_rec).reshape(n, system.K, system.K),
-                         np.array(loss_rec), B.T @ C, attn_hits, loss_hits, increases, None, score_limit,
-                         stop_loss, wall, state=np.array(states))
+        A small random start has almost no curvature; the factors' grows to the
+        merged one as they do, so the factors' limit alone would be far too large.
+        """
+        y = self.flatten(start)
+        lam = np.linalg.eigvals(-self.flat_jacobian(y)).real.max()
+        return min(2.0 / lam if lam > 0 else np.inf, self.scores.stable_step(self.scores_of(y)[0]))

@@ -150,8 +150,14 @@ class ScoreSystem:
         K = self.K
         return np.stack([J[k::K, k::K] for k in range(K)])
 
-    # The flat interface the solvers integrate (shared with solvers.separate.SeparateSystem).
-    factored = False          # the state is the scores themselves
+    # The flat interface the solvers run (shared with SeparateSystem and NoisySystem).
+    state_is_scores = True
+
+    def flat_loss(self, y):
+        return self.loss(y.reshape(self.K, self.K))
+
+    def flat_attention(self, y):
+        return self.attention(y.reshape(self.K, self.K))
 
     def flatten(self, S0):
         """The flow's state vector for initial scores S0 (validated)."""

@@ -16,8 +16,9 @@ class Trajectory:
     t : (T,) times; for GD ``t = η · iteration``.
     S : (T, K, K) scores ``S[n, k] = v_nᵀ Q v_k``.
     loss : (T,) population loss.
-    attention_of : ``S ↦ A`` of the system that produced the trajectory
-        (:meth:`ScoreSystem.attention`, which knows the prompt model).
+    attention_of : ``y ↦ A`` of the system that produced the trajectory, applied to the
+        rows of ``state`` or, when there is none, of S (``flat_attention``, which knows
+        the prompt model).
     iteration : (T,) GD iteration numbers (None for the flow).
     crossings : first times the worst query's attention reaches 1/2 (``"t_half"``),
         1 − ε (``"t_attention"`` → {ε: t}) and the loss falls to ε
@@ -29,7 +30,8 @@ class Trajectory:
     counters : solver counters (nfev, njev, nlu, nsteps for the flow; iterations,
         loss_increases for GD).
     state : (T, n) the trained parameters when they are not the scores themselves
-        (the flattened factors ``(B, C)`` of the separate parametrisation), else None.
+        (the flattened factors ``(B, C)`` of the separate parametrisation, the noisy
+        model's Q), else None.
     """
 
     kind: str
@@ -53,7 +55,8 @@ class Trajectory:
     @cached_property
     def attention(self):
         """(T, K, K) total attention ``A[t, n, k]`` of query k on feature n (computed once)."""
-        return np.stack([self.attention_of(S) for S in self.S])
+        rows = self.S.reshape(len(self.S), -1) if self.state is None else self.state
+        return np.stack([self.attention_of(y) for y in rows])
 
     @property
     def target_attention(self):

@@ -181,3 +181,22 @@ def test_run_with_separate_key_and_query_matrices(tmp_path, capsys):
     (tmp_path / "z.toml").write_text('[model]\nparametrization = "separate"\n')
     assert main(["run", str(tmp_path / "z.toml"), "--out", str(tmp_path / "b"), "--quiet"]) == 2
     assert "model.init_scale: the separate parametrization needs a random start" in capsys.readouterr().err
+
+
+def test_run_with_token_noise_reports_the_distance_from_the_noise_free_model(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[features]\nkind = "simplex"\nK = 3\nd = 2\n[task]\nkind = "linear"\n[prompt]\nnoise = 0.2\n'
+                   '[training]\nmode = "both"\nsteps = 300\nt_end = 300\nn_out = 20\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    noise = json.loads((tmp_path / "a" / "summary.json").read_text())["noise"]
+    assert noise["query_noise_rule"].startswith("Gauss–Hermite") and noise["quadrature_error_at_end"] < 1e-10
+    for kind in ("flow", "gd"):
+        free = noise["noise_free_reduced"][kind]
+        assert 1e-4 < free["max_score_difference_at_end"] < 10 and free["max_attention_difference_at_end"] > 0
+    data = np.load(tmp_path / "a" / "trajectory.npz")
+    V = np.array([[1.0, 0.0], [-0.5, 3**0.5 / 2], [-0.5, -(3**0.5) / 2]])
+    np.testing.assert_allclose(V @ data["Q"][-1].reshape(2, 2) @ V.T, data["S"][-1], atol=1e-12)
+    (tmp_path / "z.toml").write_text('[prompt]\nnoise = 0.1\nN = 16\n[task]\nkind = "frequency"\n')
+    assert main(["run", str(tmp_path / "z.toml"), "--out", str(tmp_path / "b"), "--quiet"]) == 2
+    assert ('prompt.noise: token noise is supported with task.kind = "linear", prompt.N = "inf" only'
+            in capsys.readouterr().err)

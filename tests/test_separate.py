@@ -6,7 +6,8 @@ import pytest
 
 from solvers import ScoreSystem, full_model, integrate_flow, iterate_gd
 from solvers.sampled import train_sampled
-from solvers.separate import SeparateSystem, iterate_separate_gd, lazy_start, random_factors
+from solvers.gd import iterate_state_gd
+from solvers.separate import SeparateSystem, lazy_start, random_factors
 from solvers.system import central_differences
 
 from .conftest import make_problem, random_system_arrays
@@ -29,7 +30,7 @@ def test_reduced_gd_equals_gd_on_the_full_key_and_query_matrices():
         rng = np.random.default_rng(0)
         WK, WQ = 0.7 * rng.standard_normal((2, h, d))
         eta, steps = 0.3, 40
-        reduced = iterate_separate_gd(SeparateSystem(ScoreSystem(V @ V.T, F, p), h), (WK @ V.T, WQ @ V.T),
+        reduced = iterate_state_gd(SeparateSystem(ScoreSystem(V @ V.T, F, p), h), (WK @ V.T, WQ @ V.T),
                                       eta, steps, n_out=steps + 1)
         for _ in range(steps):
             grad = full_model.gradient(WK.T @ WQ, V, F, p)
@@ -85,7 +86,7 @@ def test_sampled_training_of_both_matrices_tracks_the_reduced_gd():
                            model={"parametrization": "separate", "head_dim": 2, "init_scale": 1.0, "seed": 3})
     system = problem.trained_system()
     eta, steps, checkpoints = 1.0, 30, [10, 20, 30]
-    expected = iterate_separate_gd(system, problem.start, eta, steps, n_out=steps + 1).S[checkpoints]
+    expected = iterate_state_gd(system, problem.start, eta, steps, n_out=steps + 1).S[checkpoints]
     WK, WQ = problem.factors
     runs = np.array([train_sampled(problem.features.V, problem.p, 1024, problem.function_class.sample_labels,
                                    (WK, WQ), eta, steps, batch=200, seed=seed, record_at=checkpoints)["S"]

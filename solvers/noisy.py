@@ -1,0 +1,185 @@
+"""Token noise: ``x = v_k + ξ`` with ``ξ ~ N(0, ν² I_d)`` on every token and on the query.
+
+With noise the scores no longer close on the feature set, so the model lives in the
+full d×d space of Q.  For the linear class (``f(x) = wᵀx``, ``w ~ N(0, σ² I)``) in the
+large-prompt limit the expectation over the context tokens is exact: for a query x
+with ``b = Q x``, Gaussian tilting gives ``E_ξ[e^{(v+ξ)ᵀb}] = e^{vᵀb + ν²|b|²/2}`` and
+``E_ξ[(v+ξ) e^{(v+ξ)ᵀb}] = (v + ν² b) e^{vᵀb + ν²|b|²/2}``, so
+
+    ŷ = wᵀ r̂(x),   r̂ = Vᵀπ + ν² b,   π = softmax(V b + log p),
+    ℒ(Q) = ½ σ² Σ_k p_k E_ξq |r(v_k + ξq)|²,   r(x) = r̂(x) − x,
+    ∇_Q ℒ = σ² Σ_k p_k E_ξq [(J r) xᵀ],   J = ∂r̂/∂b = Vᵀ(diag π − ππᵀ)V + ν² I.
+
+Only the query's noise ξq is left to integrate: a tensor Gauss–Hermite rule with
+``n`` nodes per dimension while ``n^d`` stays small (error: the change from n to
+n + 4 nodes), else Monte Carlo with fixed samples (common random numbers, so the
+flow is that of one deterministic loss; error: the standard error).  The attention
+reported is ``A[n, k] = E_ξq[π_n]``, the expected total attention of query k on the
+tokens of feature n.  At ν = 0 this is the noise-free model with ``F = σ² G``.
+"""
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from scipy.special import log_softmax
+
+from .system import central_differences
+
+MAX_TENSOR_NODES = 40_000
+MONTE_CARLO_SAMPLES = 20_000
+
+
+def default_nodes(d):
+    """Gauss–Hermite nodes per dimension: as many as 40000 tensor nodes allow, at most 24 (0: use Monte Carlo)."""
+    n = min(24, int(MAX_TENSOR_NODES ** (1.0 / d) + 1e-9))
+    return n if n >= 4 else 0
+
+
+def query_noise_rule(d, noise, nodes=None, samples=MONTE_CARLO_SAMPLES, seed=0):
+    """Points ``ξ`` (M, d) and weights (M,) for ``E[g(ξ)]``, ``ξ ~ N(0, noise² I_d)``, and the rule's name.
+
+    Tensor Gauss–Hermite with ``nodes`` per dimension (default :func:`default_nodes`) if
+    ``nodes^d ≤ 40000``, else ``samples`` Monte Carlo points with equal weights.
+    """
+    if noise == 0:
+        return np.zeros((1, d)), np.ones(1), "none (no noise)"
+    nodes = default_nodes(d) if nodes is None else nodes
+    if nodes > 0 and nodes ** d <= MAX_TENSOR_NODES:
+        z, w = np.polynomial.hermite_e.hermegauss(nodes)       # probabilists': weight e^{−z²/2}
+        w = w / w.sum()
+        grids = np.meshgrid(*([z] * d), indexing="ij")
+        points = noise * np.stack([g.ravel() for g in grids], axis=1)
+        weights = np.prod(np.meshgrid(*([w] * d), indexing="ij"), axis=0).ravel()
+        return points, weights, f"Gauss–Hermite, {nodes} nodes per dimension"
+    rng = np.random.default_rng(seed)
+    return noise * rng.standard_normal((samples, d)), np.full(samples, 1.0 / samples), f"Monte Carlo, {samples} samples"
+
+
+@dataclass(frozen=True)
+class NoisySystem:
+    """Gradient flow ``dQ/dt = −∇ℒ(Q)`` of the linear task with token noise, large-prompt limit.
+
+    Parameters
+    ----------
+    V : (K, d) features.  p : (K,) feature probabilities.
+    sigma : the linear class's scale (``w ~ N(0, σ² I)``).  noise : ν, the noise scale.
+    nodes : Gauss–Hermite nodes per dimension (default :func:`default_nodes`: 24 up to
+        d = 3, 14 at d = 4, …; Monte Carlo above 40000 tensor nodes).
+
+    The state is ``Q.ravel()`` (d²); the flat interface is the one
+    :func:`solvers.integrate_flow` and :func:`solvers.gd.iterate_state_gd` run.  There is
+    no analytic Jacobian: the implicit solvers get central differences of the gradient.
+    """
+
+    V: np.ndarray
+    p: np.ndarray
+    sigma: float
+    noise: float
+    nodes: int = None
+
+    state_is_scores = False
+
+    def __post_init__(self):
+        V = np.ascontiguousarray(self.V, dtype=np.float64)
+        if V.ndim != 2 or not np.all(np.isfinite(V)):
+            raise ValueError(f"V: expected a finite K×d matrix, got shape {V.shape}")
+        object.__setattr__(self, "V", V)
+        object.__setattr__(self, "p", np.asarray(self.p, dtype=np.float64))
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise ValueError(f"noise: expected a finite scale ≥ 0, got {self.noise}")
+
+    @property
+    def K(self):
+        return self.V.shape[0]
+
+    @property
+    def d(self):
+        return self.V.shape[1]
+
+    @cached_property
+    def rule(self):
+        """``(points, weights, name)`` of the query-noise expectation."""
+        return query_noise_rule(self.d, self.noise, self.nodes)
+
+    def _evaluate(self, Q, rule=None, gradient=True):
+        """Loss, gradient (d×d) and attention (K×K) at Q under a quadrature rule."""
+        points, weights = (rule or self.rule)[:2]
+        V, nu2 = self.V, self.noise ** 2
+        logp = np.log(self.p)
+        loss, grad, A = 0.0, np.zeros((self.d, self.d)), np.empty((self.K, self.K))
+        for k in range(self.K):
+            X = V[k] + points                                   # queries (M, d)
+            b = X @ Q.T                                         # b = Q x
+            pi = np.exp(log_softmax(b @ V.T + logp, axis=1))   # (M, K)
+            r = pi @ V + nu2 * b - X
+            loss += 0.5 * self.sigma ** 2 * self.p[k] * weights @ np.einsum("md,md->m", r, r)
+            A[:, k] = weights @ pi
+            if gradient:
+                u = r @ V.T                                     # (V r)_n
+                Jr = (pi * (u - np.einsum("mn,mn->m", pi, u)[:, None])) @ V + nu2 * r
+                grad += self.sigma ** 2 * self.p[k] * (Jr * weights[:, None]).T @ X
+        return loss, grad, A
+
+    def loss_of(self, Q):
+        return self._evaluate(np.asarray(Q, dtype=np.float64), gradient=False)[0]
+
+    def gradient(self, Q):
+        return self._evaluate(np.asarray(Q, dtype=np.float64))[1]
+
+    def quadrature_error(self, Q):
+        """Error estimate of the loss at Q: the change with 4 more nodes per dimension, or the MC standard error."""
+        points, weights, name = self.rule
+        Q = np.asarray(Q, dtype=np.float64)
+        if name.startswith("none"):
+            return 0.0
+        if name.startswith("Gauss"):
+            finer = query_noise_rule(self.d, self.noise, (self.nodes or default_nodes(self.d)) + 4)
+            return abs(self._evaluate(Q, finer, gradient=False)[0] - self.loss_of(Q))
+        terms = []
+        for k in range(self.K):     # per-sample loss, for the standard error of the mean
+            X = self.V[k] + points
+            b = X @ Q.T
+            pi = np.exp(log_softmax(b @ self.V.T + np.log(self.p), axis=1))
+            r = pi @ self.V + self.noise ** 2 * b - X
+            terms.append(0.5 * self.sigma ** 2 * self.p[k] * np.einsum("md,md->m", r, r))
+        per_sample = np.sum(terms, axis=0)
+        return float(per_sample.std(ddof=1) / math.sqrt(len(per_sample)))
+
+    # flat interface
+    def flatten(self, Q0):
+        Q0 = np.ascontiguousarray(Q0, dtype=np.float64)
+        if Q0.shape != (self.d, self.d) or not np.all(np.isfinite(Q0)):
+            raise ValueError(f"Q0: expected a finite {self.d}×{self.d} matrix, got shape {Q0.shape}")
+        return Q0.ravel()
+
+    def flat_rhs(self, y):
+        return -self.gradient(y.reshape(self.d, self.d)).ravel()
+
+    def flat_jacobian(self, y):
+        return central_differences(self.flat_rhs, y)
+
+    def flat_loss(self, y):
+        return self.loss_of(y.reshape(self.d, self.d))
+
+    def flat_attention(self, y):
+        return self._evaluate(y.reshape(self.d, self.d), gradient=False)[2]
+
+    def flat_event_values(self, y):
+        """``(max_k log(1 − A_kk), log ℒ)``."""
+        loss, _, A = self._evaluate(y.reshape(self.d, self.d), gradient=False)
+        np.fill_diagonal(A, 0.0)            # 1 − A_kk as a sum of positive terms, exact near one
+        return float(np.log(A.sum(axis=0).max())), math.log(max(loss, 1e-300))
+
+    def scores_of(self, Y):
+        """Scores ``V Q Vᵀ`` (T, K, K) of states Y (T, d²)."""
+        Q = np.atleast_2d(Y).reshape(-1, self.d, self.d)
+        return self.V @ Q @ self.V.T
+
+    def stable_step(self, Q0):
+        lam = np.linalg.eigvals(-self.flat_jacobian(self.flatten(Q0))).real.max()
+        return 2.0 / lam if lam > 0 else np.inf
+
+    def warm_up(self):
+        return 0.0
