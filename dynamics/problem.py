@@ -205,6 +205,11 @@ class Problem:
             return tuple(W @ self.features.V.T for W in self.factors)
         return self.S0
 
+    def initial_loss(self):
+        """The loss at the start of training (of the noisy model, with token noise)."""
+        system = self.trained_system()
+        return system.flat_loss(system.flatten(self.start))
+
     def constants(self) -> Constants:
         """L, Δ, δ, LΔδ and the regime; computed once (an expression class estimates L by sampling)."""
         return self._constants

@@ -137,7 +137,7 @@ def summarize(cfg, problem, result):
             "task": problem.function_class.describe(), "p": problem.p.tolist(),
             "F": problem.F.tolist(), "F_method": problem.moments.method,
             "F_error": problem.moments.error, "F_detail": problem.moments.detail,
-            "initial_loss": problem.system().loss(problem.S0),
+            "initial_loss": problem.initial_loss(),
             "N": problem.N,
             "include_query": problem.include_query,
             "parametrization": "separate" if problem.separate else "merged",

@@ -77,7 +77,7 @@ def point_row(cfg, overrides):
         problem = Problem.from_config(point_cfg)
         c = problem.constants()
         row.update(L=c.L, Delta=c.Delta, delta=c.delta, L_Delta_delta=c.L_Delta_delta, regime=c.regime,
-                   nondegenerate=c.nondegenerate, initial_loss=problem.system().loss(problem.S0))
+                   nondegenerate=c.nondegenerate, initial_loss=problem.initial_loss())
         result = solve(problem, point_cfg.training, progress=False)
         for kind, tr in result.trajectories.items():
             cr = tr.crossings
