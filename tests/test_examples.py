@@ -31,3 +31,11 @@ def test_quickstart_and_walkthrough(tmp_path):
                           env=ENV, capture_output=True, text=True, timeout=600)
     assert walk.returncode == 0, walk.stderr
     assert "✓ SymPy" in walk.stdout and (tmp_path / "derivation_K3.tex").exists()
+
+
+@pytest.mark.slow
+def test_variants_example_draws_every_variant(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "variants.py"), str(tmp_path)], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("finished") == 5 and (tmp_path / "variants.png").stat().st_size > 20_000

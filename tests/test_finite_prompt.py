@@ -155,6 +155,18 @@ def test_missing_query_sets_the_loss_floor_at_small_N():
                           np.zeros((3, 3)), 1e7).loss[-1] < 1e-5
 
 
+def test_query_in_softmax_caps_the_attention_at_the_expected_count_share():
+    """The query token's score is S_kk, tied to its own feature's tokens: trained long, the attention on
+    them tends to E[c_k / (c_k + 1)] (c_k ~ Binomial(N, p_k)), not to P(feature present)."""
+    from scipy.stats import binom
+    for N in (2, 8):
+        problem = make_problem(features={"kind": "simplex", "K": 3, "d": 2}, prompt={"N": N, "include_query": True})
+        tr = integrate_flow(problem.system(), problem.S0, 1e7)
+        c = np.arange(N + 1)
+        share = [(binom.pmf(c, N, pk) * c / (c + 1)).sum() for pk in problem.p]
+        np.testing.assert_allclose(np.diagonal(tr.final_attention), share, rtol=2e-3)
+
+
 def test_cost_does_not_grow_with_the_number_of_compositions():
     s = np.array([30.0, 0.0, -2.0, 1.0])
     h = finite_prompt.DEFAULT_STEP
