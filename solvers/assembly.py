@@ -116,12 +116,7 @@ def flow_rhs(y, G, Ms, p, logp, prompt):
 
 @njit(cache=True)
 def score_hessians(S, Ms, p, logp, prompt, Hs):
-    """Write ``Hs[k] = ∂Γ[:, k]/∂S[:, k] = p_k H⁽ᵏ⁾`` (Γ's columns depend only on their own scores).
-
-    Not with the query inside the softmax (no analytic Hessian there).
-    """
-    if prompt[0] > 0 and prompt[2] > 0:
-        raise ValueError("score_hessians: no analytic Hessian with the query inside the softmax")
+    """Write ``Hs[k] = ∂Γ[:, k]/∂S[:, k] = p_k H⁽ᵏ⁾`` (Γ's columns depend only on their own scores)."""
     K = S.shape[0]
     H = np.empty((K, K))
     a = np.empty(K)
@@ -130,7 +125,7 @@ def score_hessians(S, Ms, p, logp, prompt, Hs):
         for n in range(K):
             s[n] = S[n, k]
         if prompt[0] > 0:
-            finite_column_hessian(s, logp, Ms[k], int(prompt[0]), prompt[1], H)
+            finite_column_hessian(s, logp, Ms[k], int(prompt[0]), prompt[1], H, k if prompt[2] > 0 else -1)
         else:
             column_attention(s, logp, a)
             column_hessian(a, Ms[k], H)
@@ -141,7 +136,7 @@ def score_hessians(S, Ms, p, logp, prompt, Hs):
 
 @njit(cache=True)
 def flow_jacobian(y, G, Ms, p, logp, prompt):
-    """Jacobian of :func:`flow_rhs` with respect to the flattened state (not with the query in the softmax)."""
+    """Jacobian of :func:`flow_rhs` with respect to the flattened state."""
     K = G.shape[0]
     Hs = np.empty((K, K, K))
     score_hessians(y.reshape((K, K)), Ms, p, logp, prompt, Hs)

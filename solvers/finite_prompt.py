@@ -198,7 +198,7 @@ def finite_column(s, logp, M, N, h, g, att, query):
 
 
 @njit(cache=True)
-def finite_column_hessian(s, logp, M, N, h, H):
+def finite_column_hessian(s, logp, M, N, h, H, query):
     """Write the per-query Hessian ``∂²ℓ/∂s∂s`` at prompt length N into ``H``.
 
     Off the diagonal, the derivative in ``s_l`` of :func:`finite_column`'s rearranged
@@ -209,6 +209,13 @@ def finite_column_hessian(s, logp, M, N, h, H):
 
         ∂_l acc_j = −τx_l(a₄(X y_j − q) + a₃ b_j) + a₃ξ_l(y_j + X M_jl − 2y_l)
                     + a₂((M_jl − M_ll) η_l + w_j (M_jj − M_jl) ξ_l).
+
+    With the query in the softmax (``query = k``, M as in :func:`finite_column`) the
+    integrand is ``½τ³ e^{−τw_q} x_j T_j`` with
+    ``T_j = acc_j + w_q(a₂(X m_j − 2μ + y_j) + a₁ w_j(M_jj − m_j)) + w_q² a₁(m_j − M_qq)``
+    (``m = M[:K, K]``, ``μ = Σ x_m m_m``) for ``j ≠ k``; ``s_k`` moves both the tokens of
+    feature k and ``w_q = w_k``, whose share ``w_q ∂/∂w_q`` is added in column k.  Row
+    k follows from symmetry.
 
     The diagonal follows from shift invariance, ``H_jj = −Σ_{l≠j} H_jl``: computed
     directly it is a difference of O(M) terms and loses the tiny late-training values.
@@ -223,19 +230,24 @@ def finite_column_hessian(s, logp, M, N, h, H):
     eta = np.empty(K)
     b = np.empty(K)
     v_lo, J = _grid(s, N, h, w)
+    wq = w[query] if query >= 0 else 0.0
     for j in range(K):
         for l in range(K):
             H[j, l] = 0.0
     for step in range(J + 1):
         tau = math.exp(v_lo + step * h)
+        eq = math.exp(-tau * wq)
         logphi = _tilt(tau, w, logp, u)
-        a2, a3, a4 = _a(N, 2, logphi), _a(N, 3, logphi), _a(N, 4, logphi)
+        a1, a2, a3, a4 = _a(N, 1, logphi), _a(N, 2, logphi), _a(N, 3, logphi), _a(N, 4, logphi)
         X = 0.0
+        mu = 0.0
         for m in range(K):
             x[m] = w[m] * u[m]
             xi[m] = x[m] * (1.0 - tau * w[m])
             eta[m] = x[m] * w[m] * (2.0 - tau * w[m])
             X += x[m]
+            if query >= 0:
+                mu += x[m] * M[m, K]
         q = 0.0
         d = 0.0
         for n in range(K):
@@ -250,13 +262,33 @@ def finite_column_hessian(s, logp, M, N, h, H):
             d += M[n, n] * w[n] * x[n]
         for n in range(K):
             b[n] += w[n] * M[n, n] * X - d
-        c = 0.5 * tau * tau * tau * h
+        c = 0.5 * tau * tau * tau * h * eq
         for j in range(K):
+            if j == query:
+                continue
+            if query >= 0:
+                mj, Mqq = M[j, K], M[K, K]
+                lin = X * mj - 2.0 * mu + y[j]
+                q1 = wq * (a2 * lin + a1 * w[j] * (M[j, j] - mj))
+                q2 = wq * wq * a1 * (mj - Mqq)
             for l in range(K):
-                if l != j:
-                    H[j, l] += c * x[j] * (-tau * x[l] * (a4 * (X * y[j] - q) + a3 * b[j])
-                                           + a3 * xi[l] * (y[j] + X * M[j, l] - 2.0 * y[l])
-                                           + a2 * ((M[j, l] - M[l, l]) * eta[l] + w[j] * (M[j, j] - M[j, l]) * xi[l]))
+                if l == j:
+                    continue
+                dT = (-tau * x[l] * (a4 * (X * y[j] - q) + a3 * b[j])
+                      + a3 * xi[l] * (y[j] + X * M[j, l] - 2.0 * y[l])
+                      + a2 * ((M[j, l] - M[l, l]) * eta[l] + w[j] * (M[j, j] - M[j, l]) * xi[l]))
+                if query >= 0:
+                    dT += (wq * (-tau * x[l] * (a3 * lin + a2 * w[j] * (M[j, j] - mj))
+                                 + a2 * xi[l] * (mj - 2.0 * M[l, K] + M[j, l]))
+                           - tau * x[l] * wq * wq * a2 * (mj - Mqq))
+                    if l == query:      # the query's own weight w_q = w_k moves with s_k
+                        T = a3 * (X * y[j] - q) + a2 * b[j] + q1 + q2
+                        dT += -tau * wq * T + q1 + 2.0 * q2
+                H[j, l] += c * x[j] * dT
+    if query >= 0:
+        for l in range(K):
+            if l != query:
+                H[query, l] = H[l, query]
     for j in range(K):
         total = 0.0
         for l in range(K):

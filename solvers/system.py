@@ -11,21 +11,6 @@ from .columns import label_gap_stack
 from .gd import iterate_gd
 
 
-def central_differences(f, y, rel_step=1e-5):
-    """``∂f/∂y`` by central differences, step ``rel_step · max(1, |y_i|)``; columns are inputs."""
-    J = None
-    for i in range(y.size):
-        step = rel_step * max(1.0, abs(y[i]))
-        up, down = y.copy(), y.copy()
-        up[i] += step
-        down[i] -= step
-        column = (f(up) - f(down)) / (2 * step)
-        if J is None:
-            J = np.empty((column.size, y.size))
-        J[:, i] = column
-    return J
-
-
 def _as_matrix(name, value, K=None):
     A = np.ascontiguousarray(value, dtype=np.float64)
     if A.ndim != 2 or A.shape[0] != A.shape[1] or (K is not None and A.shape[0] != K):
@@ -52,8 +37,7 @@ class ScoreSystem:
     quadrature_step : step h of the log-time quadrature at finite N.
     include_query : the query token (value 0) sits in the softmax.  Its share of the
         attention is O(1/N), so at N = ∞ the dynamics are those without it; at finite N
-        the kernels take the augmented moment stack and the Jacobian comes from central
-        differences of the exact right-hand side (about 1e-9 of its largest entry).
+        the kernels take the augmented moment stack.
     """
 
     G: np.ndarray
@@ -126,29 +110,15 @@ class ScoreSystem:
         return self.kernels.flow_rhs(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args).reshape(self.K, self.K)
 
     def jacobian(self, S):
-        """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²).
-
-        Analytic, except with the query inside the softmax at finite N: there central
-        differences of the exact right-hand side (step 1e-5 relative).
-        """
-        y = self.flatten(S)
-        if not self.query_in_softmax:
-            return self.kernels.flow_jacobian(y, *self.args)
-        return central_differences(self.flat_rhs, y)
+        """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²); analytic at every N."""
+        return self.kernels.flow_jacobian(self.flatten(S), *self.args)
 
     def hessians(self, S):
-        """``Hs[k] = ∂Γ[:, k]/∂S[:, k]``, (K, K, K): Γ's columns depend only on their own scores.
-
-        Analytic, except with the query inside the softmax (central differences of Γ).
-        """
-        S = np.ascontiguousarray(S, dtype=np.float64)
-        if not self.query_in_softmax:
-            Hs = np.empty((self.K, self.K, self.K))
-            self.kernels.score_hessians(S, self.Ms, self.p, self.logp, self.prompt, Hs)
-            return Hs
-        J = central_differences(lambda y: self.gradient(y.reshape(self.K, self.K)).ravel(), S.ravel())
-        K = self.K
-        return np.stack([J[k::K, k::K] for k in range(K)])
+        """``Hs[k] = ∂Γ[:, k]/∂S[:, k]``, (K, K, K): Γ's columns depend only on their own scores."""
+        Hs = np.empty((self.K, self.K, self.K))
+        self.kernels.score_hessians(np.ascontiguousarray(S, dtype=np.float64), self.Ms, self.p, self.logp,
+                                    self.prompt, Hs)
+        return Hs
 
     # The flat interface the solvers run (shared with SeparateSystem and NoisySystem).
     state_is_scores = True
@@ -201,8 +171,7 @@ class ScoreSystem:
         self.rhs(S)
         self.jacobian(S)
         self.flat_event_values(S.ravel())
-        if not self.query_in_softmax:
-            self.hessians(S)
+        self.hessians(S)
         self.attention(S)
         iterate_gd(self, S, eta=1e-3, steps=1, n_out=2)
         return time.perf_counter() - start

@@ -42,7 +42,7 @@ def test_loss_gradient_and_attention_equal_enumeration(K, N, scale):
         assert np.all(g == 0)                # one token: the attention is one whatever the scores
     else:
         assert np.abs(g - ref_grad).max() <= 1e-10 * np.abs(ref_grad).max()
-    finite_prompt.finite_column_hessian(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, H)
+    finite_prompt.finite_column_hessian(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, H, -1)
     assert np.abs(H - ref_hess).max() <= 1e-10 * np.abs(ref_hess).max()
     assert error <= 1e-12 * max(1.0, abs(ref_loss))
 
@@ -51,7 +51,7 @@ def test_loss_gradient_and_attention_equal_enumeration(K, N, scale):
 @pytest.mark.parametrize("N", [1, 2, 5, 12])
 @pytest.mark.parametrize("scale", [0.5, 30.0])
 def test_query_in_softmax_equals_enumeration(K, N, scale):
-    """The query token (value 0) in the softmax: loss, gradient, E[A] against 40-digit enumeration, 1e-10."""
+    """The query token (value 0) in the softmax: loss, gradient, E[A], Hessian against 40-digit enumeration, 1e-10."""
     rng = np.random.default_rng(100 * K + N)
     p = rng.dirichlet(np.ones(K) * 2)
     W = rng.standard_normal((K, K + 1))
@@ -61,10 +61,13 @@ def test_query_in_softmax_equals_enumeration(K, N, scale):
     s[k] += scale
     g, att = np.empty(K), np.empty(K)
     loss, error = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att, k)
-    ref_loss, ref_grad, ref_att, _ = finite_prompt.enumerate_column_exact(s, p, M, N, query=k)
+    ref_loss, ref_grad, ref_att, ref_hess = finite_prompt.enumerate_column_exact(s, p, M, N, query=k)
     assert loss == pytest.approx(ref_loss, rel=1e-10)
     np.testing.assert_allclose(att, ref_att, rtol=1e-10, atol=1e-300)
     assert np.abs(g - ref_grad).max() <= 1e-10 * np.abs(ref_grad).max()
+    H = np.empty((K, K))
+    finite_prompt.finite_column_hessian(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, H, k)
+    assert np.abs(H - ref_hess).max() <= 1e-10 * np.abs(ref_hess).max()
     assert error <= 1e-12 * max(1.0, abs(ref_loss))
     assert ref_att.sum() < 1                  # the query keeps a share of the attention
     alone = np.empty(K)
@@ -73,8 +76,8 @@ def test_query_in_softmax_equals_enumeration(K, N, scale):
 
 
 def test_query_in_softmax_system_and_its_large_prompt_limit():
-    """ScoreSystem with the query in the softmax: the Jacobian (central differences) against
-    enumeration Hessians, and the dynamics tending to the query-free large-prompt limit like 1/N."""
+    """ScoreSystem with the query in the softmax: the analytic Jacobian against enumeration
+    Hessians, and the dynamics tending to the query-free large-prompt limit like 1/N."""
     K = 3
     problem = make_problem(features={"kind": "random-unit", "K": K, "d": 3, "seed": 2},
                            prompt={"N": 5, "include_query": True})
@@ -85,7 +88,7 @@ def test_query_in_softmax_system_and_its_large_prompt_limit():
         _, _, _, H = finite_prompt.enumerate_column_exact(S[:, k], system.p, system.Ms[k], 5, query=k)
         for m in range(K):
             ref[:, m * K + k] = -system.p[k] * np.outer(system.G @ H[:, m], system.G[k]).ravel()
-    assert np.abs(system.jacobian(S) - ref).max() <= 1e-8 * np.abs(ref).max()
+    assert np.abs(system.jacobian(S) - ref).max() <= 1e-10 * np.abs(ref).max()
     inf = ScoreSystem(system.G, system.F, system.p, include_query=True)
     assert not inf.query_in_softmax and inf.Ms.shape == (K, K, K)
     Ns = 2 ** np.arange(10, 16)         # here the query's O(1/N) nearly cancels the prompt's: start late

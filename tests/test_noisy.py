@@ -6,9 +6,8 @@ import pytest
 
 from solvers import ScoreSystem, full_model, integrate_flow
 from solvers.gd import iterate_state_gd
-from solvers.noisy import NoisySystem, query_noise_rule
+from solvers.noisy import NoisySystem, central_differences, query_noise_rule
 from solvers.sampled import train_sampled
-from solvers.system import central_differences
 
 from .conftest import make_problem
 
