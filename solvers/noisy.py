@@ -25,21 +25,6 @@ from functools import cached_property
 import numpy as np
 from scipy.special import log_softmax
 
-def central_differences(f, y, rel_step=1e-5):
-    """``∂f/∂y`` by central differences, step ``rel_step · max(1, |y_i|)``; columns are inputs."""
-    J = None
-    for i in range(y.size):
-        step = rel_step * max(1.0, abs(y[i]))
-        up, down = y.copy(), y.copy()
-        up[i] += step
-        down[i] -= step
-        column = (f(up) - f(down)) / (2 * step)
-        if J is None:
-            J = np.empty((column.size, y.size))
-        J[:, i] = column
-    return J
-
-
 MAX_TENSOR_NODES = 40_000
 MONTE_CARLO_SAMPLES = 20_000
 
@@ -82,8 +67,8 @@ class NoisySystem:
         d = 3, 14 at d = 4, …; Monte Carlo above 40000 tensor nodes).
 
     The state is ``Q.ravel()`` (d²); the flat interface is the one
-    :func:`solvers.integrate_flow` and :func:`solvers.gd.iterate_state_gd` run.  There is
-    no analytic Jacobian: the implicit solvers get central differences of the gradient.
+    :func:`solvers.integrate_flow` and :func:`solvers.gd.iterate_state_gd` run, with the
+    analytic Hessian (:meth:`hessian`) for the implicit solvers.
     """
 
     V: np.ndarray
@@ -135,6 +120,32 @@ class NoisySystem:
                 grad += self.sigma ** 2 * self.p[k] * (Jr * weights[:, None]).T @ X
         return loss, grad, A
 
+    def hessian(self, Q):
+        """``∂²ℒ/∂Q∂Q`` as a (d², d²) matrix on the row-major ``Q.ravel()``.
+
+        With ``db = dQ x``: ``dπ = D V db`` (``D = diag π − ππᵀ``), and
+        ``d(J r) = (Vᵀ E D V + J²) db =: P db`` where ``E = diag(u − πᵀu) − π uᵀ``,
+        ``u = V r``; so ``H = σ² Σ_k p_k E_ξq[P ⊗ x xᵀ]`` (Kronecker, row-major).
+        """
+        Q = np.asarray(Q, dtype=np.float64)
+        points, weights = self.rule[:2]
+        V, nu2, d = self.V, self.noise ** 2, self.d
+        logp = np.log(self.p)
+        H = np.zeros((d, d, d, d))
+        for k in range(self.K):
+            X = V[k] + points
+            b = X @ Q.T
+            pi = np.exp(log_softmax(b @ V.T + logp, axis=1))
+            r = pi @ V + nu2 * b - X
+            u = r @ V.T
+            DV = pi[:, :, None] * (V[None] - (pi @ V)[:, None, :])                    # (M, K, d)
+            J = np.einsum("nd,mne->mde", V, DV) + nu2 * np.eye(d)
+            EDV = ((u - np.einsum("mn,mn->m", pi, u)[:, None])[:, :, None] * DV
+                   - pi[:, :, None] * np.einsum("mn,mne->me", u, DV)[:, None, :])
+            P = np.einsum("nd,mne->mde", V, EDV) + J @ J
+            H += self.sigma ** 2 * self.p[k] * np.einsum("m,mia,mj,mb->ijab", weights, P, X, X, optimize=True)
+        return H.reshape(d * d, d * d)
+
     def loss_of(self, Q):
         return self._evaluate(np.asarray(Q, dtype=np.float64), gradient=False)[0]
 
@@ -171,7 +182,7 @@ class NoisySystem:
         return -self.gradient(y.reshape(self.d, self.d)).ravel()
 
     def flat_jacobian(self, y):
-        return central_differences(self.flat_rhs, y)
+        return -self.hessian(y.reshape(self.d, self.d))
 
     def flat_loss(self, y):
         return self.loss_of(y.reshape(self.d, self.d))

@@ -25,3 +25,18 @@ def random_system_arrays(K, d, seed):
 @pytest.fixture(scope="session")
 def simplex_sharp():
     return make_problem(features={"kind": "simplex", "K": 4, "d": 3}, task={"kind": "single-index", "L": 3.0})
+
+
+def central_differences(f, y, rel_step=1e-5):
+    """``∂f/∂y`` by central differences, step ``rel_step · max(1, |y_i|)``; columns are inputs."""
+    J = None
+    for i in range(y.size):
+        step = rel_step * max(1.0, abs(y[i]))
+        up, down = y.copy(), y.copy()
+        up[i] += step
+        down[i] -= step
+        column = (f(up) - f(down)) / (2 * step)
+        if J is None:
+            J = np.empty((column.size, y.size))
+        J[:, i] = column
+    return J

@@ -6,10 +6,10 @@ import pytest
 
 from solvers import ScoreSystem, full_model, integrate_flow
 from solvers.gd import iterate_state_gd
-from solvers.noisy import NoisySystem, central_differences, query_noise_rule
+from solvers.noisy import NoisySystem, query_noise_rule
 from solvers.sampled import train_sampled
 
-from .conftest import make_problem
+from .conftest import central_differences, make_problem
 
 
 def _case(K=3, d=3, seed=0):
@@ -37,6 +37,15 @@ def test_gradient_equals_finite_differences_of_the_loss():
     system = NoisySystem(V, p, sigma=1.0, noise=0.4)
     ref = central_differences(lambda y: np.array([system.flat_loss(y)]), Q.ravel(), rel_step=1e-6)[0]
     np.testing.assert_allclose(system.gradient(Q).ravel(), ref, rtol=0, atol=1e-8 * np.abs(ref).max())
+
+
+def test_hessian_equals_finite_differences_of_the_gradient():
+    V, p, Q = _case(K=4, d=3, seed=4)
+    system = NoisySystem(V, p, sigma=0.8, noise=0.3)
+    ref = central_differences(system.flat_rhs, Q.ravel(), rel_step=1e-6)
+    J = system.flat_jacobian(Q.ravel())
+    assert np.abs(J - ref).max() <= 1e-7 * np.abs(ref).max()
+    np.testing.assert_allclose(J, J.T, atol=1e-12 * np.abs(J).max())       # a Hessian
 
 
 def test_quadrature_against_monte_carlo_and_its_error_estimate():

@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 
 from solvers import ScoreSystem, full_model, integrate_flow, iterate_gd
-from solvers.noisy import central_differences
 from solvers.sampled import train_sampled
 from solvers.gd import iterate_state_gd
 from solvers.separate import SeparateSystem, lazy_start, random_factors
 
-from .conftest import make_problem, random_system_arrays
+from .conftest import central_differences, make_problem, random_system_arrays
 
 
 @pytest.mark.parametrize("N", [np.inf, 6])
