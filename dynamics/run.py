@@ -13,7 +13,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -90,6 +90,11 @@ def solve(problem: Problem, training, progress=True):
     return result
 
 
+def main_trajectory(result):
+    """The flow if there is one, else GD: what ``trajectory.npz`` holds."""
+    return result.trajectories.get("flow", result.trajectories.get("gd"))
+
+
 def versions():
     out = {"python": platform.python_version()}
     for name in ("attnflow", "numpy", "scipy", "numba", "sympy", "matplotlib"):
@@ -118,6 +123,17 @@ def trajectory_summary(tr, eta=None):
         out["iterations_attention_eps"] = {k: it(v) for k, v in out["t_attention_eps"].items()}
         out["iterations_loss_eps"] = {k: it(v) for k, v in out["t_loss_eps"].items()}
     return out
+
+
+def large_prompt_convergence(system, S, multiples=(1, 2, 4, 8)):
+    """How the loss at scores S approaches the large-prompt limit: ``|ℒ_{mN}(S) − ℒ_∞(S)|`` for the
+    given multiples of the system's N, and the fitted exponent of N (−1 for the 1/N law; None
+    when a gap is exactly 0)."""
+    limit = replace(system, N=np.inf).loss(S)
+    Ns = [int(m * system.N) for m in multiples]
+    gaps = [abs(replace(system, N=N).loss(S) - limit) for N in Ns]
+    exponent = float(np.polyfit(np.log(Ns), np.log(gaps), 1)[0]) if min(gaps) > 0 else None
+    return {"N": Ns, "loss_gap": gaps, "exponent": exponent}
 
 
 def summarize(cfg, problem, result):
@@ -154,7 +170,7 @@ def summarize(cfg, problem, result):
                             "softmax is O(1/N); give a finite N to see it"]
     if problem.noise > 0:
         system = problem.trained_system()
-        main = result.trajectories.get("flow", result.trajectories.get("gd"))
+        main = main_trajectory(result)
         summary["noise"] = {
             "scale": problem.noise, "query_noise_rule": system.rule[2],
             "quadrature_error_at_end": system.quadrature_error(main.state[-1].reshape(system.d, system.d)),
@@ -176,6 +192,9 @@ def summarize(cfg, problem, result):
                 finite_prompt.loss_and_gradient(tr.S[-1], problem.F, problem.p, problem.N, problem.quadrature_step,
                                                 problem.include_query)[2]
                 for tr in result.trajectories.values()),
+            "approach_to_large_prompt_limit": {
+                "at_start": large_prompt_convergence(problem.system(), problem.S0),
+                "at_end": large_prompt_convergence(problem.system(), main_trajectory(result).S[-1])},
         }
     if "flow" in result.trajectories:
         summary["flow"] = trajectory_summary(result.trajectories["flow"])
@@ -200,7 +219,7 @@ def write_outputs(out_dir, cfg, problem, result, plots=True):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     trs = result.trajectories
-    main = trs.get("flow", trs.get("gd"))
+    main = main_trajectory(result)
     # The trained state when it is not S: factors [W_K Vᵀ, W_Q Vᵀ] (separate), or Q (token noise).
     state_name = "Q" if problem.noise > 0 else "factors"
     save_trajectory(out / "trajectory.npz", main, state_name)

@@ -159,6 +159,8 @@ def test_run_with_a_finite_prompt_and_the_query_in_the_softmax(tmp_path, capsys)
     assert summary["problem"]["query_in_softmax"] and summary["flow"]["status"] == "finished"
     assert summary["finite_prompt"]["quadrature_error_at_end"] < 1e-12
     np.testing.assert_allclose(summary["finite_prompt"]["missing_query_probability"], (2 / 3) ** 8)
+    approach = summary["finite_prompt"]["approach_to_large_prompt_limit"]
+    assert approach["at_start"]["N"] == [8, 16, 32, 64] and approach["at_start"]["exponent"] == pytest.approx(-1, abs=0.15)
     attention = np.load(tmp_path / "a" / "trajectory.npz")["attention"]
     assert np.all(attention.sum(axis=1) < 1)                 # the query token keeps a share
     assert main(["run", str(cfg), "--out", str(tmp_path / "b"), "--quiet", "--set", "prompt.N=inf"]) == 0
