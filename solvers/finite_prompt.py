@@ -1,4 +1,4 @@
-"""Exact population dynamics for prompts of finite length N (query outside the softmax).
+"""Exact population dynamics for prompts of finite length N.
 
 For query k with scores s and label-gap moments M, prompt counts ``c ~ Multinomial(N, p)``
 and ``Z = Σ_m c_m w_m`` with ``w = e^s``, the per-query loss and its gradient are
@@ -21,6 +21,11 @@ after integration cancel identically instead.  The integrand has bumps at the sc
 integrated in ``v = log τ``, where it is smooth with double-exponential tails and
 the trapezoid rule converges exponentially; the difference between step h and 2h
 (every other node, free) is the reported error.
+
+The query token inside the softmax (value 0, weight ``w_q = w_k``) is one more token of
+count exactly 1: every integrand gains the factor ``e^{−τ w_q}`` and the terms where
+it is picked (one fewer falling factor ``a_r`` each).  The Hessian
+(:func:`finite_column_hessian`) differentiates the same integrands.
 """
 
 import math
@@ -113,8 +118,8 @@ def finite_column(s, logp, M, N, h, g, att, query):
     ``query = −1``: the softmax runs over the N context tokens, M is the K×K label-gap
     matrix.  ``query = k``: the query token (feature k, value 0) sits in the softmax
     too; M is then the (K+1)×(K+1) matrix of :func:`solvers.columns.label_gap_stack`
-    with ``include_query`` (last row: the query's gap ``−f_k``), and the query's own
-    score is ``s_k``, so its share of the gradient is added to ``g[k]``.
+    with ``include_query`` (last row: the query's gap ``−f_k``); the query's own score
+    is ``s_k``, and ``g[k]`` follows from shift invariance.
 
     Returns ``(loss, error)``: ``error`` bounds the quadrature error of the loss and of
     every gradient entry (the largest difference between steps h and 2h).

@@ -1,5 +1,6 @@
-"""Gradient flow through :func:`scipy.integrate.solve_ivp`: ``dS/dt = −G Γ(S) G`` or, for
-:class:`solvers.separate.SeparateSystem`, the flow of the separate key and query factors."""
+"""Gradient flow through :func:`scipy.integrate.solve_ivp`: ``dS/dt = −G Γ(S) G``, the flow of
+the separate key and query factors (:class:`solvers.separate.SeparateSystem`) or of the
+noisy d×d model (:class:`solvers.noisy.NoisySystem`)."""
 
 import math
 import time

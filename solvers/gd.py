@@ -87,11 +87,11 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         if code != GD_FINISHED:
             break
     wall = time.perf_counter() - start
-    return gd_trajectory(system, eta, eps, code, it, record_at[:n_rec], S_rec[:n_rec], loss_rec[:n_rec], S,
+    return _trajectory(system, eta, eps, code, it, record_at[:n_rec], S_rec[:n_rec], loss_rec[:n_rec], S,
                          attn_hits, loss_hits, increases, flips, score_limit, stop_loss, wall)
 
 
-def gd_trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last, attn_hits, loss_hits,
+def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last, attn_hits, loss_hits,
                   increases, flips, score_limit, stop_loss, wall, state=None):
     """The :class:`Trajectory` of a GD run from what its loop recorded (shared by every GD loop).
 
@@ -195,6 +195,6 @@ def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_los
     if code in (GD_NONFINITE, GD_SCORE_LIMIT):
         states.append(y.copy())            # the trajectory keeps the state that broke the run
     states = np.array(states)
-    return gd_trajectory(system, eta, eps, code, it, record_at[:n], system.scores_of(states[:n]),
+    return _trajectory(system, eta, eps, code, it, record_at[:n], system.scores_of(states[:n]),
                          np.array(loss_rec), system.scores_of(y)[0], attn_hits, loss_hits, increases, None,
                          score_limit, stop_loss, wall, state=states)

@@ -94,3 +94,13 @@ def test_sampled_training_of_both_matrices_tracks_the_reduced_gd():
     merged = iterate_gd(problem.system(), problem.S0, eta, steps, n_out=steps + 1).S[checkpoints]
     assert np.abs(merged - expected).max() > 10 * se.max()
     assert np.all(np.abs(mean - expected) <= 4 * se)
+
+
+def test_diverging_step_size_is_reported_with_the_state_that_broke_the_run():
+    V, F, p = random_system_arrays(3, 3, seed=2)
+    system = SeparateSystem(ScoreSystem(V @ V.T, F, p), 2)
+    start = [W @ V.T for W in random_factors(2, 3, 1.0, seed=1)]
+    tr = iterate_state_gd(system, start, eta=1e4, steps=100)
+    assert tr.status in ("score-limit", "non-finite") and not tr.success
+    assert len(tr.state) == len(tr.S) == len(tr.loss) and tr.counters["iterations"] < 100
+    np.testing.assert_allclose(system.scores_of(tr.state[-1])[0], tr.S[-1])
