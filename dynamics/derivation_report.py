@@ -7,7 +7,7 @@ are rounded to four significant digits for reading; the solvers use the exact on
 import numpy as np
 import sympy as sp
 
-from derivations import asymptotics, export, stages
+from derivations import asymptotics, export, stages, variants
 from derivations.codegen import module_path
 from solvers.columns import label_gap_stack
 
@@ -30,11 +30,14 @@ def derivation_blocks(problem, training=None):
     explicit = K <= EXPLICIT_MAX_K
     derivation = stages.derive(K)
     c = problem.constants()
+    variant_stages = _variant_stages(problem)
     blocks = [("h1", f"Score dynamics of softmax attention, K = {K}"),
               ("p", f"Configuration: $K = {K}$ features in $d = {problem.features.d}$ dimensions "
-                    f"({problem.features.kind}), task {problem.function_class.describe()}, large prompts "
-                    f"($N = \\infty$). " + ("Every equation is shown in full." if explicit else
-                                            "Equations are shown in indexed form (full form for $K \\le 3$)."))]
+                    f"({problem.features.kind}), task {problem.function_class.describe()}, {_model_words(problem)}. "
+                    + ("Every equation is shown in full." if explicit else
+                       "Equations are shown in indexed form (full form for $K \\le 3$).")
+                    + (" The derivation starts from the merged matrix and large prompts; the sections on this "
+                       "configuration's variants follow it." if variant_stages else ""))]
     for st in derivation.stages:
         indexed = st.data.get("indexed")
         blocks += export.stage_blocks(st, None if explicit or indexed is None else indexed)
@@ -44,8 +47,16 @@ def derivation_blocks(problem, training=None):
             blocks += [("eq", f"H_{{{i + 1}{j + 1}}} = " + sp.latex(sp.factor(H[i, j])))
                        for i in range(K) for j in range(i, K)]
 
-    blocks += [("h2", "This configuration"),
-               ("p", "Gram matrix $G = VV^\\top$, moments $F$ (" + problem.moments.method
+    for st in variant_stages:
+        blocks += export.stage_blocks(st)
+
+    blocks += [("h2", "This configuration")]
+    if variant_stages:
+        blocks.append(("p", "The numbers below enter the merged large-prompt equations; for this configuration's "
+                            "variants the solvers take the same $G$, $F$ and $p$ into the forms of the sections "
+                            "above, and the early- and late-phase estimates are those of the merged large-prompt "
+                            "flow."))
+    blocks += [("p", "Gram matrix $G = VV^\\top$, moments $F$ (" + problem.moments.method
                 + (f", error $\\le {problem.moments.error:.1e}$" if problem.moments.error else "")
                 + ") and feature probabilities $p$:")]
     if K <= MATRIX_MAX_K:
@@ -75,6 +86,32 @@ def derivation_blocks(problem, training=None):
                      f"elimination, into a Numba module: `{path}`. Every parameter ($G$, $F$, $p$, $\\eta$) is a runtime "
                      f"argument, so one module serves every problem with $K = {K}$.")]
     return blocks
+
+
+def _model_words(problem):
+    """The prompt and parameter model of the configuration, in words."""
+    words = ["large prompts ($N = \\infty$)" if not np.isfinite(problem.N) else f"prompts of length $N = {int(problem.N)}$"]
+    if problem.include_query:
+        words.append("the query inside the softmax")
+    if problem.separate:
+        words.append(f"separate key and query matrices ($h = {problem.factors[0].shape[0]}$)")
+    if problem.noise > 0:
+        words.append(f"token noise $\\nu = {problem.noise:g}$")
+    return ", ".join(words)
+
+
+def _variant_stages(problem):
+    """The derivation stages of the variants this configuration uses, in the order of the pipeline."""
+    out = []
+    if np.isfinite(problem.N):
+        out.append(variants.finite_prompt())
+    if problem.include_query:
+        out.append(variants.query_in_softmax())
+    if problem.separate:
+        out.append(variants.separate_matrices())
+    if problem.noise > 0:
+        out.append(variants.token_noise())
+    return out
 
 
 def _explicit_equations(problem, derivation):

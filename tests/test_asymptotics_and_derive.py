@@ -107,9 +107,27 @@ def test_derive_uses_indexed_form_for_large_K(tmp_path, capsys):
     assert "constants are not derived" in text
 
 
-def test_derive_latex_is_a_standalone_document(tmp_path):
+def test_derive_shows_the_configured_variants_with_their_checks(tmp_path, capsys):
+    cfg = tmp_path / "v.toml"
+    cfg.write_text('[features]\nkind = "simplex"\nK = 3\nd = 2\n[prompt]\nN = 6\ninclude_query = true\n'
+                   '[model]\nparametrization = "separate"\ninit_scale = 0.3\n')
+    assert main(["derive", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    assert "prompts of length $N = 6$, the query inside the softmax, separate key and query matrices" in text
+    sections = ["Prompts of finite length N", "The query inside the softmax", "Separate key and query matrices"]
+    assert all(f"## {name}" in text for name in sections) and "## Token noise" not in text
+    assert text.count("SymPy verified") >= 10
+    (tmp_path / "n.toml").write_text('[task]\nkind = "linear"\n[prompt]\nnoise = 0.1\n')
+    assert main(["derive", str(tmp_path / "n.toml")]) == 0
+    text = capsys.readouterr().out
+    assert "## Token noise" in text and "## Prompts of finite length N" not in text
+
+
+@pytest.mark.parametrize("variant", ["", '[prompt]\nN = 6\ninclude_query = true\nnoise = 0.0\n'
+                                         '[model]\nparametrization = "separate"\ninit_scale = 0.3\n'])
+def test_derive_latex_is_a_standalone_document(tmp_path, variant):
     cfg = tmp_path / "k3.toml"
-    cfg.write_text('[features]\nkind = "simplex"\nK = 3\nd = 2\n[task]\nkind = "linear"\nsigma = 0.5\n')
+    cfg.write_text('[features]\nkind = "simplex"\nK = 3\nd = 2\n[task]\nkind = "linear"\nsigma = 0.5\n' + variant)
     out = tmp_path / "k3.tex"
     assert main(["derive", str(cfg), "--format", "latex", "--out", str(out)]) == 0
     tex = out.read_text()

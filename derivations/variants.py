@@ -1,0 +1,145 @@
+"""The model variants' derivations, as :class:`derivations.stages.Stage` objects with SymPy checks.
+
+- :func:`finite_prompt`: exact expectations over prompts of length N by one-dimensional
+  integrals (the route of :mod:`solvers.finite_prompt`);
+- :func:`query_in_softmax`: the query token (value 0) inside the softmax;
+- :func:`separate_matrices`: ``Q = W_Kᵀ W_Q`` trained as two factors (:mod:`solvers.separate`);
+- :func:`token_noise`: Gaussian token noise, the tilting identities behind :mod:`solvers.noisy`.
+
+Each check is made on a small instance where SymPy can do it exactly.
+"""
+
+from itertools import product
+
+import sympy as sp
+
+from .stages import Stage, _is_zero
+
+
+def _compositions(N, K):
+    return [c for c in product(range(N + 1), repeat=K) if sum(c) == N]
+
+
+def finite_prompt():
+    tau, Z = sp.Symbol("tau", positive=True), sp.Symbol("Z", positive=True)
+    checks = []
+    for r in (1, 2, 3):
+        integral = sp.integrate(tau ** (r - 1) * sp.exp(-tau * Z), (tau, 0, sp.oo)) / sp.gamma(r)
+        assert _is_zero(integral - Z ** -r)
+    checks.append("$\\Gamma(r)^{-1}\\int_0^\\infty \\tau^{r-1} e^{-\\tau Z} d\\tau = Z^{-r}$ for $r = 1, 2, 3$")
+    # Tilted multinomial moments, by enumerating the compositions of N = 4 into K = 3 counts.
+    N, K = 4, 3
+    u = sp.symbols("u_1:4", positive=True)
+    Phi = sum(u)
+
+    def tilted(weight):
+        return sp.expand(sum(sp.factorial(N) / sp.prod([sp.factorial(x) for x in c])
+                             * sp.prod([ui ** x for ui, x in zip(u, c)]) * weight(c) for c in _compositions(N, K)))
+
+    def a(r):
+        return sp.ff(N, r) * Phi ** (N - r)
+    assert _is_zero(tilted(lambda c: c[0] * c[1]) - sp.expand(a(2) * u[0] * u[1]))
+    assert _is_zero(tilted(lambda c: c[0] ** 2) - sp.expand(a(2) * u[0] ** 2 + a(1) * u[0]))
+    assert _is_zero(tilted(lambda c: c[0] ** 2 * c[1]) - sp.expand(a(3) * u[0] ** 2 * u[1] + a(2) * u[0] * u[1]))
+    checks.append("the tilted moments $E[c_j c_m e^{-\\tau Z}]$ and $E[c_j^2 c_m e^{-\\tau Z}]$ equal the "
+                  "falling-factorial forms, by enumerating the compositions of $N = 4$ into 3 counts")
+    eqs = [r"Z = \sum_m c_m w_m, \quad w_m = e^{s_m}, \qquad \frac{1}{Z^r} = \frac{1}{\Gamma(r)}\int_0^\infty "
+           r"\tau^{r-1} e^{-\tau Z}\, d\tau",
+           r"E\Big[\prod_m u_m^{c_m}\Big] = \Big(\sum_m p_m u_m\Big)^N, \qquad "
+           r"E[c_j c_m e^{-\tau Z}] = a_2 u_j u_m + \delta_{jm} a_1 u_j",
+           r"u_m = p_m e^{-\tau w_m}, \quad \Phi = \sum_m u_m, \quad a_r = N(N-1)\cdots(N-r+1)\, \Phi^{N-r}",
+           r"\ell = \tfrac12 \int_0^\infty \tau \,(a_2\, x^\top M x + a_1 \textstyle\sum_n M_{nn} w_n x_n)\, d\tau, "
+           r"\quad x = w \circ u",
+           r"g_j = \tfrac12\int_0^\infty \tau^2\, x_j \sum_m x_m \big[a_3 (y_j - y_m) + a_2\big((M_{jm} - M_{mm}) w_m "
+           r"+ (M_{jj} - M_{jm}) w_j\big)\big] d\tau, \quad y = M x"]
+    text = ("For a prompt of length $N$ the counts are multinomial and the attention random. Writing the inverse "
+            "powers of the softmax denominator as integrals and the count moments through the generating function "
+            "turns every expectation over prompts into a one-dimensional integral costing $O(K^2)$ per node, "
+            "whatever the number of compositions of $N$. The gradient is written as "
+            "$\\sum_{m,l} A_j A_m A_l (M_{jl} - M_{ml})$, whose integrand sums to zero over $j$ identically, so "
+            "late-training gradients keep their relative accuracy; the Hessian differentiates it, with the diagonal "
+            "from shift invariance. `solvers/finite_prompt.py` integrates in $\\log\\tau$ by the trapezoid rule.")
+    return Stage("finite_prompt", "Prompts of finite length N", text, eqs, checks)
+
+
+def query_in_softmax(K=3):
+    A = sp.symbols(f"A_1:{K + 1}", positive=True)
+    f = sp.symbols(f"f_1:{K + 1}", real=True)
+    k = 0
+    A_q = 1 - sum(A)                                   # the query's own share
+    y_hat = sum(An * fn for An, fn in zip(A, f)) + A_q * 0
+    error = sum(An * (fn - f[k]) for An, fn in zip(A, f)) - A_q * f[k]
+    checks = []
+    assert _is_zero(y_hat - f[k] - error)
+    checks.append(f"$\\hat y - f_k = \\sum_n A_n (f_n - f_k) - A_q f_k$ when $\\sum_n A_n + A_q = 1$ ($K = {K}$)")
+    # The augmented moments: E[(f_n − f_k)(−f_k)] and E[f_k²] through E[f_a f_b] = F_ab.
+    F = sp.Matrix(K, K, lambda i, j: sp.Symbol(f"F_{min(i, j) + 1}{max(i, j) + 1}", real=True))
+
+    def expectation(expr):
+        expr = sp.expand(expr)
+        return expr.subs({f[i] * f[j]: F[i, j] for i in range(K) for j in range(K) if i != j}
+                         ).subs({f[i] ** 2: F[i, i] for i in range(K)})
+    n = 1
+    assert _is_zero(expectation((f[n] - f[k]) * (-f[k])) - (F[k, k] - F[n, k]))
+    assert _is_zero(expectation(f[k] ** 2) - F[k, k])
+    checks.append("$E[(f_n - f_k)(-f_k)] = F_{kk} - F_{nk}$ and $E[f_k^2] = F_{kk}$ from $E[f_a f_b] = F_{ab}$")
+    eqs = [r"\hat y = \frac{\sum_i y_i e^{s_i} + 0\cdot e^{S_{kk}}}{\sum_i e^{s_i} + e^{S_{kk}}}, \qquad "
+           r"\hat y - f_k = \sum_n A_n (f_n - f_k) - A_q f_k",
+           r"\tilde M^{(k)} = \begin{pmatrix} M^{(k)} & m \\ m^\top & F_{kk} \end{pmatrix}, \quad "
+           r"m_n = F_{kk} - F_{nk}"]
+    text = ("The query token, value 0, joins the softmax with its own score $S_{kk}$, the score of its feature's "
+            "tokens. The error gains the entry $-f_k$ with weight $A_q$, so each label-gap matrix gains a row and "
+            "column and the loss depends on $F$, not only on label gaps. At finite $N$ the query is a token of count "
+            "exactly 1: every integrand gains $e^{-\\tau w_k}$ and the terms where it is picked. Its share is "
+            "$O(1/N)$, so the large-prompt limit is the one without it. Because $S_{kk}$ also sets the query's "
+            "weight, the attention on the query's own feature cannot pass $E[c_k/(c_k+1)]$.")
+    return Stage("query_in_softmax", "The query inside the softmax", text, eqs, checks)
+
+
+def separate_matrices(K=2, d=2, h=2):
+    V = sp.Matrix(K, d, lambda n, i: sp.Symbol(f"v_{n + 1}{i + 1}", real=True))
+    WK = sp.Matrix(h, d, lambda a, i: sp.Symbol(f"k_{a + 1}{i + 1}", real=True))
+    WQ = sp.Matrix(h, d, lambda a, i: sp.Symbol(f"q_{a + 1}{i + 1}", real=True))
+    Gamma = sp.Matrix(K, K, lambda n, k: sp.Symbol(f"Gamma_{n + 1}{k + 1}", real=True))
+    S = V * WK.T * WQ * V.T
+    # ℒ enters only through S; to first order ℒ = Σ Γ_nk S_nk with Γ = ∂ℒ/∂S.
+    loss = sum(Gamma[n, k] * S[n, k] for n in range(K) for k in range(K))
+    grad_K = sp.Matrix(h, d, lambda a, i: sp.diff(loss, WK[a, i]))
+    grad_Q = sp.Matrix(h, d, lambda a, i: sp.diff(loss, WQ[a, i]))
+    assert all(_is_zero(e) for e in grad_K - WQ * V.T * Gamma.T * V)
+    assert all(_is_zero(e) for e in grad_Q - WK * V.T * Gamma * V)
+    checks = [f"$\\nabla_{{W_K}}\\mathcal{{L}} = W_Q V^\\top \\Gamma^\\top V$ and "
+              f"$\\nabla_{{W_Q}}\\mathcal{{L}} = W_K V^\\top \\Gamma V$ for $K = {K}$, $d = {d}$, $h = {h}$ with "
+              "every entry a symbol"]
+    eqs = [r"Q = W_K^\top W_Q, \quad B = W_K V^\top,\ C = W_Q V^\top \in \mathbb{R}^{h\times K}, \quad S = B^\top C",
+           r"\dot B = -C\,\Gamma^\top G, \qquad \dot C = -B\,\Gamma\, G",
+           r"\dot S = -G\Gamma\, C^\top C - B^\top B\, \Gamma G"]
+    text = ("With separate key and query matrices the loss still depends on them only through $S$, so the "
+            "reduced factors $B$ and $C$ form a closed, exact system of $2hK$ equations (the parts of $W_K$, $W_Q$ "
+            "outside the features' span never move). $B = C = 0$ is stationary: training starts from a random "
+            "initialisation. The lazy start $B_0 = \\alpha[V^\\top; 0]$, $C_0 = \\alpha[0; V^\\top]$ has "
+            "$S_0 = 0$ and $B_0^\\top B_0 = C_0^\\top C_0 = \\alpha^2 G$: in the time $2\\alpha^2 t$ it follows the "
+            "merged flow $\\dot S = -G\\Gamma G$, with an error $O(\\alpha^{-4})$.")
+    return Stage("separate_matrices", "Separate key and query matrices", text, eqs, checks)
+
+
+def token_noise():
+    xi, v, b = sp.symbols("xi v b", real=True)
+    nu = sp.Symbol("nu", positive=True)
+    density = sp.exp(-xi ** 2 / (2 * nu ** 2)) / (sp.sqrt(2 * sp.pi) * nu)
+    tilt = sp.exp(v * b + nu ** 2 * b ** 2 / 2)
+    zeroth = sp.integrate(sp.exp((v + xi) * b) * density, (xi, -sp.oo, sp.oo))
+    first = sp.integrate((v + xi) * sp.exp((v + xi) * b) * density, (xi, -sp.oo, sp.oo))
+    assert _is_zero(zeroth - tilt) and _is_zero(first - (v + nu ** 2 * b) * tilt)
+    checks = ["$E_\\xi[e^{(v+\\xi) b}] = e^{vb + \\nu^2 b^2/2}$ and $E_\\xi[(v+\\xi) e^{(v+\\xi) b}] = "
+              "(v + \\nu^2 b)\\, e^{vb + \\nu^2 b^2/2}$ by integration (one coordinate; coordinates are independent)"]
+    eqs = [r"x = v_n + \xi, \quad \xi \sim N(0, \nu^2 I), \quad b = Q x_q",
+           r"\hat y \to w^\top\big(V^\top \pi + \nu^2 b\big), \quad \pi = \mathrm{softmax}(V b + \log p) "
+           r"\quad (N \to \infty,\ f(x) = w^\top x)",
+           r"\mathcal{L}(Q) = \tfrac12 \sigma^2 \sum_k p_k\, E_{\xi_q} \big\| V^\top\pi + \nu^2 b - x_q \big\|^2, "
+           r"\quad x_q = v_k + \xi_q"]
+    text = ("With noise the scores no longer close on the feature set, so the model is the full $d\\times d$ $Q$. "
+            "In the large-prompt limit the prediction is a ratio of expectations over one token; for Gaussian "
+            "noise both are tilted Gaussians, and the common factor $e^{\\nu^2 |b|^2/2}$ cancels. Only the query's "
+            "own noise is left to integrate (Gauss–Hermite, or Monte Carlo with its standard error).")
+    return Stage("token_noise", "Token noise", text, eqs, checks)
