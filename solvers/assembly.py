@@ -34,6 +34,12 @@ from .finite_prompt import finite_attention, finite_column, finite_column_hessia
 
 
 @njit(cache=True)
+def _query(prompt, k):
+    """The ``query`` argument of the finite-prompt columns: k if the query token is in the softmax, else −1."""
+    return k if prompt[2] > 0 else -1
+
+
+@njit(cache=True)
 def attention(S, logp, prompt):
     """Total attention ``A[n, k]`` of query k on feature n (its expectation over prompts at finite N)."""
     K = S.shape[0]
@@ -44,7 +50,7 @@ def attention(S, logp, prompt):
         for n in range(K):
             s[n] = S[n, k]
         if prompt[0] > 0:
-            finite_attention(s, logp, int(prompt[0]), prompt[1], a, k if prompt[2] > 0 else -1)
+            finite_attention(s, logp, int(prompt[0]), prompt[1], a, _query(prompt, k))
         else:
             column_attention(s, logp, a)
         for n in range(K):
@@ -70,7 +76,7 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
             s[n] = S[n, k]
         M = Ms[k]
         if prompt[0] > 0:
-            value = finite_column(s, logp, M, int(prompt[0]), prompt[1], g, a, k if prompt[2] > 0 else -1)[0]
+            value = finite_column(s, logp, M, int(prompt[0]), prompt[1], g, a, _query(prompt, k))[0]
         else:
             column_attention(s, logp, a)
             value = column_loss_gradient(a, M, g)
@@ -125,7 +131,7 @@ def score_hessians(S, Ms, p, logp, prompt, Hs):
         for n in range(K):
             s[n] = S[n, k]
         if prompt[0] > 0:
-            finite_column_hessian(s, logp, Ms[k], int(prompt[0]), prompt[1], H, k if prompt[2] > 0 else -1)
+            finite_column_hessian(s, logp, Ms[k], int(prompt[0]), prompt[1], H, _query(prompt, k))
         else:
             column_attention(s, logp, a)
             column_hessian(a, Ms[k], H)

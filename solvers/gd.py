@@ -149,7 +149,8 @@ def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_los
     for :class:`solvers.noisy.NoisySystem` ``Q ← Q − η∇ℒ(Q)``.  Same records, crossings
     and statuses as :func:`iterate_gd` (a Python loop around the system's compiled or
     vectorised pieces; oscillations are not counted); ``state`` holds the recorded
-    states, and ``score_limit`` applies to the scores ``scores_of(y)``.
+    states, and ``score_limit`` applies to the scores ``scores_of(y)``.  Each iteration
+    makes one ``flat_event_values_and_rhs`` call: the loss, the attention gap and the step.
     """
     _validate(eta, steps)
     y = system.flatten(start).copy()
@@ -163,7 +164,7 @@ def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_los
     report_every = max(1, steps // 50)
     clock = time.perf_counter()
     while True:
-        gap, log_loss = system.flat_event_values(y)
+        gap, log_loss, rhs = system.flat_event_values_and_rhs(y)
         L = math.exp(log_loss)
         if not math.isfinite(log_loss):
             code = GD_NONFINITE
@@ -180,7 +181,7 @@ def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_los
             break
         if it >= steps:
             break
-        y += eta * system.flat_rhs(y)
+        y += eta * rhs
         it += 1
         if progress is not None and it % report_every == 0:
             progress(it / steps)

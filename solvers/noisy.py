@@ -101,24 +101,37 @@ class NoisySystem:
         """``(points, weights, name)`` of the query-noise expectation."""
         return query_noise_rule(self.d, self.noise, self.nodes)
 
+    @cached_property
+    def logp(self):
+        return np.log(self.p)
+
+    def _forward(self, Q, k, points):
+        """Queries ``X = v_k + ξ`` at the rule's points, ``b = Q x``, the attention π and the residual r."""
+        X = self.V[k] + points                                  # (M, d)
+        b = X @ Q.T
+        pi = np.exp(log_softmax(b @ self.V.T + self.logp, axis=1))   # (M, K)
+        return X, b, pi, pi @ self.V + self.noise ** 2 * b - X
+
     def _evaluate(self, Q, rule=None, gradient=True):
         """Loss, gradient (d×d) and attention (K×K) at Q under a quadrature rule."""
         points, weights = (rule or self.rule)[:2]
-        V, nu2 = self.V, self.noise ** 2
-        logp = np.log(self.p)
         loss, grad, A = 0.0, np.zeros((self.d, self.d)), np.empty((self.K, self.K))
         for k in range(self.K):
-            X = V[k] + points                                   # queries (M, d)
-            b = X @ Q.T                                         # b = Q x
-            pi = np.exp(log_softmax(b @ V.T + logp, axis=1))   # (M, K)
-            r = pi @ V + nu2 * b - X
+            X, b, pi, r = self._forward(Q, k, points)
             loss += 0.5 * self.sigma ** 2 * self.p[k] * weights @ np.einsum("md,md->m", r, r)
             A[:, k] = weights @ pi
             if gradient:
-                u = r @ V.T                                     # (V r)_n
-                Jr = (pi * (u - np.einsum("mn,mn->m", pi, u)[:, None])) @ V + nu2 * r
+                u = r @ self.V.T                                # (V r)_n
+                Jr = (pi * (u - np.einsum("mn,mn->m", pi, u)[:, None])) @ self.V + self.noise ** 2 * r
                 grad += self.sigma ** 2 * self.p[k] * (Jr * weights[:, None]).T @ X
         return loss, grad, A
+
+    @staticmethod
+    def _event_values(loss, A):
+        """``(max_k log(1 − A_kk), log ℒ)``; 1 − A_kk as a sum of positive terms, exact near one."""
+        A = A.copy()
+        np.fill_diagonal(A, 0.0)
+        return float(np.log(A.sum(axis=0).max())), math.log(max(loss, 1e-300))
 
     def hessian(self, Q):
         """``∂²ℒ/∂Q∂Q`` as a (d², d²) matrix on the row-major ``Q.ravel()``.
@@ -130,13 +143,9 @@ class NoisySystem:
         Q = np.asarray(Q, dtype=np.float64)
         points, weights = self.rule[:2]
         V, nu2, d = self.V, self.noise ** 2, self.d
-        logp = np.log(self.p)
         H = np.zeros((d, d, d, d))
         for k in range(self.K):
-            X = V[k] + points
-            b = X @ Q.T
-            pi = np.exp(log_softmax(b @ V.T + logp, axis=1))
-            r = pi @ V + nu2 * b - X
+            X, b, pi, r = self._forward(Q, k, points)
             u = r @ V.T
             DV = pi[:, :, None] * (V[None] - (pi @ V)[:, None, :])                    # (M, K, d)
             J = np.einsum("nd,mne->mde", V, DV) + nu2 * np.eye(d)
@@ -161,14 +170,10 @@ class NoisySystem:
         if name.startswith("Gauss"):
             finer = query_noise_rule(self.d, self.noise, (self.nodes or default_nodes(self.d)) + 4)
             return abs(self._evaluate(Q, finer, gradient=False)[0] - self.loss_of(Q))
-        terms = []
-        for k in range(self.K):     # per-sample loss, for the standard error of the mean
-            X = self.V[k] + points
-            b = X @ Q.T
-            pi = np.exp(log_softmax(b @ self.V.T + np.log(self.p), axis=1))
-            r = pi @ self.V + self.noise ** 2 * b - X
-            terms.append(0.5 * self.sigma ** 2 * self.p[k] * np.einsum("md,md->m", r, r))
-        per_sample = np.sum(terms, axis=0)
+        per_sample = 0.0            # per-sample loss, for the standard error of the mean
+        for k in range(self.K):
+            r = self._forward(Q, k, points)[3]
+            per_sample = per_sample + 0.5 * self.sigma ** 2 * self.p[k] * np.einsum("md,md->m", r, r)
         return float(per_sample.std(ddof=1) / math.sqrt(len(per_sample)))
 
     # flat interface
@@ -193,8 +198,12 @@ class NoisySystem:
     def flat_event_values(self, y):
         """``(max_k log(1 − A_kk), log ℒ)``."""
         loss, _, A = self._evaluate(y.reshape(self.d, self.d), gradient=False)
-        np.fill_diagonal(A, 0.0)            # 1 − A_kk as a sum of positive terms, exact near one
-        return float(np.log(A.sum(axis=0).max())), math.log(max(loss, 1e-300))
+        return self._event_values(loss, A)
+
+    def flat_event_values_and_rhs(self, y):
+        """:meth:`flat_event_values` and :meth:`flat_rhs` from one evaluation (the GD loop needs both)."""
+        loss, grad, A = self._evaluate(y.reshape(self.d, self.d))
+        return (*self._event_values(loss, A), -grad.ravel())
 
     def scores_of(self, Y):
         """Scores ``V Q Vᵀ`` (T, K, K) of states Y (T, d²)."""

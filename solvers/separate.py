@@ -107,14 +107,26 @@ class SeparateSystem:
         S = B.T @ C
         return B, C, S, self.scores.gradient(S)
 
-    def flat_rhs(self, y):
-        B, C, _, Gamma = self._parts(y)
+    def _rhs(self, B, C, Gamma):
+        """``[−CΓᵀG, −BΓG]`` flattened."""
         G = self.scores.G
         return np.concatenate([-(C @ Gamma.T @ G).ravel(), -(B @ Gamma @ G).ravel()])
+
+    def flat_rhs(self, y):
+        B, C, _, Gamma = self._parts(y)
+        return self._rhs(B, C, Gamma)
 
     def flat_event_values(self, y):
         B, C = self.split(y)
         return self.scores.flat_event_values((B.T @ C).ravel())
+
+    def flat_event_values_and_rhs(self, y):
+        """:meth:`flat_event_values` and :meth:`flat_rhs` from one kernel call (the GD loop needs both)."""
+        B, C = self.split(y)
+        sc = self.scores
+        Gamma = np.empty((self.K, self.K))
+        loss, gap = sc.kernels.loss_gradient_gap(B.T @ C, sc.Ms, sc.p, sc.logp, sc.prompt, Gamma)
+        return gap, math.log(max(loss, 1e-300)), self._rhs(B, C, Gamma)
 
     def flat_jacobian(self, y):
         """Analytic Jacobian of :meth:`flat_rhs`, (2hK, 2hK).
