@@ -16,12 +16,17 @@ The class is ``f(x) = expr(x0, …, x{d−1}; θ)`` with independent random para
 * Monte Carlo is done by the function class in :mod:`dynamics` with the sampler here.
 """
 
+import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
 from scipy import special
+
+from .safe_expression import UnsafeExpression, build, build_number, check_name
+
+MAX_PARAMETER = 1e6      # magnitude of a parameter's mean, bounds or value
 
 _DIST = re.compile(r"^\s*(normal|uniform)\s*\(\s*([^,()]+)\s*,\s*([^,()]+)\s*\)\s*$")
 
@@ -74,15 +79,20 @@ class Parameter:
 
 def parse_parameter(name, spec):
     """``"normal(0, 1)"``, ``"uniform(-1, 1)"`` or a number; raises ValueError naming what is wrong."""
+    check_name(name)
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if not abs(spec) <= MAX_PARAMETER:
+            raise ValueError(f"expected a finite number of magnitude ≤ {MAX_PARAMETER:g}, got {spec!r}")
         return Parameter(name, "fixed", float(spec))
     m = _DIST.match(spec) if isinstance(spec, str) else None
     if not m:
         raise ValueError(f"expected a number, \"normal(mean, std)\" or \"uniform(low, high)\", got {spec!r}")
     try:
-        a, b = float(sp.sympify(m.group(2))), float(sp.sympify(m.group(3)))
-    except (TypeError, ValueError, sp.SympifyError):
-        raise ValueError(f"the arguments of {spec!r} must be numbers") from None
+        a, b = build_number(m.group(2)), build_number(m.group(3))
+    except UnsafeExpression as e:
+        raise ValueError(f"the arguments of {spec!r} must be numbers: {e}") from None
+    if max(abs(a), abs(b)) > MAX_PARAMETER:
+        raise ValueError(f"the arguments of {spec!r} must be at most {MAX_PARAMETER:g} in magnitude")
     if m.group(1) == "normal" and not b > 0:
         raise ValueError(f"normal needs a positive standard deviation, got {b:g}")
     if m.group(1) == "uniform" and not b > a:
@@ -91,19 +101,16 @@ def parse_parameter(name, spec):
 
 
 def parse_expression(text, d, names):
-    """SymPy expression in ``x0 … x{d−1}`` and the parameter names; ValueError if anything else appears."""
-    xs = sp.symbols(f"x0:{d}", real=True)
-    params = sp.symbols(names, real=True) if names else ()
-    params = (params,) if isinstance(params, sp.Symbol) else tuple(params)
-    local = {str(s): s for s in xs + params}
-    try:
-        expr = sp.sympify(text, locals=local)
-    except (sp.SympifyError, SyntaxError, TypeError):
-        raise ValueError(f"cannot parse {text!r} as a SymPy expression") from None
-    unknown = expr.free_symbols - set(xs) - set(params)
-    if unknown:
-        raise ValueError(f"unknown symbol(s) {', '.join(sorted(map(str, unknown)))}: use x0..x{d - 1} "
-                         f"and the names in task.parameters")
+    """SymPy expression in ``x0 … x{d−1}`` and the parameter names; ValueError if anything else appears.
+
+    The text is never evaluated as Python: :mod:`derivations.safe_expression` builds the
+    expression from its syntax tree, allowing only arithmetic and a named set of functions.
+    """
+    for name in names:
+        check_name(name)
+    xs = tuple(sp.Symbol(f"x{i}", real=True) for i in range(d))
+    params = tuple(sp.Symbol(name, real=True) for name in names)
+    expr = build(text, {str(s): s for s in xs + params})      # raises UnsafeExpression, a ValueError
     if not expr.free_symbols & set(xs):
         raise ValueError(f"{text!r} does not depend on x0..x{d - 1}: the labels carry no information")
     return expr, xs, params
@@ -141,8 +148,33 @@ def _expect(product, params, laws):
     return total
 
 
+MAX_EXPANDED_TERMS = 20_000
+
+
+def expanded_terms_bound(expr):
+    """An upper bound on the number of terms of ``expr`` expanded into exponential monomials.
+
+    Trigonometric and hyperbolic functions count as two exponentials; an integer power
+    of a sum of m terms counts as the number of monomials of that degree.  Used to
+    refuse, before expanding, an exact route that would not fit in memory.
+    """
+    if expr.is_Add:
+        return sum(expanded_terms_bound(a) for a in expr.args)
+    if expr.is_Mul:
+        return math.prod(expanded_terms_bound(a) for a in expr.args)
+    if expr.is_Pow and expr.exp.is_Integer:
+        m, n = expanded_terms_bound(expr.base), abs(int(expr.exp))
+        return math.comb(n + m - 1, m - 1) if m > 1 else 1
+    if isinstance(expr, (sp.sin, sp.cos, sp.tan, sp.sinh, sp.cosh, sp.tanh)):
+        return 2
+    return 1
+
+
 def covariance_kernel(expr, xs, params, laws):
     """``κ(x, y) = E_θ[f(x) f(y)]`` in closed form, as a SymPy expression in x and y; or NoClosedForm."""
+    bound = expanded_terms_bound(expr) ** 2
+    if bound > MAX_EXPANDED_TERMS:
+        raise NoClosedForm(f"f(x) f(y) would expand into up to {bound:.3g} terms (more than {MAX_EXPANDED_TERMS})")
     ys = sp.symbols(f"y0:{len(xs)}", real=True)
     other = expr.subs(dict(zip(xs, ys)), simultaneous=True)
     return _expect(_exp_polynomial(expr * other), params, laws), ys
