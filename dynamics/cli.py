@@ -5,6 +5,7 @@ status 2 and no traceback.
 """
 
 import argparse
+import math
 import sys
 import tomllib
 
@@ -61,65 +62,106 @@ def build_parser():
     check.add_argument("--claims", help="comma-separated subset, e.g. C1,C3,H2")
     check.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     check.add_argument("--quiet", action="store_true", help="no progress bars")
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true",
+                             help="show the traceback of an internal error instead of one line")
     return parser
 
 
+def _load_config(args):
+    from . import config
+    return config.load(args.config, dict(parse_override(s) for s in args.set))
+
+
+def _warn(note):
+    print(f"warning: {note}", file=sys.stderr)
+
+
+def _dispatch(args):
+    if args.command == "demo":
+        from .demo import demo
+        print(demo(args.out, progress=not args.quiet))
+    elif args.command == "run":
+        from .report import run_report
+        from .run import run
+        cfg = _load_config(args)
+        problem, result, summary = run(cfg, args.out, progress=not args.quiet, plots=not args.no_plots, warn=_warn)
+        print(run_report(summary))
+    elif args.command == "sweep":
+        from .sweep import MAX_POINTS, parse_param, sweep
+        cfg = _load_config(args)
+        params = [parse_param(p) for p in args.param]
+        points = math.prod(len(values) for _, values in params)
+        if points > MAX_POINTS:
+            raise AttnflowError("--param", f"the grid has {points:,} points; at most {MAX_POINTS:,} per sweep")
+        for field, values in params:                 # validate every value before running anything
+            for v in values:
+                cfg.with_overrides({field: v})
+        from .config import inert_settings, slow_settings
+        for note in inert_settings(cfg) + slow_settings(cfg):
+            _warn(note)
+        rows = sweep(cfg, params, args.out, args.jobs, progress=not args.quiet)
+        failed = sum(r["status"] != "ok" for r in rows)
+        print(f"{len(rows)} points ({failed} not ok) → {args.out}/table.csv, {args.out}/provenance.json")
+    elif args.command == "check":
+        from .claims import CLAIMS, check
+        cfg = _load_config(args)
+        names = None
+        if args.claims:
+            names = [c.strip().upper() for c in args.claims.split(",")]
+            unknown = [c for c in names if c not in CLAIMS]
+            if unknown:
+                raise AttnflowError("--claims", f"unknown claim(s) {', '.join(unknown)}; known: {', '.join(CLAIMS)}")
+        verdicts = check(cfg, args.out, quick=args.quick, claims=names, progress=not args.quiet)
+        width = max(len(v.claim) for v in verdicts)
+        for v in verdicts:
+            print(f"{v.claim:<{width}}  {v.verdict:<12}  {v.statement}")
+        print(f"report: {args.out}/report.md, {args.out}/report.json, figures in {args.out}/figures")
+    elif args.command == "derive":
+        from pathlib import Path
+
+        from .derivation_report import render
+        from .problem import Problem
+        cfg = _load_config(args)
+        text = render(Problem.from_config(cfg), cfg.training, args.format)
+        if args.out:
+            Path(args.out).write_text(text)
+            print(f"wrote {args.out}")
+        else:
+            print(text, end="")
+    return 0
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
 def main(argv=None):
+    """Run the command line; return the exit status.
+
+    0: done.  1: the run itself failed (out of memory, an internal error).  2: bad input,
+    named in one line.  130: interrupted (Ctrl-C).  ``--debug`` shows the traceback of an
+    internal error instead of the one line.
+    """
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from .demo import demo
-            print(demo(args.out, progress=not args.quiet))
-        elif args.command == "run":
-            from . import config
-            from .report import run_report
-            from .run import run
-            cfg = config.load(args.config, dict(parse_override(s) for s in args.set))
-            problem, result, summary = run(cfg, args.out, progress=not args.quiet, plots=not args.no_plots)
-            print(run_report(summary))
-        elif args.command == "sweep":
-            from . import config
-            from .sweep import parse_param, sweep
-            cfg = config.load(args.config, dict(parse_override(s) for s in args.set))
-            params = [parse_param(p) for p in args.param]
-            for field, values in params:                 # validate every value before running anything
-                for v in values:
-                    cfg.with_overrides({field: v})
-            rows = sweep(cfg, params, args.out, args.jobs, progress=not args.quiet)
-            failed = sum(r["status"] != "ok" for r in rows)
-            print(f"{len(rows)} points ({failed} not ok) → {args.out}/table.csv, {args.out}/provenance.json")
-        elif args.command == "check":
-            from . import config
-            from .claims import CLAIMS, check
-            cfg = config.load(args.config, dict(parse_override(s) for s in args.set))
-            names = None
-            if args.claims:
-                names = [c.strip().upper() for c in args.claims.split(",")]
-                unknown = [c for c in names if c not in CLAIMS]
-                if unknown:
-                    raise AttnflowError("--claims", f"unknown claim(s) {', '.join(unknown)}; known: {', '.join(CLAIMS)}")
-            verdicts = check(cfg, args.out, quick=args.quick, claims=names, progress=not args.quiet)
-            width = max(len(v.claim) for v in verdicts)
-            for v in verdicts:
-                print(f"{v.claim:<{width}}  {v.verdict:<12}  {v.statement}")
-            print(f"report: {args.out}/report.md, {args.out}/report.json, figures in {args.out}/figures")
-        elif args.command == "derive":
-            from pathlib import Path
-
-            from . import config
-            from .derivation_report import render
-            from .problem import Problem
-            cfg = config.load(args.config, dict(parse_override(s) for s in args.set))
-            text = render(Problem.from_config(cfg), cfg.training, args.format)
-            if args.out:
-                Path(args.out).write_text(text)
-                print(f"wrote {args.out}")
-            else:
-                print(text, end="")
+        return _dispatch(args)
     except AttnflowError as e:
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)   # always one line
+        print("error: " + _one_line(e), file=sys.stderr)   # always one line
         return 2
-    return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; reduce the problem's size (features.K, training.n_out, task.mc_samples)",
+              file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 — every unexpected failure is still one line
+        if args.debug:
+            raise
+        print(f"error: internal error ({type(e).__name__}: {_one_line(e)[:300]}); rerun with --debug for the "
+              "traceback and please report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

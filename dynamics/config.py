@@ -21,24 +21,52 @@ METHODS = ("LSODA", "Radau", "BDF", "RK45", "DOP853")
 
 # --- value parsers: each takes (field, value) and returns the parsed value -------------
 
+# --- limits: every size and magnitude is bounded here, before anything is allocated -------
+
+MAX_K = 64                   # features: stable_step forms the dense K²×K² Jacobian and its eigenvalues
+MAX_D = 4096                 # feature dimension
+MAX_KD = 1_000_000           # K·d entries of the feature matrix
+MAX_N = 10**9                # finite prompt length (use "inf" beyond)
+MAX_STEPS = 10**8            # gradient-descent iterations
+MAX_OUT = 100_000            # recorded points of a trajectory
+MAX_MAGNITUDE = 1e6          # |L|, |sigma|, matrix entries, weights, thresholds
+MAX_T_END = 1e15             # flow horizon
+MIN_T_END = 1e-12
+MAX_MC = 10**8               # Monte Carlo functions
+MAX_SEED = 2**63 - 1
+MAX_TEXT = 2000              # characters of a string value
+MAX_CONFIG_BYTES = 10**7     # a config file (a 256×4096 matrix in TOML fits)
+MAX_PARAMETERS = 16          # random parameters of an expression task
+MAX_HEAD_DIM = 64            # separate W_K, W_Q: the factors' Jacobian has (2·h·K)² entries
+MAX_NOISY_D = 64             # token noise trains the d×d matrix Q: its Jacobian has d⁴ entries
+
+
 def _describe(value):
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def integer(lo=None):
+def _short(value, width=80):
+    text = _describe(value)
+    return text if len(text) <= width else text[:width] + "…"
+
+
+def integer(lo=None, hi=None):
     def parse(name, v):
         if isinstance(v, bool) or not isinstance(v, int):
-            raise AttnflowError(name, f"expected an integer, got {_describe(v)}")
+            raise AttnflowError(name, f"expected an integer, got {_short(v)}")
         if lo is not None and v < lo:
             raise AttnflowError(name, f"expected an integer ≥ {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise AttnflowError(name, f"expected an integer ≤ {hi:,}, got {v:,}")
         return v
     return parse
 
 
-def real(lo=None, strict=True, hi=None):
+def real(lo=None, strict=True, hi=None, at_most=None):
+    """A finite number; ``lo`` (``strict``: excluded) and ``hi`` (excluded) or ``at_most`` (included)."""
     def parse(name, v):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise AttnflowError(name, f"expected a number, got {_describe(v)}")
+            raise AttnflowError(name, f"expected a number, got {_short(v)}")
         v = float(v)
         if not math.isfinite(v):
             raise AttnflowError(name, f"expected a finite number, got {v}")
@@ -46,6 +74,8 @@ def real(lo=None, strict=True, hi=None):
             raise AttnflowError(name, f"expected a number {'>' if strict else '≥'} {lo:g}, got {v:g}")
         if hi is not None and v >= hi:
             raise AttnflowError(name, f"expected a number < {hi:g}, got {v:g}")
+        if at_most is not None and abs(v) > at_most:
+            raise AttnflowError(name, f"expected a number of magnitude ≤ {at_most:g}, got {v:g}")
         return v
     return parse
 
@@ -53,26 +83,36 @@ def real(lo=None, strict=True, hi=None):
 def choice(options):
     def parse(name, v):
         if v not in options:
-            raise AttnflowError(name, f"expected one of {', '.join(map(repr, options))}, got {_describe(v)}")
+            raise AttnflowError(name, f"expected one of {', '.join(map(repr, options))}, got {_short(v)}")
         return v
     return parse
 
 
 def boolean(name, v):
     if not isinstance(v, bool):
-        raise AttnflowError(name, f"expected true or false, got {_describe(v)}")
+        raise AttnflowError(name, f"expected true or false, got {_short(v)}")
     return v
 
 
 def string(name, v):
     if not isinstance(v, str):
-        raise AttnflowError(name, f"expected a string, got {_describe(v)}")
+        raise AttnflowError(name, f"expected a string, got {_short(v)}")
+    if len(v) > MAX_TEXT:
+        raise AttnflowError(name, f"is {len(v)} characters long; at most {MAX_TEXT} are allowed")
     return v
 
 
 def table(name, v):
     if not isinstance(v, dict):
-        raise AttnflowError(name, f"expected a table such as {{ w = \"normal(0, 1)\" }}, got {_describe(v)}")
+        raise AttnflowError(name, f"expected a table such as {{ w = \"normal(0, 1)\" }}, got {_short(v)}")
+    if len(v) > MAX_PARAMETERS:
+        raise AttnflowError(name, f"has {len(v)} entries; at most {MAX_PARAMETERS} are supported")
+    for key, value in v.items():
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise AttnflowError(f"{name}.{key}", f"expected a number or a law such as \"normal(0, 1)\", "
+                                                 f"got {_short(value)}")
+        if isinstance(value, str):
+            string(f"{name}.{key}", value)
     return dict(v)
 
 
@@ -80,22 +120,25 @@ def optional(parse):
     return lambda name, v: None if v is None else parse(name, v)
 
 
-def real_list(lo=None, strict=True, hi=None, min_len=1):
-    item = real(lo, strict, hi)
+def real_list(lo=None, strict=True, hi=None, min_len=1, max_len=MAX_K, at_most=MAX_MAGNITUDE):
+    item = real(lo, strict, hi, at_most)
 
     def parse(name, v):
-        if not isinstance(v, list) or len(v) < min_len:
-            raise AttnflowError(name, f"expected a list of at least {min_len} number(s), got {_describe(v)}")
+        if not isinstance(v, list) or not min_len <= len(v) <= max_len:
+            raise AttnflowError(name, f"expected a list of {min_len} to {max_len} numbers, got {_short(v)}")
         return tuple(item(f"{name}[{i}]", x) for i, x in enumerate(v))
     return parse
 
 
 def matrix(name, v):
-    """A rectangular list of lists of finite numbers."""
+    """A rectangular list of lists of finite numbers of magnitude ≤ MAX_MAGNITUDE, at most MAX_K rows."""
     if not isinstance(v, list) or not v or not all(isinstance(r, list) for r in v):
-        raise AttnflowError(name, f"expected a list of rows (a matrix), got {_describe(v)}")
+        raise AttnflowError(name, f"expected a list of rows (a matrix), got {_short(v)}")
+    if len(v) > MAX_K or len(v[0]) > MAX_D:
+        raise AttnflowError(name, f"has {len(v)} rows of {len(v[0])} entries; at most {MAX_K} rows of "
+                                  f"{MAX_D} entries are supported")
     width = len(v[0])
-    item = real()
+    item = real(at_most=MAX_MAGNITUDE)
     rows = []
     for i, r in enumerate(v):
         if len(r) != width:
@@ -107,7 +150,7 @@ def matrix(name, v):
 def prompt_length(name, v):
     if v == "inf" or v == math.inf:
         return math.inf
-    return integer(1)(name, v)
+    return integer(1, MAX_N)(name, v)
 
 
 def probabilities(name, v):
@@ -118,7 +161,7 @@ def probabilities(name, v):
 
 
 def step_size(name, v):
-    return "auto" if v == "auto" else real(0.0)(name, v)
+    return "auto" if v == "auto" else real(0.0, at_most=MAX_MAGNITUDE)(name, v)
 
 
 # --- the schema: section → key → (parser, default) ----------------------------------------
@@ -126,53 +169,53 @@ def step_size(name, v):
 SCHEMA = {
     "features": {
         "kind": (choice(_features.KINDS), "orthonormal"),
-        "K": (integer(2), 4),
-        "d": (optional(integer(1)), None),
-        "seed": (integer(0), 0),
+        "K": (integer(2, MAX_K), 4),
+        "d": (optional(integer(1, MAX_D)), None),
+        "seed": (integer(0, MAX_SEED), 0),
         "matrix": (optional(matrix), None),
     },
     "task": {
         "kind": (choice(_classes.KINDS), "single-index"),
-        "sigma": (optional(real(0.0)), None),
-        "L": (optional(real(0.0)), None),
+        "sigma": (optional(real(0.0, at_most=MAX_MAGNITUDE)), None),
+        "L": (optional(real(0.0, at_most=MAX_MAGNITUDE)), None),
         "link": (choice(_classes.LINKS), "sin"),
         "expression": (optional(string), None),
         "parameters": (optional(table), None),
         "functions": (optional(matrix), None),
-        "weights": (optional(real_list(0.0, strict=False)), None),
+        "weights": (optional(real_list(0.0, strict=False, max_len=MAX_K)), None),
         "F": (optional(matrix), None),
         "moment_method": (choice(_classes.METHODS), "auto"),
-        "mc_samples": (integer(2), 200_000),
-        "seed": (integer(0), 0),
+        "mc_samples": (integer(2, MAX_MC), 200_000),
+        "seed": (integer(0, MAX_SEED), 0),
     },
     "prompt": {
         "N": (prompt_length, math.inf),
         "p": (probabilities, "uniform"),
         "include_query": (boolean, False),
-        "noise": (real(0.0, strict=False), 0.0),
+        "noise": (real(0.0, strict=False, at_most=100.0), 0.0),
         "quadrature_step": (real(0.0, hi=0.5000001), 0.125),
     },
     "model": {
         "parametrization": (choice(("merged", "separate")), "merged"),
-        "head_dim": (optional(integer(1)), None),
-        "init_scale": (real(0.0, strict=False), 0.0),
-        "seed": (integer(0), 0),
+        "head_dim": (optional(integer(1, MAX_HEAD_DIM)), None),
+        "init_scale": (real(0.0, strict=False, at_most=1e3), 0.0),
+        "seed": (integer(0, MAX_SEED), 0),
     },
     "training": {
         "mode": (choice(("flow", "gd", "both")), "flow"),
         "eta": (step_size, "auto"),
-        "steps": (integer(1), 10_000),
-        "t_end": (real(0.0), 1e6),
+        "steps": (integer(1, MAX_STEPS), 10_000),
+        "t_end": (real(MIN_T_END, strict=False, at_most=MAX_T_END), 1e6),
         "method": (choice(METHODS), "LSODA"),
-        "rtol": (real(0.0, hi=1.0), 1e-8),
-        "atol": (real(0.0), 1e-10),
-        "eps": (real_list(0.0, hi=1.0), (1e-2, 1e-3, 1e-4)),
-        "stop_loss": (real(0.0, strict=False), 0.0),
-        "n_out": (integer(2), 400),
+        "rtol": (real(1e-14, strict=False, hi=1.0), 1e-8),
+        "atol": (real(1e-300, strict=False, at_most=1.0), 1e-10),
+        "eps": (real_list(0.0, hi=1.0, max_len=16), (1e-2, 1e-3, 1e-4)),
+        "stop_loss": (real(0.0, strict=False, at_most=MAX_MAGNITUDE**2), 0.0),
+        "n_out": (integer(2, MAX_OUT), 400),
         "kernels": (choice(("generated", "hand-written")), "generated"),
     },
     "regime": {
-        "threshold": (real(0.0), 1.0),
+        "threshold": (real(0.0, at_most=MAX_MAGNITUDE), 1.0),
     },
 }
 
@@ -249,8 +292,25 @@ def from_dict(raw):
     return cfg
 
 
+def _given(cfg, path):
+    section, key = path.split(".")
+    return key in cfg.raw.get(section, {})
+
+
 def _check_supported(cfg):
     """Reject combinations this version cannot solve, naming the field."""
+    features = cfg.features
+    if features.matrix is not None:
+        rows, cols = len(features.matrix), len(features.matrix[0])
+        if _given(cfg, "features.K") and features.K != rows:
+            raise AttnflowError("features.K", f"is {features.K} but features.matrix has {rows} rows")
+    else:
+        rows, cols = features.K, features.d or features.K
+    if rows * cols > MAX_KD:
+        raise AttnflowError("features.d", f"K·d = {rows}·{cols} exceeds the supported {MAX_KD:,} entries")
+    if cfg.prompt.noise > 0 and cols > MAX_NOISY_D:
+        raise AttnflowError("features.d", f"token noise trains the d×d matrix Q: d ≤ {MAX_NOISY_D} is supported, "
+                                          f"got {cols}")
     if cfg.prompt.noise > 0:
         # The noisy model integrates the context tokens' noise in closed form, which needs
         # a linear class and the large-prompt limit (solvers/noisy.py).
@@ -264,13 +324,50 @@ def _check_supported(cfg):
                                 + " only in this version")
 
 
+# (field, applies(cfg) → bool, why it has no effect otherwise): settings a user may give that the
+# chosen mode or model never reads.  They are accepted, and the run says so (summary and stderr).
+_EFFECTIVE_ONLY_IF = [
+    ("model.head_dim", lambda c: c.model.parametrization == "separate", "unless model.parametrization = \"separate\""),
+    ("prompt.quadrature_step", lambda c: c.prompt.N != math.inf, "at N = inf (it is the step of the finite-N quadrature)"),
+    ("prompt.include_query", lambda c: c.prompt.N != math.inf,
+     "at N = inf: the query's share of the softmax is O(1/N); give a finite N to see it"),
+    ("features.seed", lambda c: c.features.kind == "random-unit", "unless features.kind = \"random-unit\""),
+    ("task.link", lambda c: c.task.kind == "single-index", "unless task.kind = \"single-index\""),
+    ("task.mc_samples", lambda c: c.task.moment_method == "monte-carlo", "unless task.moment_method = \"monte-carlo\""),
+    ("model.seed", lambda c: c.model.init_scale > 0, "without a random start (model.init_scale > 0)"),
+]
+_EFFECTIVE_ONLY_IF += [(f"training.{key}", lambda c: c.training.mode != "gd", "when training.mode = \"gd\"")
+                       for key in ("t_end", "method", "rtol", "atol")]
+_EFFECTIVE_ONLY_IF += [(f"training.{key}", lambda c: c.training.mode != "flow", "when training.mode = \"flow\"")
+                       for key in ("eta", "steps")]
+
+
+def inert_settings(cfg):
+    """Notes on the settings given explicitly that this configuration never reads."""
+    return [f"{path} has no effect {why}" for path, applies, why in _EFFECTIVE_ONLY_IF if _given(cfg, path) and not applies(cfg)]
+
+
+def slow_settings(cfg):
+    """Notes on settings that are valid but slow in this version."""
+    K = len(cfg.features.matrix) if cfg.features.matrix else cfg.features.K
+    if K > 16 and cfg.training.kernels == "generated":
+        return [f"features.K = {K}: generating and compiling the kernels for this K takes minutes the first "
+                "time (cached afterwards); training.kernels = \"hand-written\" starts at once"]
+    return []
+
+
 def load(path, overrides=None):
     """Read a TOML file (an empty file is valid) and validate it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise AttnflowError(str(path), f"is {size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,}")
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
-        raise AttnflowError(str(path), f"cannot read the config file ({e.strerror})") from None
+        raise AttnflowError(str(path), f"cannot read the config file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise AttnflowError(str(path), f"is not UTF-8 text (byte {e.start}); a config file is TOML in UTF-8") from None
     cfg = loads(text, source=str(path))
     return cfg.with_overrides(overrides) if overrides else cfg
 

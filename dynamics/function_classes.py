@@ -131,16 +131,27 @@ def adaptive_sphere_quadrature(phi, V, tol=1e-10, start=32, max_nodes=1024):
         F, n = F2, 2 * n
 
 
-def monte_carlo_moments(cls, V, samples, seed):
-    """F by sampling functions from ``cls``; ``error`` is the largest standard error."""
+def monte_carlo_moments(cls, V, samples, seed, batch_entries=20_000_000):
+    """F by sampling functions from ``cls``; ``error`` is the largest standard error.
+
+    The products ``f(v_n) f(v_m)`` are summed in batches of at most ``batch_entries``
+    numbers, so memory stays bounded whatever ``samples`` and K are.
+    """
     rng = np.random.default_rng(seed)
     K = V.shape[0]
-    idx = np.broadcast_to(np.arange(K), (samples, K))
-    X = np.broadcast_to(V, (samples,) + V.shape)
-    Y = cls.sample_labels(rng, X, idx)                             # (samples, K)
-    prods = Y[:, :, None] * Y[:, None, :]
-    F = prods.mean(axis=0)
-    se = prods.std(axis=0, ddof=1) / np.sqrt(samples)
+    batch = max(2, batch_entries // (K * K))
+    total, total_sq = np.zeros((K, K)), np.zeros((K, K))
+    for start in range(0, samples, batch):
+        size = min(batch, samples - start)
+        idx = np.broadcast_to(np.arange(K), (size, K))
+        X = np.broadcast_to(V, (size,) + V.shape)
+        Y = cls.sample_labels(rng, X, idx)                         # (size, K)
+        prods = Y[:, :, None] * Y[:, None, :]
+        total += prods.sum(axis=0)
+        total_sq += (prods**2).sum(axis=0)
+    F = total / samples
+    var = np.maximum(total_sq / samples - F**2, 0.0) * samples / (samples - 1)
+    se = np.sqrt(var / samples)
     return Moments(F, "monte-carlo", float(se.max()), f"{samples} sampled functions, seed {seed}")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from solvers import integrate_flow, iterate_gd
 from solvers.gd import iterate_state_gd
 
+from .config import inert_settings, slow_settings
 from .errors import AttnflowError
 from .problem import Problem
 from .progress import progress_bar
@@ -165,9 +166,9 @@ def summarize(cfg, problem, result):
         "compile_time_s": result.compile_time,
         "wall_time_s": result.wall_time,
     }
-    if problem.include_query and not math.isfinite(problem.N):
-        summary["notes"] = ["prompt.include_query has no effect at N = inf: the query's share of the "
-                            "softmax is O(1/N); give a finite N to see it"]
+    notes = inert_settings(cfg)
+    if notes:
+        summary["notes"] = notes
     if problem.noise > 0:
         system = problem.trained_system()
         main = main_trajectory(result)
@@ -261,9 +262,15 @@ def check_gd(result):
                                             f"linearly stable step at the start is {result.stable_step_at_start:.4g}")
 
 
-def run(cfg, out_dir, progress=True, plots=True):
-    """``attnflow run``: solve the configured problem and write every output."""
+def run(cfg, out_dir, progress=True, plots=True, warn=None):
+    """``attnflow run``: solve the configured problem and write every output.
+
+    ``warn`` (optional) is called with each note on a setting that has no effect, once
+    the problem is known to be valid.
+    """
     problem = Problem.from_config(cfg)
+    for note in inert_settings(cfg) + slow_settings(cfg) if warn else ():
+        warn(note)
     result = solve(problem, cfg.training, progress)
     summary = write_outputs(out_dir, cfg, problem, result, plots)
     check_gd(result)

@@ -28,6 +28,9 @@ from .progress import progress_bar
 from .run import dump_json, plain_json, solve, versions
 
 
+MAX_POINTS = 1_000_000       # points of one sweep (the product of the --param sizes)
+
+
 def parse_param(text):
     """``FIELD=LO:HI:log:N``, ``FIELD=LO:HI:lin:N`` or ``FIELD=v1,v2,…`` → (field, list of values)."""
     field, sep, spec = text.partition("=")
@@ -40,13 +43,20 @@ def parse_param(text):
             lo, hi, n = float(lo), float(hi), int(n)
         except ValueError:
             raise AttnflowError("--param", f"{field}: LO, HI must be numbers and N an integer in {spec!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise AttnflowError("--param", f"{field}: LO and HI must be finite in {spec!r}")
+        if n > MAX_POINTS:
+            raise AttnflowError("--param", f"{field}: N = {n:,} exceeds {MAX_POINTS:,} points")
         if n < 1 or scale not in ("log", "lin") or (scale == "log" and not (lo > 0 and hi > 0)):
             raise AttnflowError("--param", f"{field}: expected LO:HI:log:N with LO, HI > 0 or LO:HI:lin:N, N ≥ 1, "
                                            f"got {spec!r}")
         values = np.geomspace(lo, hi, n) if scale == "log" else np.linspace(lo, hi, n)
         return field, [float(v) for v in values]
+    items = spec.split(",")
+    if len(items) > MAX_POINTS:
+        raise AttnflowError("--param", f"{field}: {len(items):,} values exceed {MAX_POINTS:,} points")
     values = []
-    for item in spec.split(","):
+    for item in items:
         item = item.strip()
         try:
             values.append(int(item))
