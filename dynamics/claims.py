@@ -200,7 +200,8 @@ def claim_c3(ctx):
                 "free (c* = 1 is the reconstruction) and one decade either way still leaves the sweep's outer decades "
                 "to fail a breakpoint at its edge. With the window halved (a factor "
               + f"{C3_WINDOW ** 0.5:.2f} either way) the verdict is {halved}"
-              + (f"; it changes only for a window narrower than a factor {max(ratio, 1 / ratio):.4g}." if differ else ".")
+              + (f"; the breakpoint is {abs(math.log(ratio)):.1%} (in log) from L*, so only a window narrower than a "
+                 f"factor {max(ratio, 1 / ratio):.4f} would change it." if differ else ".")
               + f" Finding: for the single-index class f = L·φ(wᵀx) the flow has no regime change at all: t_half·L² is "
                 f"constant to {spread:.1e} (exact symmetry f → λf, time → λ²t); only a fixed GD step size separates its regimes.")
     choices = ["the class: frequency f = sin(L wᵀx) (the single-index class has no regime change in the flow)",
@@ -231,10 +232,11 @@ def claim_c4(ctx):
 
 # --- C5: flat against sharp under every protocol a reader of the paper could mean ---------------
 
-# The class and features C5 compares on.  On orthonormal or simplex features the frequency class has
-# F(L) = s(L)·F₁ (independent, exchangeable coordinates), and the single-index class L·φ(wᵀx) has
-# F ∝ L² on any features: L then only rescales the loss (exact symmetry f → λf, η → λ²η), so flat
-# and sharp differ by a loss scale and nothing else.  Random unit vectors break that symmetry.
+# The class and features C5 compares on.  The dynamics see the class only through the moments M⁽ᵏ⁾.
+# On orthonormal or simplex features the labels wᵀv_n are exchangeable, F = a(L)·I + b(L)·11ᵀ, b
+# cancels in M, and M(L) = a(L)·M₁; the single-index class L·φ(wᵀx) has M ∝ L² on any features.
+# There L only rescales the loss (as f → λf, η → λ²η), so flat and sharp differ by a loss scale and
+# nothing else.  Random unit vectors break that symmetry.
 C5_SETTING = {"task.kind": "frequency", "task.L": None, "features.kind": "random-unit", "features.K": 4,
               "features.d": 4, "features.seed": 0, "features.matrix": None}
 C5_L_FACTORS = (0.3, 3.0)          # flat and sharp: multiples of the threshold L* = c*/(Δδ₀)
@@ -266,8 +268,18 @@ def gd_converges(system, S0, eta, level, steps):
     gd = iterate_gd(system, S0, eta, steps, eps=(float(level), UNDERFLOW), stop_loss=level, n_out=steps + 1)
     if gd.status != "stop_loss" or gd.crossings["t_loss"][UNDERFLOW] is not None or gd.crossings["t_half"] is None:
         return False
-    target = gd.target_attention                      # (iterations up to the stop, K)
+    target = _target_attention(system, gd)            # (iterations up to the stop, K)
     return bool(np.all(target >= target[0] - 1e-12))
+
+
+def _target_attention(system, gd):
+    """(T, K) attention of each query on its own feature at every recorded iterate."""
+    if system.prompt[0] > 0:
+        return gd.target_attention                    # finite N: the system's expectation over prompts
+    # N = ∞: A_kk = 1 / Σ_n exp(l_nk − l_kk), l = S + log p, vectorised over the iterates.
+    logits = gd.S + system.logp[None, :, None]        # S[t, n, k]: key feature n, query k
+    own = np.diagonal(logits, axis1=1, axis2=2)[:, None, :]
+    return 1.0 / np.exp(logits - own).sum(axis=1)
 
 
 def largest_converging_step(system, S0, start, level, steps, resolution=0.01, growth=4.0, max_growths=12):
@@ -475,7 +487,7 @@ def claim_c5(ctx):
                f"itself is {flat['L_Delta_delta']:.2f} and {sharp['L_Delta_delta']:.2f}: below c* = 1 at both)",
                f"the reading of the claim: {numbers['reading']}",
                "the step-size rule and the accuracy scale: every combination is reported",
-               f"the loss levels 1e-1 … {ctx.c5_levels[-1]:.0e} in half decades and the budget of {ctx.c5_steps} "
+               f"the loss levels 1e-01 … {ctx.c5_levels[-1]:.0e} in half decades and the budget of {ctx.c5_steps} "
                "iterations; a level not reached within it counts as slower",
                "the common step: the sharp problem's automatic one (over the L sweep, the smallest automatic step)",
                f"what converging means for the largest step: {CONVERGES_MEANS}; steps grow ×4 from the automatic one "
@@ -516,9 +528,10 @@ def _c5_summary(protocols, flat, sharp, largest, base):
     reason = (f"Frequency class on random unit features (K = 4, d = 4): flat L = {flat['L']:.3g}, sharp L = {sharp['L']:.3g} "
               f"(0.3 and 3 × L* = c*/(Δδ₀)), initial losses {flat['initial_loss']:.3g} and {sharp['initial_loss']:.3g}; "
               f"automatic steps {flat['auto']:.4g} and {sharp['auto']:.4g}, largest converging steps {steps}. "
-              f"Six protocols (table): the claim is supported by {'; '.join(by[PASS]) or 'none'}, contradicted by "
-              f"{'; '.join(by[FAIL]) or 'none'}" + (f", mixed under {'; '.join(by[INCONCLUSIVE])}" if by[INCONCLUSIVE] else "")
-              + ". Per protocol, PASS needs sharp faster at the lowest accuracy compared and flat at the highest. "
+              f"Of the six protocols (table), the claim is supported by: {'; '.join(by[PASS]) or 'none'}. Contradicted by: "
+              f"{'; '.join(by[FAIL]) or 'none'}." + (f" Mixed under: {'; '.join(by[INCONCLUSIVE])}." if by[INCONCLUSIVE] else "")
+              + " Per protocol, PASS needs sharp faster at the lowest accuracy compared and flat at the highest; FAIL, "
+              "one regime faster throughout or the reverse order; INCONCLUSIVE, both win somewhere but not in that order. "
               f"On the base problem ({base['problem']}) at each problem's own automatic step the iterations to every "
               "relative level are " + ("identical for flat and sharp: there L only rescales the loss (f → λf, η → λ²η)."
                                        if base["identical"] else "not identical."))
