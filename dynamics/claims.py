@@ -337,7 +337,7 @@ class _C5Problems:
             auto, _, _ = choose_step_size(system, pr.S0, "auto")
             self.problems[factor] = {"L": factor * self.L_star, "problem": pr, "system": system, "initial_loss": loss0,
                                      # Flat and sharp by the side of L* (as in C3): for this class the
-                                     # reconstructed LΔδ stays below c* at every L (it saturates near 0.43).
+                                     # reconstructed LΔδ stays below c* at every L (0.57 at L*, about 0.43 beyond).
                                      "auto": auto, "regime": "flat" if factor < 1 else ("sharp" if factor > 1 else "threshold"),
                                      "L_Delta_delta": pr.constants().L_Delta_delta,
                                      # Converging means reaching the smallest level of either accuracy scale.
