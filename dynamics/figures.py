@@ -159,3 +159,38 @@ def time_against_K(path, Ks, series):
     ax.set(xlabel="number of features K", ylabel="time", title="time against K")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def c5_protocols(path, protocols, Ls):
+    """C5 per protocol: iterations to each loss level for the flat and the sharp problem under each
+    step-size rule (one panel per accuracy scale), and over the L sweep the fastest L at each level."""
+    scales = list(dict.fromkeys(p["accuracy_scale"] for p in protocols))
+    rules = list(dict.fromkeys(p["step_rule"] for p in protocols))
+    styles = ["o-", "s--", "^:", "d-."]
+    fig, axes = plt.subplots(1, len(scales) + 1, figsize=(12, 3.9))
+    for p in protocols:
+        ax = axes[scales.index(p["accuracy_scale"])]
+        style = styles[rules.index(p["step_rule"]) % len(styles)]
+        for name, color in (("flat", "C0"), ("sharp", "C3")):
+            its = np.array([np.nan if n is None else max(n, 0.8) for n in p[f"iterations_{name}"]], float)
+            ax.loglog(p["levels"], its, style, ms=3, color=color,
+                      label=f"{name} (L = {Ls[name]:.3g}), {p['step_rule']} η: {p['verdict']}")
+    for ax, scale in zip(axes, scales):
+        ax.invert_xaxis()
+        ax.set(xlabel="loss level ε" + (" (× initial loss)" if scale == "relative" else ""),
+               ylabel="iterations to reach it", title=f"{scale} accuracy")
+        ax.legend(fontsize=5.5)
+    ax = axes[-1]
+    for k, p in enumerate(protocols):
+        pts = [(f["level"], f["L_over_L_star"]) for f in p["sweep"]["fastest"] if f["L"]]
+        if pts:
+            x, y = zip(*pts)
+            # A small vertical offset per protocol keeps coinciding lines apart.
+            ax.loglog(x, np.asarray(y) * 1.06 ** (k - len(protocols) / 2), styles[rules.index(p["step_rule"]) % 4],
+                      ms=3, color=f"C{k}", label=p["name"])
+    ax.axhline(1.0, color="0.3", ls=":", lw=0.8)
+    ax.invert_xaxis()
+    ax.set(xlabel="loss level ε (absolute, or × initial loss)", ylabel="fastest L / L* over the L sweep",
+           title="L sweep: sharp side above the line")
+    ax.legend(fontsize=5.5)
+    return _save(fig, path)
