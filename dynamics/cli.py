@@ -8,7 +8,7 @@ import argparse
 import sys
 import tomllib
 
-from .errors import AttnflowError
+from .errors import AttnflowError, Interrupted
 
 
 def parse_override(text):
@@ -104,21 +104,25 @@ def main(argv=None):
                 print(f"{v.claim:<{width}}  {v.verdict:<12}  {v.statement}")
             print(f"report: {args.out}/report.md, {args.out}/report.json, figures in {args.out}/figures")
         elif args.command == "derive":
-            from pathlib import Path
-
             from . import config
             from .derivation_report import render
+            from .files import prepare_out_file, write_text
             from .problem import Problem
+            if args.out is not None:
+                prepare_out_file(args.out)
             cfg = config.load(args.config, dict(parse_override(s) for s in args.set))
             text = render(Problem.from_config(cfg), cfg.training, args.format)
-            if args.out:
-                Path(args.out).write_text(text)
+            if args.out is not None:
+                write_text(args.out, text)
                 print(f"wrote {args.out}")
             else:
                 print(text, end="")
     except AttnflowError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)   # always one line
         return 2
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        return 130
     return 0
 
 
