@@ -8,6 +8,14 @@ table ``DIR/table.csv`` holds one row per point in grid order and only
 deterministic columns (timings live in ``DIR/provenance.json``), so an interrupted
 and resumed sweep gives the same table as one that was not.  A point that fails is
 recorded with its status and message and does not stop the sweep.
+
+Ctrl-C stops a sweep at once: the workers are ended, the table and provenance of the
+finished points are written and :class:`~dynamics.errors.Interrupted` is raised (the
+command line exits with status 130).  A sweep killed outright keeps its finished
+points too, and its workers exit when they notice.  While a sweep runs it holds an
+exclusive ``flock`` on ``DIR/.lock``, so a second sweep into the same directory is
+refused; the kernel releases the lock however the process ends.  Every file is
+written atomically (:mod:`dynamics.files`).
 """
 
 import contextlib
@@ -206,7 +214,8 @@ def _run_points(args, jobs, lock_fd, done, report):
             if report:
                 report(n / len(args))
     except BaseException:
-        _end_pool(pool)
+        with _sigint_ignored():              # a second Ctrl-C must not cut this short
+            _end_pool(pool)
         raise
     pool.shutdown()
 
@@ -250,9 +259,10 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
             _run_points([(cfg, i, points[i], str(out)) for i in todo], jobs, lock_fd, done, report)
     except KeyboardInterrupt:
         interrupted = True
-        # What is on disk is what is done (a point may have been saved just before its worker ended).
-        done = _load_done(out, points)
-    with _sigint_deferred(interrupted):
+    with _sigint_ignored(interrupted):      # after one Ctrl-C, write what is done even if another comes
+        if interrupted:
+            # What is on disk is what is done (a point may have been saved just before its worker ended).
+            done = _load_done(out, points)
         rows = [done[i]["row"] for i in sorted(done)]
         _write_table(out / "table.csv", rows)
         provenance = {
@@ -272,8 +282,8 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
 
 
 @contextmanager
-def _sigint_deferred(enabled):
-    """After one Ctrl-C, a second one while the table is written is ignored (it takes milliseconds)."""
+def _sigint_ignored(enabled=True):
+    """Ignore Ctrl-C in this block (the main thread's handler; elsewhere nothing changes)."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
