@@ -148,13 +148,20 @@ def _load_done(out, points):
 @contextmanager
 def _exclusive(out):
     """Hold ``DIR/.lock`` (flock, released by the kernel whenever this process ends, however it ends)."""
-    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    path = out / ".lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise AttnflowError("--out", f"cannot open the lock file {path}: {e.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         raise AttnflowError("--out", f"{out} is in use by another sweep (pid {holder})") from None
+    except OSError as e:                      # a file system without locks
+        os.close(fd)
+        raise AttnflowError("--out", f"cannot lock {path}: {e.strerror}") from None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -230,7 +237,10 @@ def sweep(cfg, params, out_dir, jobs=None, progress=True, limit=None):
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise AttnflowError("--jobs", f"expected an integer ≥ 1, got {jobs}")
     out = prepare_out_dir(out_dir)
-    (out / "points").mkdir(exist_ok=True)
+    try:
+        (out / "points").mkdir(exist_ok=True)
+    except OSError as e:
+        raise AttnflowError("--out", f"cannot create {out / 'points'}: {e.strerror}") from None
     with _exclusive(out) as lock_fd:
         return _sweep(cfg, params, out, jobs, progress, limit, lock_fd)
 

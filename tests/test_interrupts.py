@@ -205,7 +205,7 @@ def test_kill_9_of_a_sweep_loses_nothing_saved_and_its_workers_exit(sweep_setup,
         proc.communicate(timeout=20)
     finally:
         proc.kill()
-    assert proc.returncode == -signal.SIGKILL and len(workers) == 2
+    assert proc.returncode == -signal.SIGKILL and len(workers) >= 2
     deadline = time.monotonic() + 10
     while any(_alive(w) for w in workers):        # orphaned workers notice and exit
         assert time.monotonic() < deadline, "workers outlived their sweep"
