@@ -45,12 +45,10 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
 
 
 def test_atomic_files_have_ordinary_permissions_and_stale_temporaries_are_removed(tmp_path):
-    umask = os.umask(0o022)
-    try:
-        files.write_text(tmp_path / "a.md", "text")
-    finally:
-        os.umask(umask)
-    assert (tmp_path / "a.md").stat().st_mode & 0o777 == 0o666 & ~files._UMASK
+    files.write_text(tmp_path / "a.md", "text")
+    (tmp_path / "ordinary").write_text("text")
+    assert (tmp_path / "a.md").stat().st_mode == (tmp_path / "ordinary").stat().st_mode   # not mkstemp's 0600
+    (tmp_path / "ordinary").unlink()
     for name in (".summary.json.abcd_123.tmp", ".loss.png.zz9yy8xx.tmp", ".other.txt.abcdefgh.tmp", ".notes.tmp"):
         (tmp_path / name).write_text("half")
     assert files.remove_stale_temps(tmp_path, ("summary.json", "loss.png")) == 2
@@ -167,12 +165,15 @@ def _check_outputs_whole(out):
     return len(points)
 
 
-def test_ctrl_c_stops_a_sweep_keeps_its_points_and_the_rerun_completes_it(sweep_setup, tmp_path):
+def test_ctrl_c_stops_a_sweep_keeps_its_points_and_the_rerun_completes_it(sweep_setup, tmp_path, capsys):
     cfg, whole_table = sweep_setup
     out = tmp_path / "o"
     proc = _start_sweep(cfg, out)
     try:
         _wait_for_points(proc, out)
+        # While it runs, a second sweep into the same directory is refused.
+        assert main(["sweep", str(cfg), *PARAMS, "--out", str(out), "--quiet"]) == 2
+        assert capsys.readouterr().err == f"error: --out: {out} is in use by another sweep (pid {proc.pid})\n"
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
         _, err = proc.communicate(timeout=20)
