@@ -120,18 +120,19 @@ def sweep_setup(tmp_path_factory):
     return cfg, (base / "whole" / "table.csv").read_bytes()
 
 
-def _start_sweep(cfg, out):
-    # SIGINT restored to its default: a shell may start background jobs with it ignored.
+def _start_sweep(cfg, out, stderr):
+    # Standard error to a file, not a pipe: the workers share it, and waiting for a pipe's end
+    # would wait for them.  SIGINT restored to its default: a shell may start background jobs
+    # with it ignored.
     return subprocess.Popen([sys.executable, "-m", "dynamics.cli", "sweep", str(cfg), *PARAMS, "--out", str(out),
-                             "--jobs", "2", "--quiet"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                             "--jobs", "2", "--quiet"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=stderr, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_points(proc, out, timeout=60):
     deadline = time.monotonic() + timeout
     while not list((out / "points").glob("*.json")):
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, "the sweep ended early"
         assert time.monotonic() < deadline, "no point finished"
         time.sleep(0.02)
 
@@ -168,7 +169,8 @@ def _check_outputs_whole(out):
 def test_ctrl_c_stops_a_sweep_keeps_its_points_and_the_rerun_completes_it(sweep_setup, tmp_path, capsys):
     cfg, whole_table = sweep_setup
     out = tmp_path / "o"
-    proc = _start_sweep(cfg, out)
+    with open(tmp_path / "stderr", "w+") as stderr:
+        proc = _start_sweep(cfg, out, stderr)
     try:
         _wait_for_points(proc, out)
         # While it runs, a second sweep into the same directory is refused.
@@ -176,10 +178,11 @@ def test_ctrl_c_stops_a_sweep_keeps_its_points_and_the_rerun_completes_it(sweep_
         assert capsys.readouterr().err == f"error: --out: {out} is in use by another sweep (pid {proc.pid})\n"
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
-        _, err = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
         elapsed = time.monotonic() - sent
     finally:
         proc.kill()
+    err = (tmp_path / "stderr").read_text()
     assert proc.returncode == 130, err
     assert elapsed < 5
     assert "Traceback" not in err and err.count("\n") == 1
@@ -198,19 +201,25 @@ def test_ctrl_c_stops_a_sweep_keeps_its_points_and_the_rerun_completes_it(sweep_
 def test_kill_9_of_a_sweep_loses_nothing_saved_and_its_workers_exit(sweep_setup, tmp_path):
     cfg, whole_table = sweep_setup
     out = tmp_path / "o"
-    proc = _start_sweep(cfg, out)
+    proc = _start_sweep(cfg, out, subprocess.DEVNULL)
     try:
         _wait_for_points(proc, out)
         workers = _children(proc.pid)
         proc.kill()
-        proc.communicate(timeout=20)
+        proc.wait(timeout=20)
     finally:
         proc.kill()
     assert proc.returncode == -signal.SIGKILL and len(workers) >= 2
+    with _exclusive(out):                         # free at once: the workers hold no copy of the lock
+        pass
     deadline = time.monotonic() + 10
-    while any(_alive(w) for w in workers):        # orphaned workers notice and exit
-        assert time.monotonic() < deadline, "workers outlived their sweep"
-        time.sleep(0.05)
+    try:
+        while any(_alive(w) for w in workers):    # orphaned workers notice and exit
+            assert time.monotonic() < deadline, "workers outlived their sweep"
+            time.sleep(0.05)
+    finally:
+        for w in filter(_alive, workers):         # only if the test failed: leave no orphans behind
+            os.kill(w, signal.SIGKILL)
     assert 1 <= _check_outputs_whole(out) < 60
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") and not p.name.startswith(".")]
     assert main(["sweep", str(cfg), *PARAMS, "--out", str(out), "--jobs", "2", "--quiet"]) == 0
