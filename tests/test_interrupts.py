@@ -126,7 +126,8 @@ def _start_sweep(cfg, out, stderr):
     # with it ignored.
     return subprocess.Popen([sys.executable, "-m", "dynamics.cli", "sweep", str(cfg), *PARAMS, "--out", str(out),
                              "--jobs", "2", "--quiet"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=stderr, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stderr=stderr, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_points(proc, out, timeout=60):
@@ -176,7 +177,7 @@ def test_ctrl_c_stops_a_sweep_keeps_its_points_and_the_rerun_completes_it(sweep_
         # While it runs, a second sweep into the same directory is refused.
         assert main(["sweep", str(cfg), *PARAMS, "--out", str(out), "--quiet"]) == 2
         assert capsys.readouterr().err == f"error: --out: {out} is in use by another sweep (pid {proc.pid})\n"
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)      # as Ctrl-C in a terminal: to the sweep and its workers
         sent = time.monotonic()
         proc.wait(timeout=20)
         elapsed = time.monotonic() - sent
