@@ -24,7 +24,8 @@ from .fits import power_law
 from .phases import crossing_time, log_slope, per_query_times, phase_boundary
 from .problem import Problem
 from .progress import progress_bar
-from .run import choose_step_size, dump_json, versions
+from .files import dump_json, prepare_out_dir, write_text
+from .run import choose_step_size, versions
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
@@ -750,7 +751,7 @@ class Context:
 
 def check(cfg, out_dir, quick=False, claims=None, progress=True):
     """Run the protocols; write ``report.md``, ``report.json`` and figures; return the verdicts."""
-    out = Path(out_dir)
+    out = prepare_out_dir(out_dir)              # a bad --out fails before any work
     ctx = Context(cfg, out, quick, progress)
     verdicts = []
     names = claims or list(CLAIMS)
@@ -787,4 +788,4 @@ def write_report(out, cfg, ctx, verdicts):
             lines += ["", "Free choices the paper does not fix:"] + [f"- {c}" for c in v.choices]
         if v.figure:
             lines += ["", f"![{v.claim}](figures/{v.figure})"]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "report.md", "\n".join(lines) + "\n")

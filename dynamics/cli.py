@@ -9,7 +9,7 @@ import math
 import sys
 import tomllib
 
-from .errors import AttnflowError
+from .errors import AttnflowError, Interrupted
 
 
 def parse_override(text):
@@ -118,14 +118,15 @@ def _dispatch(args):
             print(f"{v.claim:<{width}}  {v.verdict:<12}  {v.statement}")
         print(f"report: {args.out}/report.md, {args.out}/report.json, figures in {args.out}/figures")
     elif args.command == "derive":
-        from pathlib import Path
-
         from .derivation_report import render
+        from .files import prepare_out_file, write_text
         from .problem import Problem
+        if args.out is not None:
+            prepare_out_file(args.out)
         cfg = _load_config(args)
         text = render(Problem.from_config(cfg), cfg.training, args.format)
-        if args.out:
-            Path(args.out).write_text(text)
+        if args.out is not None:
+            write_text(args.out, text)
             print(f"wrote {args.out}")
         else:
             print(text, end="")
@@ -149,6 +150,9 @@ def main(argv=None):
     except AttnflowError as e:
         print("error: " + _one_line(e), file=sys.stderr)   # always one line
         return 2
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

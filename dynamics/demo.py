@@ -8,9 +8,8 @@ two regimes are trained alike.  The configs are written next to the results, so
 ``attnflow run DIR/flat.toml --out …`` reproduces either.
 """
 
-from pathlib import Path
-
 from . import config
+from .files import prepare_out_dir, write_text
 from .plots import plot_comparison
 from .problem import Problem
 from .report import run_report
@@ -40,8 +39,7 @@ REGIMES = {"flat": 0.3, "sharp": 3.0}
 
 def demo(out_dir="attnflow-demo", progress=True):
     """Run both problems, write their outputs, a comparison figure and ``report.md``; return the report."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out_dir)
     sharp = Problem.from_config(config.loads(CONFIG.format(L=REGIMES["sharp"], eta='"auto"')))
     eta, _, _ = choose_step_size(sharp.system(), sharp.S0, "auto")
     sections = ["# attnflow demo: flat and sharp regime",
@@ -52,7 +50,7 @@ def demo(out_dir="attnflow-demo", progress=True):
     runs = {}
     for name, L in REGIMES.items():
         text = CONFIG.format(L=L, eta=repr(float(eta)))
-        (out / f"{name}.toml").write_text(text)
+        write_text(out / f"{name}.toml", text)
         cfg = config.loads(text)
         problem = Problem.from_config(cfg)
         result = solve(problem, cfg.training, progress)
@@ -63,5 +61,5 @@ def demo(out_dir="attnflow-demo", progress=True):
     plot_comparison(out / "demo.png", runs)
     sections.append(f"Figures: {out / 'demo.png'}, and loss.png / attention.png in {out / 'flat'} and {out / 'sharp'}.")
     report = "\n".join(sections)
-    (out / "report.md").write_text(report + "\n")
+    write_text(out / "report.md", report + "\n")
     return report

@@ -12,3 +12,10 @@ class AttnflowError(Exception):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}" if field else message)
+
+
+class Interrupted(Exception):
+    """Work stopped by the user (Ctrl-C) after saving what was finished; the message says what.
+
+    The command line prints the message as one line and exits with status 130.
+    """

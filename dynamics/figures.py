@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .files import write_png  # noqa: E402
 from .plots import positive_times  # noqa: E402
 
 plt.rcParams.update({"figure.dpi": 150, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
@@ -18,7 +19,7 @@ plt.rcParams.update({"figure.dpi": 150, "font.size": 9, "axes.grid": True, "grid
 
 def _save(fig, path):
     fig.tight_layout()
-    fig.savefig(path)
+    write_png(path, fig)
     plt.close(fig)
     return path
 

@@ -6,6 +6,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .files import write_png  # noqa: E402
+
 _STYLE = {"flow": {"ls": "-", "lw": 1.8}, "gd": {"ls": "--", "lw": 1.4}}
 _NAMES = {"flow": "gradient flow", "gd": "gradient descent"}
 
@@ -59,7 +61,7 @@ def plot_run(out_dir, trajectories, title=""):
     ax.legend()
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(f"{out_dir}/loss.png", dpi=150)
+    write_png(f"{out_dir}/loss.png", fig, dpi=150)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -69,7 +71,7 @@ def plot_run(out_dir, trajectories, title=""):
     axes[1].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(f"{out_dir}/attention.png", dpi=150)
+    write_png(f"{out_dir}/attention.png", fig, dpi=150)
     plt.close(fig)
 
 
@@ -83,5 +85,5 @@ def plot_comparison(path, runs, xlabel_iterations=False):
         draw_attention(axes[1, col], trajectories)
         axes[1, col].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    write_png(path, fig, dpi=150)
     plt.close(fig)

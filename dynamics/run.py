@@ -9,13 +9,11 @@ Stages a user can call one by one::
     write_outputs(out_dir, cfg, problem, result)  # trajectory.npz, summary.json, *.png
 """
 
-import json
 import math
 import platform
 import time
 from dataclasses import dataclass, field, replace
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +22,7 @@ from solvers.gd import iterate_state_gd
 
 from .config import inert_settings, slow_settings
 from .errors import AttnflowError
+from .files import dump_json, prepare_out_dir, remove_stale_temps, write_npz
 from .problem import Problem
 from .progress import progress_bar
 
@@ -212,13 +211,16 @@ def save_trajectory(path, tr, state_name="state"):
         arrays["iteration"] = tr.iteration
     if tr.state is not None:
         arrays[state_name] = tr.state
-    np.savez_compressed(path, **arrays)
+    write_npz(path, **arrays)
+
+
+OUTPUT_NAMES = ("trajectory.npz", "trajectory_gd.npz", "summary.json", "loss.png", "attention.png")
 
 
 def write_outputs(out_dir, cfg, problem, result, plots=True):
     """Write trajectory.npz (flow, or GD alone), trajectory_gd.npz (mode "both"), summary.json, plots."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out_dir)
+    remove_stale_temps(out, OUTPUT_NAMES)        # left by a run killed while writing
     trs = result.trajectories
     main = main_trajectory(result)
     # The trained state when it is not S: factors [W_K Vᵀ, W_Q Vᵀ] (separate), or Q (token noise).
@@ -235,25 +237,6 @@ def write_outputs(out_dir, cfg, problem, result, plots=True):
     return summary
 
 
-def plain_json(x):
-    """``x`` with NumPy scalars and arrays as Python values and non-finite floats as None (valid JSON)."""
-    if isinstance(x, dict):
-        return {str(k): plain_json(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [plain_json(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return plain_json(x.tolist())
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def dump_json(path, data):
-    Path(path).write_text(json.dumps(plain_json(data), indent=2, allow_nan=False) + "\n")
-
-
 def check_gd(result):
     """Raise the clear one-line error for a GD step size that diverged."""
     tr = result.trajectories.get("gd")
@@ -268,6 +251,7 @@ def run(cfg, out_dir, progress=True, plots=True, warn=None):
     ``warn`` (optional) is called with each note on a setting that has no effect, once
     the problem is known to be valid.
     """
+    prepare_out_dir(out_dir)                     # a bad --out fails before any work
     problem = Problem.from_config(cfg)
     for note in inert_settings(cfg) + slow_settings(cfg) if warn else ():
         warn(note)

@@ -8,24 +8,38 @@ table ``DIR/table.csv`` holds one row per point in grid order and only
 deterministic columns (timings live in ``DIR/provenance.json``), so an interrupted
 and resumed sweep gives the same table as one that was not.  A point that fails is
 recorded with its status and message and does not stop the sweep.
+
+Ctrl-C stops a sweep at once: the workers are ended, the table and provenance of the
+finished points are written and :class:`~dynamics.errors.Interrupted` is raised (the
+command line exits with status 130).  A sweep killed outright keeps its finished
+points too, and its workers exit when they notice.  While a sweep runs it holds an
+exclusive ``flock`` on ``DIR/.lock``, so a second sweep into the same directory is
+refused; the kernel releases the lock however the process ends.  Every file is
+written atomically (:mod:`dynamics.files`).
 """
 
+import contextlib
 import csv
+import fcntl
 import itertools
 import json
 import math
 import os
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from .errors import AttnflowError
+from .errors import AttnflowError, Interrupted
+from .files import dump_json, prepare_out_dir, remove_stale_temps, write_csv, write_text
 from .phases import phase_boundary, step_sizes
 from .problem import Problem
 from .progress import progress_bar
-from .run import dump_json, plain_json, solve, versions
+from .run import solve, versions
 
 
 MAX_POINTS = 1_000_000       # points of one sweep (the product of the --param sizes)
@@ -123,82 +137,188 @@ def _run_point(args):
     cfg, index, overrides, out = args
     row, seconds = point_row(cfg, overrides)
     record = {"index": index, "overrides": overrides, "row": row, "seconds": seconds}
-    path = Path(out) / "points" / f"{index:05d}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(plain_json(record), allow_nan=False))
-    os.replace(tmp, path)                               # atomic: a killed sweep leaves no half file
+    dump_json(Path(out) / "points" / f"{index:05d}.json", record, indent=None)
     return record
 
 
 def _load_done(out, points):
     done = {}
     for path in sorted((Path(out) / "points").glob("*.json")):
-        record = json.loads(path.read_text())
-        i = record["index"]
-        if i < len(points) and record["overrides"] == points[i]:
+        try:
+            record = json.loads(path.read_text())
+            i = record["index"]
+            matches = i < len(points) and record["overrides"] == points[i]
+        except (ValueError, KeyError, TypeError):      # not a point file of ours: the point is rerun
+            continue
+        if matches:
             done[i] = record
     return done
 
 
+@contextmanager
+def _exclusive(out):
+    """Hold ``DIR/.lock`` (flock, released by the kernel whenever this process ends, however it ends)."""
+    path = out / ".lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise AttnflowError("--out", f"cannot open the lock file {path}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise AttnflowError("--out", f"{out} is in use by another sweep (pid {holder})") from None
+    except OSError as e:                      # a file system without locks
+        os.close(fd)
+        raise AttnflowError("--out", f"cannot lock {path}: {e.strerror}") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _init_worker(lock_fd, lock_id):
+    """Set up a worker process of the pool."""
+    # Ctrl-C reaches the whole process group; the parent alone decides what to do, and ends the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker holds a copy of the lock's descriptor, which would keep the sweep locked
+    # after the parent died.  (Checked by inode: a spawned worker's descriptor numbers differ.)
+    with contextlib.suppress(OSError):
+        st = os.fstat(lock_fd)
+        if (st.st_dev, st.st_ino) == lock_id:
+            os.close(lock_fd)
+    # A killed parent cannot end its workers: they notice it is gone and exit.
+    parent = os.getppid()
+
+    def exit_when_orphaned():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_when_orphaned, daemon=True).start()
+
+
+def _end_pool(pool):
+    """Stop a pool at once: cancel what has not started and terminate the workers."""
+    workers = list((pool._processes or {}).values())   # no public API for this before Python 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout=5)
+
+
+def _run_points(args, jobs, lock_fd, done, report):
+    """Run the points ``args``, serially or in a pool, adding each finished record to ``done``."""
+    if jobs == 1 or len(args) <= 1:
+        for n, a in enumerate(args, 1):
+            record = _run_point(a)
+            done[record["index"]] = record
+            if report:
+                report(n / len(args))
+        return
+    st = os.fstat(lock_fd)
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                               initargs=(lock_fd, (st.st_dev, st.st_ino)))
+    try:
+        futures = [pool.submit(_run_point, a) for a in args]
+        for n, fut in enumerate(as_completed(futures), 1):
+            record = fut.result()
+            done[record["index"]] = record
+            if report:
+                report(n / len(args))
+    except BaseException:
+        with _sigint_ignored():              # a second Ctrl-C must not cut this short
+            _end_pool(pool)
+        raise
+    pool.shutdown()
+
+
 def sweep(cfg, params, out_dir, jobs=None, progress=True, limit=None):
-    """Run the grid; return the list of rows (grid order).  ``limit`` stops after that many new points."""
-    out = Path(out_dir)
-    (out / "points").mkdir(parents=True, exist_ok=True)
+    """Run the grid; return the list of rows (grid order).  ``limit`` stops after that many new points.
+
+    Holds ``DIR/.lock`` while it runs.  On Ctrl-C (KeyboardInterrupt) it stops the
+    workers, writes the table and provenance of the finished points and raises
+    :class:`~dynamics.errors.Interrupted`; rerunning resumes.
+    """
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise AttnflowError("--jobs", f"expected an integer ≥ 1, got {jobs}")
+    out = prepare_out_dir(out_dir)
+    try:
+        (out / "points").mkdir(exist_ok=True)
+    except OSError as e:
+        raise AttnflowError("--out", f"cannot create {out / 'points'}: {e.strerror}") from None
+    with _exclusive(out) as lock_fd:
+        return _sweep(cfg, params, out, jobs, progress, limit, lock_fd)
+
+
+def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
     points = grid(params)
     spec = {"base_config": cfg.raw, "params": [[f, v] for f, v in params]}
     spec_path = out / "sweep.json"
     if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
         raise AttnflowError(str(out), "holds a different sweep (sweep.json differs); use a new --out directory")
-    spec_path.write_text(json.dumps(spec, indent=2))
+    remove_stale_temps(out, ("sweep.json", "table.csv", "provenance.json"))   # left by a killed sweep
+    remove_stale_temps(out / "points")
+    write_text(spec_path, json.dumps(spec, indent=2))       # as compared above (no plain_json)
     done = _load_done(out, points)
     todo = [i for i in range(len(points)) if i not in done]
     if limit is not None:
         todo = todo[:limit]
-    if todo:
-        # Generate and compile the kernels once, here, before the workers need them.
-        Problem.from_config(cfg.with_overrides(points[todo[0]])).system().warm_up()
     jobs = jobs or os.cpu_count() or 1
     start = time.perf_counter()
-    with progress_bar(f"sweep ({len(points)} points, {len(done)} done before)", progress) as report:
-        args = [(cfg, i, points[i], str(out)) for i in todo]
-        if jobs == 1 or len(args) <= 1:
-            for n, a in enumerate(args, 1):
-                record = _run_point(a)
-                done[record["index"]] = record
-                if report:
-                    report(n / len(args))
-        else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                futures = [pool.submit(_run_point, a) for a in args]
-                for n, fut in enumerate(as_completed(futures), 1):
-                    record = fut.result()
-                    done[record["index"]] = record
-                    if report:
-                        report(n / len(args))
-    rows = [done[i]["row"] for i in sorted(done)]
-    _write_table(out / "table.csv", rows)
-    provenance = {
-        "versions": versions(), "base_config": cfg.raw, "resolved_base_config": cfg.resolved(),
-        "params": spec["params"], "points": len(points), "completed": len(done), "jobs": jobs,
-        "solver": {"method": cfg.training.method, "rtol": cfg.training.rtol, "atol": cfg.training.atol,
-                   "kernels": cfg.training.kernels},
-        "failed": sum(1 for r in rows if r["status"] != "ok"),
-        "seconds_per_point": {str(i): done[i]["seconds"] for i in sorted(done)},
-        "wall_time_s_this_run": time.perf_counter() - start,
-    }
-    dump_json(out / "provenance.json", provenance)
+    interrupted = False
+    try:
+        with progress_bar(f"sweep ({len(points)} points, {len(done)} done before)", progress) as report:
+            if todo:
+                # Generate and compile the kernels once, here, before the workers need them.
+                Problem.from_config(cfg.with_overrides(points[todo[0]])).system().warm_up()
+            _run_points([(cfg, i, points[i], str(out)) for i in todo], jobs, lock_fd, done, report)
+    except KeyboardInterrupt:
+        interrupted = True
+    with _sigint_ignored(interrupted):      # after one Ctrl-C, write what is done even if another comes
+        if interrupted:
+            # What is on disk is what is done (a point may have been saved just before its worker ended).
+            done = _load_done(out, points)
+        rows = [done[i]["row"] for i in sorted(done)]
+        _write_table(out / "table.csv", rows)
+        provenance = {
+            "versions": versions(), "base_config": cfg.raw, "resolved_base_config": cfg.resolved(),
+            "params": spec["params"], "points": len(points), "completed": len(done), "interrupted": interrupted,
+            "jobs": jobs,
+            "solver": {"method": cfg.training.method, "rtol": cfg.training.rtol, "atol": cfg.training.atol,
+                       "kernels": cfg.training.kernels},
+            "failed": sum(1 for r in rows if r["status"] != "ok"),
+            "seconds_per_point": {str(i): done[i]["seconds"] for i in sorted(done)},
+            "wall_time_s_this_run": time.perf_counter() - start,
+        }
+        dump_json(out / "provenance.json", provenance)
+    if interrupted:
+        raise Interrupted(f"interrupted: {len(done)} of {len(points)} points done; rerun the same command to resume")
     return rows
+
+
+@contextmanager
+def _sigint_ignored(enabled=True):
+    """Ignore Ctrl-C in this block (the main thread's handler; elsewhere nothing changes)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _write_table(path, rows):
     columns = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: row.get(c, "") for c in columns})
+    write_csv(path, columns, rows)
 
 
 def read_table(path):

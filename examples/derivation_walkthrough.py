@@ -16,6 +16,7 @@ import sympy as sp
 from derivations import asymptotics, codegen, stages
 from dynamics import config
 from dynamics.derivation_report import render
+from dynamics.files import write_text
 from dynamics.problem import Problem
 
 
@@ -45,8 +46,8 @@ def walk(K, out):
 
     cfg = config.loads(f'[features]\nkind = "simplex"\nK = {K}\nd = {K - 1}\n[task]\nkind = "linear"\n')
     problem = Problem.from_config(cfg)
-    (out / f"derivation_K{K}.md").write_text(render(problem, cfg.training, "markdown"))
-    (out / f"derivation_K{K}.tex").write_text(render(problem, cfg.training, "latex"))
+    write_text(out / f"derivation_K{K}.md", render(problem, cfg.training, "markdown"))
+    write_text(out / f"derivation_K{K}.tex", render(problem, cfg.training, "latex"))
     print(f"\n   wrote {out / f'derivation_K{K}.md'} and .tex")
 
 

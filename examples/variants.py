@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dynamics import config  # noqa: E402
+from dynamics.files import write_png  # noqa: E402
 from dynamics.plots import positive_times  # noqa: E402
 from dynamics.problem import Problem  # noqa: E402
 from solvers import integrate_flow  # noqa: E402
@@ -70,7 +71,7 @@ def main(out_dir="."):
     ax_attn.legend(fontsize=8)
     fig.tight_layout()
     path = Path(out_dir) / "variants.png"
-    fig.savefig(path, dpi=120)
+    write_png(path, fig, dpi=120)
     print("wrote", path)
     return path
 

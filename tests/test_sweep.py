@@ -1,12 +1,14 @@
 """Sweeps: determinism, resuming, failures recorded, parameter parsing."""
 
 import json
+import signal
 
 import pytest
 
 from dynamics import config
+from dynamics import sweep as sweep_module
 from dynamics.cli import main
-from dynamics.errors import AttnflowError
+from dynamics.errors import AttnflowError, Interrupted
 from dynamics.sweep import grid, parse_param, read_table, sweep
 
 BASE = config.loads('[features]\nkind = "simplex"\nK = 3\nd = 2\n[training]\nmode = "both"\nsteps = 3000\n'
@@ -36,6 +38,31 @@ def test_interrupted_and_resumed_sweep_equals_an_uninterrupted_one(tmp_path):
     prov = json.loads((tmp_path / "resumed" / "provenance.json").read_text())
     assert prov["completed"] == 6 and prov["failed"] == 0 and prov["solver"]["method"] == "LSODA"
     assert {"numpy", "scipy", "numba", "sympy"} <= set(prov["versions"])
+
+
+def test_ctrl_c_in_a_serial_sweep_keeps_the_finished_points(tmp_path, monkeypatch):
+    """A real SIGINT while the third point runs (jobs = 1): two points saved, table and
+    provenance written, Interrupted raised; the rerun gives the uninterrupted table."""
+    run_point, calls, handler = sweep_module._run_point, [], signal.getsignal(signal.SIGINT)
+
+    def ctrl_c_during_the_third_point(args):
+        calls.append(args[1])
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)       # KeyboardInterrupt inside the point's work
+        return run_point(args)
+
+    monkeypatch.setattr(sweep_module, "_run_point", ctrl_c_during_the_third_point)
+    out = tmp_path / "s"
+    with pytest.raises(Interrupted, match=r"^interrupted: 2 of 6 points done; rerun the same command to resume$"):
+        sweep(BASE, PARAMS, out, jobs=1, progress=False)
+    assert len(read_table(out / "table.csv")) == 2 and len(list((out / "points").glob("*.json"))) == 2
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["interrupted"] and prov["completed"] == 2 and prov["points"] == 6
+    assert signal.getsignal(signal.SIGINT) is handler                         # restored
+    monkeypatch.undo()
+    resumed = sweep(BASE, PARAMS, out, jobs=1, progress=False)
+    assert resumed == sweep(BASE, PARAMS, tmp_path / "whole", jobs=1, progress=False)
+    assert (out / "table.csv").read_bytes() == (tmp_path / "whole" / "table.csv").read_bytes()
 
 
 def test_parallel_sweep_is_deterministic(tmp_path):
