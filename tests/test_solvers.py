@@ -127,7 +127,18 @@ def test_gd_reports_steps_that_do_not_converge(factor, status):
     system = problem.system()
     gd = iterate_gd(system, problem.S0, factor * system.stable_step(problem.S0), 2000)
     assert gd.status == status and not gd.success
-    assert "iteration" in gd.message or "exceeds the initial loss" in gd.message
+    # The message states the stopping reason with the numbers of this trajectory.
+    it = gd.counters["iterations"]
+    assert gd.iteration[-1] == it
+    if status == "not-converging":
+        assert it == 2000
+        assert gd.message == (f"the loss after 2000 iterations ({gd.loss[-1]:.3g}) exceeds the initial loss "
+                              f"({gd.loss[0]:.3g}): the step size is too large to converge")
+        assert gd.loss[-1] > gd.loss[0]
+    else:
+        assert 0 < it < 2000
+        assert gd.message == f"gradient descent diverged at iteration {it}: a score exceeded 700"
+        assert np.abs(gd.S[-1]).max() > 700 and np.abs(gd.S[-2]).max() <= 700   # the breaking state is kept
 
 
 def test_gd_with_half_the_stable_step_converges():
