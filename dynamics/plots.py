@@ -47,7 +47,8 @@ def draw_per_query(ax, t, target, label=True, color="C0", suffix="", **style):
     """Each query's target attention ``target[:, k]`` against ``t`` on a log axis.
 
     For K > :data:`MAX_QUERY_CURVES` the spread over the queries instead: the median and
-    the min–max band, in ``color`` (two legend entries).
+    the min–max band, in ``color``, with two legend entries ending in ``suffix``.
+    ``label`` says whether the per-query curves (small K) get legend entries.
     """
     K = target.shape[1]
     if K <= MAX_QUERY_CURVES:
