@@ -43,7 +43,8 @@ def build_parser():
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     derive = sub.add_parser("derive", help="the derivation, step by step, as Markdown or LaTeX")
     derive.add_argument("config", help="TOML configuration")
-    derive.add_argument("--format", choices=("markdown", "latex"), default="markdown")
+    derive.add_argument("--format", choices=("markdown", "latex"), default="markdown",
+                        help="Markdown with $…$ math, or a standalone LaTeX document (default: %(default)s)")
     derive.add_argument("--out", help="write to this file instead of standard output")
     derive.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a configuration field (repeatable)")
@@ -53,14 +54,16 @@ def build_parser():
                        help="a swept field: LO:HI:log:N, LO:HI:lin:N or v1,v2,... (repeatable: Cartesian product)")
     sweep.add_argument("--out", required=True, help="output directory (rerun to resume)")
     sweep.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
-    sweep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    sweep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a configuration field (repeatable)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     check = sub.add_parser("check", help="the papers' claims as numerical protocols: report.md, report.json, figures")
     check.add_argument("config", help="TOML configuration of the base problem")
     check.add_argument("--out", required=True, help="output directory")
-    check.add_argument("--quick", action="store_true", help="small grids (minutes instead of tens of minutes)")
+    check.add_argument("--quick", action="store_true", help="small grids, seconds (the full grids take about half a minute)")
     check.add_argument("--claims", help="comma-separated subset, e.g. C1,C3,H2")
-    check.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    check.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a configuration field of the base problem (repeatable)")
     check.add_argument("--quiet", action="store_true", help="no progress bars")
     for command in sub.choices.values():
         command.add_argument("--debug", action="store_true",

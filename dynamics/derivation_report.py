@@ -40,6 +40,8 @@ def derivation_blocks(problem, training=None):
                        "configuration's variants follow it." if variant_stages else ""))]
     for st in derivation.stages:
         indexed = st.data.get("indexed")
+        if st.name == "large_prompt_limit":
+            indexed = [_softmax_indexed(K)]
         blocks += export.stage_blocks(st, None if explicit or indexed is None else indexed)
         if st.name == "column_hessian" and explicit:
             H = st.data["hessian"]
@@ -86,6 +88,12 @@ def derivation_blocks(problem, training=None):
                      f"elimination, into a Numba module: `{path}`. Every parameter ($G$, $F$, $p$, $\\eta$) is a runtime "
                      f"argument, so one module serves every problem with $K = {K}$.")]
     return blocks
+
+
+def _softmax_indexed(K):
+    """The large-prompt softmax for every ``n = 1 … K`` in one line (the stage spells out only three)."""
+    return (rf"a_n = \frac{{e^{{l_n + s_n}}}}{{\sum_{{m=1}}^{{{K}}} e^{{l_m + s_m}}}}, "
+            rf"\qquad n = 1, \dots, {K}")
 
 
 def _model_words(problem):

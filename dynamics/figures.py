@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .files import write_png  # noqa: E402
-from .plots import positive_times  # noqa: E402
+from .plots import draw_per_query, positive_times  # noqa: E402
 
 plt.rcParams.update({"figure.dpi": 150, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
                      "axes.spines.top": False, "axes.spines.right": False})
@@ -145,8 +145,7 @@ def balanced_imbalanced(path, balanced, imbalanced):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     for ax, (name, tr) in zip(axes, (("balanced p", balanced), ("imbalanced p", imbalanced))):
         t, target = positive_times(tr.t, tr.target_attention)
-        for k in range(target.shape[1]):
-            ax.semilogx(t, target[:, k], label=f"query {k + 1}")
+        draw_per_query(ax, t, target)
         ax.set(xlabel="time t", title=f"linear task, orthonormal features, {name}", ylim=(0, 1.02))
     axes[0].set_ylabel("A_kk")
     axes[1].legend(fontsize=7)

@@ -40,13 +40,35 @@ def draw_attention(ax, trajectories, color=None):
     ax.grid(True, which="major", alpha=0.3)
 
 
+# Up to this many queries each gets its own curve, colour (C0–C9) and legend entry; beyond it the
+# colours would repeat and the legend outgrow the figure, so the queries are summarised.
+MAX_QUERY_CURVES = 10
+
+
+def draw_per_query(ax, t, target, label=True, color="C0", suffix="", **style):
+    """Each query's target attention ``target[:, k]`` against ``t`` on a log axis.
+
+    For K > :data:`MAX_QUERY_CURVES` the spread over the queries instead: the median and
+    the min–max band, in ``color``, with two legend entries ending in ``suffix``.
+    ``label`` says whether the per-query curves (small K) get legend entries.
+    """
+    K = target.shape[1]
+    if K <= MAX_QUERY_CURVES:
+        for k in range(K):
+            ax.semilogx(t, target[:, k], color=f"C{k}", label=f"query {k + 1}" if label else None, **style)
+        return
+    ax.fill_between(t, target.min(axis=1), target.max(axis=1), color=color, alpha=0.18, lw=0,
+                    label=f"min–max over {K} queries{suffix}")
+    ax.semilogx(t, np.median(target, axis=1), color=color, label=f"median over queries{suffix}", **style)
+
+
 def draw_target(ax, trajectories):
-    """Each query's attention on its own feature (linear y, log t)."""
-    for kind, tr in trajectories.items():
+    """Each query's attention on its own feature (linear y, log t); summarised for large K."""
+    for i, (kind, tr) in enumerate(trajectories.items()):
         t, target = positive_times(tr.t, tr.target_attention)
-        for k in range(target.shape[1]):
-            ax.semilogx(t, target[:, k], color=f"C{k}", label=f"query {k + 1}" if kind == "flow" or len(trajectories) == 1 else None,
-                        **_STYLE[kind])
+        suffix = f" ({_NAMES[kind]})" if len(trajectories) > 1 else ""
+        draw_per_query(ax, t, target, label=kind == "flow" or len(trajectories) == 1, color=f"C{i}",
+                       suffix=suffix, **_STYLE[kind])
     ax.axhline(0.5, color="0.6", lw=0.8)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("time t  (GD: η · iteration)")

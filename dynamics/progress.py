@@ -13,7 +13,9 @@ def progress_bar(description, enabled=True):
     if not enabled:
         yield None
         return
-    bar = tqdm(total=_TOTAL, desc=description, unit="‰", leave=False,
+    # miniters=1: tqdm's adaptive default learns from a fast start (a flow's first decades of
+    # log time pass in milliseconds) to skip redraws, and the bar then stalls for seconds.
+    bar = tqdm(total=_TOTAL, desc=description, unit="‰", leave=False, miniters=1,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
 
     def report(fraction):

@@ -53,7 +53,8 @@ def walk(K, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="derivation-walkthrough")
+    parser.add_argument("--out", default="derivation-walkthrough",
+                        help="directory for the Markdown and LaTeX derivations, created if missing (default: %(default)s)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -40,8 +40,8 @@ link = "sin"
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="figures")
-    parser.add_argument("--quick", action="store_true", help="fewer points")
+    parser.add_argument("--out", default="figures", help="directory for the PNGs, created if missing (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="fewer points and iterations (seconds instead of half a minute)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

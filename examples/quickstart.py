@@ -1,13 +1,18 @@
 """The pipeline from Python, stage by stage: configuration → problem → system → solution.
 
-Run:  python examples/quickstart.py
+Run:  python examples/quickstart.py      (prints only; a few seconds with warm caches)
 """
+
+import argparse
 
 import numpy as np
 
 from dynamics import config
 from dynamics.problem import Problem
 from solvers import integrate_flow, iterate_gd
+
+# No options; --help describes the script and exits before any work.
+argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
 
 cfg = config.loads("""
 [features]

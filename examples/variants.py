@@ -11,10 +11,10 @@ still, at E[c_k/(c_k + 1)] (its score S_kk is tied to its own feature's tokens);
 separate matrices start on a plateau (the saddle at W = 0) and then drop sharply;
 noise leaves a loss floor.
 
-Run:  python examples/variants.py [OUT_DIR]      (writes variants.png, a few seconds)
+Run:  python examples/variants.py [--out DIR]      (writes DIR/variants.png, a few seconds)
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 import matplotlib
@@ -55,7 +55,8 @@ def problem_for(changes):
     return Problem.from_config(config.from_dict(raw))
 
 
-def main(out_dir="."):
+def draw(out_dir="."):
+    """Integrate every variant's flow and write ``out_dir/variants.png``; return its path."""
     fig, (ax_loss, ax_attn) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, changes in VARIANTS.items():
         problem = problem_for(changes)
@@ -76,5 +77,14 @@ def main(out_dir="."):
     return path
 
 
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=".", help="directory for variants.png, created if missing (default: %(default)s)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return draw(out)
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

@@ -8,6 +8,7 @@ import pytest
 
 from derivations import asymptotics
 from dynamics.cli import main
+from dynamics.derivation_report import EXPLICIT_MAX_K, render
 from solvers import integrate_flow
 
 from .conftest import make_problem
@@ -105,6 +106,18 @@ def test_derive_uses_indexed_form_for_large_K(tmp_path, capsys):
     text = capsys.readouterr().out
     assert r"g_n = a_n (u_n - B)" in text and "H_{12}" not in text
     assert "constants are not derived" in text
+
+
+@pytest.mark.parametrize("K, kind", [(2, "orthonormal"), (3, "simplex"), (4, "orthonormal"), (5, "orthonormal")])
+def test_derive_shows_the_softmax_for_every_feature(K, kind):
+    """Every a_1 … a_K: spelled out for K ≤ 3, indexed up to K beyond (K = 4 once stopped at a_3)."""
+    text = render(make_problem(features={"kind": kind, "K": K}, task={"kind": "linear"}))
+    section = text.split("## The large-prompt limit")[1].split("\n## ")[0]
+    if K <= EXPLICIT_MAX_K:
+        assert [n for n in range(1, K + 1) if f"a_{{{n}}} = " not in section] == []
+    else:
+        assert rf"\sum_{{m=1}}^{{{K}}} e^{{l_m + s_m}}" in section and rf"n = 1, \dots, {K}" in section
+        assert "a_{1} = " not in section            # no explicit entries that stop short of a_K
 
 
 def test_derive_shows_the_configured_variants_with_their_checks(tmp_path, capsys):

@@ -7,6 +7,7 @@ report.json say why.
 """
 
 import json
+import re
 
 import pytest
 
@@ -171,3 +172,29 @@ def test_check_command_subset_and_errors(tmp_path, capsys):
     assert "C1" in out and "H1" in out and "C3" not in out
     assert main(["check", str(cfg), "--out", str(tmp_path / "o"), "--claims", "C9"]) == 2
     assert "--claims: unknown claim(s) C9" in capsys.readouterr().err
+
+
+def _linked_figures(out):
+    """Every figure path report.md and report.json name, relative to ``out``."""
+    md = (out / "report.md").read_text()
+    linked = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md))
+    data = json.loads((out / "report.json").read_text())
+    linked |= {f"figures/{v['figure']}" for v in data["verdicts"] if v["figure"]}
+    return linked
+
+
+@pytest.mark.parametrize("claims", [["H2"], ["H1"], ["C1", "H2"]])
+def test_a_subset_of_claims_links_only_figures_it_wrote(tmp_path, claims):
+    """H2 alone used to link H1_H2.png, which only H1 drew (H1 and H2 are the claims sharing a figure)."""
+    check(config.default(), tmp_path, quick=True, claims=claims, progress=False)
+    linked = _linked_figures(tmp_path)
+    assert len(linked) == len(claims)
+    assert [f for f in linked if not (tmp_path / f).is_file()] == []
+
+
+def test_the_full_report_links_only_figures_it_wrote(report):
+    out, verdicts = report
+    linked = _linked_figures(out)
+    # C8 draws no figure; H1 and H2 share one.
+    assert len(linked) == len({v.figure for v in verdicts.values() if v.figure}) == len(CLAIMS) - 2
+    assert [f for f in linked if not (out / f).is_file()] == []

@@ -97,8 +97,34 @@ def test_flow_with_generated_kernels_matches_hand_written(simplex_sharp):
 
 def test_key_depends_on_K_and_names_the_module():
     assert codegen.kernel_key(3) != codegen.kernel_key(4)
-    assert codegen.kernel_key(3) == codegen.kernel_key(3)
     assert codegen.kernel_key(3)[:16] in codegen.module_path(3).name
+
+
+def test_key_is_stable_across_processes():
+    """The key names the cached module, so another process must compute the same one (no hash salting)."""
+    script = "from derivations import codegen; print(codegen.kernel_key(3))"
+    out = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == codegen.kernel_key(3)
+
+
+def test_key_changes_when_a_derivation_source_changes(tmp_path, monkeypatch):
+    """An edit to any source the generated module depends on gives a new key: a stale module is never reused."""
+    original = codegen.kernel_key(3)
+    copies = []
+    for i, source in enumerate(codegen._SOURCES):
+        copy = tmp_path / f"{i}_{source.name}"
+        copy.write_bytes(source.read_bytes())
+        copies.append(copy)
+    monkeypatch.setattr(codegen, "_SOURCES", tuple(copies))
+    assert codegen.kernel_key(3) == original                # the copies stand for the sources
+    for copy in copies:
+        text = copy.read_text()
+        copy.write_text(text + "\n# an edit\n")
+        assert codegen.kernel_key(3) != original, copy.name
+        copy.write_text(text)
+    assert codegen.kernel_key(3) == original
 
 
 @pytest.mark.slow

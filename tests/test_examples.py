@@ -34,8 +34,22 @@ def test_quickstart_and_walkthrough(tmp_path):
 
 
 @pytest.mark.slow
-def test_variants_example_draws_every_variant(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "variants.py"), str(tmp_path)], env=ENV,
-                          capture_output=True, text=True, timeout=600)
+def test_variants_example_draws_every_variant_into_out(tmp_path):
+    out = tmp_path / "new" / "dir"                  # --out creates it (a path argument once gave a TypeError)
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "variants.py"), "--out", str(out)], env=ENV,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("finished") == 5 and (tmp_path / "variants.png").stat().st_size > 20_000
+    assert proc.stdout.count("finished") == 5 and (out / "variants.png").stat().st_size > 20_000
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["variants.png"]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
+def test_example_help_prints_usage_and_runs_nothing(tmp_path, script):
+    """--help used to run variants.py in full before failing on the argument."""
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--help"], env=ENV, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage:") and proc.stderr == ""
+    assert list(tmp_path.iterdir()) == []           # nothing computed, nothing written
+    if script != "quickstart.py":                   # the quickstart takes no options
+        assert "--out" in proc.stdout

@@ -1,5 +1,7 @@
 """Expression tasks: SymPy moments (exact, quadrature, Monte Carlo), Lipschitz constants, errors."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -82,13 +84,18 @@ def test_stated_lipschitz_bound_is_used():
 
 
 def test_expression_sampled_labels_have_the_moments():
+    """Labels drawn for training (one parameter draw per prompt) have second moments F, the exact route's,
+    within 4 standard errors of the Monte Carlo mean."""
     problem = _expression(*CASES[1])
-    cls = problem.function_class
-    rng = np.random.default_rng(0)
+    assert problem.moments.method == "exact"
     V = problem.features.V
-    X = np.broadcast_to(V, (4, 5, 3))
-    y = cls.sample_labels(rng, X, None)
-    assert y.shape == (4, 5) and np.all(np.isfinite(y))
+    draws = 100_000
+    y = problem.function_class.sample_labels(np.random.default_rng(0), np.broadcast_to(V, (draws, *V.shape)), None)
+    assert y.shape == (draws, len(V)) and np.all(np.isfinite(y))
+    products = y[:, :, None] * y[:, None, :]
+    se = products.std(axis=0) / np.sqrt(draws)
+    assert np.all(np.abs(products.mean(axis=0) - problem.F) <= 4 * se)
+    assert np.abs(products.mean(axis=0) - problem.F).max() > 0          # sampled, not copied
 
 
 @pytest.mark.parametrize("task,message", [
@@ -121,4 +128,10 @@ def test_expression_run_end_to_end(tmp_path, capsys):
                    '[training]\nt_end = 1e5\n')
     assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet", "--no-plots"]) == 0
     assert "expression sin(w0*x0 + w1*x1 + b)" in capsys.readouterr().out
-    assert feat.simplex(3, 2).K == 3
+    # The run used the simplex and this expression's moments: with b uniform on a period,
+    # E sin(wᵀa + b) sin(wᵀc + b) = ½ E cos(wᵀ(a − c)) = ½ exp(−2|a − c|²) for w ~ N(0, 4 I).
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())["problem"]
+    V = feat.simplex(3, 2).V
+    expected = 0.5 * np.exp(-2 * ((V[:, None] - V[None]) ** 2).sum(-1))
+    assert summary["F_method"] == "exact"
+    np.testing.assert_allclose(summary["F"], expected, rtol=1e-12, atol=0)
