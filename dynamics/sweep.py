@@ -261,21 +261,22 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
     spec_path = out / "sweep.json"
     if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
         raise AttnflowError(str(out), "holds a different sweep (sweep.json differs); use a new --out directory")
-    remove_stale_temps(out, ("sweep.json", "table.csv", "provenance.json"))   # left by a killed sweep
-    remove_stale_temps(out / "points")
-    write_text(spec_path, json.dumps(spec, indent=2))       # as compared above (no plain_json)
     done = _load_done(out, points)
     todo = [i for i in range(len(points)) if i not in done]
     if limit is not None:
         todo = todo[:limit]
+    if todo:
+        # Generate and compile the kernels once, here, before the workers need them (and
+        # before anything is written: a first point that cannot be built is an input error).
+        Problem.from_config(cfg.with_overrides(points[todo[0]])).system().warm_up()
+    remove_stale_temps(out, ("sweep.json", "table.csv", "provenance.json"))   # left by a killed sweep
+    remove_stale_temps(out / "points")
+    write_text(spec_path, json.dumps(spec, indent=2))       # as compared above (no plain_json)
     jobs = jobs or os.cpu_count() or 1
     start = time.perf_counter()
     interrupted = False
     try:
         with progress_bar(f"sweep ({len(points)} points, {len(done)} done before)", progress) as report:
-            if todo:
-                # Generate and compile the kernels once, here, before the workers need them.
-                Problem.from_config(cfg.with_overrides(points[todo[0]])).system().warm_up()
             _run_points([(cfg, i, points[i], str(out)) for i in todo], jobs, lock_fd, done, report)
     except KeyboardInterrupt:
         interrupted = True
