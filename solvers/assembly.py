@@ -60,10 +60,13 @@ def attention(S, logp, prompt):
 
 @njit(cache=True)
 def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
-    """Population loss ℒ(S) at N = ∞ and ``max_k log(1 − A_kk)``; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``.
+    """Population loss ℒ(S) and ``max_k log(1 − A_kk)``; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``.
 
-    ``1 − A_kk = Σ_{n≠k} A_nk`` is a sum of positive terms each computed to full
-    relative precision, so the gap stays exact when A_kk is within 1e-300 of one.
+    The gap is the one quantity every crossing event uses (flow and GD, every variant):
+    ``1 − A_kk`` is everything query k does not pay its own feature, the attention on the
+    other features plus, with the query token in the softmax, the query's own share:
+    ``Σ_{n≠k} A_nk + A_qk``.  Each term is computed to full relative precision, so the
+    gap stays exact when A_kk is within 1e-300 of one.
     """
     K = S.shape[0]
     a = np.empty(K)
@@ -76,12 +79,12 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
             s[n] = S[n, k]
         M = Ms[k]
         if prompt[0] > 0:
-            value = finite_column(s, logp, M, int(prompt[0]), prompt[1], g, a, _query(prompt, k))[0]
+            value, _, off = finite_column(s, logp, M, int(prompt[0]), prompt[1], g, a, _query(prompt, k))
         else:
             column_attention(s, logp, a)
             value = column_loss_gradient(a, M, g)
+            off = 0.0
         loss += p[k] * value
-        off = 0.0
         for n in range(K):
             Gamma[n, k] = p[k] * g[n]
             if n != k:
