@@ -159,7 +159,9 @@ def flow_jacobian(y, G, Ms, p, logp, prompt):
     return J
 
 
-GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS = 0, 1, 2, 3
+GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS, GD_SATURATED = 0, 1, 2, 3, 4
+# log(2⁻⁵²): an off-target attention below double precision's epsilon makes the softmax one-hot.
+SATURATED_LOG_GAP = -36.04365338911715
 
 
 @njit(cache=True)
@@ -182,9 +184,12 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
         ``log(A_nk / A_kk)``) is compared with its previous non-zero direction, and
         ``flips[n, k]`` counts reversals: the oscillations of that irrelevant attention.
     A loss increase counts only beyond a relative 1e-12, so rounding at convergence is not one.
+    A step that leaves S bit-identical while every query's softmax is one-hot in float64
+    (``max_k log(1 − A_kk) ≤ log 2⁻⁵²``, which a loss of exactly 0 implies) ends the run
+    as ``GD_SATURATED``: GD is frozen there for good, and not at a solution.
 
     Returns ``(status, last_iteration, n_recorded, loss_increases)``; status is one
-    of ``GD_FINISHED``, ``GD_NONFINITE``, ``GD_SCORE_LIMIT``, ``GD_STOP_LOSS``.
+    of ``GD_FINISHED``, ``GD_NONFINITE``, ``GD_SCORE_LIMIT``, ``GD_STOP_LOSS``, ``GD_SATURATED``.
     """
     K = S.shape[0]
     R = record_at.shape[0]
@@ -227,6 +232,7 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
             np.dot(G, Gamma, half)
             np.dot(half, G, step)
         big = 0.0
+        changed = False
         for k in range(K):
             for n in range(K):
                 if n != k:
@@ -238,7 +244,9 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
                         last_sign[n, k] = sign
         for n in range(K):
             for k in range(K):
+                old = S[n, k]
                 S[n, k] -= eta * step[n, k]
+                changed = changed or S[n, k] != old
                 v = abs(S[n, k])
                 if not (v <= big):  # also catches NaN
                     big = v
@@ -247,3 +255,5 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
             return GD_NONFINITE, it, rec, increases
         if big > score_limit:
             return GD_SCORE_LIMIT, it, rec, increases
+        if not changed and gap <= SATURATED_LOG_GAP:
+            return GD_SATURATED, it, rec, increases
