@@ -86,3 +86,20 @@ def test_flow_to_a_vanishing_horizon_returns_at_once():
     assert out.returncode == 0, out.stderr
     status, t_final, steps = out.stdout.split()
     assert status == "t_end" and float(t_final) == 1e-200 and int(steps) <= 10
+
+
+def test_constant_finite_class_runs_without_runtime_warnings(tmp_path):
+    """Rows that are constant on the features: L = 0, so δ = 0 by definition (not 0/0) and no NumPy warning."""
+    import warnings
+
+    from dynamics import config
+    from dynamics.run import run
+    cfg = config.from_dict({"features": {"kind": "orthonormal", "K": 3},
+                            "task": {"kind": "finite", "functions": [[1, 1, 1], [1, 1, 1]]},
+                            "training": {"mode": "both", "eta": 0.1, "steps": 200, "t_end": 1e3}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        problem, result, summary = run(cfg, tmp_path, progress=False, plots=True)
+    assert summary["delta"] == 0 and summary["L_Delta_delta"] == 0 and summary["regime"] == "flat"
+    assert not summary["constants"]["nondegenerate"]
+    assert summary["flow"]["final_loss"] == 0 and summary["gd"]["status"] == "finished"
