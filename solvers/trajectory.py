@@ -61,7 +61,7 @@ class Trajectory:
         rows of ``state`` or, when there is none, of S (``flat_attention``, which knows
         the prompt model).
     iteration : (T,) GD iteration numbers (None for the flow).
-    crossings : first times the worst query's attention reaches 1/2 (``"t_half"``),
+    crossings : first times the target attention ``min_k A_kk`` reaches 1/2 (``"t_half"``),
         1 − ε (``"t_attention"`` → {ε: t}) and the loss falls to ε
         (``"t_loss"`` → {ε: t}); None where never reached.  Flow crossing times
         come from root finding on the solver's interpolant; GD ones are exact
