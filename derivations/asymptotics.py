@@ -27,6 +27,7 @@ from scipy.optimize import brentq
 
 from solvers.columns import label_gap_stack
 
+from .checks import require
 from .stages import Stage, column_gradient, column_loss, derive
 
 
@@ -119,12 +120,13 @@ def late_phase_stage(K=3):
     e = sp.Matrix(eps)
     loss_exact = sp.expand(loss.data["loss"].subs(zero_row).subs(sub))
     checks = []
-    assert sp.expand(loss_exact - h**2 * (e.T * Mt * e)[0] / 2) == 0
+    require(sp.expand(loss_exact - h**2 * (e.T * Mt * e)[0] / 2) == 0, "late-phase loss = h²εᵀM̃ε/2")
     checks.append(r"$\ell = \tfrac12 h^2 \varepsilon^\top \tilde M \varepsilon$ exactly when row and column $k$ of $M$ vanish")
     for n in range(1, K):
         g = sp.expand(grad[n].subs(zero_row).subs(sub))
         lead = sp.expand(h**2 * eps[n - 1] * (Mt * e)[n - 1])
-        assert sp.expand(g - lead).coeff(h, 2) == 0 and g.coeff(h, 1) == 0
+        require(sp.expand(g - lead).coeff(h, 2) == 0 and g.coeff(h, 1) == 0,
+                "late-phase gradient leading order h²ε(M̃ε)")
     checks.append(r"$g_n = h^2 \varepsilon_n (\tilde M\varepsilon)_n + O(h^3)$ for every $n \ne k$ (series in $h$)")
     Kq, gam, pk, q = sp.symbols("K gamma p_k q", positive=True)
     # Σ_n [c_n (M̃c)_n + q] = (K − 1)/(2γ²p_k) with Σ_n c_n (M̃c)_n = q:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from .checks import require
+
 # Symbolic checks that expand explicit softmax quotients get expensive quickly; they
 # run for K up to this size, and the stage says so.
 SYMBOLIC_CHECK_MAX_K = 3
@@ -99,7 +101,7 @@ def network(K):
     yhat = sp.Add(*[Ai * fi for Ai, fi in zip(A, f)])
     gap_form = sp.Add(*[Ai * (fi - f[k]) for Ai, fi in zip(A, f)])
     checks = []
-    assert _is_zero(yhat - f[k] - gap_form)
+    require(_is_zero(yhat - f[k] - gap_form), "prediction error in label gaps")
     checks.append(r"$\hat y - f(v_k) - \sum_n A_n (f(v_n) - f(v_k))$ simplifies to $0$ (because $\sum_n A_n = 1$)")
     # E over f is linear: replace f_n f_m by F_nm in the expanded square of the label gap.
     F = moment_matrix(K, "F")
@@ -108,7 +110,7 @@ def network(K):
     expanded = sp.expand((f[n] - f[k]) * (f[m] - f[k]))
     expected_F = expanded.subs({f[i] * f[j]: F[i, j] for i in range(K) for j in range(K)},
                                simultaneous=True).subs({f[i] ** 2: F[i, i] for i in range(K)})
-    assert sp.expand(expected_F - (F[n, m] - F[n, k] - F[k, m] + F[k, k])) == 0
+    require(sp.expand(expected_F - (F[n, m] - F[n, k] - F[k, m] + F[k, k])) == 0, "label-gap moments M⁽ᵏ⁾ from F")
     checks.append(r"$E[(f_n - f_k)(f_m - f_k)] = F_{nm} - F_{nk} - F_{km} + F_{kk}$ (expanded and compared)")
     eqs = [
         sp.Eq(sp.Symbol("A_n"), sp.Symbol("c_n") * sp.exp(sp.Symbol("s_n"))
@@ -150,7 +152,8 @@ def softmax_derivative(K):
     if K <= SYMBOLIC_CHECK_MAX_K:
         for m in range(K):
             for j in range(K):
-                assert _is_zero(sp.diff(a[m], s[j]) - a[m] * (sp.KroneckerDelta(m, j) - a[j]))
+                require(_is_zero(sp.diff(a[m], s[j]) - a[m] * (sp.KroneckerDelta(m, j) - a[j])),
+                        "softmax derivative from the exponential definition")
         checks.append(rf"$\partial a_m/\partial s_j - a_m(\delta_{{mj}} - a_j)$ simplifies to $0$ for all $m, j$ ($K = {K}$)")
     a_sym = attention_symbols(K)
     m_, j_ = sp.symbols("m j", integer=True)
@@ -183,7 +186,7 @@ def column_gradient(loss_stage):
     grad = [a[i] * (u[i] - B) for i in range(K)]
     checks = []
     for i in range(K):
-        assert sp.expand(grad[i] - through_softmax(loss, a, i)) == 0
+        require(sp.expand(grad[i] - through_softmax(loss, a, i)) == 0, "column gradient through the softmax")
     checks.append(r"$g_i$ equals the softmax chain rule applied to $\ell$ (expanded and compared)")
     if K <= SYMBOLIC_CHECK_MAX_K:
         s = score_symbols(K)
@@ -192,7 +195,8 @@ def column_gradient(loss_stage):
         sub = dict(zip(a, explicit))
         direct = loss.subs(sub)
         for i in range(K):
-            assert _is_zero(sp.diff(direct, s[i]) - grad[i].subs(sub))
+            require(_is_zero(sp.diff(direct, s[i]) - grad[i].subs(sub)),
+                    "column gradient against the explicit softmax")
         checks.append(rf"$g_i - \partial\ell/\partial s_i$ with the explicit softmax simplifies to $0$ ($K = {K}$)")
     u_sym = sp.symbols(f"u_1:{K + 1}")
     Bs = sp.Symbol("B")
@@ -221,14 +225,14 @@ def column_hessian(gradient_stage):
     if K <= SYMBOLIC_CHECK_MAX_K:
         for i in range(K):
             for j in range(i + 1, K):
-                assert sp.expand(H[i, j] - H[j, i]) == 0
+                require(sp.expand(H[i, j] - H[j, i]) == 0, "column Hessian symmetric")
         checks.append(rf"$H = H^\top$ (expanded, $K = {K}$)")
         u = sp.Matrix(M) * sp.Matrix(a)
         beta = (sp.Matrix(a).T * u)[0]
         D = sp.diag(*a) - sp.Matrix(a) * sp.Matrix(a).T
         g = [a[i] * (u[i] - beta) for i in range(K)]
         closed = D * M * D + sp.diag(*g) - sp.Matrix(g) * sp.Matrix(a).T - sp.Matrix(a) * sp.Matrix(g).T
-        assert sp.expand(H - closed) == sp.zeros(K, K)
+        require(sp.expand(H - closed) == sp.zeros(K, K), "H = DMD + diag(g) − gaᵀ − agᵀ")
         checks.append(rf"$H = DMD + \mathrm{{diag}}(g) - g a^\top - a g^\top$ with $D = \mathrm{{diag}}(a) - a a^\top$ (expanded, $K = {K}$)")
     eqs = [r"H = D M D + \mathrm{diag}(g) - g a^\top - a g^\top", r"D = \mathrm{diag}(a) - a a^\top"]
     text = ("Applying the softmax rule to $g$ gives the Hessian of the per-query loss in its scores; "

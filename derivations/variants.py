@@ -13,6 +13,7 @@ from itertools import product
 
 import sympy as sp
 
+from .checks import require
 from .stages import Stage, _is_zero
 
 
@@ -25,7 +26,7 @@ def finite_prompt():
     checks = []
     for r in (1, 2, 3):
         integral = sp.integrate(tau ** (r - 1) * sp.exp(-tau * Z), (tau, 0, sp.oo)) / sp.gamma(r)
-        assert _is_zero(integral - Z ** -r)
+        require(_is_zero(integral - Z ** -r), "Γ(r)⁻¹∫τ^{r−1}e^{−τZ}dτ = Z^{−r}")
     checks.append("$\\Gamma(r)^{-1}\\int_0^\\infty \\tau^{r-1} e^{-\\tau Z} d\\tau = Z^{-r}$ for $r = 1, 2, 3$")
     # Tilted multinomial moments, by enumerating the compositions of N = 4 into K = 3 counts.
     N, K = 4, 3
@@ -38,9 +39,11 @@ def finite_prompt():
 
     def a(r):
         return sp.ff(N, r) * Phi ** (N - r)
-    assert _is_zero(tilted(lambda c: c[0] * c[1]) - sp.expand(a(2) * u[0] * u[1]))
-    assert _is_zero(tilted(lambda c: c[0] ** 2) - sp.expand(a(2) * u[0] ** 2 + a(1) * u[0]))
-    assert _is_zero(tilted(lambda c: c[0] ** 2 * c[1]) - sp.expand(a(3) * u[0] ** 2 * u[1] + a(2) * u[0] * u[1]))
+    require(_is_zero(tilted(lambda c: c[0] * c[1]) - sp.expand(a(2) * u[0] * u[1])), "tilted moment E[c₀c₁e^{−τZ}]")
+    require(_is_zero(tilted(lambda c: c[0] ** 2) - sp.expand(a(2) * u[0] ** 2 + a(1) * u[0])),
+            "tilted moment E[c₀²e^{−τZ}]")
+    require(_is_zero(tilted(lambda c: c[0] ** 2 * c[1]) - sp.expand(a(3) * u[0] ** 2 * u[1] + a(2) * u[0] * u[1])),
+            "tilted moment E[c₀²c₁e^{−τZ}]")
     checks.append("the tilted moments $E[c_j c_m e^{-\\tau Z}]$ and $E[c_j^2 c_m e^{-\\tau Z}]$ equal the "
                   "falling-factorial forms, by enumerating the compositions of $N = 4$ into 3 counts")
     eqs = [r"Z = \sum_m c_m w_m, \quad w_m = e^{s_m}, \qquad \frac{1}{Z^r} = \frac{1}{\Gamma(r)}\int_0^\infty "
@@ -70,7 +73,7 @@ def query_in_softmax(K=3):
     y_hat = sum(An * fn for An, fn in zip(A, f)) + A_q * 0
     error = sum(An * (fn - f[k]) for An, fn in zip(A, f)) - A_q * f[k]
     checks = []
-    assert _is_zero(y_hat - f[k] - error)
+    require(_is_zero(y_hat - f[k] - error), "error with the query's share")
     checks.append(f"$\\hat y - f_k = \\sum_n A_n (f_n - f_k) - A_q f_k$ when $\\sum_n A_n + A_q = 1$ ($K = {K}$)")
     # The augmented moments: E[(f_n − f_k)(−f_k)] and E[f_k²] through E[f_a f_b] = F_ab.
     F = sp.Matrix(K, K, lambda i, j: sp.Symbol(f"F_{min(i, j) + 1}{max(i, j) + 1}", real=True))
@@ -80,8 +83,9 @@ def query_in_softmax(K=3):
         return expr.subs({f[i] * f[j]: F[i, j] for i in range(K) for j in range(K) if i != j}
                          ).subs({f[i] ** 2: F[i, i] for i in range(K)})
     n = 1
-    assert _is_zero(expectation((f[n] - f[k]) * (-f[k])) - (F[k, k] - F[n, k]))
-    assert _is_zero(expectation(f[k] ** 2) - F[k, k])
+    require(_is_zero(expectation((f[n] - f[k]) * (-f[k])) - (F[k, k] - F[n, k])),
+            "augmented moment M_nq = F_kk − F_nk")
+    require(_is_zero(expectation(f[k] ** 2) - F[k, k]), "augmented moment M_qq = F_kk")
     checks.append("$E[(f_n - f_k)(-f_k)] = F_{kk} - F_{nk}$ and $E[f_k^2] = F_{kk}$ from $E[f_a f_b] = F_{ab}$")
     eqs = [r"\hat y = \frac{\sum_i y_i e^{s_i} + 0\cdot e^{S_{kk}}}{\sum_i e^{s_i} + e^{S_{kk}}}, \qquad "
            r"\hat y - f_k = \sum_n A_n (f_n - f_k) - A_q f_k",
@@ -106,8 +110,8 @@ def separate_matrices(K=2, d=2, h=2):
     loss = sum(Gamma[n, k] * S[n, k] for n in range(K) for k in range(K))
     grad_K = sp.Matrix(h, d, lambda a, i: sp.diff(loss, WK[a, i]))
     grad_Q = sp.Matrix(h, d, lambda a, i: sp.diff(loss, WQ[a, i]))
-    assert all(_is_zero(e) for e in grad_K - WQ * V.T * Gamma.T * V)
-    assert all(_is_zero(e) for e in grad_Q - WK * V.T * Gamma * V)
+    require(all(_is_zero(e) for e in grad_K - WQ * V.T * Gamma.T * V), "∇_{W_K}ℒ = W_Q VᵀΓᵀV")
+    require(all(_is_zero(e) for e in grad_Q - WK * V.T * Gamma * V), "∇_{W_Q}ℒ = W_K VᵀΓV")
     checks = [f"$\\nabla_{{W_K}}\\mathcal{{L}} = W_Q V^\\top \\Gamma^\\top V$ and "
               f"$\\nabla_{{W_Q}}\\mathcal{{L}} = W_K V^\\top \\Gamma V$ for $K = {K}$, $d = {d}$, $h = {h}$ with "
               "every entry a symbol"]
@@ -130,7 +134,7 @@ def token_noise():
     tilt = sp.exp(v * b + nu ** 2 * b ** 2 / 2)
     zeroth = sp.integrate(sp.exp((v + xi) * b) * density, (xi, -sp.oo, sp.oo))
     first = sp.integrate((v + xi) * sp.exp((v + xi) * b) * density, (xi, -sp.oo, sp.oo))
-    assert _is_zero(zeroth - tilt) and _is_zero(first - (v + nu ** 2 * b) * tilt)
+    require(_is_zero(zeroth - tilt) and _is_zero(first - (v + nu ** 2 * b) * tilt), "Gaussian tilting identities")
     checks = ["$E_\\xi[e^{(v+\\xi) b}] = e^{vb + \\nu^2 b^2/2}$ and $E_\\xi[(v+\\xi) e^{(v+\\xi) b}] = "
               "(v + \\nu^2 b)\\, e^{vb + \\nu^2 b^2/2}$ by integration (one coordinate; coordinates are independent)"]
     eqs = [r"x = v_n + \xi, \quad \xi \sim N(0, \nu^2 I), \quad b = Q x_q",

@@ -3,6 +3,12 @@
 Definitions (the paper's are not public; these are this project's, stated here and
 in the report):
 
+* target attention: ``min_k A_kk``, the worst query's total attention on its own
+  feature; ``t_half`` is the first time it reaches 1/2, ``t_attention[ε]`` the first
+  time it reaches ``1 − ε``, ``t_loss[ε]`` the first time ``ℒ ≤ ε`` (None: never).  The
+  same in every variant, flow and GD: the solvers' events watch ``1 − A_kk``, the
+  attention on the other features plus, with the query in the softmax, the query's own
+  share (so a level above that variant's cap is never reached);
 * crossing time of a level: first time the recorded quantity reaches it, by linear
   interpolation in (log t, log y) between output points (the solvers' event times are
   exact; this is for levels chosen after the run);

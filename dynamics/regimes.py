@@ -55,7 +55,10 @@ def constants(features, F, lipschitz, threshold):
     for k in range(K):
         M = Ms[k]
         off = np.arange(K) != k
-        ratio = np.sqrt(np.maximum(np.diag(M)[off], 0.0)) / (lipschitz.L * dist[off, k])
+        gap = np.sqrt(np.maximum(np.diag(M)[off], 0.0))
+        budget = lipschitz.L * dist[off, k]
+        # A class constant on the features (L = 0) has no gap to realise: δ = 0 there, not 0/0.
+        ratio = np.divide(gap, budget, out=np.zeros_like(gap), where=budget > 0)
         delta = min(delta, float(ratio.min()))
         lam = min(lam, float(np.linalg.eigvalsh(M[np.ix_(off, off)]).min()))
     return Constants(lipschitz.L, lipschitz.source, lipschitz.reconstructed, features.Delta,

@@ -238,9 +238,10 @@ def write_outputs(out_dir, cfg, problem, result, plots=True):
 
 
 def check_gd(result):
-    """Raise the clear one-line error for a GD step size that diverged."""
+    """Raise the clear one-line error for a GD step size that diverged or saturated the softmax
+    (a run that only ran out of steps is reported by its status, not raised)."""
     tr = result.trajectories.get("gd")
-    if tr is not None and not tr.success:
+    if tr is not None and tr.diverged:
         raise AttnflowError("training.eta", f"{result.eta:g} does not converge: {tr.message}; the largest "
                                             f"linearly stable step at the start is {result.stable_step_at_start:.4g}")
 

@@ -60,10 +60,13 @@ def attention(S, logp, prompt):
 
 @njit(cache=True)
 def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
-    """Population loss ℒ(S) at N = ∞ and ``max_k log(1 − A_kk)``; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``.
+    """Population loss ℒ(S) and ``max_k log(1 − A_kk)``; writes ``Γ = ∂ℒ/∂S`` into ``Gamma``.
 
-    ``1 − A_kk = Σ_{n≠k} A_nk`` is a sum of positive terms each computed to full
-    relative precision, so the gap stays exact when A_kk is within 1e-300 of one.
+    The gap is the one quantity every crossing event uses (flow and GD, every variant):
+    ``1 − A_kk`` is everything query k does not pay its own feature, the attention on the
+    other features plus, with the query token in the softmax, the query's own share:
+    ``Σ_{n≠k} A_nk + A_qk``.  Each term is computed to full relative precision, so the
+    gap stays exact when A_kk is within 1e-300 of one.
     """
     K = S.shape[0]
     a = np.empty(K)
@@ -76,12 +79,12 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
             s[n] = S[n, k]
         M = Ms[k]
         if prompt[0] > 0:
-            value = finite_column(s, logp, M, int(prompt[0]), prompt[1], g, a, _query(prompt, k))[0]
+            value, _, off = finite_column(s, logp, M, int(prompt[0]), prompt[1], g, a, _query(prompt, k))
         else:
             column_attention(s, logp, a)
             value = column_loss_gradient(a, M, g)
+            off = 0.0
         loss += p[k] * value
-        off = 0.0
         for n in range(K):
             Gamma[n, k] = p[k] * g[n]
             if n != k:
@@ -156,7 +159,9 @@ def flow_jacobian(y, G, Ms, p, logp, prompt):
     return J
 
 
-GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS = 0, 1, 2, 3
+GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS, GD_SATURATED = 0, 1, 2, 3, 4
+# log(2⁻⁵²): an off-target attention below double precision's epsilon makes the softmax one-hot.
+SATURATED_LOG_GAP = -36.04365338911715
 
 
 @njit(cache=True)
@@ -179,9 +184,12 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
         ``log(A_nk / A_kk)``) is compared with its previous non-zero direction, and
         ``flips[n, k]`` counts reversals: the oscillations of that irrelevant attention.
     A loss increase counts only beyond a relative 1e-12, so rounding at convergence is not one.
+    A step that leaves S bit-identical while every query's softmax is one-hot in float64
+    (``max_k log(1 − A_kk) ≤ log 2⁻⁵²``, which a loss of exactly 0 implies) ends the run
+    as ``GD_SATURATED``: GD is frozen there for good, and not at a solution.
 
     Returns ``(status, last_iteration, n_recorded, loss_increases)``; status is one
-    of ``GD_FINISHED``, ``GD_NONFINITE``, ``GD_SCORE_LIMIT``, ``GD_STOP_LOSS``.
+    of ``GD_FINISHED``, ``GD_NONFINITE``, ``GD_SCORE_LIMIT``, ``GD_STOP_LOSS``, ``GD_SATURATED``.
     """
     K = S.shape[0]
     R = record_at.shape[0]
@@ -224,6 +232,7 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
             np.dot(G, Gamma, half)
             np.dot(half, G, step)
         big = 0.0
+        changed = False
         for k in range(K):
             for n in range(K):
                 if n != k:
@@ -235,7 +244,9 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
                         last_sign[n, k] = sign
         for n in range(K):
             for k in range(K):
+                old = S[n, k]
                 S[n, k] -= eta * step[n, k]
+                changed = changed or S[n, k] != old
                 v = abs(S[n, k])
                 if not (v <= big):  # also catches NaN
                     big = v
@@ -244,3 +255,5 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
             return GD_NONFINITE, it, rec, increases
         if big > score_limit:
             return GD_SCORE_LIMIT, it, rec, increases
+        if not changed and gap <= SATURATED_LOG_GAP:
+            return GD_SATURATED, it, rec, increases

@@ -94,8 +94,11 @@ def finite_attention(s, logp, N, h, att, query):
     """Expected total attention ``E[A_n] = ∫ τ a₁ x_n e^{−τ w_q} dv`` of one query at prompt length N.
 
     ``query`` is the query's feature when the query token sits in the softmax (its own
-    weight ``w_q = w_query`` joins the denominator; the attention it pays itself is
-    ``1 − Σ_n E[A_n]``), −1 when it does not.
+    weight ``w_q = w_query`` joins the denominator), −1 when it does not.
+
+    Returns the attention the query token pays itself, ``E[w_q / (Z + w_q)] =
+    ∫ τ w_q a₀ e^{−τ w_q} dv`` (0 without it): a positive integral of its own, so
+    ``1 − A_kk = Σ_{n≠k} E[A_n] + share`` keeps full relative precision.
     """
     K = s.shape[0]
     w = np.empty(K)
@@ -104,11 +107,16 @@ def finite_attention(s, logp, N, h, att, query):
     wq = w[query] if query >= 0 else 0.0
     for n in range(K):
         att[n] = 0.0
+    share = 0.0
     for step in range(J + 1):
         tau = math.exp(v_lo + step * h)
-        a1 = _a(N, 1, _tilt(tau, w, logp, u)) * math.exp(-tau * wq)
+        logphi = _tilt(tau, w, logp, u)
+        eq = math.exp(-tau * wq)
+        a1 = _a(N, 1, logphi) * eq
         for n in range(K):
             att[n] += h * tau * a1 * w[n] * u[n]
+        share += h * tau * wq * _a(N, 0, logphi) * eq
+    return share
 
 
 @njit(cache=True)
@@ -121,8 +129,10 @@ def finite_column(s, logp, M, N, h, g, att, query):
     with ``include_query`` (last row: the query's gap ``−f_k``); the query's own score
     is ``s_k``, and ``g[k]`` follows from shift invariance.
 
-    Returns ``(loss, error)``: ``error`` bounds the quadrature error of the loss and of
-    every gradient entry (the largest difference between steps h and 2h).
+    Returns ``(loss, error, share)``: ``error`` bounds the quadrature error of the loss
+    and of every gradient entry (the largest difference between steps h and 2h);
+    ``share`` is the attention the query token pays itself (0 without it), as in
+    :func:`finite_attention`.
     """
     K = s.shape[0]
     w = np.empty(K)
@@ -137,6 +147,7 @@ def finite_column(s, logp, M, N, h, g, att, query):
     grad_2h = np.zeros(K)
     for n in range(K):
         att[n] = 0.0
+    share = 0.0
     for step in range(J + 1):
         tau = math.exp(v_lo + step * h)
         eq = math.exp(-tau * wq)       # the query's factor of e^{−τZ}; 1 without it
@@ -145,6 +156,7 @@ def finite_column(s, logp, M, N, h, g, att, query):
         for m in range(K):
             x[m] = w[m] * u[m]
             att[m] += h * tau * a1 * eq * x[m]
+        share += h * tau * wq * a0 * eq
         q = 0.0
         d = 0.0
         for n in range(K):
@@ -199,7 +211,7 @@ def finite_column(s, logp, M, N, h, g, att, query):
     for j in range(K):
         g[j] = grad_h[j] * h
         error = max(error, abs(grad_h[j] - 2.0 * grad_2h[j]) * h)
-    return loss_h * h, error
+    return loss_h * h, error, share
 
 
 @njit(cache=True)
@@ -312,7 +324,7 @@ def loss_and_gradient(S, F, p, N, h=DEFAULT_STEP, include_query=False):
     att = np.empty(K)
     total, error = 0.0, 0.0
     for k in range(K):
-        value, err = finite_column(np.ascontiguousarray(S[:, k]), logp, Ms[k], int(N), h, g, att,
+        value, err, _ = finite_column(np.ascontiguousarray(S[:, k]), logp, Ms[k], int(N), h, g, att,
                                    k if include_query else -1)
         total += p[k] * value
         Gamma[:, k] = p[k] * g

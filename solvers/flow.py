@@ -8,10 +8,11 @@ import time
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from .trajectory import Trajectory
+from .trajectory import Trajectory, far_from_convergence
 
 IMPLICIT = ("LSODA", "Radau", "BDF")
 METHODS = IMPLICIT + ("RK45", "DOP853")
+LSODA_SHORTEST_AUTOMATIC = 1e-150     # shorter intervals underflow LSODA's automatic first step
 
 
 def _log_grid(t_first, t_last, n):
@@ -46,7 +47,9 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     -------
     :class:`Trajectory` with counters ``nfev``, ``njev``, ``nlu``, ``nsteps``; when the
     state is not the scores (separate factors, the noisy model's Q) the trajectory's
-    ``state`` holds it on the output grid.
+    ``state`` holds it on the output grid.  ``status`` is ``"finished"``, ``"stop_loss"``,
+    ``"failed"`` (the solver's message) or ``"t_end"`` when it reached t_end far from
+    convergence (:func:`solvers.trajectory.far_from_convergence`).
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
@@ -97,6 +100,11 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         events.append(ev)
 
     options = {"jac": jac} if method in IMPLICIT else {}
+    if method == "LSODA" and t_end < LSODA_SHORTEST_AUTOMATIC:
+        # LSODA's first-step estimate is 1/√(1/(tol·t_end²) + …): below ~1e-154 the square
+        # underflows to 0, the step is 0, and solve_ivp loops for ever at t = 0.  One step of
+        # the whole interval instead (its error test shortens it if need be).
+        options["first_step"] = t_end
     start = time.perf_counter()
     sol = solve_ivp(rhs, (0.0, t_end), y0, method=method, rtol=rtol, atol=atol,
                     events=events, dense_output=True, **options)
@@ -132,6 +140,11 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     else:
         status = "finished"
         message = f"reached t_end = {t_end:g}"
+        far = far_from_convergence(t, loss, np.diagonal(system.flat_attention(Y[-1])).min(), eps)
+        if far is not None:
+            status = "t_end"
+            message = (f"reached t_end = {t_end:g} far from convergence: {far}; give a larger "
+                       "training.t_end")
     counters = {"nfev": int(sol.nfev), "njev": int(sol.njev), "nlu": int(sol.nlu),
                 "nsteps": int(len(sol.t) - 1)}
     state = None if system.state_is_scores else Y

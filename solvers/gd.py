@@ -6,14 +6,15 @@ import time
 
 import numpy as np
 
-from .assembly import GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS
-from .trajectory import Trajectory
+from .assembly import GD_FINISHED, GD_NONFINITE, GD_SATURATED, GD_SCORE_LIMIT, GD_STOP_LOSS, SATURATED_LOG_GAP
+from .trajectory import Trajectory, far_from_convergence
 
 _STATUS = {
     GD_FINISHED: "finished",
     GD_NONFINITE: "non-finite",
     GD_SCORE_LIMIT: "score-limit",
     GD_STOP_LOSS: "stop_loss",
+    GD_SATURATED: "saturated",
 }
 
 
@@ -41,8 +42,11 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     Returns
     -------
     :class:`Trajectory` with ``iteration``; ``status`` is ``"finished"``, ``"stop_loss"``,
-    ``"non-finite"`` or ``"score-limit"`` (both: the step size diverged), or
-    ``"not-converging"`` when the final loss exceeds the initial one.
+    ``"non-finite"`` or ``"score-limit"`` (both: the step size diverged), ``"saturated"``
+    (a step froze GD in a one-hot float64 softmax, see :func:`solvers.assembly.gd_iterate`),
+    ``"not-converging"`` when the final loss exceeds the initial one, or ``"max_steps"``
+    when the steps ran out far from convergence
+    (:func:`solvers.trajectory.far_from_convergence`).
     Counters: ``iterations`` done, ``loss_increases`` (steps where the loss went up by more
     than a relative 1e-12), ``attention_oscillations`` (reversals of the irrelevant
     attentions' log-odds against the target, summed) and ``max_oscillations_per_feature``.
@@ -103,15 +107,20 @@ def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last, 
     """
     status = _STATUS[code]
     iteration = iteration.copy()
-    if code in (GD_NONFINITE, GD_SCORE_LIMIT):
-        # Keep the state that broke the run so the user can see it.
+    if code in (GD_NONFINITE, GD_SCORE_LIMIT, GD_SATURATED):
+        # Keep the state that ended the run so the user can see it.
         iteration = np.append(iteration, it)
         S_out = np.concatenate([S_out, S_last[None]])
         last = S_last.ravel() if state is None else state[-1]
         loss_out = np.append(loss_out, system.flat_loss(last) if np.all(np.isfinite(last)) else np.nan)
+    if code in (GD_NONFINITE, GD_SCORE_LIMIT):
         message = (f"gradient descent diverged at iteration {it}: "
                    + ("non-finite scores" if code == GD_NONFINITE else
                       f"a score exceeded {score_limit:g}"))
+    elif code == GD_SATURATED:
+        message = (f"the step size saturated the float64 softmax: at iteration {it} every query's attention "
+                   f"is one-hot to double precision (loss {loss_out[-1]:.3g}) and a step no longer changes "
+                   "the state; this is not a converged solution, use a smaller step size")
     elif code == GD_STOP_LOSS:
         message = f"loss reached {stop_loss:g} at iteration {it}"
     elif loss_out[-1] > loss_out[0]:
@@ -120,6 +129,12 @@ def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last, 
                    f"({loss_out[0]:.3g}): the step size is too large to converge")
     else:
         message = f"{it} iterations"
+        last = S_out[-1].ravel() if state is None else state[-1]
+        far = far_from_convergence(iteration, loss_out, np.diagonal(system.flat_attention(last)).min(), eps)
+        if far is not None:
+            status = "max_steps"
+            message = (f"{it} iterations (t = {eta * it:.3g}) ended far from convergence: {far}; give more "
+                       "steps (training.steps) or a larger step size (training.eta)")
 
     crossings = {
         "t_half": eta * attn_hits[0] if attn_hits[0] >= 0 else None,
@@ -149,7 +164,8 @@ def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_los
     for :class:`solvers.noisy.NoisySystem` ``Q ← Q − η∇ℒ(Q)``.  Same records, crossings
     and statuses as :func:`iterate_gd` (a Python loop around the system's compiled or
     vectorised pieces; oscillations are not counted); ``state`` holds the recorded
-    states, and ``score_limit`` applies to the scores ``scores_of(y)``.  Each iteration
+    states, and ``score_limit`` and saturation (a step that leaves them bit-identical
+    while the softmax is one-hot) apply to the scores ``scores_of(y)``.  Each iteration
     makes one ``flat_event_values_and_rhs`` call: the loss, the attention gap and the step.
     """
     _validate(eta, steps)
@@ -162,6 +178,7 @@ def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_los
     loss_hits = np.full(len(eps), -1, dtype=np.int64)
     increases, prev, code, it = 0, np.inf, GD_FINISHED, 0
     report_every = max(1, steps // 50)
+    S = system.scores_of(y)
     clock = time.perf_counter()
     while True:
         gap, log_loss, rhs = system.flat_event_values_and_rhs(y)
@@ -188,13 +205,19 @@ def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_los
         if not np.all(np.isfinite(y)):
             code = GD_NONFINITE
             break
-        if np.abs(system.scores_of(y)).max() > score_limit:
+        S, S_before = system.scores_of(y), S
+        if np.abs(S).max() > score_limit:
             code = GD_SCORE_LIMIT
+            break
+        # Frozen: the scores (all the loss sees) no longer change, though parameters that
+        # are exactly 0 may still move by 1e-300s.
+        if gap <= SATURATED_LOG_GAP and np.array_equal(S, S_before):
+            code = GD_SATURATED
             break
     wall = time.perf_counter() - clock
     n = len(states)
-    if code in (GD_NONFINITE, GD_SCORE_LIMIT):
-        states.append(y.copy())            # the trajectory keeps the state that broke the run
+    if code in (GD_NONFINITE, GD_SCORE_LIMIT, GD_SATURATED):
+        states.append(y.copy())            # the trajectory keeps the state that ended the run
     states = np.array(states)
     return _trajectory(system, eta, eps, code, it, record_at[:n], system.scores_of(states[:n]),
                          np.array(loss_rec), system.scores_of(y)[0], attn_hits, loss_hits, increases, None,

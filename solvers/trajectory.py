@@ -1,9 +1,50 @@
 """The result of integrating the flow or iterating the GD map."""
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+
+
+STATUSES = {
+    "finished": "reached t_end or the step budget near convergence",
+    "stop_loss": "the loss reached training.stop_loss",
+    "t_end": "the flow reached t_end far from convergence (see far_from_convergence)",
+    "max_steps": "GD used its step budget far from convergence (see far_from_convergence)",
+    "saturated": "GD froze: the step saturated the float64 softmax (not a converged solution)",
+    "not-converging": "GD ended with a loss above the initial one",
+    "score-limit": "GD drove a score past the limit (the softmax is one-hot there)",
+    "non-finite": "GD produced non-finite values",
+    "failed": "the ODE solver failed",
+}
+DIVERGED = ("saturated", "not-converging", "score-limit", "non-finite")
+
+def far_from_convergence(t, loss, target, eps):
+    """None if a run that used all its time ended near convergence, else how far it is.
+
+    Far: the final loss is above ``ε = max(eps)`` times the initial loss or above ε itself
+    (the largest level of ``t_loss``, so no loss level was reached), and either the
+    target attention ``min_k A_kk``
+    is below 1/2 (the fast phase not done) or the loss is still falling at the end
+    (log-log slope of the last two output points below −1/2: more time would lower it,
+    unlike a floor such as a finite prompt's or a degenerate class's).
+
+    t, loss : the output grid (or GD iterations) and the loss on it.  target : final
+    ``min_k A_kk``.  eps : the requested levels ε.
+    """
+    if not (len(eps) and loss[-1] > max(eps) * min(loss[0], 1.0)):
+        return None
+    keep = (np.asarray(t) > 0) & (np.asarray(loss) > 0)
+    tt, ll = np.asarray(t, dtype=float)[keep], np.asarray(loss)[keep]
+    slope = (math.log(ll[-1] / ll[-2]) / math.log(tt[-1] / tt[-2])
+             if len(tt) >= 2 and tt[-1] > tt[-2] else 0.0)
+    if target >= 0.5 and not slope < -0.5:
+        return None
+    why = "the target attention is below 1/2" if target < 0.5 else f"the loss still falls like t^{slope:.2g}"
+    above = (f"above {max(eps):g}× the initial {loss[0]:.3g}" if loss[-1] > max(eps) * loss[0]
+             else f"above ε = {max(eps):g} ({loss[-1] / loss[0]:.3g} of the initial {loss[0]:.3g})")
+    return f"the final loss {loss[-1]:.3g} is {above}, the target attention min_k A_kk is {target:.4g}, and {why}"
 
 
 @dataclass
@@ -20,12 +61,12 @@ class Trajectory:
         rows of ``state`` or, when there is none, of S (``flat_attention``, which knows
         the prompt model).
     iteration : (T,) GD iteration numbers (None for the flow).
-    crossings : first times the worst query's attention reaches 1/2 (``"t_half"``),
+    crossings : first times the target attention ``min_k A_kk`` reaches 1/2 (``"t_half"``),
         1 − ε (``"t_attention"`` → {ε: t}) and the loss falls to ε
         (``"t_loss"`` → {ε: t}); None where never reached.  Flow crossing times
         come from root finding on the solver's interpolant; GD ones are exact
         iteration counts times η.
-    status : "finished", "stop_loss", "failed", "non-finite", "score-limit", "not-converging".
+    status : see :data:`STATUSES`.
     message : a sentence describing the status.
     counters : solver counters (nfev, njev, nlu, nsteps for the flow; iterations,
         loss_increases for GD).
@@ -50,7 +91,13 @@ class Trajectory:
 
     @property
     def success(self):
+        """The run ended near convergence (or at the requested loss): a result to use."""
         return self.status in ("finished", "stop_loss")
+
+    @property
+    def diverged(self):
+        """The step size broke the run (GD): its result is not a solution, and a smaller η is needed."""
+        return self.status in DIVERGED
 
     @cached_property
     def attention(self):

@@ -158,3 +158,30 @@ def test_hot_cache_neither_regenerates_nor_recompiles(tmp_path):
     assert not second["generated_now"] and second["mtime"] == first["mtime"]
     assert second["misses"] == 0 and second["hits"] > 0
     assert len(list(tmp_path.glob("attnflow_kernels_K3_*.py"))) == 1
+
+
+def test_derivation_checks_run_under_python_O():
+    """A check fed a wrong identity (``_is_zero`` patched to say no) raises DerivationCheckFailed even with -O."""
+    code = textwrap.dedent("""
+        import sys
+        from derivations import variants
+        from derivations.checks import DerivationCheckFailed
+        variants._is_zero = lambda expr: False
+        try:
+            variants.query_in_softmax(K=2)
+        except DerivationCheckFailed as e:
+            print("raised", sys.flags.optimize, e)
+        else:
+            print("passed", sys.flags.optimize)
+    """)
+    out = subprocess.run([sys.executable, "-O", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("raised 1 derivation check failed: error with the query's share"), out.stdout
+
+
+def test_derivations_have_no_bare_assert():
+    """Every check is a require(...) (asserts vanish under -O and derive would report them verified)."""
+    import ast
+    offenders = [f"{path.name}:{node.lineno}" for path in sorted((ROOT / "derivations").glob("*.py"))
+                 for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+    assert offenders == []

@@ -34,7 +34,7 @@ def test_loss_gradient_and_attention_equal_enumeration(K, N, scale):
     """
     s, p, M = _column_case(K, 100 * K + N, scale)
     g, att, H = np.empty(K), np.empty(K), np.empty((K, K))
-    loss, error = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att, -1)
+    loss, error, _ = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att, -1)
     ref_loss, ref_grad, ref_att, ref_hess = finite_prompt.enumerate_column_exact(s, p, M, N)
     assert loss == pytest.approx(ref_loss, rel=1e-10)
     np.testing.assert_allclose(att, ref_att, rtol=1e-10, atol=1e-300)
@@ -60,7 +60,7 @@ def test_query_in_softmax_equals_enumeration(K, N, scale):
     s = rng.standard_normal(K) * scale / 2
     s[k] += scale
     g, att = np.empty(K), np.empty(K)
-    loss, error = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att, k)
+    loss, error, share = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att, k)
     ref_loss, ref_grad, ref_att, ref_hess = finite_prompt.enumerate_column_exact(s, p, M, N, query=k)
     assert loss == pytest.approx(ref_loss, rel=1e-10)
     np.testing.assert_allclose(att, ref_att, rtol=1e-10, atol=1e-300)
@@ -70,8 +70,11 @@ def test_query_in_softmax_equals_enumeration(K, N, scale):
     assert np.abs(H - ref_hess).max() <= 1e-10 * np.abs(ref_hess).max()
     assert error <= 1e-12 * max(1.0, abs(ref_loss))
     assert ref_att.sum() < 1                  # the query keeps a share of the attention
+    # Its share, a quadrature of its own (≥ 1/(N+1), so 1 − Σ E[A] is an accurate reference here).
+    assert share == pytest.approx(1.0 - ref_att.sum(), rel=1e-10)
     alone = np.empty(K)
-    finite_prompt.finite_attention(s, np.log(p), N, finite_prompt.DEFAULT_STEP, alone, k)
+    assert finite_prompt.finite_attention(s, np.log(p), N, finite_prompt.DEFAULT_STEP, alone, k) == \
+        pytest.approx(share, rel=1e-13)
     np.testing.assert_allclose(alone, att, rtol=1e-13, atol=1e-300)
 
 
@@ -128,7 +131,7 @@ def test_flow_jacobian_at_finite_N_equals_enumeration():
 def test_monte_carlo_agrees_at_N_256():
     s, p, M = _column_case(4, 3, 2.0)
     g, att = np.empty(4), np.empty(4)
-    loss, _ = finite_prompt.finite_column(s, np.log(p), M, 256, finite_prompt.DEFAULT_STEP, g, att, -1)
+    loss, _, _ = finite_prompt.finite_column(s, np.log(p), M, 256, finite_prompt.DEFAULT_STEP, g, att, -1)
     mc_loss, mc_se, mc_grad, mc_grad_se = finite_prompt.monte_carlo_column(s, p, M, 256, 200_000, seed=1)
     assert abs(mc_loss - loss) <= 4 * mc_se
     assert np.all(np.abs(mc_grad - g) <= 4 * mc_grad_se)
