@@ -1,0 +1,72 @@
+"""The large-K product form of the large-prompt columns equals the column loops.
+
+For K ≥ ``PRODUCT_FORM_MIN_K`` the kernels compute every query's label gaps from one
+matrix product (:func:`solvers.assembly._loss_gradient_gap_products`).  It must give
+the same loss, gradient and attention gap as the per-column loops, also where the
+attention is within 1e-300 of one (scores up to ±700), where a naive product form
+would lose the gradient's relative precision.
+"""
+
+import numpy as np
+import pytest
+
+from solvers import assembly
+from solvers.columns import column_attention, column_loss_gradient, label_gap_stack
+
+from .conftest import random_system_arrays
+
+
+def column_loops(S, Ms, p, logp):
+    """The per-column reference: ``Γ[:, k] = p_k a ∘ (M⁽ᵏ⁾a − β)``, gap ``max_k log Σ_{n≠k} a_n``.
+
+    Also returns each entry's rounding scale ``p_k a_n (|M|w + aᵀ|M|w)_n`` (w: the attention
+    off feature k): the size of the terms that cancel in it, which bounds the rounding error
+    of any summation order.
+    """
+    K = S.shape[0]
+    Gamma, scale, a, g = np.empty((K, K)), np.empty((K, K)), np.empty(K), np.empty(K)
+    loss, gap = 0.0, -np.inf
+    for k in range(K):
+        column_attention(np.ascontiguousarray(S[:, k]), logp, a)
+        M = np.ascontiguousarray(Ms[k, :K, :K])
+        loss += p[k] * column_loss_gradient(a, M, g)
+        Gamma[:, k] = p[k] * g
+        w = a.copy()
+        w[k] = 0.0
+        u_abs = np.abs(M) @ w
+        scale[:, k] = p[k] * a * (u_abs + a @ u_abs)
+        with np.errstate(divide="ignore"):            # all off-target mass may underflow to 0
+            gap = max(gap, np.log(w.sum()))
+    return loss, Gamma, gap, scale
+
+
+@pytest.mark.parametrize("K", [2, 5, 16, 33, 64])
+@pytest.mark.parametrize("scale", [0.5, 30.0, 300.0, 700.0])
+@pytest.mark.parametrize("include_query", [False, True])
+def test_product_form_equals_column_loops(K, scale, include_query):
+    _, F, p = random_system_arrays(K, K, seed=K)
+    Ms = label_gap_stack(F, include_query)
+    logp = np.log(p)
+    rng = np.random.default_rng(K + int(scale))
+    # Large positive diagonal, so late-training attention (off-target mass down to e^-700).
+    S = rng.standard_normal((K, K)) * scale / 10 + np.eye(K) * scale
+    Gamma = np.empty((K, K))
+    loss, gap = assembly._loss_gradient_gap_products(S, Ms, p, logp, Gamma)
+    ref_loss, ref_Gamma, ref_gap, scale = column_loops(S, Ms, p, logp)
+    # Every entry to 1e-12 of its own rounding scale, which is O(σ_k) and not O(1): a tiny
+    # late-training gradient (off-target attention down to e^-700) must keep its digits.
+    assert np.all(np.abs(Gamma - ref_Gamma) <= 1e-12 * scale)
+    assert loss == pytest.approx(ref_loss, rel=1e-12, abs=1e-300)
+    assert gap == pytest.approx(ref_gap, rel=1e-12, abs=1e-12)
+
+
+def test_kernels_switch_to_the_product_form_from_its_threshold():
+    """The assembled kernel at K = PRODUCT_FORM_MIN_K takes the product path, below it the loops."""
+    K = assembly.PRODUCT_FORM_MIN_K
+    _, F, p = random_system_arrays(K, K, seed=1)
+    Ms, logp, prompt = label_gap_stack(F), np.log(p), np.zeros(3)
+    S = np.random.default_rng(2).standard_normal((K, K))
+    G1, G2 = np.empty((K, K)), np.empty((K, K))
+    assert assembly.loss_gradient_gap(S, Ms, p, logp, prompt, G1) == \
+        assembly._loss_gradient_gap_products(S, Ms, p, logp, G2)
+    np.testing.assert_array_equal(G1, G2)
