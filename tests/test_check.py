@@ -218,6 +218,11 @@ def test_halved_verdicts_follow_from_the_measured_numbers(report):
     c7_ok = (all(a >= 0.995 for a in c7["final_min_target_attention"].values())
              and all(-0.55 <= s <= -0.45 for s in c7["late_slope_of_attention_gap"].values()))
     assert c7["verdict_with_window_halved"] == (PASS if c7_ok else FAIL) == PASS
+    # C8 reports (does not judge) a separate fast phase: on the random unit features the steepest loss slope lies
+    # between t^-1.25 and t^-1.125, so it shows only with the band around t^-1 halved.
+    cases = {k: v for k, v in n["C8"].items() if isinstance(v, dict) and "two_phases" in v}
+    assert len(cases) == 4 and {k: (v["two_phases"], v["two_phases_with_band_halved"]) for k, v in cases.items()} == {
+        k: (k.startswith("simplex"), True) for k in cases}
 
 
 def test_deciding_windows_and_decide():
