@@ -1,0 +1,57 @@
+"""An ensemble of problems in one compiled call equals the same problems run one by one."""
+
+import numpy as np
+import pytest
+
+from derivations import load_kernels
+from solvers import ScoreSystem, iterate_gd
+from solvers.ensemble import iterate_gd_ensemble
+
+from .conftest import random_system_arrays
+
+
+def systems_of(K, B, kernels=None, seed=0, **prompt):
+    out = []
+    for b in range(B):
+        V, F, p = random_system_arrays(K, K, seed + b)
+        V /= np.linalg.norm(V, axis=1, keepdims=True)
+        out.append(ScoreSystem(V @ V.T, F, p, kernels=kernels, **prompt))
+    return out
+
+
+@pytest.mark.parametrize("K, prompt", [(3, {}), (5, {"N": 6}), (16, {})])
+def test_ensemble_equals_one_by_one_to_the_bit(K, prompt):
+    B = 6
+    systems = systems_of(K, B, **prompt)
+    etas = [0.5 * s.stable_step(np.zeros((K, K))) for s in systems]
+    etas[-1] *= 1e5                                       # one that saturates or diverges
+    steps = [400, 300, 500, 200, 400, 300]
+    result = iterate_gd_ensemble(systems, np.zeros((K, K)), etas, steps, stop_loss=1e-9)
+    for b, system in enumerate(systems):
+        alone = iterate_gd(system, np.zeros((K, K)), etas[b], steps[b], stop_loss=1e-9)
+        assert result.iterations[b] == int(alone.counters["iterations"]) or alone.status in (
+            "non-finite", "score-limit", "saturated")
+        assert result.status[b] == alone.status or alone.status in ("max_steps", "not-converging")
+        half = alone.crossings["t_half"]
+        assert result.iterations_half[b] == (-1 if half is None else round(half / etas[b]))
+        for j, e in enumerate((1e-2, 1e-3, 1e-4)):
+            t = alone.crossings["t_loss"][e]
+            assert result.iterations_loss[b, j] == (-1 if t is None else round(t / etas[b]))
+        if alone.status not in ("non-finite", "score-limit", "saturated"):
+            np.testing.assert_array_equal(result.final_S[b], alone.S[-1])       # bit for bit
+            assert result.final_loss[b] == alone.loss[-1]
+        assert result.loss_increases[b] == alone.counters["loss_increases"]
+        assert result.attention_oscillations[b] == alone.counters["attention_oscillations"]
+    assert result.status[-1] != "finished"
+
+
+def test_ensemble_runs_generated_kernels_and_rejects_mixed_batches():
+    K = 4
+    generated = systems_of(K, 3, kernels=load_kernels(K))
+    result = iterate_gd_ensemble(generated, np.zeros((K, K)), 1.0, 100)
+    hand = iterate_gd_ensemble(systems_of(K, 3), np.zeros((K, K)), 1.0, 100)
+    np.testing.assert_allclose(result.final_S, hand.final_S, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="one K"):
+        iterate_gd_ensemble(systems_of(3, 1) + systems_of(4, 1), np.zeros((3, 3)), 1.0, 10)
+    with pytest.raises(ValueError, match="one K"):
+        iterate_gd_ensemble(generated[:1] + systems_of(K, 1), np.zeros((K, K)), 1.0, 10)
