@@ -14,7 +14,8 @@ Interface.  A system supplies two Numba functions and their runtime arguments,
     rhs(y, *rhs_args) -> dy/dt           (a new 1-d array),
     events(y, *event_args) -> values     (a tuple of floats),
 
-which is the calling convention of the kernels themselves (``flow_rhs(y, G, Ms, p,
+(autonomous: the flow has no explicit t, so the stage times C are not used), which is
+the calling convention of the kernels themselves (``flow_rhs(y, G, Ms, p,
 logp, prompt)``, ``event_values(y, Ms, p, logp, prompt)``): a kernel set, hand-written
 or generated, is passed as it is, with no adapter to compile.  The integrator is
 compiled for the *types* of the callbacks (``numba.types.FunctionType``: a function
