@@ -293,7 +293,7 @@ def _locate(events, event_args, F, y, t, h, values, index, level, g_left, g_righ
     """Time in ``[t, t + h]`` where ``values[index] − level`` crosses zero on the interpolant.
 
     Illinois (regula falsi that halves the stale end's value), with a bisection when
-    the bracket fails to halve in two steps; stops at a width of ``4 ε_mach`` relative.
+    a step fails to halve the bracket; stops at a width of ``4 ε_mach`` relative.
     Returns the end of the final bracket where the event value is ≤ 0.
     """
     a, b = 0.0, 1.0                  # in units of the step: x = (t' − t)/h
@@ -301,16 +301,16 @@ def _locate(events, event_args, F, y, t, h, values, index, level, g_left, g_righ
     if gb == 0.0:
         return t + h
     side = 0
-    width = 1.0
+    bisect = False
     for _ in range(200):
-        if (b - a) * abs(h) <= 4.0 * EPS * max(abs(t + a * h), abs(t + b * h)):
+        width = b - a
+        if width * abs(h) <= 4.0 * EPS * max(abs(t + a * h), abs(t + b * h)):
             break
-        if ga - gb > 0.0:
-            x = b - gb * (b - a) / (gb - ga)
-        else:
-            x = 0.5 * (a + b)
-        if not (a < x < b):
-            x = 0.5 * (a + b)
+        x = 0.5 * (a + b)
+        if not bisect and ga - gb > 0.0:
+            secant = b - gb * (b - a) / (gb - ga)
+            if a < secant < b:
+                x = secant
         _dense(F, y, x, y_tmp)
         _event_values(events, y_tmp, event_args, values)
         counters[NEVENTS] += 1
@@ -318,7 +318,7 @@ def _locate(events, event_args, F, y, t, h, values, index, level, g_left, g_righ
         if gx > 0.0:
             a, ga = x, gx
             if side == -1:
-                gb *= 0.5
+                gb *= 0.5            # Illinois: the end kept twice running counts half
             side = -1
         else:
             b, gb = x, gx
@@ -327,9 +327,7 @@ def _locate(events, event_args, F, y, t, h, values, index, level, g_left, g_righ
             if side == 1:
                 ga *= 0.5
             side = 1
-        if b - a > 0.5 * width:      # slow progress: bisect next time round
-            ga = gb = 0.0
-        width = b - a
+        bisect = b - a > 0.5 * width     # slow progress: bisect next time round
     return t + b * h
 
 
