@@ -186,13 +186,19 @@ def test_stop_loss_stops_at_the_level():
     assert tr.crossings["t_loss"][1e-4] < tr.t[-1]
 
 
-def test_progress_is_reported_in_log_time():
+def test_progress_is_reported_in_log_time_and_does_not_change_the_steps():
+    """Increasing fractions inside (0, 1) while the loop runs, then 1; the pauses for them leave
+    the steps, counters and output exactly as without a progress callback."""
     fractions = []
     problem = _sharp()
-    integrate_flow(problem.system(), problem.S0, 1e6, method="DOP853-compiled", progress=fractions.append)
+    system = problem.system()
+    tr = integrate_flow(system, problem.S0, 1e6, method="DOP853-compiled", progress=fractions.append)
     inside = [f for f in fractions if f < 1]
     assert fractions[-1] == 1.0 and len(inside) >= 20
     assert inside[0] > 0 and np.all(np.diff(inside) > 0)
+    quiet = integrate_flow(system, problem.S0, 1e6, method="DOP853-compiled")
+    assert tr.counters == quiet.counters
+    np.testing.assert_array_equal(tr.S, quiet.S)
 
 
 def test_systems_without_compiled_kernels_fall_back_to_solve_ivp():
