@@ -16,7 +16,7 @@ from . import features as _features
 from . import function_classes as _classes
 from .errors import AttnflowError
 
-METHODS = ("LSODA", "Radau", "BDF", "RK45", "DOP853")
+METHODS = ("LSODA", "Radau", "BDF", "RK45", "DOP853", "DOP853-compiled")
 
 
 # --- value parsers: each takes (field, value) and returns the parsed value -------------

@@ -1,6 +1,7 @@
-"""Gradient flow through :func:`scipy.integrate.solve_ivp`: ``dS/dt = −G Γ(S) G``, the flow of
-the separate key and query factors (:class:`solvers.separate.SeparateSystem`) or of the
-noisy d×d model (:class:`solvers.noisy.NoisySystem`)."""
+"""Gradient flow through :func:`scipy.integrate.solve_ivp` or the compiled DOP853 of
+:mod:`solvers.integrator`: ``dS/dt = −G Γ(S) G``, the flow of the separate key and query
+factors (:class:`solvers.separate.SeparateSystem`) or of the noisy d×d model
+(:class:`solvers.noisy.NoisySystem`)."""
 
 import math
 import time
@@ -8,10 +9,13 @@ import time
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from . import integrator
 from .trajectory import Trajectory, far_from_convergence
 
 IMPLICIT = ("LSODA", "Radau", "BDF")
-METHODS = IMPLICIT + ("RK45", "DOP853")
+# Compiled methods run the whole integration in Numba (systems with compiled kernels only).
+COMPILED = ("DOP853-compiled",)
+METHODS = IMPLICIT + ("RK45", "DOP853") + COMPILED
 LSODA_SHORTEST_AUTOMATIC = 1e-150     # shorter intervals underflow LSODA's automatic first step
 
 
@@ -35,17 +39,24 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         ``flat_attention``, ``scores_of``, ``state_is_scores``).
     S0 : (K, K) initial scores; the initial factors ``(B0, C0)`` for a SeparateSystem,
         the initial d×d Q for a NoisySystem.
-    method : a :func:`solve_ivp` method; LSODA, Radau and BDF get the analytic Jacobian.
+    method : a :func:`solve_ivp` method (LSODA, Radau and BDF get the analytic Jacobian) or
+        "DOP853-compiled": SciPy's DOP853 step for step in compiled code
+        (:mod:`solvers.integrator`), for a ScoreSystem; the separate and noisy systems have
+        NumPy right-hand sides, so for them it runs solve_ivp's DOP853 and says so in the message.
     eps : levels ε for the crossing times of attention ``1 − ε`` and loss ``ε``.
     stop_loss : if positive, a terminal event stops the run when the loss reaches it.
     n_out : output points: ``t = 0`` and a log-spaced grid up to the final time, from the
         first solver step or 10⁻³ of the initial time scale ``1/max|dS/dt(0)|``, whichever
-        is later (from the dense interpolant, so the grid spans the whole run).
+        is later (from the dense interpolant, so the grid spans the whole run).  The
+        compiled method knows only its first step size before the run: its grid goes from
+        there to t_end and, when the run ends early (stop_loss, failure), is cut at the
+        final time, which is appended as the last point.
     progress : optional callable ``progress(fraction)`` with fraction in [0, 1] of log-time.
 
     Returns
     -------
-    :class:`Trajectory` with counters ``nfev``, ``njev``, ``nlu``, ``nsteps``; when the
+    :class:`Trajectory` with counters ``nfev``, ``njev``, ``nlu``, ``nsteps`` (the compiled
+    method adds ``nrejected``, ``ndense`` and ``nevents``); when the
     state is not the scores (separate factors, the noisy model's Q) the trajectory's
     ``state`` holds it on the output grid.  ``status`` is ``"finished"``, ``"stop_loss"``,
     ``"failed"`` (the solver's message) or ``"t_end"`` when it reached t_end far from
@@ -92,6 +103,14 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     levels += [("t_loss", e, math.log(e), 1) for e in eps]
     if stop_loss > 0:
         levels.append(("stop", None, math.log(stop_loss), 1))
+    fallback = ""
+    if method in COMPILED:
+        callbacks = integrator.score_callbacks(system)
+        if callbacks is not None:
+            return _integrate_compiled(system, callbacks, y0, t_end, rtol, atol, levels, stop_loss, n_out,
+                                       progress, speed, tau, log_span)
+        fallback = f" ({method} needs compiled kernels, which {type(system).__name__} has not: ran solve_ivp's DOP853)"
+        method = "DOP853"
     events = []
     for name, _, level, which in levels:
         ev = (lambda level, which: lambda t, y: values(t, y)[which] - level)(level, which)
@@ -121,15 +140,7 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     S = system.scores_of(Y)
     loss = np.array([system.flat_loss(y) for y in Y])
 
-    at_start = flat_event_values(y0)
-    crossings = {"t_half": None, "t_attention": {}, "t_loss": {}}
-    for (name, e, level, which), hits in zip(levels, sol.t_events):
-        # A level already met at t = 0 never crosses: its time is 0.
-        when = 0.0 if at_start[which] <= level else (float(hits[0]) if len(hits) else None)
-        if name == "t_half":
-            crossings[name] = when
-        elif name != "stop":
-            crossings[name][e] = when
+    crossings = _crossings(levels, flat_event_values(y0), [float(h[0]) if len(h) else None for h in sol.t_events])
 
     message = f"{method}: {sol.message}"
     if sol.status < 0:
@@ -138,15 +149,75 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         status = "stop_loss"
         message = f"loss reached {stop_loss:g} at t = {t_final:.6g}"
     else:
-        status = "finished"
-        message = f"reached t_end = {t_end:g}"
-        far = far_from_convergence(t, loss, np.diagonal(system.flat_attention(Y[-1])).min(), eps)
-        if far is not None:
-            status = "t_end"
-            message = (f"reached t_end = {t_end:g} far from convergence: {far}; give a larger "
-                       "training.t_end")
+        status, message = _reached_t_end(system, t_end, t, loss, Y[-1], eps)
+    message += fallback
     counters = {"nfev": int(sol.nfev), "njev": int(sol.njev), "nlu": int(sol.nlu),
                 "nsteps": int(len(sol.t) - 1)}
     state = None if system.state_is_scores else Y
     return Trajectory("flow", t, S, loss, system.flat_attention, crossings=crossings, status=status,
+                      message=message, counters=counters, wall_time=wall, state=state)
+
+
+def _reached_t_end(system, t_end, t, loss, y_last, eps):
+    """Status and message of a run that reached t_end: ``finished``, or ``t_end`` far from convergence."""
+    far = far_from_convergence(t, loss, np.diagonal(system.flat_attention(y_last)).min(), eps)
+    if far is None:
+        return "finished", f"reached t_end = {t_end:g}"
+    return "t_end", f"reached t_end = {t_end:g} far from convergence: {far}; give a larger training.t_end"
+
+
+def _crossings(levels, at_start, first_hits):
+    """The trajectory's crossing times from each level's first crossing (None: none)."""
+    crossings = {"t_half": None, "t_attention": {}, "t_loss": {}}
+    for (name, e, level, which), hit in zip(levels, first_hits):
+        # A level already met at t = 0 never crosses: its time is 0.
+        when = 0.0 if at_start[which] <= level else hit
+        if name == "t_half":
+            crossings[name] = when
+        elif name != "stop":
+            crossings[name][e] = when
+    return crossings
+
+
+def _integrate_compiled(system, callbacks, y0, t_end, rtol, atol, levels, stop_loss, n_out, progress, speed, tau,
+                        log_span):
+    """:func:`integrate_flow` with the compiled DOP853 (:class:`solvers.integrator.CompiledRun`)."""
+    start = time.perf_counter()
+    run = integrator.CompiledRun(*callbacks, y0, t_end, rtol, atol,
+                                 levels=[level for _, _, level, _ in levels],
+                                 which=[which for *_, which in levels],
+                                 terminal=[name == "stop" for name, *_ in levels])
+    t_first = run.first_step if speed == 0 else max(run.first_step, 1e-3 / speed)
+    t = _log_grid(t_first, t_end, n_out)
+    pauses, on_pause = (), None
+    if progress is not None:
+        # Control returns to Python after the step passing each of these times (the steps do
+        # not depend on them): progress in log time as for solve_ivp, 0.5 % at a time.
+        pauses = tau * np.expm1(np.linspace(0.0, log_span, 201)[1:-1])
+
+        def on_pause(t_now):
+            progress(min(math.log1p(t_now / tau) / log_span, 1.0))
+    status, t_final, y_final, Y = run.run(t, pauses, on_pause)
+    wall = time.perf_counter() - start
+    if progress is not None:
+        progress(1.0)
+    if t_final < t_end:
+        # Cut the grid at the final time, which becomes the last point.
+        keep = t < t_final
+        t, Y = np.append(t[keep], t_final), np.vstack([Y[keep], y_final])
+    S = system.scores_of(Y)
+    loss = np.array([system.flat_loss(y) for y in Y])
+    crossings = _crossings(levels, system.flat_event_values(y0),
+                           [None if np.isnan(h) else float(h) for h in run.hits])
+    counters = {"njev": 0, "nlu": 0, **run.counts}
+    if status == integrator.FINISHED:
+        eps = [e for name, e, *_ in levels if name == "t_attention"]
+        name, message = _reached_t_end(system, t_end, t, loss, Y[-1], eps)
+    elif status == integrator.STOPPED:
+        name, message = "stop_loss", f"loss reached {stop_loss:g} at t = {t_final:.6g}"
+    else:
+        name = "non-finite" if status == integrator.NON_FINITE else "failed"
+        message = f"DOP853-compiled: {integrator.STATUS_NAMES[status]} at t = {t_final:.6g}"
+    state = None if system.state_is_scores else Y
+    return Trajectory("flow", t, S, loss, system.flat_attention, crossings=crossings, status=name,
                       message=message, counters=counters, wall_time=wall, state=state)

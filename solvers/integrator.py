@@ -1,0 +1,496 @@
+"""A compiled adaptive integrator: the DOP853 pair of order 8(5,3) run entirely in Numba.
+
+:func:`scipy.integrate.solve_ivp` spends about 50 µs of Python per step around a
+right-hand side that costs a few µs; the flow of the scores is not stiff and DOP853
+needs only 50–70 steps to t = 10⁶, so the whole run fits in compiled code.  The
+algorithm is SciPy's ``DOP853`` step for step (same tableau, the combined 5th/3rd-order
+error norm, the same step-size controller and initial step, FSAL, the 7th-order dense
+output), with event location on the dense output and the output grid evaluated in
+the compiled loop.  The coefficients are read from
+:mod:`scipy.integrate._ivp.dop853_coefficients` at import, not copied.
+
+Interface.  A system supplies two Numba functions and their runtime arguments,
+
+    rhs(y, *rhs_args) -> dy/dt           (a new 1-d array),
+    events(y, *event_args) -> values     (a tuple of floats),
+
+(autonomous: the flow has no explicit t, so the stage times C are not used), which is
+the calling convention of the kernels themselves (``flow_rhs(y, G, Ms, p,
+logp, prompt)``, ``event_values(y, Ms, p, logp, prompt)``): a kernel set, hand-written
+or generated, is passed as it is, with no adapter to compile.  The integrator is
+compiled for the *types* of the callbacks (``numba.types.FunctionType``: a function
+pointer) and of the arguments, not for the functions themselves, so one compiled loop,
+cached on disk, serves every kernel set and every K, and a parameter sweep never
+recompiles: the parameters are the values of the arguments.  :func:`score_callbacks`
+gives them for a :class:`solvers.system.ScoreSystem` (large and finite N: one kernel
+set serves both).  The separate-factor and noisy systems evaluate their right-hand
+sides in NumPy, so they have no callbacks and stay on ``solve_ivp``.
+
+Events.  Event i is ``g_i(y) = values[which[i]] − levels[i]``; a downward crossing
+(``g ≥ 0`` before a step, ``g ≤ 0`` after it, SciPy's rule) is located on the dense
+output by the Illinois method to ``4 ε_mach`` relative, and only the first crossing of
+each event is kept.  A terminal event ends the run at its crossing.
+"""
+
+import functools
+
+import numba
+import numpy as np
+from numba import njit, types
+from numba.experimental.function_type import _get_wrapper_address
+from scipy.integrate._ivp import dop853_coefficients as _dop853
+
+from .system import ScoreSystem
+
+# Status codes returned by the compiled loop.
+FINISHED, STOPPED, PAUSED, STEP_UNDERFLOW, NON_FINITE = 0, 1, 2, -1, -2
+STATUS_NAMES = {FINISHED: "finished", STOPPED: "stopped by a terminal event", PAUSED: "paused",
+                STEP_UNDERFLOW: "step size underflow", NON_FINITE: "non-finite state"}
+
+# Counter slots (int64 array): right-hand sides, accepted and rejected steps, steps that
+# built the dense output (3 right-hand sides each), event-function calls, grid rows written.
+NFEV, NSTEPS, NREJECTED, NDENSE, NEVENTS, NRECORDED = range(6)
+N_COUNTERS = 6
+
+# SciPy's step-size controller (scipy.integrate._ivp.rk).
+SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
+ERROR_EXPONENT = -1.0 / 8.0          # error estimator order 7
+EPS = np.finfo(float).eps
+
+N_STAGES = _dop853.N_STAGES
+TABLEAU = tuple(np.ascontiguousarray(x, dtype=np.float64) for x in (
+    _dop853.A, _dop853.B, _dop853.C, _dop853.E3, _dop853.E5, _dop853.D))
+
+
+@njit(cache=True)
+def _rms(x, scale):
+    s = 0.0
+    for i in range(x.shape[0]):
+        v = x[i] / scale[i]
+        s += v * v
+    return np.sqrt(s / x.shape[0])
+
+
+@njit(cache=True)
+def _dense(F, y_old, x, out):
+    """DOP853's 7th-order interpolant at ``x = (t − t_old)/h`` (SciPy's ``Dop853DenseOutput``)."""
+    n = y_old.shape[0]
+    P = F.shape[0]
+    for i in range(n):
+        v = 0.0
+        for j in range(P):
+            v += F[P - 1 - j, i]
+            v *= x if j % 2 == 0 else 1.0 - x
+        out[i] = v + y_old[i]
+
+
+def _start(rhs, args, y0, f0, t_end, rtol, atol, counters):
+    """``f0 = rhs(y0)`` and SciPy's ``select_initial_step`` (order 7); returns the first step size."""
+    n = y0.shape[0]
+    f0[:] = rhs(y0, *args)
+    counters[NFEV] += 1
+    scale = np.empty(n)
+    for i in range(n):
+        scale[i] = atol + abs(y0[i]) * rtol
+    d0 = _rms(y0, scale)
+    d1 = _rms(f0, scale)
+    h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+    h0 = min(h0, t_end)
+    y1 = y0 + h0 * f0
+    f1 = rhs(y1, *args)
+    counters[NFEV] += 1
+    d2 = _rms(f1 - f0, scale) / h0
+    if d1 <= 1e-15 and d2 <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / 8.0)
+    return min(100.0 * h0, h1, t_end)
+
+
+def _run(rhs, events, args, event_args, A, B, C, E3, E5, D, t_end, t_pause, rtol, atol, fixed, clock, y, f,
+         t_out, Y_out, levels, which, terminal, g, hits, values, counters):
+    """Advance the DOP853 solution from ``clock[0]`` until t_end, a terminal event, or past t_pause.
+
+    Resumable: everything carried between calls is in the arrays passed in.
+    args, event_args : the runtime arguments of rhs and events.
+
+    fixed : take every step with the size clock[1], whatever the error (to measure the
+        method's order).
+    clock : [t, |h| of the next step]; updated.  y, f : state and its derivative at t; updated.
+    t_out, Y_out : output grid and its rows; rows ``counters[NRECORDED]`` onwards are
+        written as the solution passes their times (the caller writes t = 0).
+    levels, which, terminal : event i is ``values[which[i]] − levels[i]``, terminal if
+        ``terminal[i]``; g (L,) holds the event values at t and hits (L,) the first
+        crossing times (NaN: none yet).  values : room for the tuple the events return.
+    Returns the status: FINISHED, STOPPED (then clock[0] is the crossing time and y the
+    state there), PAUSED (t ≥ t_pause), STEP_UNDERFLOW or NON_FINITE.
+    """
+    n = y.shape[0]
+    L = levels.shape[0]
+    M = t_out.shape[0]
+    S = N_STAGES
+    NE = D.shape[1]
+    K = np.empty((NE, n))
+    F = np.empty((D.shape[0] + 3, n))
+    y_new = np.empty(n)
+    y_tmp = np.empty(n)
+    scale = np.empty(n)
+    g_new = np.empty(L)
+    roots = np.empty(L)
+    t = clock[0]
+    h_abs = clock[1]
+    while True:
+        if t >= t_end:
+            return FINISHED
+        if t >= t_pause:
+            return PAUSED
+        min_step = 10.0 * (np.nextafter(t, np.inf) - t)
+        h_abs = max(h_abs, min_step)
+        rejected = False
+        last_error = 0.0
+        while True:                                   # one accepted step
+            if h_abs < min_step:
+                clock[0], clock[1] = t, h_abs
+                return NON_FINITE if not np.isfinite(last_error) else STEP_UNDERFLOW
+            t_new = min(t + h_abs, t_end)
+            if fixed and t_end - t_new < 1e-6 * h_abs:
+                t_new = t_end            # no sliver of a step from rounding in n·(T/n)
+            h = t_new - t
+            h_abs = abs(h)
+            for i in range(n):
+                K[0, i] = f[i]
+            for s in range(1, S):
+                for i in range(n):
+                    acc = 0.0
+                    for j in range(s):
+                        acc += A[s, j] * K[j, i]
+                    y_tmp[i] = y[i] + h * acc
+                K[s] = rhs(y_tmp, *args)
+            for i in range(n):
+                acc = 0.0
+                for j in range(S):
+                    acc += B[j] * K[j, i]
+                y_new[i] = y[i] + h * acc
+            K[S] = rhs(y_new, *args)
+            counters[NFEV] += S
+            e5 = 0.0
+            e3 = 0.0
+            for i in range(n):
+                scale[i] = atol + max(abs(y[i]), abs(y_new[i])) * rtol
+                a5 = 0.0
+                a3 = 0.0
+                for j in range(S + 1):
+                    a5 += E5[j] * K[j, i]
+                    a3 += E3[j] * K[j, i]
+                e5 += (a5 / scale[i]) ** 2
+                e3 += (a3 / scale[i]) ** 2
+            if e5 == 0.0 and e3 == 0.0:
+                error = 0.0
+            else:
+                error = h_abs * e5 / np.sqrt((e5 + 0.01 * e3) * n)
+            last_error = error
+            if fixed:
+                break
+            if error < 1.0:
+                factor = MAX_FACTOR if error == 0.0 else min(MAX_FACTOR, SAFETY * error ** ERROR_EXPONENT)
+                if rejected:
+                    factor = min(1.0, factor)
+                h_abs *= factor
+                break
+            # A NaN error (overflow in a stage) is rejected with the largest decrease.
+            factor = SAFETY * error ** ERROR_EXPONENT if np.isfinite(error) else MIN_FACTOR
+            h_abs *= max(MIN_FACTOR, factor)
+            rejected = True
+            counters[NREJECTED] += 1
+        counters[NSTEPS] += 1
+
+        # The dense output is built only for steps that need it (a grid point or an event inside).
+        have_dense = False
+        t_stop = t_new
+        stop = False
+        if L > 0:
+            _event_values(events, y_new, event_args, values)
+            counters[NEVENTS] += 1
+            for e in range(L):
+                g_new[e] = values[which[e]] - levels[e]
+            for e in range(L):
+                roots[e] = np.nan
+                if g[e] >= 0.0 and g_new[e] <= 0.0 and np.isnan(hits[e]):
+                    if not have_dense:
+                        _dense_coefficients(rhs, args, A, D, t, h, y, y_new, f, K, y_tmp, F, counters)
+                        have_dense = True
+                    roots[e] = _locate(events, event_args, F, y, t, h, values, which[e], levels[e], g[e],
+                                       g_new[e], y_tmp, counters)
+                    if terminal[e] and roots[e] <= t_stop:
+                        t_stop = roots[e]
+                        stop = True
+            for e in range(L):
+                if not np.isnan(roots[e]) and roots[e] <= t_stop:
+                    hits[e] = roots[e]
+                g[e] = g_new[e]
+        if stop:
+            # The state at the terminal crossing, from the interpolant (as solve_ivp does).
+            _dense(F, y, (t_stop - t) / h, y_new)
+        rec = counters[NRECORDED]
+        while rec < M and t_out[rec] <= t_stop:
+            if t_out[rec] == t_stop:
+                Y_out[rec] = y_new
+            else:
+                if not have_dense:
+                    _dense_coefficients(rhs, args, A, D, t, h, y, y_new, f, K, y_tmp, F, counters)
+                    have_dense = True
+                _dense(F, y, (t_out[rec] - t) / h, Y_out[rec])
+            rec += 1
+        counters[NRECORDED] = rec
+        t = t_stop
+        for i in range(n):
+            y[i] = y_new[i]
+            f[i] = K[S, i]                                 # FSAL
+        clock[0], clock[1] = t, h_abs
+        if stop:
+            return STOPPED
+        for i in range(n):
+            if not np.isfinite(y[i]):
+                return NON_FINITE
+
+
+@njit(cache=True)
+def _dense_coefficients(rhs, args, A, D, t, h, y, y_new, f, K, y_tmp, F, counters):
+    """The three extra stages and the rows F of the interpolant (SciPy's ``_dense_output_impl``)."""
+    n = y.shape[0]
+    S = N_STAGES
+    for s in range(S + 1, A.shape[0]):
+        for i in range(n):
+            acc = 0.0
+            for j in range(s):
+                acc += A[s, j] * K[j, i]
+            y_tmp[i] = y[i] + h * acc
+        K[s] = rhs(y_tmp, *args)
+    counters[NFEV] += A.shape[0] - S - 1
+    counters[NDENSE] += 1
+    for i in range(n):
+        dy = y_new[i] - y[i]
+        F[0, i] = dy
+        F[1, i] = h * f[i] - dy
+        F[2, i] = 2.0 * dy - h * (K[S, i] + f[i])
+        for r in range(D.shape[0]):
+            acc = 0.0
+            for j in range(D.shape[1]):
+                acc += D[r, j] * K[j, i]
+            F[3 + r, i] = h * acc
+
+
+@njit(cache=True)
+def _event_values(events, y, event_args, out):
+    """The tuple ``events(y, *event_args)`` written into the array out."""
+    values = events(y, *event_args)
+    for i in range(len(values)):
+        out[i] = values[i]
+
+
+@njit(cache=True)
+def _locate(events, event_args, F, y, t, h, values, index, level, g_left, g_right, y_tmp, counters):
+    """Time in ``[t, t + h]`` where ``values[index] − level`` crosses zero on the interpolant.
+
+    Illinois (regula falsi that halves the stale end's value), with a bisection when
+    a step fails to halve the bracket; stops at a width of ``4 ε_mach`` relative.
+    Returns the end of the final bracket where the event value is ≤ 0.
+    """
+    a, b = 0.0, 1.0                  # in units of the step: x = (t' − t)/h
+    ga, gb = g_left, g_right
+    if gb == 0.0:
+        return t + h
+    side = 0
+    bisect = False
+    for _ in range(200):
+        width = b - a
+        if width * abs(h) <= 4.0 * EPS * max(abs(t + a * h), abs(t + b * h)):
+            break
+        x = 0.5 * (a + b)
+        if not bisect and ga - gb > 0.0:
+            secant = b - gb * (b - a) / (gb - ga)
+            if a < secant < b:
+                x = secant
+        _dense(F, y, x, y_tmp)
+        _event_values(events, y_tmp, event_args, values)
+        counters[NEVENTS] += 1
+        gx = values[index] - level
+        if gx > 0.0:
+            a, ga = x, gx
+            if side == -1:
+                gb *= 0.5            # Illinois: the end kept twice running counts half
+            side = -1
+        else:
+            b, gb = x, gx
+            if gx == 0.0:
+                break
+            if side == 1:
+                ga *= 0.5
+            side = 1
+        bisect = b - a > 0.5 * width     # slow progress: bisect next time round
+    return t + b * h
+
+
+@functools.cache
+def _compiled(rhs_type, events_type, args_type, event_args_type):
+    """The start and run loop compiled for callbacks and arguments of these types (cached on disk)."""
+    array = types.float64[::1]
+    matrix = types.float64[:, ::1]
+    counters = types.int64[::1]
+    start = njit(types.float64(rhs_type, args_type, array, array, types.float64, types.float64,
+                               types.float64, counters), cache=True)(_start)
+    run = njit(types.int64(rhs_type, events_type, args_type, event_args_type, matrix, array, array, array,
+                           array, matrix,
+                           types.float64, types.float64, types.float64, types.float64, types.boolean, array, array,
+                           array, array, matrix, array, counters, types.boolean[::1], array, array,
+                           array, counters), cache=True)(_run)
+    return start, run
+
+
+def _entry_point(dispatcher):
+    """The compiled function of a single-signature dispatcher: calling it skips the dispatcher's
+    Python-level typing of the tuple and function arguments (~100 µs a call); it unboxes in C."""
+    return dispatcher.overloads[dispatcher.signatures[0]].entry_point
+
+
+def dispatchers():
+    """The compiled loops made so far, one start and one run per combination of argument types."""
+    return list(_LOOPS)
+
+
+def score_callbacks(system):
+    """``(rhs, events, rhs_args, event_args)`` of a :class:`ScoreSystem`, or None for a system
+    without compiled callbacks: its kernel set's ``flow_rhs`` and ``event_values`` (the flow's
+    event quantities, whatever their definition) with their runtime arrays.
+    """
+    if not isinstance(system, ScoreSystem):
+        return None
+    G, Ms, p, logp, prompt = (np.ascontiguousarray(a, dtype=np.float64) for a in system.args)
+    return system.kernels.flow_rhs, system.kernels.event_values, (G, Ms, p, logp, prompt), (Ms, p, logp, prompt)
+
+
+class _Callback(types.WrapperAddressProtocol):
+    """A Numba function as a typed function pointer, its address looked up once.
+
+    Passing the dispatcher itself would make Numba look the address up on every call
+    into the compiled loop (about a millisecond); this object hands it over directly.
+    """
+
+    def __init__(self, dispatcher, signature):
+        self.dispatcher = dispatcher            # keeps the compiled code alive
+        self._signature = signature
+        self._address = _get_wrapper_address(dispatcher, signature)
+
+    def __wrapper_address__(self):
+        return self._address
+
+    def signature(self):
+        return self._signature
+
+
+_COMPILED = {}
+_LOOPS = []
+
+
+def _array_key(arrays):
+    return tuple((a.ndim, a.dtype.str, a.flags.c_contiguous) for a in arrays)
+
+
+def _compiled_for(rhs, events, args, event_args, y0):
+    """The start and run entry points and the two callbacks, memoised.
+
+    The key is the functions and the arrays' dimensions, dtypes and layouts, cheap to
+    hash: ``numba.typeof`` of a tuple and hashing Numba types cost ~200 µs a call.
+    """
+    key = (rhs, events, _array_key(args), _array_key(event_args))
+    if key not in _COMPILED:
+        array = types.float64[::1]
+        args_type, event_args_type = numba.typeof(args), numba.typeof(event_args)
+        # The types the callbacks return: from one call each (they are compiled functions).
+        rhs_type = types.FunctionType(numba.typeof(rhs(y0, *args))(array, *args_type))
+        n_values = len(events(y0, *event_args))
+        events_type = types.FunctionType(types.UniTuple(types.float64, n_values)(array, *event_args_type))
+        start, run = _compiled(rhs_type, events_type, args_type, event_args_type)
+        _LOOPS.extend(d for d in (start, run) if d not in _LOOPS)
+        _COMPILED[key] = (_entry_point(start), _entry_point(run), _Callback(rhs, rhs_type.signature),
+                          _Callback(events, events_type.signature), n_values)
+    return _COMPILED[key]
+
+
+class CompiledRun:
+    """One DOP853 integration in compiled code, started at t = 0.
+
+    Parameters
+    ----------
+    rhs, events : Numba functions ``rhs(y, *args) -> dy/dt``, ``events(y, *event_args) ->
+        tuple of floats`` (see the module docstring).
+    args, event_args : their runtime arrays (tuples).
+    y0 : initial state.  t_end : final time.  rtol, atol : SciPy's tolerances.
+    levels, which, terminal : the events (see :func:`_run`).
+    fixed_step : if positive, every step has this size and is accepted (no error control).
+
+    After construction ``f0`` (dy/dt at y0) and ``first_step`` are known, so the caller
+    can choose the output grid; then :meth:`run` integrates.
+    """
+
+    def __init__(self, rhs, events, args, event_args, y0, t_end, rtol, atol, levels=(), which=(), terminal=(),
+                 fixed_step=0.0):
+        self.y = np.array(y0, dtype=np.float64)
+        self.y0 = self.y.copy()
+        self.start, self.loop, self.rhs, self.events, n_values = _compiled_for(rhs, events, args, event_args, self.y0)
+        self.args, self.event_args = args, event_args
+        self.f = np.empty_like(self.y)
+        self.t_end, self.rtol, self.atol = float(t_end), float(rtol), float(atol)
+        self.levels = np.ascontiguousarray(levels, dtype=np.float64)
+        self.which = np.ascontiguousarray(which, dtype=np.int64)
+        if len(self.which) and not 0 <= self.which.min() <= self.which.max() < n_values:
+            raise ValueError(f"which: expected indices below {n_values}, the number of event values")
+        self.terminal = np.ascontiguousarray(terminal, dtype=np.bool_)
+        self.hits = np.full(len(self.levels), np.nan)
+        self.values = np.empty(n_values)
+        self.counters = np.zeros(N_COUNTERS, dtype=np.int64)
+        self.first_step = self.start(self.rhs, args, self.y, self.f, self.t_end, self.rtol, self.atol, self.counters)
+        self.f0 = self.f.copy()
+        self.fixed = fixed_step > 0
+        self.clock = np.array([0.0, fixed_step if self.fixed else self.first_step])
+        self.g = np.empty(len(self.levels))
+        if len(self.levels):
+            values = np.array(events(self.y, *event_args), dtype=np.float64)
+            self.counters[NEVENTS] += 1
+            self.g[:] = values[self.which] - self.levels
+    def run(self, t_out, pauses=(), on_pause=None):
+        """Integrate, writing the solution at the times ``t_out`` (increasing, from 0).
+
+        pauses : increasing times at which control returns to Python after the step
+            that passes them, to call ``on_pause(t)`` (progress reports); the steps
+            taken do not depend on them.
+        Returns ``(status, t_final, y_final, Y)`` with Y (len(t_out), n) filled for the
+        times ≤ t_final (rows beyond it are NaN).
+        """
+        t_out = np.ascontiguousarray(t_out, dtype=np.float64)
+        Y = np.full((len(t_out), len(self.y)), np.nan)
+        rec = 0
+        while rec < len(t_out) and t_out[rec] <= 0.0:
+            Y[rec] = self.y0
+            rec += 1
+        self.counters[NRECORDED] = rec
+        status = PAUSED
+        for t_pause in (*pauses, np.inf):
+            if t_pause <= self.clock[0]:
+                continue                 # passed by the last step: no empty call
+            status = self.loop(self.rhs, self.events, self.args, self.event_args, *TABLEAU, self.t_end,
+                               float(t_pause), self.rtol, self.atol, self.fixed, self.clock, self.y, self.f, t_out,
+                               Y, self.levels, self.which, self.terminal, self.g, self.hits, self.values,
+                               self.counters)
+            if status != PAUSED:
+                break
+            if on_pause is not None:
+                on_pause(self.clock[0])
+        return status, float(self.clock[0]), self.y.copy(), Y
+
+    @property
+    def counts(self):
+        """Counters as a dict: nfev, nsteps, nrejected, ndense, nevents."""
+        return {"nfev": int(self.counters[NFEV]), "nsteps": int(self.counters[NSTEPS]),
+                "nrejected": int(self.counters[NREJECTED]), "ndense": int(self.counters[NDENSE]),
+                "nevents": int(self.counters[NEVENTS])}

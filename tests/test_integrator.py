@@ -1,0 +1,249 @@
+"""The compiled DOP853 (:mod:`solvers.integrator`): order, agreement with solve_ivp, events, counters, no recompilation."""
+
+import math
+
+import numpy as np
+import pytest
+from numba import njit
+from scipy.integrate import solve_ivp
+from scipy.linalg import expm
+
+from solvers import integrate_flow
+from solvers import integrator
+from solvers.integrator import CompiledRun
+from solvers.separate import SeparateSystem, lazy_start
+
+from .conftest import make_problem
+
+
+# Test systems take the flow kernels' argument types (y, G, Ms, p, logp, prompt) and return
+# two event values, so they run in the loop compiled for the kernels; only they compile.
+@njit(cache=True)
+def _linear_rhs(y, A, Ms, p, logp, prompt):
+    """``y' = A y``."""
+    return A @ y
+
+
+@njit(cache=True)
+def _square_rhs(y, A, Ms, p, logp, prompt):
+    """``y' = y²``: from y(0) = 1 it blows up at t = 1."""
+    return y * y
+
+
+@njit(cache=True)
+def _nan_beyond_two(y, A, Ms, p, logp, prompt):
+    """``y' = 1`` while y ≤ 2, NaN beyond: from y(0) = 1 the state cannot pass t = 1."""
+    return np.where(y <= 2.0, 1.0, np.nan)
+
+
+@njit(cache=True)
+def _no_events(y, Ms, p, logp, prompt):
+    return 0.0, 0.0
+
+
+def _run(rhs, A, y0, t_end, rtol, atol, **options):
+    """A CompiledRun of ``rhs`` with ``A`` as its G argument and no events."""
+    rest = (np.zeros((1, 1, 1)), np.zeros(1), np.zeros(1), np.zeros(1))
+    args = (np.ascontiguousarray(A, dtype=np.float64), *rest)
+    return CompiledRun(rhs, _no_events, args, rest, y0, t_end, rtol, atol, **options)
+
+
+def _linear_problem():
+    """A 4×4 linear system with rotating, decaying modes; the exact solution is ``expm(A t) y0``."""
+    A = np.array([[-0.3, 2.0, 0.0, 0.1], [-2.0, -0.3, 0.5, 0.0], [0.0, -0.5, -0.1, 1.0], [0.2, 0.0, -1.0, -0.2]])
+    return A, np.array([1.0, 0.5, -0.5, 0.25])
+
+
+def _slope(h, err):
+    return np.polyfit(np.log(h), np.log(err), 1)[0]
+
+
+def test_fixed_steps_converge_at_order_eight_and_the_dense_output_at_order_seven():
+    """Global error at T = 4 and interpolated error at mid-step points, for 8–22 fixed steps.
+
+    The step solution is of order 8: the fitted slope of log error against log h is in
+    [7.5, 8.7].  The interpolant at mid-step is of order 7 locally (error h⁸) on top of the
+    global error h⁸, so it too falls like h⁸: slope in [7.0, 8.7]."""
+    A, y0 = _linear_problem()
+    T = 4.0
+    steps = np.array([8, 11, 16, 22])
+    h = T / steps
+    end_errors, mid_errors = [], []
+    for n in steps:
+        mid = (np.arange(n) + 0.5) * T / n
+        run = _run(_linear_rhs, A, y0, T, 1e-8, 1e-10, fixed_step=T / n)
+        status, t_final, y_final, Y = run.run(np.concatenate([[0.0], mid, [T]]))
+        assert status == integrator.FINISHED and t_final == T
+        assert run.counts["nsteps"] == n and run.counts["nrejected"] == 0
+        exact = np.array([expm(A * t) @ y0 for t in mid])
+        end_errors.append(np.abs(y_final - expm(A * T) @ y0).max())
+        mid_errors.append(np.abs(Y[1:-1] - exact).max())
+        np.testing.assert_array_equal(Y[-1], y_final)
+    assert 7.5 < _slope(h, end_errors) < 8.7, end_errors
+    assert 7.0 < _slope(h, mid_errors) < 8.7, mid_errors
+    assert end_errors[-1] < 2e-10
+
+
+def test_adaptive_error_follows_the_tolerance():
+    """With atol = rtol/100, the global error at T = 20 stays below 100·rtol and falls as rtol does."""
+    A, y0 = _linear_problem()
+    T = 20.0
+    errors = []
+    for rtol in (1e-6, 1e-8, 1e-10, 1e-12):
+        run = _run(_linear_rhs, A, y0, T, rtol, rtol / 100)
+        status, _, y_final, _ = run.run(np.array([0.0, T]))
+        assert status == integrator.FINISHED
+        errors.append(np.abs(y_final - expm(A * T) @ y0).max())
+        assert errors[-1] < 100 * rtol * np.abs(y0).max()
+    assert np.all(np.diff(np.log10(errors)) < -1.0), errors     # > 10× less error per 100× tighter rtol
+
+
+@pytest.mark.parametrize("rhs,status", [(_square_rhs, integrator.STEP_UNDERFLOW),
+                                        (_nan_beyond_two, integrator.NON_FINITE)])
+def test_failures_are_reported_with_their_time(rhs, status):
+    """A blow-up ends in a step-size underflow, a NaN right-hand side in a non-finite status, both at t ≈ 1."""
+    run = _run(rhs, np.zeros((1, 1)), np.array([1.0]), 3.0, 1e-8, 1e-10)
+    result, t_final, _, Y = run.run(np.array([0.0, 0.5, 2.0, 3.0]))
+    assert result == status
+    assert t_final == pytest.approx(1.0, abs=1e-6)
+    assert np.isfinite(Y[1]).all() and np.isnan(Y[2:]).all()     # rows beyond the end are left NaN
+
+
+def _sharp():
+    return make_problem(features={"kind": "simplex", "K": 4, "d": 3}, task={"kind": "single-index", "L": 3.0})
+
+
+def _finite(include_query):
+    return make_problem(features={"kind": "random-unit", "K": 3, "d": 3, "seed": 1},
+                        task={"kind": "single-index", "L": 2.0}, prompt={"N": 12, "include_query": include_query})
+
+
+@pytest.mark.parametrize("make,t_end,rtol", [(_sharp, 1e4, 1e-12), (lambda: _finite(False), 1e3, 1e-10),
+                                             (lambda: _finite(True), 2e4, 1e-10)],
+                         ids=["large-N", "finite-N", "finite-N-query"])
+def test_trajectories_match_radau(make, t_end, rtol):
+    """The whole output grid against solve_ivp Radau (analytic Jacobian), both at rtol (1e-12 at N = ∞;
+    1e-10 at finite N, where Radau takes 10–16 s at 1e-12) and atol = rtol/100: relative 1e-8 of the
+    largest score; the crossing times to relative 1e-8."""
+    problem = make()
+    system = problem.system()
+    atol = rtol / 100
+    tr = integrate_flow(system, problem.S0, t_end, method="DOP853-compiled", rtol=rtol, atol=atol, n_out=80)
+    assert tr.status == "finished" and tr.t[-1] == t_end and len(tr.t) == 80
+    y0 = system.flatten(problem.S0)
+    sol = solve_ivp(lambda t, y: system.flat_rhs(y), (0, t_end), y0, method="Radau", rtol=rtol, atol=atol,
+                    jac=lambda t, y: system.flat_jacobian(y), dense_output=True)
+    reference = sol.sol(tr.t).T.reshape(-1, system.K, system.K)
+    scale = np.abs(reference).max(axis=(1, 2))
+    assert np.all(np.abs(tr.S - reference).max(axis=(1, 2)) <= 1e-8 * np.maximum(scale, 1e-3))
+    radau = integrate_flow(system, problem.S0, t_end, method="Radau", rtol=rtol, atol=atol)
+    compare = [(tr.crossings["t_half"], radau.crossings["t_half"])]
+    compare += [(tr.crossings[k][e], radau.crossings[k][e]) for k in ("t_attention", "t_loss") for e in (1e-2, 1e-3)]
+    assert any(b is not None for _, b in compare)
+    for a, b in compare:
+        assert (a is None) == (b is None)
+        if b is not None:
+            assert a == pytest.approx(b, rel=1e-8)
+
+
+def test_steps_counters_and_crossings_equal_scipys_dop853():
+    """SciPy's DOP853 step for step: the same accepted and rejected steps, and
+    nfev = 2 + 12·(accepted + rejected) + 3·(steps with dense output) exactly; crossing times equal
+    solve_ivp's events to relative 1e-10 (the same interpolant, located by a different root finder)."""
+    problem = _sharp()
+    system = problem.system()
+    eps = (1e-2, 1e-3)
+    tr = integrate_flow(system, problem.S0, 1e6, method="DOP853-compiled", eps=eps, n_out=100)
+    ref = integrate_flow(system, problem.S0, 1e6, method="DOP853", eps=eps, n_out=100)
+    c = tr.counters
+    assert c["nfev"] == 2 + 12 * (c["nsteps"] + c["nrejected"]) + 3 * c["ndense"]
+    assert 0 < c["ndense"] <= c["nsteps"] and c["njev"] == 0 and c["nlu"] == 0
+    assert c["nsteps"] == ref.counters["nsteps"]
+    # solve_ivp builds the dense output on every step: its nfev gives its rejected steps.
+    rejected = (ref.counters["nfev"] - 2 - 15 * ref.counters["nsteps"]) / 12
+    assert c["nrejected"] == rejected
+    assert tr.crossings["t_half"] == pytest.approx(ref.crossings["t_half"], rel=1e-10)
+    for kind in ("t_attention", "t_loss"):
+        for e in eps:
+            assert ref.crossings[kind][e] is not None
+            assert tr.crossings[kind][e] == pytest.approx(ref.crossings[kind][e], rel=1e-10)
+    np.testing.assert_allclose(tr.S[-1], ref.S[-1], rtol=1e-12, atol=1e-12)
+
+
+def test_stop_loss_stops_at_the_level():
+    """The terminal event: the loss at the final time equals stop_loss to 1e-10 relative, at
+    solve_ivp's stopping time to 1e-8; the grid is cut there and ends with the stop."""
+    problem = _sharp()
+    system = problem.system()
+    stop = 1e-5
+    tr = integrate_flow(system, problem.S0, 1e9, method="DOP853-compiled", stop_loss=stop, n_out=200,
+                        rtol=1e-10, atol=1e-12)
+    ref = integrate_flow(system, problem.S0, 1e9, method="DOP853", stop_loss=stop, rtol=1e-10, atol=1e-12)
+    assert tr.status == "stop_loss" and tr.message == f"loss reached {stop:g} at t = {tr.t[-1]:.6g}"
+    assert tr.loss[-1] == pytest.approx(stop, rel=1e-10)
+    assert tr.t[-1] == pytest.approx(ref.t[-1], rel=1e-8)
+    assert np.all(np.diff(tr.t) > 0) and np.all(tr.loss[:-1] > stop)
+    assert tr.crossings["t_loss"][1e-4] < tr.t[-1]
+
+
+def test_progress_is_reported_in_log_time_and_does_not_change_the_steps():
+    """Increasing fractions inside (0, 1) while the loop runs, then 1; the pauses for them leave
+    the steps, counters and output exactly as without a progress callback."""
+    fractions = []
+    problem = _sharp()
+    system = problem.system()
+    tr = integrate_flow(system, problem.S0, 1e6, method="DOP853-compiled", progress=fractions.append)
+    inside = [f for f in fractions if f < 1]
+    assert fractions[-1] == 1.0 and len(inside) >= 20
+    assert inside[0] > 0 and np.all(np.diff(inside) > 0)
+    quiet = integrate_flow(system, problem.S0, 1e6, method="DOP853-compiled")
+    assert tr.counters == quiet.counters
+    np.testing.assert_array_equal(tr.S, quiet.S)
+
+
+def test_systems_without_compiled_kernels_fall_back_to_solve_ivp():
+    """The separate factors have a NumPy right-hand side: solve_ivp's DOP853 runs, and the message says so."""
+    problem = make_problem(features={"kind": "orthonormal", "K": 2}, task={"kind": "linear"})
+    system = SeparateSystem(problem.system(), h=4)
+    start = lazy_start(np.eye(2), 2.0)
+    tr = integrate_flow(system, start, 10.0, method="DOP853-compiled", n_out=20)
+    ref = integrate_flow(system, start, 10.0, method="DOP853", n_out=20)
+    assert tr.status == "finished" and "SeparateSystem" in tr.message and "solve_ivp's DOP853" in tr.message
+    np.testing.assert_array_equal(tr.S, ref.S)
+
+
+def test_parameters_are_runtime_arguments_nothing_recompiles():
+    """One compiled loop serves every problem: after a run at K = 4, problems with other parameters,
+    another K (3, 6), finite N with and without the query token, and the hand-written kernels
+    instead of the generated ones add no loop and no signature to it or to the kernels."""
+    from solvers import ScoreSystem, kernels
+
+    systems = []
+
+    def run(problem, system=None):
+        system = system or problem.system()
+        tr = integrate_flow(system, problem.S0, 100.0, method="DOP853-compiled", n_out=10)
+        assert tr.status == "finished"
+        systems.append(system)
+
+    def counts():
+        loops = integrator.dispatchers()
+        kernel_sets = {id(s.kernels): s.kernels for s in systems}.values()
+        return len(loops), [len(d.signatures) for d in loops], {
+            (k.__name__, name): len(getattr(k, name).signatures) for k in kernel_sets
+            for name in ("flow_rhs", "event_values")}
+
+    run(_sharp())
+    loops, signatures, _ = counts()
+    assert loops == 2 and signatures == [1, 1]          # start and run, one signature each
+    run(make_problem(features={"kind": "simplex", "K": 4, "d": 3}, task={"kind": "single-index", "L": 0.7}))
+    run(_finite(False))
+    run(make_problem(features={"kind": "random-unit", "K": 6, "d": 4, "seed": 3}, task={"kind": "linear"}))
+    sharp = _sharp()
+    run(sharp, ScoreSystem(sharp.system().G, sharp.F, sharp.p, kernels=kernels))
+    before = counts()
+    assert before[:2] == (2, [1, 1]) and set(before[2].values()) == {1}
+    run(_finite(True))
+    run(make_problem(features={"kind": "random-unit", "K": 6, "d": 4, "seed": 4}, task={"kind": "linear"}))
+    assert counts()[:2] == before[:2]
+    assert all(before[2][key] == count for key, count in counts()[2].items() if key in before[2])
