@@ -128,18 +128,19 @@ def test_trajectories_match_radau(make, t_end, rtol):
     problem = make()
     system = problem.system()
     atol = rtol / 100
-    tr = integrate_flow(system, problem.S0, t_end, method="DOP853-compiled", rtol=rtol, atol=atol, n_out=80)
-    assert tr.status == "finished" and tr.t[-1] == t_end and len(tr.t) == 80
+    eps = (0.1, 1e-2, 1e-3)      # 0.1: a loss level the query variant reaches (its attention caps below 1/2 here)
+    tr = integrate_flow(system, problem.S0, t_end, method="DOP853-compiled", rtol=rtol, atol=atol, n_out=80, eps=eps)
+    assert tr.status in ("finished", "t_end") and tr.t[-1] == t_end and len(tr.t) == 80   # reached t_end
     y0 = system.flatten(problem.S0)
     sol = solve_ivp(lambda t, y: system.flat_rhs(y), (0, t_end), y0, method="Radau", rtol=rtol, atol=atol,
                     jac=lambda t, y: system.flat_jacobian(y), dense_output=True)
     reference = sol.sol(tr.t).T.reshape(-1, system.K, system.K)
     scale = np.abs(reference).max(axis=(1, 2))
     assert np.all(np.abs(tr.S - reference).max(axis=(1, 2)) <= 1e-8 * np.maximum(scale, 1e-3))
-    radau = integrate_flow(system, problem.S0, t_end, method="Radau", rtol=rtol, atol=atol)
+    radau = integrate_flow(system, problem.S0, t_end, method="Radau", rtol=rtol, atol=atol, eps=eps)
     compare = [(tr.crossings["t_half"], radau.crossings["t_half"])]
-    compare += [(tr.crossings[k][e], radau.crossings[k][e]) for k in ("t_attention", "t_loss") for e in (1e-2, 1e-3)]
-    assert any(b is not None for _, b in compare)
+    compare += [(tr.crossings[k][e], radau.crossings[k][e]) for k in ("t_attention", "t_loss") for e in eps]
+    assert any(b not in (None, 0.0) for _, b in compare)
     for a, b in compare:
         assert (a is None) == (b is None)
         if b is not None:
@@ -208,7 +209,7 @@ def test_systems_without_compiled_kernels_fall_back_to_solve_ivp():
     start = lazy_start(np.eye(2), 2.0)
     tr = integrate_flow(system, start, 10.0, method="DOP853-compiled", n_out=20)
     ref = integrate_flow(system, start, 10.0, method="DOP853", n_out=20)
-    assert tr.status == "finished" and "SeparateSystem" in tr.message and "solve_ivp's DOP853" in tr.message
+    assert tr.status == ref.status and "SeparateSystem" in tr.message and "solve_ivp's DOP853" in tr.message
     np.testing.assert_array_equal(tr.S, ref.S)
 
 
@@ -223,7 +224,7 @@ def test_parameters_are_runtime_arguments_nothing_recompiles():
     def run(problem, system=None):
         system = system or problem.system()
         tr = integrate_flow(system, problem.S0, 100.0, method="DOP853-compiled", n_out=10)
-        assert tr.status == "finished"
+        assert tr.status in ("finished", "t_end")          # reached t_end (near convergence or not)
         systems.append(system)
 
     def counts():
