@@ -16,7 +16,11 @@ importable, the same map in PyTorch on the CPU.  Prints µs per iteration (min a
 median of the repeats) and the ratios; ``x bound`` is the compiled time over the
 bound ``6K³/R_peak`` (1.0 would be the physical limit).
 
-Run: ``python bench/bench_gd.py [--repeats 5]``.
+Last, an ensemble of ``--batch`` problems per K (the same problem at B step sizes) in one
+compiled call against the same problems run one by one: problems × iterations per second
+and the ratio to the bound ``6K³/R_peak`` per iteration (on all cores: the bound is per core).
+
+Run: ``python bench/bench_gd.py [--repeats 5] [--batch 32]``.
 """
 
 import argparse
@@ -33,6 +37,7 @@ from dynamics import config  # noqa: E402
 from dynamics.problem import Problem  # noqa: E402
 from solvers import ScoreSystem, iterate_gd  # noqa: E402
 from solvers import reference_numpy as ref  # noqa: E402
+from solvers.ensemble import iterate_gd_ensemble  # noqa: E402
 
 try:
     import torch
@@ -81,6 +86,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (default %(default)s)")
     parser.add_argument("--K", type=int, nargs="*", default=[4, 8, 16, 32, 64])
+    parser.add_argument("--batch", type=int, default=32, help="problems per ensemble (default %(default)s)")
     args = parser.parse_args()
     if torch is not None:
         torch.set_num_threads(1)
@@ -122,6 +128,29 @@ def main():
         if torch is not None:
             line += f" | {cell('torch')} {min(times['torch']) / c:7.1f}"
         print(line, flush=True)
+    print(f"\nensembles of {args.batch} problems: problems × iterations per second (min of the repeats)")
+    print(f"{'K':>3} | {'one by one':>12} {'ensemble':>12} {'ratio':>6} | {'ens. µs/it':>10} {'x bound':>7}")
+    for K in args.K:
+        pr = problem(K)
+        system = ScoreSystem(pr.features.G, pr.F, pr.p)
+        eta0 = 0.5 * system.stable_step(pr.S0)
+        etas = eta0 * np.geomspace(0.25, 1.0, args.batch)
+        steps = max(100, int(2e5 // K**3))
+        systems = [system] * args.batch
+        iterate_gd_ensemble(systems[:2], pr.S0, etas[:2], 5)                   # compile outside the timing
+        one, ens = [], []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            for eta in etas:
+                iterate_gd(system, pr.S0, eta, steps, n_out=2)
+            one.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            iterate_gd_ensemble(systems, pr.S0, etas, steps)
+            ens.append(time.perf_counter() - start)
+        work = args.batch * steps
+        per_it = min(ens) / work
+        print(f"{K:>3} | {work / min(one):12.3g} {work / min(ens):12.3g} {min(one) / min(ens):6.2f} | "
+              f"{per_it * 1e6:10.2f} {per_it / (6 * K**3 / peak):7.1f}", flush=True)
 
 
 if __name__ == "__main__":
