@@ -212,8 +212,9 @@ def to_unrolled(expr, k, values=None):
     a_sym, M_sym = stages.attention_symbols(k), stages.moment_matrix(k)
     # xreplace, not subs: subs renames the Idx in a Sum's body and limits apart and sums wrongly.
     expr = expr.xreplace({x: sp.Integer(v) for x, v in (values or {}).items()}).xreplace({K: sp.Integer(k)}).doit()
-    return expr.replace(lambda e: isinstance(e, sp.Indexed),
-                        lambda e: a_sym[int(e.indices[0])] if e.base == a else M_sym[int(e.indices[0]), int(e.indices[1])])
+    def entry(e):
+        return a_sym[int(e.indices[0])] if e.base == a else M_sym[int(e.indices[0]), int(e.indices[1])]
+    return expr.replace(lambda e: isinstance(e, sp.Indexed), entry)
 
 
 def verify_against_unrolled(column, k, unrolled=None):

@@ -348,11 +348,11 @@ def inert_settings(cfg):
 
 
 def slow_settings(cfg):
-    """Notes on settings that are valid but slow in this version."""
-    K = len(cfg.features.matrix) if cfg.features.matrix else cfg.features.K
-    if K > 16 and cfg.training.kernels == "generated":
-        return [f"features.K = {K}: generating and compiling the kernels for this K takes minutes the first "
-                "time (cached afterwards); training.kernels = \"hand-written\" starts at once"]
+    """Notes on settings that are valid but slow in this version: none at present.
+
+    (Large K used to be one: the generated kernels were unrolled per K. They are now one
+    module of loops for every K, generated and compiled once per machine.)
+    """
     return []
 
 

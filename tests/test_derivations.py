@@ -169,7 +169,7 @@ def test_key_changes_when_a_derivation_source_changes(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_hot_cache_neither_regenerates_nor_recompiles(tmp_path):
-    """Two processes with the same cache directory, K = 3 then K = 5: the second finds the module and Numba's machine code."""
+    """Two processes with one cache directory, K = 3 then K = 5: the second finds the module and the machine code."""
     script = textwrap.dedent("""
         import json, sys
         import numpy as np
