@@ -100,8 +100,8 @@ def _dispatch(args):
         for field, values in params:                 # validate every value before running anything
             for v in values:
                 cfg.with_overrides({field: v})
-        from .config import inert_settings, slow_settings
-        for note in inert_settings(cfg) + slow_settings(cfg):
+        from .config import inert_settings
+        for note in inert_settings(cfg):
             _warn(note)
         rows = sweep(cfg, params, args.out, args.jobs, progress=not args.quiet)
         failed = sum(r["status"] != "ok" for r in rows)

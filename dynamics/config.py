@@ -347,15 +347,6 @@ def inert_settings(cfg):
     return [f"{path} has no effect {why}" for path, applies, why in _EFFECTIVE_ONLY_IF if _given(cfg, path) and not applies(cfg)]
 
 
-def slow_settings(cfg):
-    """Notes on settings that are valid but slow in this version."""
-    K = len(cfg.features.matrix) if cfg.features.matrix else cfg.features.K
-    if K > 16 and cfg.training.kernels == "generated":
-        return [f"features.K = {K}: generating and compiling the kernels for this K takes minutes the first "
-                "time (cached afterwards); training.kernels = \"hand-written\" starts at once"]
-    return []
-
-
 def load(path, overrides=None):
     """Read a TOML file (an empty file is valid) and validate it."""
     path = Path(path)

@@ -82,11 +82,11 @@ def derivation_blocks(problem, training=None):
         blocks.append(("p", f"Gradient descent iterates $S \\leftarrow S - \\eta\\, G\\Gamma(S)G$ with "
                             f"$\\eta$ = {eta} (auto: half the stable step at the start)."))
     blocks += _asymptotic_blocks(problem, derivation)
-    path = module_path(K)
     blocks += [("h2", "Generated code"),
-               ("p", f"`derivations.codegen` prints the column gradient and Hessian above, after common-subexpression "
-                     f"elimination, into a Numba module: `{path}`. Every parameter ($G$, $F$, $p$, $\\eta$) is a runtime "
-                     f"argument, so one module serves every problem with $K = {K}$.")]
+               ("p", "`derivations.codegen` prints the column gradient and Hessian as loops from their indexed form "
+                     "(sums over a symbolic $K$, checked against the unrolled stages for $K = 2, 3$) into one Numba "
+                     f"module for every $K$: `{module_path()}`. Every parameter ($K$, $G$, $F$, $p$, $\\eta$) is a "
+                     "runtime argument, so the module is generated and compiled once per machine.")]
     return blocks
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from solvers import integrate_flow, iterate_gd
 from solvers.gd import iterate_state_gd
 
-from .config import inert_settings, slow_settings
+from .config import inert_settings
 from .errors import AttnflowError
 from .files import dump_json, prepare_out_dir, remove_stale_temps, write_npz
 from .problem import Problem
@@ -254,7 +254,7 @@ def run(cfg, out_dir, progress=True, plots=True, warn=None):
     """
     prepare_out_dir(out_dir)                     # a bad --out fails before any work
     problem = Problem.from_config(cfg)
-    for note in inert_settings(cfg) + slow_settings(cfg) if warn else ():
+    for note in inert_settings(cfg) if warn else ():
         warn(note)
     result = solve(problem, cfg.training, progress)
     summary = write_outputs(out_dir, cfg, problem, result, plots)

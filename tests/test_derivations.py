@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derivations import codegen, load_kernels, stages
+from derivations import codegen, indexed, load_kernels, stages
+from derivations.checks import DerivationCheckFailed
 from solvers import ScoreSystem, integrate_flow, iterate_gd
 
 from .conftest import make_problem, random_system_arrays
@@ -95,50 +96,90 @@ def test_flow_with_generated_kernels_matches_hand_written(simplex_sharp):
     np.testing.assert_allclose(a.S, b.S, rtol=1e-9, atol=1e-9)
 
 
-def test_key_depends_on_K_and_names_the_module():
-    assert codegen.kernel_key(3) != codegen.kernel_key(4)
-    assert codegen.kernel_key(3)[:16] in codegen.module_path(3).name
+def test_one_module_and_key_for_every_K():
+    """Neither the key nor the module's path depends on K: load_kernels returns the same module for all K."""
+    key = codegen.kernel_key()
+    assert codegen.module_path().name == f"attnflow_kernels_{key[:16]}.py"
+    module = load_kernels(2)
+    assert all(load_kernels(K) is module for K in (3, 16, 64, 256))
+    assert module.path == codegen.module_path() and module.KEY == key
+    with pytest.raises(ValueError, match="K: expected an integer"):
+        load_kernels(1)
+
+
+def test_indexed_column_equals_the_unrolled_stages():
+    """The derived indexed column passes every check; at K = 2, 3 it equals the unrolled stages entry by entry."""
+    _, stage = indexed.column()          # raises DerivationCheckFailed if a check does not hold
+    assert len(stage.checks) == 2 + len(indexed.UNROLLED_CHECK_KS)
+    assert all(f"K = {k}$ equal the unrolled" in " ".join(stage.checks) for k in (2, 3))
+    derived = stage.data["derived"]
+    # Evaluated at K = 3 (a[0] = a_1, …) the indexed Hessian is the unrolled H_12 symbol for symbol.
+    unrolled = stages.column_hessian(stages.column_gradient(stages.column_loss(3))).data
+    at = indexed.to_unrolled(derived.hessian, 3, {indexed.I: 0, indexed.J: 1})
+    assert sp.expand(at - unrolled["hessian"][0, 1]) == 0
+
+
+@pytest.mark.parametrize("part", ["loss", "gradient", "hessian"])
+def test_indexed_checks_fail_on_a_wrong_expression(part):
+    """A column with one wrong term is refused, both against the unrolled stages and in indexed form."""
+    _, stage = indexed.column()
+    derived = stage.data["derived"]
+    a, M, I, J, n = indexed.a, indexed.M, indexed.I, indexed.J, indexed.index("n")
+    wrong_term = {"loss": indexed.total(a[n] ** 2, n), "gradient": a[I] ** 2, "hessian": a[I] * a[J] * M[I, J]}[part]
+    wrong = indexed.IndexedColumn(**{**vars(derived), part: getattr(derived, part) + wrong_term})
+    with pytest.raises(DerivationCheckFailed):
+        indexed.verify_against_unrolled(wrong, 2)
+    with pytest.raises(DerivationCheckFailed):
+        indexed.check_column(wrong, stage.data["textbook"])
+
+
+def test_generated_source_does_not_grow_with_K():
+    """The printed kernels are loops over K read from the arrays: no feature number is spelled out."""
+    source = codegen.column_source()
+    assert source.count("def ") == 2 and "K = a.shape[0]" in source
+    assert "a[1]" not in source and "M[0" not in source and len(source) < 4000
 
 
 def test_key_is_stable_across_processes():
     """The key names the cached module, so another process must compute the same one (no hash salting)."""
-    script = "from derivations import codegen; print(codegen.kernel_key(3))"
+    script = "from derivations import codegen; print(codegen.kernel_key())"
     out = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == codegen.kernel_key(3)
+    assert out.stdout.strip() == codegen.kernel_key()
 
 
 def test_key_changes_when_a_derivation_source_changes(tmp_path, monkeypatch):
     """An edit to any source the generated module depends on gives a new key: a stale module is never reused."""
-    original = codegen.kernel_key(3)
+    original = codegen.kernel_key()
     copies = []
     for i, source in enumerate(codegen._SOURCES):
         copy = tmp_path / f"{i}_{source.name}"
         copy.write_bytes(source.read_bytes())
         copies.append(copy)
     monkeypatch.setattr(codegen, "_SOURCES", tuple(copies))
-    assert codegen.kernel_key(3) == original                # the copies stand for the sources
+    assert codegen.kernel_key() == original                # the copies stand for the sources
     for copy in copies:
         text = copy.read_text()
         copy.write_text(text + "\n# an edit\n")
-        assert codegen.kernel_key(3) != original, copy.name
+        assert codegen.kernel_key() != original, copy.name
         copy.write_text(text)
-    assert codegen.kernel_key(3) == original
+    assert codegen.kernel_key() == original
 
 
 @pytest.mark.slow
 def test_hot_cache_neither_regenerates_nor_recompiles(tmp_path):
-    """Two processes with the same cache directory: the second finds the module and Numba's machine code."""
+    """Two processes with one cache directory, K = 3 then K = 5: the second finds the module and the machine code."""
     script = textwrap.dedent("""
         import json, sys
         import numpy as np
         from derivations import load_kernels
         from derivations.codegen import dispatchers
         from solvers import ScoreSystem
-        kernels = load_kernels(3)
+        K = int(sys.argv[1])
+        kernels = load_kernels(K)
         mtime = kernels.path.stat().st_mtime_ns
-        system = ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3), kernels=kernels)
+        system = ScoreSystem(np.eye(K), np.eye(K), np.full(K, 1 / K), kernels=kernels)
         system.warm_up()
         stats = [d.stats for d in dispatchers(kernels).values()]
         print(json.dumps({"generated_now": kernels.generated_now, "mtime": mtime,
@@ -147,17 +188,17 @@ def test_hot_cache_neither_regenerates_nor_recompiles(tmp_path):
     """)
     env = dict(os.environ, ATTNFLOW_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
 
-    def run():
-        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    def run(K):
+        out = subprocess.run([sys.executable, "-c", script, str(K)], env=env, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr
         import json
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    first, second = run(), run()
+    first, second = run(3), run(5)
     assert first["generated_now"] and first["misses"] > 0
     assert not second["generated_now"] and second["mtime"] == first["mtime"]
     assert second["misses"] == 0 and second["hits"] > 0
-    assert len(list(tmp_path.glob("attnflow_kernels_K3_*.py"))) == 1
+    assert len(list(tmp_path.glob("attnflow_kernels_*.py"))) == 1
 
 
 def test_derivation_checks_run_under_python_O():
