@@ -20,6 +20,7 @@ import numpy as np
 from solvers import integrate_flow, iterate_gd
 
 from . import figures
+from .errors import AttnflowError
 from .fits import power_law
 from .phases import BOUNDARY_TOLERANCE, crossing_time, log_slope, per_query_times, phase_boundary
 from .problem import Problem
@@ -973,6 +974,12 @@ class Context:
 
 def check(cfg, out_dir, quick=False, claims=None, progress=True):
     """Run the protocols; write ``report.md``, ``report.json`` and figures; return the verdicts."""
+    K = len(cfg.features.matrix) if cfg.features.matrix else cfg.features.K
+    if K < 3:
+        # At K = 2 from S = 0 the target attention starts at 1/2: t_half is 0 and the phase
+        # and regime protocols (C1, C3, H1–H3 …) have nothing to measure.
+        raise AttnflowError("features.K", "check needs K ≥ 3: at K = 2 the target attention starts at 1/2, "
+                                          "so the transition times it measures are all 0")
     out = prepare_out_dir(out_dir)              # a bad --out fails before any work
     ctx = Context(cfg, out, quick, progress)
     verdicts = []

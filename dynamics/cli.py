@@ -21,14 +21,23 @@ def parse_override(text):
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value
+    except RecursionError:
+        raise AttnflowError("--set", f"the value of {path.strip()} nests arrays or tables too deeply") from None
     return path.strip(), parsed
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line, ``error: attnflow run: …``, and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="attnflow",
         description="Training dynamics of softmax attention learning in-context regression.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="flat vs sharp regime side by side: plots and a short report")
     demo.add_argument("--out", default="attnflow-demo", help="output directory (default: %(default)s)")
@@ -94,6 +103,10 @@ def _dispatch(args):
         from .sweep import MAX_POINTS, parse_param, sweep
         cfg = _load_config(args)
         params = [parse_param(p) for p in args.param]
+        fields = [field for field, _ in params]
+        repeated = sorted({f for f in fields if fields.count(f) > 1})
+        if repeated:
+            raise AttnflowError("--param", f"{', '.join(repeated)} given more than once; give each field one --param")
         points = math.prod(len(values) for _, values in params)
         if points > MAX_POINTS:
             raise AttnflowError("--param", f"the grid has {points:,} points; at most {MAX_POINTS:,} per sweep")
@@ -101,7 +114,7 @@ def _dispatch(args):
             for v in values:
                 cfg.with_overrides({field: v})
         from .config import inert_settings
-        for note in inert_settings(cfg):
+        for note in inert_settings(cfg.with_overrides({field: values[0] for field, values in params})):
             _warn(note)
         rows = sweep(cfg, params, args.out, args.jobs, progress=not args.quiet)
         failed = sum(r["status"] != "ok" for r in rows)
@@ -110,8 +123,10 @@ def _dispatch(args):
         from .claims import CLAIMS, check
         cfg = _load_config(args)
         names = None
-        if args.claims:
-            names = [c.strip().upper() for c in args.claims.split(",")]
+        if args.claims is not None:
+            names = list(dict.fromkeys(c.strip().upper() for c in args.claims.split(",") if c.strip()))
+            if not names:
+                raise AttnflowError("--claims", f"expected claim names such as C1,C3,H2, got {args.claims!r}")
             unknown = [c for c in names if c not in CLAIMS]
             if unknown:
                 raise AttnflowError("--claims", f"unknown claim(s) {', '.join(unknown)}; known: {', '.join(CLAIMS)}")

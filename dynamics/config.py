@@ -8,6 +8,7 @@ field, e.g. ``task.L: expected a number > 0, got -1``.
 
 import copy
 import math
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,8 +208,8 @@ SCHEMA = {
         "steps": (integer(1, MAX_STEPS), 10_000),
         "t_end": (real(MIN_T_END, strict=False, at_most=MAX_T_END), 1e6),
         "method": (choice(METHODS), "LSODA"),
-        "rtol": (real(1e-14, strict=False, hi=1.0), 1e-8),
-        "atol": (real(1e-300, strict=False, at_most=1.0), 1e-10),
+        "rtol": (real(1e-13, strict=False, hi=1.0), 1e-8),      # below ~100 ε the solvers cannot meet it
+        "atol": (real(1e-30, strict=False, at_most=1.0), 1e-10),
         "eps": (real_list(0.0, hi=1.0, max_len=16), (1e-2, 1e-3, 1e-4)),
         "stop_loss": (real(0.0, strict=False, at_most=MAX_MAGNITUDE**2), 0.0),
         "n_out": (integer(2, MAX_OUT), 400),
@@ -351,10 +352,14 @@ def load(path, overrides=None):
     """Read a TOML file (an empty file is valid) and validate it."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise AttnflowError(str(path), f"is {size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,}")
-        text = path.read_bytes().decode("utf-8")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise AttnflowError(str(path), "is not a regular file (a directory, a device or a pipe); "
+                                           "a config file is TOML text")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)          # never more, whatever the file claims
+        if len(data) > MAX_CONFIG_BYTES:
+            raise AttnflowError(str(path), f"is larger than {MAX_CONFIG_BYTES:,} bytes, the most a config file may be")
+        text = data.decode("utf-8")
     except OSError as e:
         raise AttnflowError(str(path), f"cannot read the config file ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
@@ -367,9 +372,11 @@ def loads(text, source="config"):
     """Validate a configuration given as TOML text."""
     try:
         raw = tomllib.loads(text)
+        return from_dict(raw)
     except tomllib.TOMLDecodeError as e:
         raise AttnflowError(source, f"not valid TOML ({e})") from None
-    return from_dict(raw)
+    except RecursionError:
+        raise AttnflowError(source, "nests arrays or tables too deeply") from None
 
 
 def default():

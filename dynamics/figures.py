@@ -36,7 +36,8 @@ def two_phases(path, tr, boundary):
             ax.axvline(boundary, color="0.4", ls="--", lw=0.8, label="fast/slow boundary")
         if tr.crossings["t_half"]:
             ax.axvline(tr.crossings["t_half"], color="C3", ls=":", lw=0.8, label="attention 1/2")
-    b.legend(fontsize=7)
+    if b.get_legend_handles_labels()[0]:                   # no marker drawn: no (empty) legend
+        b.legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -156,6 +156,10 @@ def prepare_out_file(path, field="--out"):
     target = Path(path)
     if target.is_dir():
         raise AttnflowError(field, f"{path} is a directory, not a file")
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        # The atomic rename would replace the link or the device itself (as root: /dev/null).
+        raise AttnflowError(field, f"{path} exists and is not a regular file (a link, a device or a pipe); "
+                                   "name a new or a regular file")
     parent = target.parent
     if parent.exists() and not parent.is_dir():
         raise AttnflowError(field, f"cannot write {path}: {parent} is a file, not a directory")

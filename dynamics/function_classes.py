@@ -419,10 +419,15 @@ class Expression(FunctionClass):
         # The features and random points of their convex hull.
         points = np.vstack([V, rng.dirichlet(np.ones(len(V)), 200) @ V])
         theta = [t[:, None] for t in self._draw(rng, self.lipschitz_draws)]
-        G = np.stack([np.asarray(g, dtype=float) * np.ones((self.lipschitz_draws, len(points)))
-                      for g in grad(*points.T, *theta)])
-        per_draw = np.sqrt((G**2).sum(axis=0)).max(axis=1)
-        return Lipschitz(float(np.sqrt(np.mean(per_draw**2))),
+        with np.errstate(all="ignore"):              # an overflow or a pole is reported below
+            G = np.stack([np.asarray(g, dtype=complex).real * np.ones((self.lipschitz_draws, len(points)))
+                          for g in grad(*points.T, *theta)])
+            per_draw = np.sqrt((G**2).sum(axis=0)).max(axis=1)
+            L = float(np.sqrt(np.mean(per_draw**2)))
+        if not np.isfinite(L):
+            raise AttnflowError("task.L", f"the estimated Lipschitz constant of {self.text!r} is not finite (its "
+                                          "gradient overflows or is undefined near the features); state task.L")
+        return Lipschitz(L,
                          f"estimated: RMS over {self.lipschitz_draws} draws of the largest ‖∇f‖ on the features "
                          "and 200 points of their convex hull", reconstructed=True)
 

@@ -26,6 +26,9 @@ from .errors import AttnflowError
 from .regimes import Constants, constants
 
 
+MAX_MOMENT = 1e12       # |F| beyond it (|f| ≳ 10⁶ on the features) is an overflow, not a task
+
+
 def build_features(section):
     kind, K, d = section.kind, section.K, section.d
     if kind == "explicit":
@@ -136,7 +139,11 @@ class Problem:
     def from_config(cls, cfg):
         fs = build_features(cfg.features)
         fclass = build_function_class(cfg.task, fs)
-        moments = fclass.moments(fs.V, cfg.task.moment_method, cfg.task.mc_samples, cfg.task.seed)
+        with np.errstate(all="ignore"):               # overflow is reported below, not as NumPy warnings
+            moments = fclass.moments(fs.V, cfg.task.moment_method, cfg.task.mc_samples, cfg.task.seed)
+        if not np.all(np.isfinite(moments.F)) or np.abs(moments.F).max() > MAX_MOMENT:
+            raise AttnflowError("task", f"the class's moments F = E[f(V) f(V)ᵀ] overflow ({fclass.describe()} reaches "
+                                        f"|F| > {MAX_MOMENT:g} or a non-finite value on the features); rescale it")
         p = build_probabilities(cfg.prompt, fs.K)
         model = cfg.model
         factors = None

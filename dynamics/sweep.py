@@ -259,8 +259,13 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
     points = grid(params)
     spec = {"base_config": cfg.raw, "params": [[f, v] for f, v in params]}
     spec_path = out / "sweep.json"
-    if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
-        raise AttnflowError(str(out), "holds a different sweep (sweep.json differs); use a new --out directory")
+    if spec_path.exists():
+        try:
+            previous = json.loads(spec_path.read_text())
+        except (OSError, ValueError) as e:
+            raise AttnflowError("--out", f"{spec_path} is unreadable ({e}); use a new --out directory") from None
+        if previous != json.loads(json.dumps(spec)):
+            raise AttnflowError(str(out), "holds a different sweep (sweep.json differs); use a new --out directory")
     done = _load_done(out, points)
     todo = [i for i in range(len(points)) if i not in done]
     if limit is not None:

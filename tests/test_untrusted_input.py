@@ -256,3 +256,56 @@ def test_hostile_expressions_run_no_code_in_any_command(attack, tmp_path, capsys
         assert status == 2, (argv, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "task.expression" in lines[0], (argv, err)
+
+
+def _one_error_line(capsys, argv, field):
+    capsys.readouterr()
+    try:
+        status = main(argv)
+    except SystemExit as e:                 # argparse's own errors exit from inside the parser
+        status = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: ") and field in err[0], (argv, err)
+
+
+def test_inputs_found_by_a_hostile_campaign_give_one_line(tmp_path, capsys, monkeypatch):
+    """Each input a bad-input campaign found breaking the one-line rule, now one line and exit 2."""
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "e.toml"
+    empty.write_text("")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.md"
+    link.symlink_to(empty)
+    deep = tmp_path / "deep.toml"
+    deep.write_text("[prompt]\np = " + "[" * 20000 + "]" * 20000 + "\n")
+    expression = tmp_path / "x.toml"
+    out = str(tmp_path / "out")
+    cases = [
+        (["run", str(fifo), "--out", out], str(fifo)),                       # used to hang
+        (["run", "/dev/zero", "--out", out], "/dev/zero"),                    # used to read until killed
+        (["derive", str(empty), "--out", "/dev/null"], "--out"),             # used to replace the device
+        (["derive", str(empty), "--out", str(link)], "--out"),               # used to replace the link
+        (["run", str(deep), "--out", out], str(deep)),                       # used to be a RecursionError
+        (["run", str(empty), "--out", out, "--set", "prompt.p=" + "[" * 5000 + "]" * 5000], "--set"),
+        (["sweep", str(empty), "--param", "task.L=1,2", "--param", "task.L=3", "--out", out], "--param"),
+        (["check", str(empty), "--set", "features.K=2", "--out", out, "--quick"], "features.K"),
+        (["check", str(empty), "--claims", "", "--out", out], "--claims"),
+        (["run", str(empty), "--set", "training.rtol=1e-14", "--out", out], "training.rtol"),
+    ]
+    for argv, field in cases:
+        _one_error_line(capsys, argv, field)
+    assert stat_is_char_device("/dev/null") and link.is_symlink()
+    for text, field in [("x0**x0**x0**x0", "task.L"), ("exp(1000000*x0)", "task")]:
+        expression.write_text(f'[features]\nK = 3\n[task]\nkind = "expression"\nexpression = "{text}"\n')
+        _one_error_line(capsys, ["run", str(expression), "--out", out, "--quiet"], field)
+    sweep_out = tmp_path / "s"
+    sweep_out.mkdir()
+    (sweep_out / "sweep.json").write_text("garbage")
+    _one_error_line(capsys, ["sweep", str(empty), "--param", "task.L=1,2", "--out", str(sweep_out)], "--out")
+    _one_error_line(capsys, ["derive", str(empty), "--format=html"], "--format")
+
+
+def stat_is_char_device(path):
+    import stat
+    return stat.S_ISCHR(os.stat(path).st_mode)
