@@ -385,6 +385,9 @@ class Expression(FunctionClass):
             expr, xs, params = sm.parse_expression(text, d, list(laws))
         except ValueError as e:
             raise AttnflowError("task.expression", str(e)) from None
+        unused = sorted(str(p) for p in params if p not in expr.free_symbols)
+        if unused:
+            raise AttnflowError(f"task.parameters.{unused[0]}", f"is declared but {text!r} does not use it")
         return cls(text, expr, xs, params, {p: laws[str(p)] for p in params}, L)
 
     def exact_moments(self, V):

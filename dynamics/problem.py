@@ -42,9 +42,13 @@ def build_features(section):
         raise AttnflowError("features.matrix", f"only used with kind = \"explicit\", not \"{kind}\"")
     if kind == "orthonormal":
         return feat.orthonormal(K, d)
-    if kind == "random-unit":
-        return feat.random_unit(K, d, section.seed)
-    return feat.simplex(K, d)
+    try:
+        return feat.random_unit(K, d, section.seed) if kind == "random-unit" else feat.simplex(K, d)
+    except AttnflowError as e:
+        if e.field != "features.matrix":
+            raise
+        # The user gave no matrix: what went wrong is the dimension the vectors were drawn in.
+        raise AttnflowError("features.d", f"{K} {kind} features in d = {d or K}: {e.message}") from None
 
 
 def _unused(section, allowed, kind):

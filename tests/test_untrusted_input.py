@@ -292,12 +292,15 @@ def test_inputs_found_by_a_hostile_campaign_give_one_line(tmp_path, capsys, monk
         (["check", str(empty), "--set", "features.K=2", "--out", out, "--quick"], "features.K"),
         (["check", str(empty), "--claims", "", "--out", out], "--claims"),
         (["run", str(empty), "--set", "training.rtol=1e-14", "--out", out], "training.rtol"),
+        (["run", str(empty), "--set", "features.kind=random-unit", "--set", "features.d=1", "--out", out],
+         "features.d"),                                                      # used to blame features.matrix
     ]
     for argv, field in cases:
         _one_error_line(capsys, argv, field)
     assert stat_is_char_device("/dev/null") and link.is_symlink()
-    for text, field in [("x0**x0**x0**x0", "task.L"), ("exp(1000000*x0)", "task")]:
-        expression.write_text(f'[features]\nK = 3\n[task]\nkind = "expression"\nexpression = "{text}"\n')
+    for text, field in [("x0**x0**x0**x0", "task.L"), ("exp(1000000*x0)", "task"), ("x0", "task.parameters.w")]:
+        expression.write_text(f'[features]\nK = 3\n[task]\nkind = "expression"\nexpression = "{text}"\n'
+                              + ('parameters = { w = "normal(0, 1)" }\n' if text == "x0" else ""))
         _one_error_line(capsys, ["run", str(expression), "--out", out, "--quiet"], field)
     sweep_out = tmp_path / "s"
     sweep_out.mkdir()
