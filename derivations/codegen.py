@@ -213,7 +213,7 @@ def module_source(key=None):
         f"Key {key}; sympy {sp.__version__}, numba {numba.__version__}. Do not edit: regenerated\n"
         'whenever the derivation, the assembly or a library version changes.\n"""\n\n'
         "import numpy as np\n"
-        "from numba import njit\n\n"
+        "from numba import njit, prange\n\n"
         "from solvers.columns import column_attention, label_gap_moments, target_log_gap\n"
         "from solvers.finite_prompt import finite_attention, finite_column, finite_column_hessian\n\n"
         f'NAME = "generated"\nKEY = "{key}"\n\n\n'

@@ -25,7 +25,7 @@ kernel sets differ only in the derived part.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .columns import column_attention, column_hessian, column_loss_gradient
 from .finite_prompt import finite_attention, finite_column, finite_column_hessian
@@ -324,3 +324,29 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
             return GD_SCORE_LIMIT, it, rec, increases
         if not changed and gap <= SATURATED_LOG_GAP:
             return GD_SATURATED, it, rec, increases
+
+
+@njit(parallel=True, cache=True)
+def gd_batch(S, G, Ms, p, logp, prompt, eta, steps, attn_levels, loss_levels,
+             score_limit, stop_loss, status, last_it, final_loss, attn_hits, loss_hits, increases, flips):
+    """:func:`gd_iterate` on every problem ``b`` of a stack, in parallel (:mod:`solvers.ensemble`).
+
+    The arrays carry a leading problem axis; nothing is recorded along the way, the
+    results go into ``status``, ``last_it``, ``final_loss``, ``attn_hits``, ``loss_hits``,
+    ``increases`` and ``flips`` (the total of the oscillation counts).
+    """
+    B, K = S.shape[0], S.shape[1]
+    for b in prange(B):
+        record_at = np.empty(0, dtype=np.int64)          # nothing recorded: numbers only
+        S_rec = np.empty((0, K, K))
+        loss_rec = np.empty(0)
+        last_sign = np.zeros((K, K), dtype=np.int64)
+        flips_b = np.zeros((K, K), dtype=np.int64)
+        code, it, _, inc = gd_iterate(S[b], G[b], Ms[b], p[b], logp[b], prompt, eta[b], 0, steps[b], record_at,
+                                      S_rec, loss_rec, attn_levels, attn_hits[b], loss_levels, loss_hits[b],
+                                      score_limit, stop_loss, last_sign, flips_b)
+        status[b] = code
+        last_it[b] = it
+        increases[b] = inc
+        flips[b] = flips_b.sum()
+        final_loss[b] = loss(S[b], Ms[b], p[b], logp[b], prompt)

@@ -5,8 +5,9 @@ share K.  :func:`iterate_gd_ensemble` stacks their arrays and runs the exact GD 
 every problem in one Numba call, parallel over problems (``prange``), and returns
 numbers only — status, iterations, crossing iterations, final loss and attention —
 without building a Python object per problem.  Each problem runs the very loop that
-:func:`solvers.gd.iterate_gd` runs (:func:`solvers.assembly.gd_iterate`, from the
-problems' own kernel set), so an ensemble equals the same problems run one by one.
+:func:`solvers.gd.iterate_gd` runs (:func:`solvers.assembly.gd_batch` calls
+``gd_iterate`` of the problems' own kernel set, and is cached on disk with it), so an
+ensemble equals the same problems run one by one.
 
 Examples
 --------
@@ -21,30 +22,8 @@ Examples
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
 
 from .gd import _STATUS, _validate
-
-
-@njit(parallel=True, cache=True)
-def _gd_batch(gd_iterate, loss, S, G, Ms, p, logp, prompt, eta, steps, attn_levels, loss_levels,
-              score_limit, stop_loss, status, last_it, final_loss, attn_hits, loss_hits, increases, flips):
-    """Run ``gd_iterate`` on every problem ``b`` in parallel; results go into the output arrays."""
-    B, K = S.shape[0], S.shape[1]
-    for b in prange(B):
-        record_at = np.empty(0, dtype=np.int64)          # nothing recorded: numbers only
-        S_rec = np.empty((0, K, K))
-        loss_rec = np.empty(0)
-        last_sign = np.zeros((K, K), dtype=np.int64)
-        flips_b = np.zeros((K, K), dtype=np.int64)
-        code, it, _, inc = gd_iterate(S[b], G[b], Ms[b], p[b], logp[b], prompt, eta[b], 0, steps[b], record_at,
-                                      S_rec, loss_rec, attn_levels, attn_hits[b], loss_levels, loss_hits[b],
-                                      score_limit, stop_loss, last_sign, flips_b)
-        status[b] = code
-        last_it[b] = it
-        increases[b] = inc
-        flips[b] = flips_b.sum()
-        final_loss[b] = loss(S[b], Ms[b], p[b], logp[b], prompt)
 
 
 @dataclass(frozen=True)
@@ -119,9 +98,7 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
     loss_hits = np.full((B, len(loss_levels)), -1, dtype=np.int64)
     increases = np.empty(B, dtype=np.int64)
     flips = np.empty(B, dtype=np.int64)
-    kernels = first.kernels
-    _gd_batch(kernels.gd_iterate, kernels.loss, S, G, Ms, p, logp, prompt, eta, steps, attn_levels, loss_levels,
-              float(score_limit), float(stop_loss), status, last_it, final_loss, attn_hits, loss_hits,
-              increases, flips)
+    first.kernels.gd_batch(S, G, Ms, p, logp, prompt, eta, steps, attn_levels, loss_levels, float(score_limit),
+                           float(stop_loss), status, last_it, final_loss, attn_hits, loss_hits, increases, flips)
     return EnsembleResult(np.array([_STATUS[int(c)] for c in status]), last_it, attn_hits[:, 0],
                           attn_hits[:, 1:], loss_hits, final_loss, S, increases, flips)

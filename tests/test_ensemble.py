@@ -55,3 +55,25 @@ def test_ensemble_runs_generated_kernels_and_rejects_mixed_batches():
         iterate_gd_ensemble(systems_of(3, 1) + systems_of(4, 1), np.zeros((3, 3)), 1.0, 10)
     with pytest.raises(ValueError, match="one K"):
         iterate_gd_ensemble(generated[:1] + systems_of(K, 1), np.zeros((K, K)), 1.0, 10)
+
+
+def test_the_ensemble_loop_is_cached_on_disk_a_second_process_does_not_compile():
+    """The parallel loop is a plain global of the kernel set (no function arguments), so Numba
+    caches it: in a second process it loads without a cache miss."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import numpy as np\n"
+            "from solvers import ScoreSystem, kernels\n"
+            "from solvers.ensemble import iterate_gd_ensemble\n"
+            "s = [ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))] * 2\n"
+            "iterate_gd_ensemble(s, np.zeros((3, 3)), 1.0, 20)\n"
+            "stats = kernels.gd_batch.stats\n"
+            "print(sum(stats.cache_misses.values()), sum(stats.cache_hits.values()))\n")
+    root = Path(__file__).resolve().parents[1]
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    misses, hits = map(int, runs[1].stdout.split())
+    assert misses == 0 and hits == 1, runs[1].stdout
