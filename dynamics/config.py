@@ -183,7 +183,7 @@ SCHEMA = {
         "expression": (optional(string), None),
         "parameters": (optional(table), None),
         "functions": (optional(matrix), None),
-        "weights": (optional(real_list(0.0, strict=False, max_len=MAX_K)), None),
+        "weights": (optional(real_list(0.0, strict=False)), None),
         "F": (optional(matrix), None),
         "moment_method": (choice(_classes.METHODS), "auto"),
         "mc_samples": (integer(2, MAX_MC), 200_000),

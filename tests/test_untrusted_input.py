@@ -11,6 +11,7 @@ command line.  A second test proves, with a sentinel file, that no attack form o
 import math
 import os
 import re
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -297,7 +298,7 @@ def test_inputs_found_by_a_hostile_campaign_give_one_line(tmp_path, capsys, monk
     ]
     for argv, field in cases:
         _one_error_line(capsys, argv, field)
-    assert stat_is_char_device("/dev/null") and link.is_symlink()
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode) and link.is_symlink()
     for text, field in [("x0**x0**x0**x0", "task.L"), ("exp(1000000*x0)", "task"), ("x0", "task.parameters.w")]:
         expression.write_text(f'[features]\nK = 3\n[task]\nkind = "expression"\nexpression = "{text}"\n'
                               + ('parameters = { w = "normal(0, 1)" }\n' if text == "x0" else ""))
@@ -307,8 +308,3 @@ def test_inputs_found_by_a_hostile_campaign_give_one_line(tmp_path, capsys, monk
     (sweep_out / "sweep.json").write_text("garbage")
     _one_error_line(capsys, ["sweep", str(empty), "--param", "task.L=1,2", "--out", str(sweep_out)], "--out")
     _one_error_line(capsys, ["derive", str(empty), "--format=html"], "--format")
-
-
-def stat_is_char_device(path):
-    import stat
-    return stat.S_ISCHR(os.stat(path).st_mode)
