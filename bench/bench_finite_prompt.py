@@ -15,8 +15,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from solvers import ScoreSystem, finite_prompt  # noqa: E402
-from solvers.columns import label_gap_moments  # noqa: E402
+from attnflow.solvers import ScoreSystem, finite_prompt  # noqa: E402
+from attnflow.solvers.columns import label_gap_moments  # noqa: E402
 
 
 def seconds(fn, repeat=5):

@@ -33,11 +33,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dynamics import config  # noqa: E402
-from dynamics.problem import Problem  # noqa: E402
-from solvers import ScoreSystem, iterate_gd  # noqa: E402
-from solvers import reference_numpy as ref  # noqa: E402
-from solvers.ensemble import iterate_gd_ensemble  # noqa: E402
+from attnflow.dynamics import config  # noqa: E402
+from attnflow.dynamics.problem import Problem  # noqa: E402
+from attnflow.solvers import ScoreSystem, iterate_gd  # noqa: E402
+from attnflow.solvers import reference_numpy as ref  # noqa: E402
+from attnflow.solvers.ensemble import iterate_gd_ensemble  # noqa: E402
 
 try:
     import torch

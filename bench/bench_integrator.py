@@ -28,10 +28,10 @@ from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dynamics import config  # noqa: E402
-from dynamics.problem import Problem  # noqa: E402
-from solvers import integrator  # noqa: E402
-from solvers import reference_numpy as ref  # noqa: E402
+from attnflow.dynamics import config  # noqa: E402
+from attnflow.dynamics.problem import Problem  # noqa: E402
+from attnflow.solvers import integrator  # noqa: E402
+from attnflow.solvers import reference_numpy as ref  # noqa: E402
 
 T_END, RTOL, ATOL = 1e6, 1e-8, 1e-10
 REPEATS = 7

@@ -23,11 +23,11 @@ from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from derivations import load_kernels  # noqa: E402
-from dynamics import config  # noqa: E402
-from dynamics.problem import Problem  # noqa: E402
-from solvers import ScoreSystem, iterate_gd, kernels  # noqa: E402
-from solvers import reference_numpy as ref  # noqa: E402
+from attnflow.derivations import load_kernels  # noqa: E402
+from attnflow.dynamics import config  # noqa: E402
+from attnflow.dynamics.problem import Problem  # noqa: E402
+from attnflow.solvers import ScoreSystem, iterate_gd, kernels  # noqa: E402
+from attnflow.solvers import reference_numpy as ref  # noqa: E402
 
 TARGET_LOSS = 1e-6
 

@@ -25,7 +25,7 @@ import numpy as np
 import sympy as sp
 from scipy.optimize import brentq
 
-from solvers.columns import label_gap_stack
+from ..solvers.columns import label_gap_stack
 
 from .checks import require
 from .stages import Stage, column_gradient, column_loss, derive

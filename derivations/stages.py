@@ -4,7 +4,7 @@ Each function returns a :class:`Stage`: the equations (SymPy ``Eq``), a short
 explanation, and the symbolic checks SymPy performed on the way.  Call them one by
 one, or :func:`derive` for the whole chain::
 
-    >>> from derivations import stages
+    >>> from attnflow.derivations import stages
     >>> g = stages.column_gradient(stages.column_loss(3))
     >>> g.equations[-1]                      # doctest: +SKIP
     Eq(g_3, a_3*(u_3 - B))

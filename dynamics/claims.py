@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from solvers import integrate_flow, iterate_gd
+from ..solvers import integrate_flow, iterate_gd
 
 from . import figures
 from .errors import AttnflowError

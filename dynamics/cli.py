@@ -9,6 +9,7 @@ import math
 import sys
 import tomllib
 
+from .. import __version__
 from .errors import AttnflowError, Interrupted
 
 
@@ -37,6 +38,7 @@ def build_parser():
     parser = _Parser(
         prog="attnflow",
         description="Training dynamics of softmax attention learning in-context regression.")
+    parser.add_argument("--version", action="version", version=f"attnflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="flat vs sharp regime side by side: plots and a short report")

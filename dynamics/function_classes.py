@@ -374,7 +374,7 @@ class Expression(FunctionClass):
 
     @classmethod
     def parse(cls, text, parameters, d, L=None):
-        from derivations import moments as sm
+        from ..derivations import moments as sm
         laws = {}
         for name, spec in (parameters or {}).items():
             try:
@@ -391,14 +391,14 @@ class Expression(FunctionClass):
         return cls(text, expr, xs, params, {p: laws[str(p)] for p in params}, L)
 
     def exact_moments(self, V):
-        from derivations import moments as sm
+        from ..derivations import moments as sm
         try:
             return sm.exact_moments(self.expr, self.xs, self.params, self.laws, V)
         except sm.NoClosedForm:
             return None
 
     def quadrature_moments(self, V):
-        from derivations import moments as sm
+        from ..derivations import moments as sm
         try:
             F, err, n = sm.quadrature_moments(self.expr, self.xs, self.params, self.laws, V)
         except sm.NoClosedForm as e:
@@ -409,7 +409,7 @@ class Expression(FunctionClass):
         return [self.laws[p].sample(rng, size) for p in self.params]
 
     def sample_labels(self, rng, X, idx):
-        from derivations import moments as sm
+        from ..derivations import moments as sm
         theta = [t.reshape((-1,) + (1,) * (X.ndim - 2)) for t in self._draw(rng, X.shape[0])]
         return sm.values_on(self.expr, self.xs, self.params)(X, theta)
 

@@ -14,11 +14,11 @@ from functools import cached_property
 
 import numpy as np
 
-from derivations import load_kernels
-from solvers import ScoreSystem
-from solvers import kernels as hand_written
-from solvers.noisy import NoisySystem
-from solvers.separate import SeparateSystem, random_factors
+from ..derivations import load_kernels
+from ..solvers import ScoreSystem
+from ..solvers import kernels as hand_written
+from ..solvers.noisy import NoisySystem
+from ..solvers.separate import SeparateSystem, random_factors
 
 from . import features as feat
 from . import function_classes as fc

@@ -17,8 +17,8 @@ from importlib import metadata
 
 import numpy as np
 
-from solvers import integrate_flow, iterate_gd
-from solvers.gd import iterate_state_gd
+from ..solvers import integrate_flow, iterate_gd
+from ..solvers.gd import iterate_state_gd
 
 from .config import inert_settings
 from .errors import AttnflowError
@@ -184,7 +184,7 @@ def summarize(cfg, problem, result):
             } for kind, free in result.noise_free.items()},
         }
     if math.isfinite(problem.N):
-        from solvers import finite_prompt
+        from ..solvers import finite_prompt
         summary["finite_prompt"] = {
             "N": int(problem.N), "quadrature_step": problem.quadrature_step,
             "missing_query_probability": finite_prompt.missing_query_probability(problem.p, problem.N).tolist(),

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import sympy as sp
 
-from derivations import asymptotics, codegen, stages
-from dynamics import config
-from dynamics.derivation_report import render
-from dynamics.files import write_text
-from dynamics.problem import Problem
+from attnflow.derivations import asymptotics, codegen, stages
+from attnflow.dynamics import config
+from attnflow.dynamics.derivation_report import render
+from attnflow.dynamics.files import write_text
+from attnflow.dynamics.problem import Problem
 
 
 def show(stage):

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dynamics import config, figures
-from dynamics.claims import Context, flow_to_convergence, l_sweep, orthonormal_linear, problem_with
-from dynamics.phases import phase_boundary
-from dynamics.problem import Problem
-from dynamics.run import choose_step_size
-from solvers import iterate_gd
+from attnflow.dynamics import config, figures
+from attnflow.dynamics.claims import Context, flow_to_convergence, l_sweep, orthonormal_linear, problem_with
+from attnflow.dynamics.phases import phase_boundary
+from attnflow.dynamics.problem import Problem
+from attnflow.dynamics.run import choose_step_size
+from attnflow.solvers import iterate_gd
 
 BASE = """
 [features]

@@ -7,9 +7,9 @@ import argparse
 
 import numpy as np
 
-from dynamics import config
-from dynamics.problem import Problem
-from solvers import integrate_flow, iterate_gd
+from attnflow.dynamics import config
+from attnflow.dynamics.problem import Problem
+from attnflow.solvers import integrate_flow, iterate_gd
 
 # No options; --help describes the script and exits before any work.
 argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()

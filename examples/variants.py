@@ -23,11 +23,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dynamics import config  # noqa: E402
-from dynamics.files import write_png  # noqa: E402
-from dynamics.plots import positive_times  # noqa: E402
-from dynamics.problem import Problem  # noqa: E402
-from solvers import integrate_flow  # noqa: E402
+from attnflow.dynamics import config  # noqa: E402
+from attnflow.dynamics.files import write_png  # noqa: E402
+from attnflow.dynamics.plots import positive_times  # noqa: E402
+from attnflow.dynamics.problem import Problem  # noqa: E402
+from attnflow.solvers import integrate_flow  # noqa: E402
 
 BASE = """
 [features]

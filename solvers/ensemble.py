@@ -12,7 +12,7 @@ ensemble equals the same problems run one by one.
 Examples
 --------
 >>> import numpy as np
->>> from solvers import ScoreSystem
+>>> from attnflow.solvers import ScoreSystem
 >>> systems = [ScoreSystem(np.eye(3), L**2 * np.eye(3), np.full(3, 1 / 3)) for L in (0.5, 1.0, 2.0)]
 >>> result = iterate_gd_ensemble(systems, np.zeros((3, 3, 3)), eta=[2.0, 1.0, 0.25], steps=2000)
 >>> [str(s) for s in result.status]

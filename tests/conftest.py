@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from dynamics import config
-from dynamics.problem import Problem
+from attnflow.dynamics import config
+from attnflow.dynamics.problem import Problem
 
 
 def make_problem(**sections):

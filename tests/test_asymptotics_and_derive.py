@@ -6,10 +6,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from derivations import asymptotics
-from dynamics.cli import main
-from dynamics.derivation_report import EXPLICIT_MAX_K, render
-from solvers import integrate_flow
+from attnflow.derivations import asymptotics
+from attnflow.dynamics.cli import main
+from attnflow.dynamics.derivation_report import EXPLICIT_MAX_K, render
+from attnflow.solvers import integrate_flow
 
 from .conftest import make_problem
 

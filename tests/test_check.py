@@ -11,11 +11,11 @@ import re
 
 import pytest
 
-from dynamics import config
-from dynamics.claims import (C5_SETTING, CLAIMS, FAIL, INCONCLUSIVE, PASS, attention_phases, check, decide,
+from attnflow.dynamics import config
+from attnflow.dynamics.claims import (C5_SETTING, CLAIMS, FAIL, INCONCLUSIVE, PASS, attention_phases, check, decide,
                              deciding_window, fast_phases, gd_converges)
-from dynamics.problem import Problem
-from dynamics.cli import main
+from attnflow.dynamics.problem import Problem
+from attnflow.dynamics.cli import main
 
 EXPECTED = {
     # Loss falls faster than t^-1.5 while attention passes 1/2, then decays like t^-1 (derived late law).

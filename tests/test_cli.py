@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from dynamics import config
-from dynamics.cli import main
-from dynamics.errors import AttnflowError
+from attnflow.dynamics import config
+from attnflow.dynamics.cli import main
+from attnflow.dynamics.errors import AttnflowError
 
 
 def test_empty_config_has_every_default():
@@ -114,7 +114,7 @@ def test_run_writes_the_contract_outputs(tmp_path, capsys):
 def test_console_script_demo_end_to_end(tmp_path):
     """`python -m dynamics.cli demo` as a user runs it: report on stdout, files on disk, status 0."""
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "dynamics.cli", "demo", "--out", str(out), "--quiet"],
+    proc = subprocess.run([sys.executable, "-m", "attnflow", "demo", "--out", str(out), "--quiet"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "flat (L = 0.3)" in proc.stdout and "sharp (L = 3)" in proc.stdout
@@ -145,7 +145,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_summary_is_strict_json_even_with_infinite_values(tmp_path):
     """A stable step of inf (no curvature) or a never-reached crossing must still give valid JSON."""
-    from dynamics.run import dump_json
+    from attnflow.dynamics.run import dump_json
     dump_json(tmp_path / "x.json", {"a": float("inf"), "b": [np.float64("nan"), np.int64(3)], "c": np.eye(2)})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [None, 3], "c": [[1.0, 0.0], [0.0, 1.0]]}
 

@@ -2,7 +2,7 @@
 
 import argparse
 
-from dynamics.cli import build_parser
+from attnflow.dynamics.cli import build_parser
 
 
 def _subcommands(parser):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derivations import codegen, indexed, load_kernels, stages
-from derivations.checks import DerivationCheckFailed
-from solvers import ScoreSystem, integrate_flow, iterate_gd
+from attnflow.derivations import codegen, indexed, load_kernels, stages
+from attnflow.derivations.checks import DerivationCheckFailed
+from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
 
 from .conftest import make_problem, random_system_arrays
 
@@ -142,7 +142,7 @@ def test_generated_source_does_not_grow_with_K():
 
 def test_key_is_stable_across_processes():
     """The key names the cached module, so another process must compute the same one (no hash salting)."""
-    script = "from derivations import codegen; print(codegen.kernel_key())"
+    script = "from attnflow.derivations import codegen; print(codegen.kernel_key())"
     out = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=str(ROOT)),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -173,9 +173,9 @@ def test_hot_cache_neither_regenerates_nor_recompiles(tmp_path):
     script = textwrap.dedent("""
         import json, sys
         import numpy as np
-        from derivations import load_kernels
-        from derivations.codegen import dispatchers
-        from solvers import ScoreSystem
+        from attnflow.derivations import load_kernels
+        from attnflow.derivations.codegen import dispatchers
+        from attnflow.solvers import ScoreSystem
         K = int(sys.argv[1])
         kernels = load_kernels(K)
         mtime = kernels.path.stat().st_mtime_ns
@@ -205,8 +205,8 @@ def test_derivation_checks_run_under_python_O():
     """A check fed a wrong identity (``_is_zero`` patched to say no) raises DerivationCheckFailed even with -O."""
     code = textwrap.dedent("""
         import sys
-        from derivations import variants
-        from derivations.checks import DerivationCheckFailed
+        from attnflow.derivations import variants
+        from attnflow.derivations.checks import DerivationCheckFailed
         variants._is_zero = lambda expr: False
         try:
             variants.query_in_softmax(K=2)

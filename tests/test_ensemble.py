@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from derivations import load_kernels
-from solvers import ScoreSystem, iterate_gd
-from solvers.ensemble import iterate_gd_ensemble
+from attnflow.derivations import load_kernels
+from attnflow.solvers import ScoreSystem, iterate_gd
+from attnflow.solvers.ensemble import iterate_gd_ensemble
 
 from .conftest import random_system_arrays
 
@@ -65,8 +65,8 @@ def test_the_ensemble_loop_is_cached_on_disk_a_second_process_does_not_compile()
     from pathlib import Path
 
     code = ("import numpy as np\n"
-            "from solvers import ScoreSystem, kernels\n"
-            "from solvers.ensemble import iterate_gd_ensemble\n"
+            "from attnflow.solvers import ScoreSystem, kernels\n"
+            "from attnflow.solvers.ensemble import iterate_gd_ensemble\n"
             "s = [ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))] * 2\n"
             "iterate_gd_ensemble(s, np.zeros((3, 3)), 1.0, 20)\n"
             "stats = kernels.gd_batch.stats\n"

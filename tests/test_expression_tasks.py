@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from dynamics import features as feat
-from dynamics.cli import main
-from dynamics.errors import AttnflowError
+from attnflow.dynamics import features as feat
+from attnflow.dynamics.cli import main
+from attnflow.dynamics.errors import AttnflowError
 
 from .conftest import make_problem
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from solvers import ScoreSystem, finite_prompt, integrate_flow, iterate_gd
-from solvers.columns import label_gap_moments, label_gap_stack
-from solvers.sampled import train_sampled
+from attnflow.solvers import ScoreSystem, finite_prompt, integrate_flow, iterate_gd
+from attnflow.solvers.columns import label_gap_moments, label_gap_stack
+from attnflow.solvers.sampled import train_sampled
 
 from .conftest import make_problem
 

@@ -8,10 +8,10 @@ from numba import njit
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
-from solvers import integrate_flow
-from solvers import integrator
-from solvers.integrator import CompiledRun
-from solvers.separate import SeparateSystem, lazy_start
+from attnflow.solvers import integrate_flow
+from attnflow.solvers import integrator
+from attnflow.solvers.integrator import CompiledRun
+from attnflow.solvers.separate import SeparateSystem, lazy_start
 
 from .conftest import make_problem
 
@@ -217,7 +217,7 @@ def test_parameters_are_runtime_arguments_nothing_recompiles():
     """One compiled loop serves every problem: after a run at K = 4, problems with other parameters,
     another K (3, 6), finite N with and without the query token, and the hand-written kernels
     instead of the generated ones add no loop and no signature to it or to the kernels."""
-    from solvers import ScoreSystem, kernels
+    from attnflow.solvers import ScoreSystem, kernels
 
     systems = []
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamics import files
-from dynamics.cli import main
-from dynamics.sweep import _exclusive, read_table
+from attnflow.dynamics import files
+from attnflow.dynamics.cli import main
+from attnflow.dynamics.sweep import _exclusive, read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
@@ -124,7 +124,7 @@ def _start_sweep(cfg, out, stderr):
     # Standard error to a file, not a pipe: the workers share it, and waiting for a pipe's end
     # would wait for them.  SIGINT restored to its default: a shell may start background jobs
     # with it ignored.
-    return subprocess.Popen([sys.executable, "-m", "dynamics.cli", "sweep", str(cfg), *PARAMS, "--out", str(out),
+    return subprocess.Popen([sys.executable, "-m", "attnflow", "sweep", str(cfg), *PARAMS, "--out", str(out),
                              "--jobs", "2", "--quiet"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=stderr, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

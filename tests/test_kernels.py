@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from derivations import load_kernels
-from solvers import ScoreSystem, kernels
-from solvers import reference_numpy as ref
+from attnflow.derivations import load_kernels
+from attnflow.solvers import ScoreSystem, kernels
+from attnflow.solvers import reference_numpy as ref
 
 from .conftest import random_system_arrays
 

@@ -4,10 +4,10 @@ model, finite differences, Monte Carlo and training on sampled noisy prompts."""
 import numpy as np
 import pytest
 
-from solvers import ScoreSystem, full_model, integrate_flow
-from solvers.gd import iterate_state_gd
-from solvers.noisy import NoisySystem, query_noise_rule
-from solvers.sampled import train_sampled
+from attnflow.solvers import ScoreSystem, full_model, integrate_flow
+from attnflow.solvers.gd import iterate_state_gd
+from attnflow.solvers.noisy import NoisySystem, query_noise_rule
+from attnflow.solvers.sampled import train_sampled
 
 from .conftest import central_differences, make_problem
 

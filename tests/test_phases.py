@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from dynamics import phases
-from solvers import integrate_flow, iterate_gd
+from attnflow.dynamics import phases
+from attnflow.solvers import integrate_flow, iterate_gd
 
 from .conftest import make_problem
 from .test_solvers import _two_feature_system, _two_feature_time

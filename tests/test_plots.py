@@ -4,9 +4,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from dynamics import figures
-from dynamics.plots import MAX_QUERY_CURVES, draw_target, plot_run
-from solvers import Trajectory
+from attnflow.dynamics import figures
+from attnflow.dynamics.plots import MAX_QUERY_CURVES, draw_target, plot_run
+from attnflow.solvers import Trajectory
 
 
 def _softmax_columns(y):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy import special
 
-from dynamics import features as feat
-from dynamics import function_classes as fc
-from dynamics.errors import AttnflowError
-from solvers.columns import label_gap_stack
+from attnflow.dynamics import features as feat
+from attnflow.dynamics import function_classes as fc
+from attnflow.dynamics.errors import AttnflowError
+from attnflow.solvers.columns import label_gap_stack
 
 from .conftest import make_problem
 

@@ -10,8 +10,8 @@ would lose the gradient's relative precision.
 import numpy as np
 import pytest
 
-from solvers import assembly
-from solvers.columns import column_attention, column_loss_gradient, label_gap_stack
+from attnflow.solvers import assembly
+from attnflow.solvers.columns import column_attention, column_loss_gradient, label_gap_stack
 
 from .conftest import random_system_arrays
 

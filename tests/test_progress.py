@@ -3,7 +3,7 @@
 import re
 import time
 
-from dynamics.progress import progress_bar
+from attnflow.dynamics.progress import progress_bar
 
 
 def test_bar_redraws_after_a_fast_start(capsys):

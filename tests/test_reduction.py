@@ -8,8 +8,8 @@ real token-level network on sampled prompts.
 import numpy as np
 import pytest
 
-from solvers import ScoreSystem, full_model, integrate_flow, iterate_gd
-from solvers.sampled import train_sampled
+from attnflow.solvers import ScoreSystem, full_model, integrate_flow, iterate_gd
+from attnflow.solvers.sampled import train_sampled
 
 from .conftest import make_problem, random_system_arrays
 

@@ -4,10 +4,10 @@ finite differences, the merged limit and training on sampled prompts."""
 import numpy as np
 import pytest
 
-from solvers import ScoreSystem, full_model, integrate_flow, iterate_gd
-from solvers.sampled import train_sampled
-from solvers.gd import iterate_state_gd
-from solvers.separate import SeparateSystem, lazy_start, random_factors
+from attnflow.solvers import ScoreSystem, full_model, integrate_flow, iterate_gd
+from attnflow.solvers.sampled import train_sampled
+from attnflow.solvers.gd import iterate_state_gd
+from attnflow.solvers.separate import SeparateSystem, lazy_start, random_factors
 
 from .conftest import central_differences, make_problem, random_system_arrays
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from solvers import ScoreSystem, integrate_flow, iterate_gd
-from solvers.flow import METHODS
+from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
+from attnflow.solvers.flow import METHODS
 
 from .conftest import make_problem
 

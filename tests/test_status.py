@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamics.errors import AttnflowError
-from dynamics.run import RunResult, check_gd
-from solvers import integrate_flow, iterate_gd
-from solvers.gd import iterate_state_gd
-from solvers.separate import SeparateSystem, lazy_start
+from attnflow.dynamics.errors import AttnflowError
+from attnflow.dynamics.run import RunResult, check_gd
+from attnflow.solvers import integrate_flow, iterate_gd
+from attnflow.solvers.gd import iterate_state_gd
+from attnflow.solvers.separate import SeparateSystem, lazy_start
 
 from .conftest import make_problem
 
@@ -79,7 +79,7 @@ def test_flow_that_ends_early_says_so(base):
 
 def test_flow_to_a_vanishing_horizon_returns_at_once():
     """t_end = 1e-200 (LSODA's automatic first step underflows below 1e-154) returns in a subprocess bounded to 60 s."""
-    code = ("from tests.conftest import make_problem; from solvers import integrate_flow; "
+    code = ("from tests.conftest import make_problem; from attnflow.solvers import integrate_flow; "
             "p = make_problem(); s = p.system(); "
             "tr = integrate_flow(s, p.S0, 1e-200); print(tr.status, tr.t[-1], tr.counters['nsteps'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -92,8 +92,8 @@ def test_constant_finite_class_runs_without_runtime_warnings(tmp_path):
     """Rows that are constant on the features: L = 0, so δ = 0 by definition (not 0/0) and no NumPy warning."""
     import warnings
 
-    from dynamics import config
-    from dynamics.run import run
+    from attnflow.dynamics import config
+    from attnflow.dynamics.run import run
     cfg = config.from_dict({"features": {"kind": "orthonormal", "K": 3},
                             "task": {"kind": "finite", "functions": [[1, 1, 1], [1, 1, 1]]},
                             "training": {"mode": "both", "eta": 0.1, "steps": 200, "t_end": 1e3}})

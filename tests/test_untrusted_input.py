@@ -20,10 +20,10 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 
-from dynamics import config
-from dynamics.cli import main, parse_override
-from dynamics.errors import AttnflowError
-from dynamics.problem import Problem
+from attnflow.dynamics import config
+from attnflow.dynamics.cli import main, parse_override
+from attnflow.dynamics.errors import AttnflowError
+from attnflow.dynamics.problem import Problem
 
 ATTACKS = [
     "__import__('os').system('touch {s}')",
