@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attnflow.solvers import ScoreSystem, finite_prompt  # noqa: E402
 from attnflow.solvers.columns import label_gap_moments  # noqa: E402
+from attnflow.solvers.references import enumeration  # noqa: E402
 
 
 def seconds(fn, repeat=5):
@@ -49,9 +50,9 @@ def main():
     s, p = rng.standard_normal(K), np.full(K, 1 / K)
     g, att = np.empty(K), np.empty(K)
     for N in (8, 64, 256):
-        te = seconds(lambda: finite_prompt.enumerate_column(s, p, M, N), repeat=2)
+        te = seconds(lambda: enumeration.enumerate_column(s, p, M, N), repeat=2)
         tq = seconds(lambda: finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att, -1))
-        print(f"{K:>3} {N:>6} {len(finite_prompt.compositions(N, K)):>12} {te:12.2e} {tq:13.2e} {te / tq:7.0f}")
+        print(f"{K:>3} {N:>6} {len(enumeration.compositions(N, K)):>12} {te:12.2e} {tq:13.2e} {te / tq:7.0f}")
     print(f"\n{'K':>3} {'include_query':>13} {'analytic Jacobian s':>20} {'central differences s':>22} {'ratio':>6}")
     for K in (4, 8):
         W = rng.standard_normal((K, K))

@@ -11,7 +11,7 @@ matrix-multiply rate of this machine, measured in the same run twice:
 
 For K = 4 … 64 (random unit features, single-index sin task, L = 3, η half the
 stable step) it times, interleaved and repeated, the compiled loop (``iterate_gd``),
-the vectorised NumPy loop of :mod:`solvers.reference_numpy` and, when ``torch`` is
+the vectorised NumPy loop of :mod:`attnflow.solvers.references.numpy_twins` and, when ``torch`` is
 importable, the same map in PyTorch on the CPU.  Prints µs per iteration (min and
 median of the repeats) and the ratios; ``x bound`` is the compiled time over the
 bound ``6K³/R_peak`` (1.0 would be the physical limit).
@@ -33,10 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attnflow.dynamics import config  # noqa: E402
+from attnflow.dynamics.problem import config  # noqa: E402
 from attnflow.dynamics.problem import Problem  # noqa: E402
 from attnflow.solvers import ScoreSystem, iterate_gd  # noqa: E402
-from attnflow.solvers import reference_numpy as ref  # noqa: E402
+from attnflow.solvers.references import numpy_twins as ref  # noqa: E402
 from attnflow.solvers.ensemble import iterate_gd_ensemble  # noqa: E402
 
 try:

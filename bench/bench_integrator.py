@@ -1,15 +1,15 @@
-"""The compiled DOP853 (:mod:`solvers.integrator`) against ``solve_ivp``, interleaved in one run.
+"""The compiled DOP853 (:mod:`attnflow.solvers.integrator`) against ``solve_ivp``, interleaved in one run.
 
 For K = 4, 8, 16 (random unit features in R^K, single-index sin task, L = 3, S(0) = 0,
 the generated kernels that ``attnflow`` runs by default), one flow trajectory from
 t = 0 to t = 10⁶ at rtol = 1e-8, atol = 1e-10, timed as:
 
-* compiled: :class:`solvers.integrator.CompiledRun`, the end point only;
+* compiled: :class:`attnflow.solvers.integrator.CompiledRun`, the end point only;
 * compiled+: the same with the flow's seven crossing events and a 400-point output grid
   (what ``integrate_flow(method="DOP853-compiled")`` asks of it);
 * LSODA / DOP853: ``solve_ivp`` with the same Numba right-hand side (and Jacobian for LSODA);
 * LSODA-np / DOP853-np: ``solve_ivp`` with the plain NumPy right-hand side and Jacobian
-  (:mod:`solvers.reference_numpy`).
+  (:mod:`attnflow.solvers.references.numpy_twins`).
 
 No solve_ivp run has events or dense output, so they do less than compiled+.  The
 configurations take turns within each repeat (so machine load hits all alike); the
@@ -28,10 +28,10 @@ from scipy.integrate import solve_ivp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attnflow.dynamics import config  # noqa: E402
+from attnflow.dynamics.problem import config  # noqa: E402
 from attnflow.dynamics.problem import Problem  # noqa: E402
 from attnflow.solvers import integrator  # noqa: E402
-from attnflow.solvers import reference_numpy as ref  # noqa: E402
+from attnflow.solvers.references import numpy_twins as ref  # noqa: E402
 
 T_END, RTOL, ATOL = 1e6, 1e-8, 1e-10
 REPEATS = 7
@@ -90,7 +90,7 @@ def main():
     print(f"{'K':>3} {'configuration':>13} {'min s':>10} {'median s':>10} {'ratio':>8} {'nfev':>6} {'steps':>6}")
     for K in (4, 8, 16):
         pr = problem(K)
-        system = pr.system()
+        system = pr.score_system()
         system.warm_up()
         runs = configurations(system, pr.S0)
         counts = {name: go() for name, go in runs.items()}          # warm-up (and compilation)

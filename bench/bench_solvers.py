@@ -4,7 +4,7 @@ For K = 4, 8, 16 (random unit features in R^K, single-index sin task, L = 3):
 
 * flow: one LSODA trajectory from S = 0 until the loss reaches 1e-6, the same
   ``solve_ivp`` call with the Numba right-hand side, Jacobian and loss event as with
-  their NumPy twins (``solvers.reference_numpy``);
+  their NumPy twins (``solvers.references.numpy_twins``);
 * GD: 10⁵ iterations of the exact map, the compiled loop against a NumPy loop;
 * rhs: one right-hand-side call alone, which shows how much of a flow trajectory is
   solve_ivp's own per-call overhead (the same for both, so it caps the flow ratio).
@@ -24,10 +24,10 @@ from scipy.integrate import solve_ivp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attnflow.derivations import load_kernels  # noqa: E402
-from attnflow.dynamics import config  # noqa: E402
+from attnflow.dynamics.problem import config  # noqa: E402
 from attnflow.dynamics.problem import Problem  # noqa: E402
 from attnflow.solvers import ScoreSystem, iterate_gd, kernels  # noqa: E402
-from attnflow.solvers import reference_numpy as ref  # noqa: E402
+from attnflow.solvers.references import numpy_twins as ref  # noqa: E402
 
 TARGET_LOSS = 1e-6
 

@@ -1,7 +1,7 @@
 """SymPy derivations of the score-space dynamics and the kernels generated from them.
 
-Stages a user can call one by one (:mod:`derivations.stages`), code generation
-(:mod:`derivations.codegen`).
+Stages a user can call one by one (:mod:`attnflow.derivations.stages`), code generation
+(:mod:`attnflow.derivations.codegen`).
 """
 
 from .codegen import load_kernels

@@ -1,16 +1,16 @@
 """Numba kernels generated from the SymPy derivation: one module for every K, cached on disk.
 
 The generated module holds the two derived column functions of
-:mod:`solvers.columns` (``column_loss_gradient`` and ``column_hessian``), printed
-as loops from the indexed derivation of :mod:`derivations.indexed` (sums over a
-symbolic K), followed verbatim by the shared assembly of :mod:`solvers.assembly`
+:mod:`attnflow.solvers.columns` (``column_loss_gradient`` and ``column_hessian``), printed
+as loops from the indexed derivation of :mod:`attnflow.derivations.indexed` (sums over a
+symbolic K), followed verbatim by the shared assembly of :mod:`attnflow.solvers.assembly`
 (right-hand side, Jacobian, events, GD loop).  The loops read K from the array
 shapes, so the code, its generation and its compilation do not grow with K.  The
 printer hoists every sum into a temporary indexed by its free indices (``u = Ma``
 once per column, ``β = aᵀu`` once), computed in float64 before the output loops;
 the Hessian, proved symmetric in the derivation, is filled on and above the
 diagonal and mirrored.  The softmax is the log-sum-exp of
-:func:`solvers.columns.column_attention`; the derived expressions are polynomials
+:func:`attnflow.solvers.columns.column_attention`; the derived expressions are polynomials
 in the attention and the moments, so nothing in them can overflow.
 
 Every problem parameter (G, F, p, η) and K itself are runtime arguments.  The
@@ -230,7 +230,7 @@ def load_kernels(K=None):
 
     K : validated when given (an integer ≥ 2) but not used: the kernels read it from the arrays.
 
-    The returned module is a kernel set for :class:`solvers.ScoreSystem`; it also
+    The returned module is a kernel set for :class:`attnflow.solvers.ScoreSystem`; it also
     carries ``generated_now`` (whether this call wrote it), ``generation_time`` (s,
     SymPy derivation, checks and printing; 0 on a cache hit) and ``path``.
     Compilation happens on first call of each kernel (and is cached by Numba).

@@ -1,6 +1,6 @@
 """The per-query column derived once for every K: indexed SymPy sums over a symbolic K.
 
-The unrolled stages of :mod:`derivations.stages` write the column loss in K
+The unrolled stages of :mod:`attnflow.derivations.stages` write the column loss in K
 explicit symbols ``a_1 … a_K``, so their size (and the code printed from them)
 grows with K.  Here the same chain runs on ``sympy.IndexedBase`` entries ``a[n]``,
 ``M[n, m]`` with ``Sum`` over ``n = 0 … K−1`` and K a symbol:
@@ -16,8 +16,8 @@ expressions compare equal.  :func:`column` runs the chain and its checks: the
 textbook forms ``g = a ∘ (u − β)`` and ``H = DMD + diag(g) − g aᵀ − a gᵀ``
 (``u = Ma``, ``β = aᵀu``, ``D = diag(a) − aaᵀ``) for symbolic K, ``H = Hᵀ``, and,
 for K = 2 and 3, equality with the unrolled stages (:func:`verify_against_unrolled`).
-Every check raises :class:`derivations.checks.DerivationCheckFailed` when it fails.
-:mod:`derivations.codegen` prints loop kernels from the textbook grouping
+Every check raises :class:`attnflow.derivations.checks.DerivationCheckFailed` when it fails.
+:mod:`attnflow.derivations.codegen` prints loop kernels from the textbook grouping
 (:func:`textbook_column`), which the checks prove equal to the derived column.
 """
 
@@ -221,7 +221,7 @@ def verify_against_unrolled(column, k, unrolled=None):
     """Raise :class:`DerivationCheckFailed` unless the indexed column equals the unrolled stages for ``K = k``.
 
     Every entry of the gradient and the Hessian, and the loss, are expanded at K = k
-    and compared with :func:`derivations.stages.column_hessian`'s expressions; the
+    and compared with :func:`attnflow.derivations.stages.column_hessian`'s expressions; the
     difference must expand to 0.  Returns the sentence stating what was checked.
     """
     unrolled = unrolled or stages.column_hessian(stages.column_gradient(stages.column_loss(k))).data
@@ -264,7 +264,7 @@ def check_column(derived, textbook):
 @lru_cache(maxsize=None)
 def column():
     """The checked column in the textbook grouping the kernels are printed from, and its
-    :class:`derivations.stages.Stage` (cached: a few seconds of SymPy)."""
+    :class:`attnflow.derivations.stages.Stage` (cached: a few seconds of SymPy)."""
     derived, textbook = derive_column(), textbook_column()
     checks = check_column(derived, textbook)
     u, beta = sp.IndexedBase("u"), sp.Symbol("beta")

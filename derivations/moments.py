@@ -103,7 +103,7 @@ def parse_parameter(name, spec):
 def parse_expression(text, d, names):
     """SymPy expression in ``x0 … x{d−1}`` and the parameter names; ValueError if anything else appears.
 
-    The text is never evaluated as Python: :mod:`derivations.safe_expression` builds the
+    The text is never evaluated as Python: :mod:`attnflow.derivations.safe_expression` builds the
     expression from its syntax tree, allowing only arithmetic and a named set of functions.
     """
     for name in names:

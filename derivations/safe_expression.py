@@ -27,7 +27,7 @@ x0**2/2 + sin(w*x0)
 >>> build("__import__('os').system('true')", {"x0": x0})
 Traceback (most recent call last):
 ...
-derivations.safe_expression.UnsafeExpression: only the functions abs, acos, ... may be called (got a call of something that is not a plain name)
+attnflow.derivations.safe_expression.UnsafeExpression: only the functions ... may be called (got a call of something that is not a plain name)
 """
 
 import ast

@@ -6,8 +6,8 @@ one, or :func:`derive` for the whole chain::
 
     >>> from attnflow.derivations import stages
     >>> g = stages.column_gradient(stages.column_loss(3))
-    >>> g.equations[-1]                      # doctest: +SKIP
-    Eq(g_3, a_3*(u_3 - B))
+    >>> print(g.equations[-1])               # g_n = a_n (u_n − β), u = M a, β = aᵀ M a
+    Eq(g_3, a_3*(-B + u_3))
 
 The per-query ("column") stages are written in the attention ``a`` of one query
 over the K features and the label-gap moments ``M``; the softmax is applied
@@ -299,7 +299,15 @@ class Derivation:
 
 
 def derive(K):
-    """Run every stage for K features."""
+    """Run every stage for K features; return the :class:`Derivation`.
+
+    Examples
+    --------
+    >>> d = derive(2)
+    >>> [stage.name for stage in d.stages]            # doctest: +NORMALIZE_WHITESPACE
+    ['network', 'large_prompt_limit', 'softmax_derivative', 'column_loss', 'column_gradient',
+     'column_hessian', 'pull_back', 'flow_jacobian', 'gd_map']
+    """
     if int(K) != K or K < 2:
         raise ValueError(f"K: expected an integer ≥ 2, got {K}")
     loss = column_loss(K)

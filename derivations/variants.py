@@ -1,10 +1,10 @@
-"""The model variants' derivations, as :class:`derivations.stages.Stage` objects with SymPy checks.
+"""The model variants' derivations, as :class:`attnflow.derivations.stages.Stage` objects with SymPy checks.
 
 - :func:`finite_prompt`: exact expectations over prompts of length N by one-dimensional
-  integrals (the route of :mod:`solvers.finite_prompt`);
+  integrals (the route of :mod:`attnflow.solvers.finite_prompt`);
 - :func:`query_in_softmax`: the query token (value 0) inside the softmax;
-- :func:`separate_matrices`: ``Q = W_Kᵀ W_Q`` trained as two factors (:mod:`solvers.separate`);
-- :func:`token_noise`: Gaussian token noise, the tilting identities behind :mod:`solvers.noisy`.
+- :func:`separate_matrices`: ``Q = W_Kᵀ W_Q`` trained as two factors (:mod:`attnflow.solvers.separate`);
+- :func:`token_noise`: Gaussian token noise, the tilting identities behind :mod:`attnflow.solvers.noisy`.
 
 Each check is made on a small instance where SymPy can do it exactly.
 """

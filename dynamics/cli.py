@@ -83,7 +83,7 @@ def build_parser():
 
 
 def _load_config(args):
-    from . import config
+    from .problem import config
     return config.load(args.config, dict(parse_override(s) for s in args.set))
 
 
@@ -93,16 +93,16 @@ def _warn(note):
 
 def _dispatch(args):
     if args.command == "demo":
-        from .demo import demo
+        from .commands.demo import demo
         print(demo(args.out, progress=not args.quiet))
     elif args.command == "run":
-        from .report import run_report
-        from .run import run
+        from .reporting.report import run_report
+        from .commands.run import run
         cfg = _load_config(args)
         problem, result, summary = run(cfg, args.out, progress=not args.quiet, plots=not args.no_plots, warn=_warn)
         print(run_report(summary))
     elif args.command == "sweep":
-        from .sweep import MAX_POINTS, parse_param, sweep
+        from .commands.sweep import MAX_POINTS, parse_param, sweep
         cfg = _load_config(args)
         params = [parse_param(p) for p in args.param]
         fields = [field for field, _ in params]
@@ -115,14 +115,15 @@ def _dispatch(args):
         for field, values in params:                 # validate every value before running anything
             for v in values:
                 cfg.with_overrides({field: v})
-        from .config import inert_settings
+        from .problem.config import inert_settings
         for note in inert_settings(cfg.with_overrides({field: values[0] for field, values in params})):
             _warn(note)
         rows = sweep(cfg, params, args.out, args.jobs, progress=not args.quiet)
         failed = sum(r["status"] != "ok" for r in rows)
         print(f"{len(rows)} points ({failed} not ok) → {args.out}/table.csv, {args.out}/provenance.json")
     elif args.command == "check":
-        from .claims import CLAIMS, check
+        from .analysis.claims import CLAIMS
+        from .commands.check import check
         cfg = _load_config(args)
         names = None
         if args.claims is not None:
@@ -132,13 +133,13 @@ def _dispatch(args):
             unknown = [c for c in names if c not in CLAIMS]
             if unknown:
                 raise AttnflowError("--claims", f"unknown claim(s) {', '.join(unknown)}; known: {', '.join(CLAIMS)}")
-        verdicts = check(cfg, args.out, quick=args.quick, claims=names, progress=not args.quiet)
+        verdicts = check(cfg, args.out, quick=args.quick, claims=names, progress=not args.quiet, warn=_warn)
         width = max(len(v.claim) for v in verdicts)
         for v in verdicts:
             print(f"{v.claim:<{width}}  {v.verdict:<12}  {v.statement}")
         print(f"report: {args.out}/report.md, {args.out}/report.json, figures in {args.out}/figures")
     elif args.command == "derive":
-        from .derivation_report import render
+        from .reporting.derivation_report import render
         from .files import prepare_out_file, write_text
         from .problem import Problem
         if args.out is not None:

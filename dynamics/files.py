@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import AttnflowError
 
+
 # The process umask, so that files renamed from mkstemp's private 0600 temporaries get the
 # same permissions as files opened for writing the ordinary way.
 _UMASK = os.umask(0)

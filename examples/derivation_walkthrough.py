@@ -14,8 +14,8 @@ from pathlib import Path
 import sympy as sp
 
 from attnflow.derivations import asymptotics, codegen, stages
-from attnflow.dynamics import config
-from attnflow.dynamics.derivation_report import render
+from attnflow.dynamics.problem import config
+from attnflow.dynamics.reporting.derivation_report import render
 from attnflow.dynamics.files import write_text
 from attnflow.dynamics.problem import Problem
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from attnflow.dynamics import config, figures
-from attnflow.dynamics.claims import Context, flow_to_convergence, l_sweep, orthonormal_linear, problem_with
-from attnflow.dynamics.phases import phase_boundary
+from attnflow.dynamics.problem import config
+from attnflow.dynamics.reporting import figures
+from attnflow.dynamics.analysis.claims import Context, flow_to_convergence, l_sweep, orthonormal_linear, problem_with
+from attnflow.dynamics.analysis.phases import phase_boundary
 from attnflow.dynamics.problem import Problem
-from attnflow.dynamics.run import choose_step_size
+from attnflow.dynamics.analysis.solve import choose_step_size
 from attnflow.solvers import iterate_gd
 
 BASE = """
@@ -53,8 +54,8 @@ def main():
 
     # 1. Flat and sharp with one step size.
     flat, sharp = problem_with(cfg, task__L=0.3 * L_star), problem_with(cfg, task__L=3 * L_star)
-    eta, _, _ = choose_step_size(sharp.system(), sharp.S0, "auto")
-    runs = {name: iterate_gd(pr.system(), pr.S0, eta, steps) for name, pr in (("flat", flat), ("sharp", sharp))}
+    eta, _, _ = choose_step_size(sharp.score_system(), sharp.S0, "auto")
+    runs = {name: iterate_gd(pr.score_system(), pr.S0, eta, steps) for name, pr in (("flat", flat), ("sharp", sharp))}
     print(figures.flat_and_sharp(out / "flat_and_sharp.png", runs, {"flat": 0.3 * L_star, "sharp": 3 * L_star}, eta))
 
     # 2. Many L overlaid, GD with the same step size.
@@ -62,7 +63,7 @@ def main():
     many = {}
     for L in Ls:
         pr = problem_with(cfg, task__L=float(L))
-        many[float(L)] = iterate_gd(pr.system(), pr.S0, eta, steps)
+        many[float(L)] = iterate_gd(pr.score_system(), pr.S0, eta, steps)
     print(figures.many_L(out / "many_L.png", many))
 
     # 3. Phase diagram: flow and GD times against L (frequency class: a genuine regime change).
@@ -70,7 +71,7 @@ def main():
     gd_half = []
     for r in rows:
         pr = problem_with(cfg, task__kind="frequency", task__L=r["L"])
-        s = pr.system()
+        s = pr.score_system()
         g = iterate_gd(s, pr.S0, 0.5 * s.stable_step(pr.S0), steps, n_out=50)
         gd_half.append(g.crossings["t_half"] or np.nan)
         r["t_boundary"] = phase_boundary(r["trajectory"].t, r["trajectory"].loss)

@@ -7,7 +7,7 @@ import argparse
 
 import numpy as np
 
-from attnflow.dynamics import config
+from attnflow.dynamics.problem import config
 from attnflow.dynamics.problem import Problem
 from attnflow.solvers import integrate_flow, iterate_gd
 
@@ -31,7 +31,7 @@ c = problem.constants()
 print(f"LΔδ = {c.L_Delta_delta:.3g} → {c.regime} regime; F by {problem.moments.method} "
       f"(error {problem.moments.error:.1e})")
 
-system = problem.system()                     # arrays G, F, p + generated kernels
+system = problem.score_system()                     # arrays G, F, p + generated kernels
 print("compile or cache load:", f"{system.warm_up():.2f} s")
 flow = integrate_flow(system, problem.S0, t_end=1e6, method="Radau")
 print("flow:", flow.status, flow.counters, "t_half =", f"{flow.crossings['t_half']:.4g}")

@@ -23,9 +23,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from attnflow.dynamics import config  # noqa: E402
+from attnflow.dynamics.problem import config  # noqa: E402
 from attnflow.dynamics.files import write_png  # noqa: E402
-from attnflow.dynamics.plots import positive_times  # noqa: E402
+from attnflow.dynamics.reporting.plots import positive_times  # noqa: E402
 from attnflow.dynamics.problem import Problem  # noqa: E402
 from attnflow.solvers import integrate_flow  # noqa: E402
 
@@ -60,7 +60,7 @@ def draw(out_dir="."):
     fig, (ax_loss, ax_attn) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, changes in VARIANTS.items():
         problem = problem_for(changes)
-        tr = integrate_flow(problem.trained_system(), problem.start, t_end=1e4, n_out=200)
+        tr = integrate_flow(problem.system(), problem.start, t_end=1e4, n_out=200)
         t, loss = positive_times(tr.t, tr.loss)
         ax_loss.loglog(t, loss, label=label)
         t, attn = positive_times(tr.t, tr.target_attention.min(axis=1))

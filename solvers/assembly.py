@@ -3,7 +3,7 @@
 State: the K×K score matrix ``S[n, k] = v_nᵀ Q v_k`` (key feature n, query
 feature k).  For query k, ``a = softmax(S[:, k] + log p)`` and the per-query loss
 ``ℓ_k = ½ aᵀ M⁽ᵏ⁾ a`` with ``M⁽ᵏ⁾_nm = F_nm − F_nk − F_km + F_kk``; the kernels take
-the stack ``Ms[k] = M⁽ᵏ⁾`` (built once per problem by :class:`solvers.ScoreSystem`,
+the stack ``Ms[k] = M⁽ᵏ⁾`` (built once per problem by :class:`attnflow.solvers.ScoreSystem`,
 so no kernel rebuilds it per call), and the column functions give ``ℓ``, its
 gradient g and Hessian H in the column's scores.  Then
 
@@ -12,14 +12,14 @@ gradient g and Hessian H in the column's scores.  Then
 and the Jacobian with respect to the C-ordered state ``y[n*K + k] = S[n, k]`` is
 ``J[(i,l), (m,k)] = −p_k (G H⁽ᵏ⁾)_im G_kl``.  Every problem parameter (G, the moments Ms, p, η and
 the prompt ``prompt = [N, h, q]``: N = 0 for the large-prompt limit, else the prompt
-length and the quadrature step of :mod:`solvers.finite_prompt`, and q = 1 when the
+length and the quadrature step of :mod:`attnflow.solvers.finite_prompt`, and q = 1 when the
 query token sits in the softmax, with Ms then (K, K+1, K+1)) is a runtime
 argument, so a parameter sweep compiles once (``cache=True``: once per machine).
 The Jacobian is analytic at every N (at finite N through
-:func:`solvers.finite_prompt.finite_column_hessian`).
+:func:`attnflow.solvers.finite_prompt.finite_column_hessian`).
 
 Everything below the ASSEMBLY marker is shared verbatim: this module runs it with
-the hand-written columns of :mod:`solvers.columns`, and :mod:`derivations.codegen`
+the hand-written columns of :mod:`attnflow.solvers.columns`, and :mod:`attnflow.derivations.codegen`
 copies it into each generated module after the SymPy-generated columns, so the two
 kernel sets differ only in the derived part.
 """
@@ -329,7 +329,7 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
 @njit(parallel=True, cache=True)
 def gd_batch(S, G, Ms, p, logp, prompt, eta, steps, attn_levels, loss_levels,
              score_limit, stop_loss, status, last_it, final_loss, attn_hits, loss_hits, increases, flips):
-    """:func:`gd_iterate` on every problem ``b`` of a stack, in parallel (:mod:`solvers.ensemble`).
+    """:func:`gd_iterate` on every problem ``b`` of a stack, in parallel (:mod:`attnflow.solvers.ensemble`).
 
     The arrays carry a leading problem axis; nothing is recorded along the way, the
     results go into ``status``, ``last_it``, ``final_loss``, ``attn_hits``, ``loss_hits``,

@@ -5,7 +5,7 @@ share K.  :func:`iterate_gd_ensemble` stacks their arrays and runs the exact GD 
 every problem in one Numba call, parallel over problems (``prange``), and returns
 numbers only — status, iterations, crossing iterations, final loss and attention —
 without building a Python object per problem.  Each problem runs the very loop that
-:func:`solvers.gd.iterate_gd` runs (:func:`solvers.assembly.gd_batch` calls
+:func:`attnflow.solvers.gd.iterate_gd` runs (:func:`attnflow.solvers.assembly.gd_batch` calls
 ``gd_iterate`` of the problems' own kernel set, and is cached on disk with it), so an
 ensemble equals the same problems run one by one.
 
@@ -30,14 +30,14 @@ from .gd import _STATUS, _validate
 class EnsembleResult:
     """Per-problem numbers of an ensemble run (arrays of length B, or (B, ·)).
 
-    status : status strings as :func:`solvers.gd.iterate_gd` names the loop's stops
+    status : status strings as :func:`attnflow.solvers.gd.iterate_gd` names the loop's stops
         (``finished``, ``stop_loss``, ``non-finite``, ``score-limit``, ``saturated``).
     iterations : the iteration each problem stopped at.
     iterations_half : first iteration with target attention ``min_k A_kk ≥ 1/2`` (−1: never).
     iterations_attention, iterations_loss : (B, len(eps)) first iterations with attention
         ``≥ 1 − ε`` and loss ``≤ ε`` (−1: never).
     final_loss : (B,) loss at the final scores; final_S : (B, K, K) the final scores.
-    loss_increases, attention_oscillations : counters as in :func:`solvers.gd.iterate_gd`.
+    loss_increases, attention_oscillations : counters as in :func:`attnflow.solvers.gd.iterate_gd`.
     """
 
     status: np.ndarray
@@ -56,16 +56,16 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
 
     Parameters
     ----------
-    systems : B :class:`solvers.system.ScoreSystem` of one K and one prompt model, with
+    systems : B :class:`attnflow.solvers.system.ScoreSystem` of one K and one prompt model, with
         one kernel set (their arrays are stacked; only the arrays differ).
     S0 : (B, K, K) or (K, K) initial scores.
     eta : step size, one or one per problem.
     steps : iterations, one or one per problem.
-    eps, stop_loss, score_limit : as in :func:`solvers.gd.iterate_gd`.
+    eps, stop_loss, score_limit : as in :func:`attnflow.solvers.gd.iterate_gd`.
 
     Returns
     -------
-    :class:`EnsembleResult`.  Its numbers equal those of :func:`solvers.gd.iterate_gd` on
+    :class:`EnsembleResult`.  Its numbers equal those of :func:`attnflow.solvers.gd.iterate_gd` on
     each problem alone (the same compiled loop runs; tested to the bit).
     """
     systems = list(systems)

@@ -1,7 +1,7 @@
 """Gradient flow through :func:`scipy.integrate.solve_ivp` or the compiled DOP853 of
-:mod:`solvers.integrator`: ``dS/dt = −G Γ(S) G``, the flow of the separate key and query
-factors (:class:`solvers.separate.SeparateSystem`) or of the noisy d×d model
-(:class:`solvers.noisy.NoisySystem`)."""
+:mod:`attnflow.solvers.integrator`: ``dS/dt = −G Γ(S) G``, the flow of the separate key and query
+factors (:class:`attnflow.solvers.separate.SeparateSystem`) or of the noisy d×d model
+(:class:`attnflow.solvers.noisy.NoisySystem`)."""
 
 import math
 import time
@@ -33,15 +33,15 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
 
     Parameters
     ----------
-    system : :class:`solvers.system.ScoreSystem`, :class:`solvers.separate.SeparateSystem` or
-        :class:`solvers.noisy.NoisySystem`: anything with the flat interface (``flatten``,
+    system : :class:`attnflow.solvers.system.ScoreSystem`, :class:`attnflow.solvers.separate.SeparateSystem` or
+        :class:`attnflow.solvers.noisy.NoisySystem`: anything with the flat interface (``flatten``,
         ``flat_rhs``, ``flat_jacobian``, ``flat_event_values``, ``flat_loss``,
         ``flat_attention``, ``scores_of``, ``state_is_scores``).
     S0 : (K, K) initial scores; the initial factors ``(B0, C0)`` for a SeparateSystem,
         the initial d×d Q for a NoisySystem.
     method : a :func:`solve_ivp` method (LSODA, Radau and BDF get the analytic Jacobian) or
         "DOP853-compiled": SciPy's DOP853 step for step in compiled code
-        (:mod:`solvers.integrator`), for a ScoreSystem; the separate and noisy systems have
+        (:mod:`attnflow.solvers.integrator`), for a ScoreSystem; the separate and noisy systems have
         NumPy right-hand sides, so for them it runs solve_ivp's DOP853 and says so in the message.
     eps : levels ε for the crossing times of attention ``1 − ε`` and loss ``ε``.
     stop_loss : if positive, a terminal event stops the run when the loss reaches it.
@@ -60,7 +60,7 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     state is not the scores (separate factors, the noisy model's Q) the trajectory's
     ``state`` holds it on the output grid.  ``status`` is ``"finished"``, ``"stop_loss"``,
     ``"failed"`` (the solver's message) or ``"t_end"`` when it reached t_end far from
-    convergence (:func:`solvers.trajectory.far_from_convergence`).
+    convergence (:func:`attnflow.solvers.trajectory.far_from_convergence`).
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
@@ -181,7 +181,7 @@ def _crossings(levels, at_start, first_hits):
 
 def _integrate_compiled(system, callbacks, y0, t_end, rtol, atol, levels, stop_loss, n_out, progress, speed, tau,
                         log_span):
-    """:func:`integrate_flow` with the compiled DOP853 (:class:`solvers.integrator.CompiledRun`)."""
+    """:func:`integrate_flow` with the compiled DOP853 (:class:`attnflow.solvers.integrator.CompiledRun`)."""
     start = time.perf_counter()
     run = integrator.CompiledRun(*callbacks, y0, t_end, rtol, atol,
                                  levels=[level for _, _, level, _ in levels],

@@ -43,10 +43,10 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     -------
     :class:`Trajectory` with ``iteration``; ``status`` is ``"finished"``, ``"stop_loss"``,
     ``"non-finite"`` or ``"score-limit"`` (both: the step size diverged), ``"saturated"``
-    (a step froze GD in a one-hot float64 softmax, see :func:`solvers.assembly.gd_iterate`),
+    (a step froze GD in a one-hot float64 softmax, see :func:`attnflow.solvers.assembly.gd_iterate`),
     ``"not-converging"`` when the final loss exceeds the initial one, or ``"max_steps"``
     when the steps ran out far from convergence
-    (:func:`solvers.trajectory.far_from_convergence`).
+    (:func:`attnflow.solvers.trajectory.far_from_convergence`).
     Counters: ``iterations`` done, ``loss_increases`` (steps where the loss went up by more
     than a relative 1e-12), ``attention_oscillations`` (reversals of the irrelevant
     attentions' log-odds against the target, summed) and ``max_oscillations_per_feature``.
@@ -160,8 +160,8 @@ def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_los
                      score_limit=700.0, progress=None):
     """Gradient descent ``y ← y + η·flat_rhs(y)`` on a system whose state is not the scores.
 
-    For :class:`solvers.separate.SeparateSystem` that is ``(B, C) ← (B − ηCΓᵀG, C − ηBΓG)``,
-    for :class:`solvers.noisy.NoisySystem` ``Q ← Q − η∇ℒ(Q)``.  Same records, crossings
+    For :class:`attnflow.solvers.separate.SeparateSystem` that is ``(B, C) ← (B − ηCΓᵀG, C − ηBΓG)``,
+    for :class:`attnflow.solvers.noisy.NoisySystem` ``Q ← Q − η∇ℒ(Q)``.  Same records, crossings
     and statuses as :func:`iterate_gd` (a Python loop around the system's compiled or
     vectorised pieces; oscillations are not counted); ``state`` holds the recorded
     states, and ``score_limit`` and saturation (a step that leaves them bit-identical

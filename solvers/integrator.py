@@ -22,7 +22,7 @@ compiled for the *types* of the callbacks (``numba.types.FunctionType``: a funct
 pointer) and of the arguments, not for the functions themselves, so one compiled loop,
 cached on disk, serves every kernel set and every K, and a parameter sweep never
 recompiles: the parameters are the values of the arguments.  :func:`score_callbacks`
-gives them for a :class:`solvers.system.ScoreSystem` (large and finite N: one kernel
+gives them for a :class:`attnflow.solvers.system.ScoreSystem` (large and finite N: one kernel
 set serves both).  The separate-factor and noisy systems evaluate their right-hand
 sides in NumPy, so they have no callbacks and stay on ``solve_ivp``.
 

@@ -1,7 +1,7 @@
-"""The hand-written kernel set: :mod:`solvers.columns` with the shared :mod:`solvers.assembly`.
+"""The hand-written kernel set: :mod:`attnflow.solvers.columns` with the shared :mod:`attnflow.solvers.assembly`.
 
-A kernel set is any namespace with the functions below; :class:`solvers.ScoreSystem`
-takes one (this one by default) and :mod:`derivations.codegen` builds others from
+A kernel set is any namespace with the functions below; :class:`attnflow.solvers.ScoreSystem`
+takes one (this one by default) and :mod:`attnflow.derivations.codegen` builds others from
 SymPy.  This set is the reference the generated ones are tested against.
 """
 

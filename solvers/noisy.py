@@ -67,7 +67,7 @@ class NoisySystem:
         d = 3, 14 at d = 4, …; Monte Carlo above 40000 tensor nodes).
 
     The state is ``Q.ravel()`` (d²); the flat interface is the one
-    :func:`solvers.integrate_flow` and :func:`solvers.gd.iterate_state_gd` run, with the
+    :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_state_gd` run, with the
     analytic Hessian (:meth:`hessian`) for the implicit solvers.
     """
 

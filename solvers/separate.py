@@ -50,7 +50,7 @@ class SeparateSystem:
     h : head dimension (rows of B and C).
 
     The state is ``y = [B.ravel(), C.ravel()]``; the flat interface is the one
-    :func:`solvers.integrate_flow` and :func:`solvers.gd.iterate_state_gd` run.
+    :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_state_gd` run.
     """
 
     scores: ScoreSystem

@@ -30,10 +30,10 @@ class ScoreSystem:
     G : (K, K) Gram matrix of the features, ``V Vᵀ``.
     F : (K, K) function-class moments ``E_f[f(V) f(V)ᵀ]``.
     p : (K,) feature probabilities (positive, summing to one).
-    kernels : the kernel set to run (:mod:`solvers.kernels`, the hand-written one, by
-        default; :func:`derivations.codegen.load_kernels` builds generated ones).
+    kernels : the kernel set to run (:mod:`attnflow.solvers.kernels`, the hand-written one, by
+        default; :func:`attnflow.derivations.codegen.load_kernels` builds generated ones).
     N : prompt length (``inf``: the large-prompt limit).  At finite N the expectation
-        over prompts is exact (:mod:`solvers.finite_prompt`), Jacobian included.
+        over prompts is exact (:mod:`attnflow.solvers.finite_prompt`), Jacobian included.
     quadrature_step : step h of the log-time quadrature at finite N.
     include_query : the query token (value 0) sits in the softmax.  Its share of the
         attention is O(1/N), so at N = ∞ the dynamics are those without it; at finite N

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from attnflow.dynamics import config
+from attnflow.dynamics.problem import config
 from attnflow.dynamics.problem import Problem
 
 

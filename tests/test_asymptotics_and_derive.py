@@ -8,7 +8,7 @@ import pytest
 
 from attnflow.derivations import asymptotics
 from attnflow.dynamics.cli import main
-from attnflow.dynamics.derivation_report import EXPLICIT_MAX_K, render
+from attnflow.dynamics.reporting.derivation_report import EXPLICIT_MAX_K, render
 from attnflow.solvers import integrate_flow
 
 from .conftest import make_problem
@@ -22,7 +22,7 @@ from .conftest import make_problem
 def test_early_phase_rates_are_the_eigenvalues_of_the_numerical_jacobian(features, p):
     problem = make_problem(features=features, task={"kind": "frequency", "L": 2.0}, prompt={"p": p},
                            training={"kernels": "hand-written"})
-    system = problem.system()
+    system = problem.score_system()
     early = asymptotics.early_phase(system.G, system.F, system.p)
     S0 = np.zeros_like(system.G)
     numeric = np.sort(np.linalg.eigvals(system.jacobian(S0)).real)[::-1]
@@ -34,7 +34,7 @@ def test_linear_drift_estimates_the_half_time_on_a_symmetric_problem():
     """Scaled orthonormal features (G = 2.25 I): the drift estimate is within 10 % of the true t_half."""
     problem = make_problem(features={"kind": "explicit", "matrix": (1.5 * np.eye(3)).tolist()},
                            task={"kind": "frequency", "L": 2.0})
-    system = problem.system()
+    system = problem.score_system()
     early = asymptotics.early_phase(system.G, system.F, system.p)
     t_half = integrate_flow(system, problem.S0, 1e3).crossings["t_half"]
     assert early.t_half_drift == pytest.approx(t_half, rel=0.1)
@@ -47,7 +47,7 @@ def test_late_phase_law_matches_long_trajectories(matrix_scale, p):
     K = 4
     problem = make_problem(features={"kind": "explicit", "matrix": (matrix_scale * np.eye(K)).tolist()},
                            task={"kind": "frequency", "L": 2.0}, prompt={"p": p})
-    system = problem.system()
+    system = problem.score_system()
     late = asymptotics.late_phase(system.G, system.F, system.p)
     assert late.loss_constant == pytest.approx((K - 1) / (4 * matrix_scale**4))
     tr = integrate_flow(system, problem.S0, 1e9, rtol=1e-10, atol=1e-14)

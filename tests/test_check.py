@@ -11,9 +11,9 @@ import re
 
 import pytest
 
-from attnflow.dynamics import config
-from attnflow.dynamics.claims import (C5_SETTING, CLAIMS, FAIL, INCONCLUSIVE, PASS, attention_phases, check, decide,
-                             deciding_window, fast_phases, gd_converges)
+from attnflow.dynamics.problem import config
+from attnflow.dynamics.analysis.claims import C5_SETTING, CLAIMS, FAIL, INCONCLUSIVE, PASS, attention_phases, decide, deciding_window, fast_phases, gd_converges
+from attnflow.dynamics.commands.check import check
 from attnflow.dynamics.problem import Problem
 from attnflow.dynamics.cli import main
 
@@ -154,7 +154,7 @@ def test_c5_largest_step_converges_and_1_1_times_it_does_not(report):
         pr = Problem.from_config(cfg.with_overrides({**C5_SETTING, "task.L": c5[f"L_{name}"]}))
         step = c5["largest_step"][name]
         assert step["eta_fail"] <= 1.01 * step["eta"]
-        converges = lambda eta: gd_converges(pr.system(), pr.S0, eta, step["converging_level"], c5["step_budget"])  # noqa: E731
+        converges = lambda eta: gd_converges(pr.score_system(), pr.S0, eta, step["converging_level"], c5["step_budget"])  # noqa: E731
         assert converges(step["eta"])
         assert not converges(1.1 * step["eta"])
 
@@ -271,6 +271,23 @@ def test_check_command_subset_and_errors(tmp_path, capsys):
     assert main(["check", str(cfg), "--out", str(tmp_path / "o"), "--claims", "C9"]) == 2
     assert "--claims: unknown claim(s) C9" in capsys.readouterr().err
 
+
+
+def test_check_says_which_model_it_runs(tmp_path, capsys):
+    """A config that trains separate W_K, W_Q is checked on its score system, and check says so."""
+    cfg = tmp_path / "separate.toml"
+    cfg.write_text('[model]\nparametrization = "separate"\ninit_scale = 0.1\n')
+    assert main(["check", str(cfg), "--out", str(tmp_path / "o"), "--quick", "--quiet", "--claims", "C1"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: check: the score system (merged parameters, no noise) stands in" in err
+    assert "not modelled: separate W_K, W_Q" in (tmp_path / "o" / "report.md").read_text()
+    model = json.loads((tmp_path / "o" / "report.json").read_text())["model"]
+    assert "separate W_K, W_Q" in model["note"] and "N = ∞" in model["system"]
+    # The same base without the variant: no note.
+    cfg.write_text("")
+    assert main(["check", str(cfg), "--out", str(tmp_path / "p"), "--quick", "--quiet", "--claims", "C1"]) == 0
+    assert "stands in" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "p" / "report.json").read_text())["model"]["note"] is None
 
 def _linked_figures(out):
     """Every figure path report.md and report.json name, relative to ``out``."""

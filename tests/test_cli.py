@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from attnflow.dynamics import config
+from attnflow.dynamics.problem import config
 from attnflow.dynamics.cli import main
 from attnflow.dynamics.errors import AttnflowError
 
@@ -145,7 +145,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_summary_is_strict_json_even_with_infinite_values(tmp_path):
     """A stable step of inf (no curvature) or a never-reached crossing must still give valid JSON."""
-    from attnflow.dynamics.run import dump_json
+    from attnflow.dynamics.files import dump_json
     dump_json(tmp_path / "x.json", {"a": float("inf"), "b": [np.float64("nan"), np.int64(3)], "c": np.eye(2)})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [None, 3], "c": [[1.0, 0.0], [0.0, 1.0]]}
 

@@ -18,9 +18,9 @@ finer cannot be asked of a sampled curve.
 import numpy as np
 import pytest
 
-from attnflow.dynamics import config
+from attnflow.dynamics.problem import config
 from attnflow.dynamics.problem import Problem
-from attnflow.dynamics.run import solve
+from attnflow.dynamics.analysis.solve import solve
 
 EPS = (0.45, 1e-2)        # 1 − 0.45 = 0.55 lies below the query variant's cap ≈ 0.68; 0.99 above it
 

@@ -59,9 +59,9 @@ CASES = [
 @pytest.mark.parametrize("K,features,task,p", CASES)
 def test_generated_kernels_equal_hand_written(K, features, task, p):
     problem = make_problem(features=features, task=task, prompt={"p": p})
-    gen = problem.system()
+    gen = problem.score_system()
     hand = make_problem(features=features, task=task, prompt={"p": p},
-                        training={"kernels": "hand-written"}).system()
+                        training={"kernels": "hand-written"}).score_system()
     assert gen.kernels.NAME == "generated" and hand.kernels.NAME == "hand-written"
     rng = np.random.default_rng(K)
     for scale in (0.1, 2.0, 20.0):
@@ -91,7 +91,7 @@ def test_generated_kernels_take_parameters_at_run_time():
 
 def test_flow_with_generated_kernels_matches_hand_written(simplex_sharp):
     hand = ScoreSystem(simplex_sharp.features.G, simplex_sharp.F, simplex_sharp.p)
-    a = integrate_flow(simplex_sharp.system(), simplex_sharp.S0, 1e4, method="BDF")
+    a = integrate_flow(simplex_sharp.score_system(), simplex_sharp.S0, 1e4, method="BDF")
     b = integrate_flow(hand, simplex_sharp.S0, 1e4, method="BDF")
     np.testing.assert_allclose(a.S, b.S, rtol=1e-9, atol=1e-9)
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from attnflow.dynamics import features as feat
+from attnflow.dynamics.problem import features as feat
 from attnflow.dynamics.cli import main
 from attnflow.dynamics.errors import AttnflowError
 

@@ -5,7 +5,8 @@ import pytest
 
 from attnflow.solvers import ScoreSystem, finite_prompt, integrate_flow, iterate_gd
 from attnflow.solvers.columns import label_gap_moments, label_gap_stack
-from attnflow.solvers.sampled import train_sampled
+from attnflow.solvers.references import enumeration
+from attnflow.solvers.references.sampled import train_sampled
 
 from .conftest import make_problem
 
@@ -35,7 +36,7 @@ def test_loss_gradient_and_attention_equal_enumeration(K, N, scale):
     s, p, M = _column_case(K, 100 * K + N, scale)
     g, att, H = np.empty(K), np.empty(K), np.empty((K, K))
     loss, error, _ = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att, -1)
-    ref_loss, ref_grad, ref_att, ref_hess = finite_prompt.enumerate_column_exact(s, p, M, N)
+    ref_loss, ref_grad, ref_att, ref_hess = enumeration.enumerate_column_exact(s, p, M, N)
     assert loss == pytest.approx(ref_loss, rel=1e-10)
     np.testing.assert_allclose(att, ref_att, rtol=1e-10, atol=1e-300)
     if N == 1:
@@ -61,7 +62,7 @@ def test_query_in_softmax_equals_enumeration(K, N, scale):
     s[k] += scale
     g, att = np.empty(K), np.empty(K)
     loss, error, share = finite_prompt.finite_column(s, np.log(p), M, N, finite_prompt.DEFAULT_STEP, g, att, k)
-    ref_loss, ref_grad, ref_att, ref_hess = finite_prompt.enumerate_column_exact(s, p, M, N, query=k)
+    ref_loss, ref_grad, ref_att, ref_hess = enumeration.enumerate_column_exact(s, p, M, N, query=k)
     assert loss == pytest.approx(ref_loss, rel=1e-10)
     np.testing.assert_allclose(att, ref_att, rtol=1e-10, atol=1e-300)
     assert np.abs(g - ref_grad).max() <= 1e-10 * np.abs(ref_grad).max()
@@ -84,11 +85,11 @@ def test_query_in_softmax_system_and_its_large_prompt_limit():
     K = 3
     problem = make_problem(features={"kind": "random-unit", "K": K, "d": 3, "seed": 2},
                            prompt={"N": 5, "include_query": True})
-    system = problem.system()
+    system = problem.score_system()
     S = np.random.default_rng(0).standard_normal((K, K))
     ref = np.empty((K * K, K * K))
     for k in range(K):
-        _, _, _, H = finite_prompt.enumerate_column_exact(S[:, k], system.p, system.Ms[k], 5, query=k)
+        _, _, _, H = enumeration.enumerate_column_exact(S[:, k], system.p, system.Ms[k], 5, query=k)
         for m in range(K):
             ref[:, m * K + k] = -system.p[k] * np.outer(system.G @ H[:, m], system.G[k]).ravel()
     assert np.abs(system.jacobian(S) - ref).max() <= 1e-10 * np.abs(ref).max()
@@ -102,8 +103,8 @@ def test_query_in_softmax_system_and_its_large_prompt_limit():
 
 def test_double_precision_enumeration_agrees_where_it_can():
     s, p, M = _column_case(3, 7, 1.0)
-    loss, grad = finite_prompt.enumerate_column(s, p, M, 6)
-    ref_loss, ref_grad, _, _ = finite_prompt.enumerate_column_exact(s, p, M, 6)
+    loss, grad = enumeration.enumerate_column(s, p, M, 6)
+    ref_loss, ref_grad, _, _ = enumeration.enumerate_column_exact(s, p, M, 6)
     assert loss == pytest.approx(ref_loss, rel=1e-13)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-10)
 
@@ -112,19 +113,19 @@ def test_flow_jacobian_at_finite_N_equals_enumeration():
     """The analytic finite-N flow Jacobian against one assembled from 40-digit enumeration Hessians."""
     K, N = 3, 5
     features = {"kind": "random-unit", "K": K, "d": 3, "seed": 2}
-    system = make_problem(features=features, prompt={"N": N}, training={"kernels": "hand-written"}).system()
+    system = make_problem(features=features, prompt={"N": N}, training={"kernels": "hand-written"}).score_system()
     S = np.random.default_rng(0).standard_normal((K, K)) * 4
     G = system.G
     ref = np.empty((K * K, K * K))
     Gamma = np.empty((K, K))
     for k in range(K):
-        _, g, _, H = finite_prompt.enumerate_column_exact(S[:, k], system.p, system.Ms[k], N)
+        _, g, _, H = enumeration.enumerate_column_exact(S[:, k], system.p, system.Ms[k], N)
         Gamma[:, k] = system.p[k] * g
         for m in range(K):   # ∂(−G Γ G)[i, l] / ∂S[m, k] = −p_k (G H)_im G_kl
             ref[:, m * K + k] = -system.p[k] * np.outer(G @ H[:, m], G[k]).ravel()
     np.testing.assert_allclose(system.rhs(S), -(G @ Gamma @ G), rtol=0, atol=1e-12 * np.abs(Gamma).max())
     assert np.abs(system.jacobian(S) - ref).max() <= 1e-10 * np.abs(ref).max()
-    generated = make_problem(features=features, prompt={"N": N}).system()    # the default kernel set
+    generated = make_problem(features=features, prompt={"N": N}).score_system()    # the default kernel set
     assert np.abs(generated.jacobian(S) - ref).max() <= 1e-10 * np.abs(ref).max()
 
 
@@ -132,7 +133,7 @@ def test_monte_carlo_agrees_at_N_256():
     s, p, M = _column_case(4, 3, 2.0)
     g, att = np.empty(4), np.empty(4)
     loss, _, _ = finite_prompt.finite_column(s, np.log(p), M, 256, finite_prompt.DEFAULT_STEP, g, att, -1)
-    mc_loss, mc_se, mc_grad, mc_grad_se = finite_prompt.monte_carlo_column(s, p, M, 256, 200_000, seed=1)
+    mc_loss, mc_se, mc_grad, mc_grad_se = enumeration.monte_carlo_column(s, p, M, 256, 200_000, seed=1)
     assert abs(mc_loss - loss) <= 4 * mc_se
     assert np.all(np.abs(mc_grad - g) <= 4 * mc_grad_se)
 
@@ -140,7 +141,7 @@ def test_monte_carlo_agrees_at_N_256():
 def test_converges_to_the_large_prompt_limit_at_rate_one_over_N():
     problem = make_problem(features={"kind": "random-unit", "K": 4, "d": 3, "seed": 1}, prompt={"p": [0.4, 0.3, 0.2, 0.1]})
     S = np.random.default_rng(4).standard_normal((4, 4))
-    inf = problem.system()
+    inf = problem.score_system()
     Ns = 2 ** np.arange(6, 13)
     gaps = [abs(ScoreSystem(inf.G, inf.F, inf.p, N=int(N)).loss(S) - inf.loss(S)) for N in Ns]
     slope = np.polyfit(np.log(Ns), np.log(gaps), 1)[0]
@@ -153,11 +154,11 @@ def test_missing_query_sets_the_loss_floor_at_small_N():
     """Trained long, each query's expected attention on its own feature tends to P(feature present) = 1 − (1 − p_k)^N."""
     for N in (2, 4, 8):
         problem = make_problem(features={"kind": "simplex", "K": 3, "d": 2}, prompt={"N": N})
-        tr = integrate_flow(problem.system(), problem.S0, 1e7)
+        tr = integrate_flow(problem.score_system(), problem.S0, 1e7)
         present = 1 - finite_prompt.missing_query_probability(problem.p, N)
         np.testing.assert_allclose(np.diagonal(tr.final_attention), present, rtol=2e-3)
         assert tr.loss[-1] > 0.5 * tr.loss[0] * finite_prompt.missing_query_probability(problem.p, N).min()
-    assert integrate_flow(make_problem(features={"kind": "simplex", "K": 3, "d": 2}).system(),
+    assert integrate_flow(make_problem(features={"kind": "simplex", "K": 3, "d": 2}).score_system(),
                           np.zeros((3, 3)), 1e7).loss[-1] < 1e-5
 
 
@@ -167,7 +168,7 @@ def test_query_in_softmax_caps_the_attention_at_the_expected_count_share():
     from scipy.stats import binom
     for N in (2, 8):
         problem = make_problem(features={"kind": "simplex", "K": 3, "d": 2}, prompt={"N": N, "include_query": True})
-        tr = integrate_flow(problem.system(), problem.S0, 1e7)
+        tr = integrate_flow(problem.score_system(), problem.S0, 1e7)
         c = np.arange(N + 1)
         share = [(binom.pmf(c, N, pk) * c / (c + 1)).sum() for pk in problem.p]
         np.testing.assert_allclose(np.diagonal(tr.final_attention), share, rtol=2e-3)
@@ -192,7 +193,7 @@ def test_sampled_prompt_training_tracks_exact_finite_N_gd(include_query):
     """
     problem = make_problem(features={"kind": "random-unit", "K": 3, "d": 3, "seed": 5}, task={"kind": "linear"},
                            prompt={"N": 8, "p": [0.5, 0.3, 0.2], "include_query": include_query})
-    system = problem.system()
+    system = problem.score_system()
     eta = 0.5 * system.stable_step(problem.S0)
     checkpoints = [4, 10, 16]
 

@@ -1,4 +1,4 @@
-"""The compiled DOP853 (:mod:`solvers.integrator`): order, agreement with solve_ivp, events, counters, no recompilation."""
+"""The compiled DOP853 (:mod:`attnflow.solvers.integrator`): order, agreement with solve_ivp, events, counters, no recompilation."""
 
 import math
 
@@ -126,7 +126,7 @@ def test_trajectories_match_radau(make, t_end, rtol):
     1e-10 at finite N, where Radau takes 10–16 s at 1e-12) and atol = rtol/100: relative 1e-8 of the
     largest score; the crossing times to relative 1e-8."""
     problem = make()
-    system = problem.system()
+    system = problem.score_system()
     atol = rtol / 100
     eps = (0.1, 1e-2, 1e-3)      # 0.1: a loss level the query variant reaches (its attention caps below 1/2 here)
     tr = integrate_flow(system, problem.S0, t_end, method="DOP853-compiled", rtol=rtol, atol=atol, n_out=80, eps=eps)
@@ -152,7 +152,7 @@ def test_steps_counters_and_crossings_equal_scipys_dop853():
     nfev = 2 + 12·(accepted + rejected) + 3·(steps with dense output) exactly; crossing times equal
     solve_ivp's events to relative 1e-10 (the same interpolant, located by a different root finder)."""
     problem = _sharp()
-    system = problem.system()
+    system = problem.score_system()
     eps = (1e-2, 1e-3)
     tr = integrate_flow(system, problem.S0, 1e6, method="DOP853-compiled", eps=eps, n_out=100)
     ref = integrate_flow(system, problem.S0, 1e6, method="DOP853", eps=eps, n_out=100)
@@ -175,7 +175,7 @@ def test_stop_loss_stops_at_the_level():
     """The terminal event: the loss at the final time equals stop_loss to 1e-10 relative, at
     solve_ivp's stopping time to 1e-8; the grid is cut there and ends with the stop."""
     problem = _sharp()
-    system = problem.system()
+    system = problem.score_system()
     stop = 1e-5
     tr = integrate_flow(system, problem.S0, 1e9, method="DOP853-compiled", stop_loss=stop, n_out=200,
                         rtol=1e-10, atol=1e-12)
@@ -192,7 +192,7 @@ def test_progress_is_reported_in_log_time_and_does_not_change_the_steps():
     the steps, counters and output exactly as without a progress callback."""
     fractions = []
     problem = _sharp()
-    system = problem.system()
+    system = problem.score_system()
     tr = integrate_flow(system, problem.S0, 1e6, method="DOP853-compiled", progress=fractions.append)
     inside = [f for f in fractions if f < 1]
     assert fractions[-1] == 1.0 and len(inside) >= 20
@@ -205,7 +205,7 @@ def test_progress_is_reported_in_log_time_and_does_not_change_the_steps():
 def test_systems_without_compiled_kernels_fall_back_to_solve_ivp():
     """The separate factors have a NumPy right-hand side: solve_ivp's DOP853 runs, and the message says so."""
     problem = make_problem(features={"kind": "orthonormal", "K": 2}, task={"kind": "linear"})
-    system = SeparateSystem(problem.system(), h=4)
+    system = SeparateSystem(problem.score_system(), h=4)
     start = lazy_start(np.eye(2), 2.0)
     tr = integrate_flow(system, start, 10.0, method="DOP853-compiled", n_out=20)
     ref = integrate_flow(system, start, 10.0, method="DOP853", n_out=20)
@@ -222,7 +222,7 @@ def test_parameters_are_runtime_arguments_nothing_recompiles():
     systems = []
 
     def run(problem, system=None):
-        system = system or problem.system()
+        system = system or problem.score_system()
         tr = integrate_flow(system, problem.S0, 100.0, method="DOP853-compiled", n_out=10)
         assert tr.status in ("finished", "t_end")          # reached t_end (near convergence or not)
         systems.append(system)
@@ -241,7 +241,7 @@ def test_parameters_are_runtime_arguments_nothing_recompiles():
     run(_finite(False))
     run(make_problem(features={"kind": "random-unit", "K": 6, "d": 4, "seed": 3}, task={"kind": "linear"}))
     sharp = _sharp()
-    run(sharp, ScoreSystem(sharp.system().G, sharp.F, sharp.p, kernels=kernels))
+    run(sharp, ScoreSystem(sharp.score_system().G, sharp.F, sharp.p, kernels=kernels))
     before = counts()
     assert before[:2] == (2, [1, 1]) and set(before[2].values()) == {1}
     run(_finite(True))

@@ -17,7 +17,7 @@ import pytest
 
 from attnflow.dynamics import files
 from attnflow.dynamics.cli import main
-from attnflow.dynamics.sweep import _exclusive, read_table
+from attnflow.dynamics.commands.sweep import _exclusive, read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")

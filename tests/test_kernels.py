@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from attnflow.derivations import load_kernels
 from attnflow.solvers import ScoreSystem, kernels
-from attnflow.solvers import reference_numpy as ref
+from attnflow.solvers.references import numpy_twins as ref
 
 from .conftest import random_system_arrays
 

@@ -4,10 +4,11 @@ model, finite differences, Monte Carlo and training on sampled noisy prompts."""
 import numpy as np
 import pytest
 
-from attnflow.solvers import ScoreSystem, full_model, integrate_flow
+from attnflow.solvers import ScoreSystem, integrate_flow
+from attnflow.solvers.references import full_model
 from attnflow.solvers.gd import iterate_state_gd
 from attnflow.solvers.noisy import NoisySystem, query_noise_rule
-from attnflow.solvers.sampled import train_sampled
+from attnflow.solvers.references.sampled import train_sampled
 
 from .conftest import central_differences, make_problem
 
@@ -81,7 +82,7 @@ def test_sampled_training_on_noisy_prompts_tracks_the_noisy_gd():
     while the noise-free GD is more than 10 SE away."""
     problem = make_problem(features={"kind": "random-unit", "K": 3, "d": 3, "seed": 5}, task={"kind": "linear"},
                            prompt={"noise": 0.4})
-    system = problem.trained_system()
+    system = problem.system()
     eta, steps, checkpoints = 1.0, 20, [5, 10, 20]
     expected = iterate_state_gd(system, problem.start, eta, steps, n_out=steps + 1).S[checkpoints]
     free = iterate_state_gd(NoisySystem(system.V, system.p, system.sigma, 0.0), problem.start, eta, steps,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from attnflow.dynamics import phases
+from attnflow.dynamics.analysis import phases
 from attnflow.solvers import integrate_flow, iterate_gd
 
 from .conftest import make_problem
@@ -46,7 +46,7 @@ def test_phase_boundary_of_a_known_curve():
 
 
 def test_flow_has_a_fast_then_a_slow_phase(simplex_sharp):
-    tr = integrate_flow(simplex_sharp.system(), simplex_sharp.S0, 1e8)
+    tr = integrate_flow(simplex_sharp.score_system(), simplex_sharp.S0, 1e8)
     boundary = phases.phase_boundary(tr.t, tr.loss)
     assert tr.crossings["t_half"] < boundary < tr.t[-1]
 
@@ -59,7 +59,7 @@ def _finite_optimum():
 def test_stable_step_separates_converging_from_diverging_gd_at_a_finite_optimum():
     """GD started near the optimum S* converges for η = 0.9 · 2/λ_max(S*) and leaves it for 1.1 ·."""
     problem = _finite_optimum()
-    system = problem.system()
+    system = problem.score_system()
     flow = integrate_flow(system, problem.S0, 1e7)
     steps = phases.step_sizes(system, flow)
     S_star = flow.S[-1]
@@ -75,15 +75,15 @@ def test_step_sizes_scale_like_one_over_L_squared():
     """f → λf multiplies the Hessian by λ²: the stable step divides by λ²."""
     base = make_problem(features={"kind": "simplex", "K": 4, "d": 3}, task={"kind": "single-index", "L": 1.0})
     sharp = make_problem(features={"kind": "simplex", "K": 4, "d": 3}, task={"kind": "single-index", "L": 10.0})
-    a = base.system().stable_step(base.S0)
-    b = sharp.system().stable_step(sharp.S0)
+    a = base.score_system().stable_step(base.S0)
+    b = sharp.score_system().stable_step(sharp.S0)
     assert a / b == pytest.approx(100.0, rel=1e-10)
 
 
 def test_gd_oscillation_counter_sees_oscillations():
     """Near the finite optimum with η above the limit the log-odds flip every step."""
     problem = _finite_optimum()
-    system = problem.system()
+    system = problem.score_system()
     flow = integrate_flow(system, problem.S0, 1e7)
     final = phases.step_sizes(system, flow).final
     start = flow.S[-1] + 1e-3 * np.outer(problem.features.V[:, 0], problem.features.V[:, 0])

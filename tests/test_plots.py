@@ -4,8 +4,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from attnflow.dynamics import figures
-from attnflow.dynamics.plots import MAX_QUERY_CURVES, draw_target, plot_run
+from attnflow.dynamics.reporting import figures
+from attnflow.dynamics.reporting.plots import MAX_QUERY_CURVES, draw_target, plot_run
 from attnflow.solvers import Trajectory
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import special
 
-from attnflow.dynamics import features as feat
-from attnflow.dynamics import function_classes as fc
+from attnflow.dynamics.problem import features as feat
+from attnflow.dynamics.problem import function_classes as fc
 from attnflow.dynamics.errors import AttnflowError
 from attnflow.solvers.columns import label_gap_stack
 

@@ -1,7 +1,7 @@
 """The large-K product form of the large-prompt columns equals the column loops.
 
 For K ≥ ``PRODUCT_FORM_MIN_K`` the kernels compute every query's label gaps from one
-matrix product (:func:`solvers.assembly._loss_gradient_gap_products`).  It must give
+matrix product (:func:`attnflow.solvers.assembly._loss_gradient_gap_products`).  It must give
 the same loss, gradient and attention gap as the per-column loops, also where the
 attention is within 1e-300 of one (scores up to ±700), where a naive product form
 would lose the gradient's relative precision.

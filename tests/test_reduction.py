@@ -8,8 +8,9 @@ real token-level network on sampled prompts.
 import numpy as np
 import pytest
 
-from attnflow.solvers import ScoreSystem, full_model, integrate_flow, iterate_gd
-from attnflow.solvers.sampled import train_sampled
+from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
+from attnflow.solvers.references import full_model
+from attnflow.solvers.references.sampled import train_sampled
 
 from .conftest import make_problem, random_system_arrays
 
@@ -85,7 +86,7 @@ def test_sampled_prompt_training_tracks_reduced_gd(task):
     """
     problem = make_problem(features={"kind": "random-unit", "K": 3, "d": 3, "seed": 5},
                            task=task, prompt={"p": [0.5, 0.3, 0.2]})
-    system = problem.system()
+    system = problem.score_system()
     V = problem.features.V
     eta = 0.5 * system.stable_step(problem.S0)
     checkpoints = [4, 10, 16]

@@ -4,8 +4,9 @@ finite differences, the merged limit and training on sampled prompts."""
 import numpy as np
 import pytest
 
-from attnflow.solvers import ScoreSystem, full_model, integrate_flow, iterate_gd
-from attnflow.solvers.sampled import train_sampled
+from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
+from attnflow.solvers.references import full_model
+from attnflow.solvers.references.sampled import train_sampled
 from attnflow.solvers.gd import iterate_state_gd
 from attnflow.solvers.separate import SeparateSystem, lazy_start, random_factors
 
@@ -42,11 +43,11 @@ def test_reduced_gd_equals_gd_on_the_full_key_and_query_matrices():
 def test_flow_from_a_small_random_start_escapes_the_saddle_and_converges():
     problem = make_problem(features={"kind": "simplex", "K": 3, "d": 2},
                            model={"parametrization": "separate", "head_dim": 2, "init_scale": 0.01})
-    system = problem.trained_system()
+    system = problem.system()
     tr = integrate_flow(system, problem.start, 1e6, eps=(1e-2,))
     assert tr.success and tr.loss[-1] < 1e-4 * tr.loss[0]
     assert np.all(np.diagonal(tr.final_attention) > 0.99)
-    merged = integrate_flow(problem.system(), np.zeros((3, 3)), 1e6, eps=(1e-2,))
+    merged = integrate_flow(problem.score_system(), np.zeros((3, 3)), 1e6, eps=(1e-2,))
     # From a small start the factors first have to grow: attention 1/2 comes later than merged.
     assert tr.crossings["t_half"] > 2 * merged.crossings["t_half"]
 
@@ -83,7 +84,7 @@ def test_sampled_training_of_both_matrices_tracks_the_reduced_gd():
     the merged GD from the same Q₀ is more than 10 SE away."""
     problem = make_problem(features={"kind": "random-unit", "K": 3, "d": 3, "seed": 5}, task={"kind": "linear"},
                            model={"parametrization": "separate", "head_dim": 2, "init_scale": 1.0, "seed": 3})
-    system = problem.trained_system()
+    system = problem.system()
     eta, steps, checkpoints = 1.0, 30, [10, 20, 30]
     expected = iterate_state_gd(system, problem.start, eta, steps, n_out=steps + 1).S[checkpoints]
     WK, WQ = problem.factors
@@ -91,7 +92,7 @@ def test_sampled_training_of_both_matrices_tracks_the_reduced_gd():
                                    (WK, WQ), eta, steps, batch=200, seed=seed, record_at=checkpoints)["S"]
                      for seed in range(16)])
     mean, se = runs.mean(axis=0), runs.std(axis=0, ddof=1) / 4
-    merged = iterate_gd(problem.system(), problem.S0, eta, steps, n_out=steps + 1).S[checkpoints]
+    merged = iterate_gd(problem.score_system(), problem.S0, eta, steps, n_out=steps + 1).S[checkpoints]
     assert np.abs(merged - expected).max() > 10 * se.max()
     assert np.all(np.abs(mean - expected) <= 4 * se)
 

@@ -26,7 +26,7 @@ def _two_feature_time(sigma):
 
 def _two_feature_system(sigma):
     return make_problem(features={"kind": "orthonormal", "K": 2},
-                        task={"kind": "linear", "sigma": sigma}).system()
+                        task={"kind": "linear", "sigma": sigma}).score_system()
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -57,7 +57,7 @@ def test_late_phase_loss_decays_like_one_over_four_t():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_flow_counters_and_status(simplex_sharp, method):
-    tr = integrate_flow(simplex_sharp.system(), simplex_sharp.S0, t_end=1e3, method=method, n_out=50)
+    tr = integrate_flow(simplex_sharp.score_system(), simplex_sharp.S0, t_end=1e3, method=method, n_out=50)
     assert tr.success and tr.status == "finished"
     c = tr.counters
     assert c["nfev"] >= c["nsteps"] > 0
@@ -70,7 +70,7 @@ def test_flow_counters_and_status(simplex_sharp, method):
 
 
 def test_methods_agree(simplex_sharp):
-    finals = [integrate_flow(simplex_sharp.system(), simplex_sharp.S0, t_end=1e3, method=m,
+    finals = [integrate_flow(simplex_sharp.score_system(), simplex_sharp.S0, t_end=1e3, method=m,
                              rtol=1e-10, atol=1e-12).S[-1] for m in METHODS]
     for S in finals[1:]:
         np.testing.assert_allclose(S, finals[0], rtol=1e-6)
@@ -79,13 +79,13 @@ def test_methods_agree(simplex_sharp):
 def test_loss_never_increases_along_the_flow():
     problem = make_problem(features={"kind": "random-unit", "K": 6, "d": 4, "seed": 3},
                            task={"kind": "frequency", "L": 2.0}, prompt={"p": [0.3, 0.2, 0.2, 0.1, 0.1, 0.1]})
-    tr = integrate_flow(problem.system(), problem.S0, t_end=1e6, n_out=400)
+    tr = integrate_flow(problem.score_system(), problem.S0, t_end=1e6, n_out=400)
     assert np.all(np.diff(tr.loss) <= 1e-10 * tr.loss[0])
     assert tr.loss[-1] < 1e-2 * tr.loss[0]
 
 
 def test_stop_loss_ends_the_flow_at_the_level(simplex_sharp):
-    tr = integrate_flow(simplex_sharp.system(), simplex_sharp.S0, t_end=1e9, stop_loss=1e-5)
+    tr = integrate_flow(simplex_sharp.score_system(), simplex_sharp.S0, t_end=1e9, stop_loss=1e-5)
     assert tr.status == "stop_loss"
     assert tr.loss[-1] == pytest.approx(1e-5, rel=1e-6)
     assert tr.t[-1] < 1e9
@@ -94,7 +94,7 @@ def test_stop_loss_ends_the_flow_at_the_level(simplex_sharp):
 def test_flow_progress_advances_during_the_integration(simplex_sharp):
     """The report callback gets increasing fractions strictly inside (0, 1) while the solver runs, then 1."""
     fractions = []
-    integrate_flow(simplex_sharp.system(), simplex_sharp.S0, 1e6, progress=fractions.append)
+    integrate_flow(simplex_sharp.score_system(), simplex_sharp.S0, 1e6, progress=fractions.append)
     inside = [f for f in fractions if f < 1]
     assert fractions[-1] == 1.0 and len(inside) >= 50
     assert inside[0] > 0 and np.all(np.diff(inside) > 0)
@@ -109,7 +109,7 @@ def test_flow_progress_does_not_depend_on_the_unit_of_time():
     for L in (1.0, 100.0):
         problem = make_problem(features={"kind": "simplex", "K": 4, "d": 3}, task={"kind": "single-index", "L": L})
         fractions = []
-        integrate_flow(problem.system(), problem.S0, 1e4 / L**2, progress=fractions.append)
+        integrate_flow(problem.score_system(), problem.S0, 1e4 / L**2, progress=fractions.append)
         runs.append(np.array(fractions))
     assert len(runs[0]) == len(runs[1])
     np.testing.assert_allclose(runs[1], runs[0], atol=1e-4)
@@ -118,7 +118,7 @@ def test_flow_progress_does_not_depend_on_the_unit_of_time():
 
 def test_gd_converges_to_the_flow_at_first_order(simplex_sharp):
     """GD at time T = η·n differs from the flow by O(η): halving η halves the error."""
-    system, T = simplex_sharp.system(), 20.0
+    system, T = simplex_sharp.score_system(), 20.0
     flow = integrate_flow(system, simplex_sharp.S0, t_end=T, rtol=1e-12, atol=1e-12).S[-1]
     errors = []
     for eta in (0.04, 0.02, 0.01):
@@ -130,12 +130,12 @@ def test_gd_converges_to_the_flow_at_first_order(simplex_sharp):
 
 
 def test_gd_records_and_counts(simplex_sharp):
-    gd = iterate_gd(simplex_sharp.system(), simplex_sharp.S0, 1.0, 5000, n_out=100)
+    gd = iterate_gd(simplex_sharp.score_system(), simplex_sharp.S0, 1.0, 5000, n_out=100)
     assert gd.status == "finished" and gd.counters["iterations"] == 5000
     assert gd.iteration[0] == 0 and gd.iteration[-1] == 5000 and np.all(np.diff(gd.iteration) > 0)
     np.testing.assert_allclose(gd.t, 1.0 * gd.iteration)
     # Crossing iterations are exact: the recorded loss just before and at the crossing.
-    full = iterate_gd(simplex_sharp.system(), simplex_sharp.S0, 1.0, 5000, n_out=10**6)
+    full = iterate_gd(simplex_sharp.score_system(), simplex_sharp.S0, 1.0, 5000, n_out=10**6)
     for e, t in gd.crossings["t_loss"].items():
         it = int(round(t))
         assert full.loss[it] <= e < full.loss[it - 1]
@@ -149,7 +149,7 @@ def _diverging_problem():
 @pytest.mark.parametrize("factor,status", [(300, "not-converging"), (3000, "score-limit")])
 def test_gd_reports_steps_that_do_not_converge(factor, status):
     problem = _diverging_problem()
-    system = problem.system()
+    system = problem.score_system()
     gd = iterate_gd(system, problem.S0, factor * system.stable_step(problem.S0), 2000)
     assert gd.status == status and not gd.success
     # The message states the stopping reason with the numbers of this trajectory.
@@ -168,7 +168,7 @@ def test_gd_reports_steps_that_do_not_converge(factor, status):
 
 def test_gd_with_half_the_stable_step_converges():
     problem = _diverging_problem()
-    system = problem.system()
+    system = problem.score_system()
     gd = iterate_gd(system, problem.S0, 0.5 * system.stable_step(problem.S0), 20000)
     assert gd.success and gd.counters["loss_increases"] == 0 and gd.loss[-1] < 1e-2 * gd.loss[0]
 
@@ -182,12 +182,12 @@ def test_scaling_f_by_lambda_rescales_time_by_lambda_squared(lam):
                           task={"kind": "single-index", "L": lam, "link": "tanh"})
     np.testing.assert_allclose(scaled.F, lam**2 * base.F, rtol=1e-12)
     T = 5e4   # beyond t_half ≈ 1.8e4 of the base problem
-    a = integrate_flow(base.system(), base.S0, t_end=T, rtol=1e-11, atol=1e-12)
-    b = integrate_flow(scaled.system(), scaled.S0, t_end=T / lam**2, rtol=1e-11, atol=1e-12)
+    a = integrate_flow(base.score_system(), base.S0, t_end=T, rtol=1e-11, atol=1e-12)
+    b = integrate_flow(scaled.score_system(), scaled.S0, t_end=T / lam**2, rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(b.S[-1], a.S[-1], rtol=1e-7, atol=1e-9)
     assert b.crossings["t_half"] * lam**2 == pytest.approx(a.crossings["t_half"], rel=1e-6)
-    ga = iterate_gd(base.system(), base.S0, 2.0, 300)
-    gb = iterate_gd(scaled.system(), scaled.S0, 2.0 / lam**2, 300)
+    ga = iterate_gd(base.score_system(), base.S0, 2.0, 300)
+    gb = iterate_gd(scaled.score_system(), scaled.S0, 2.0 / lam**2, 300)
     np.testing.assert_allclose(gb.S, ga.S, rtol=1e-10, atol=1e-12)
 
 
@@ -201,7 +201,7 @@ def test_permuting_features_permutes_scores():
     def run(V, values, p):
         problem = make_problem(features={"kind": "explicit", "matrix": V.tolist()},
                                task={"kind": "finite", "functions": values.tolist()}, prompt={"p": p.tolist()})
-        system = problem.system()
+        system = problem.score_system()
         return (integrate_flow(system, problem.S0, t_end=100.0, rtol=1e-11, atol=1e-12).S[-1],
                 iterate_gd(system, problem.S0, 0.3, 200).S[-1])
 
@@ -213,7 +213,7 @@ def test_permuting_features_permutes_scores():
 
 def test_orthonormal_queries_evolve_independently():
     """With G = I each query column obeys its own equation: changing column 0 leaves column 1's flow."""
-    system = make_problem(features={"kind": "orthonormal", "K": 3}, task={"kind": "linear"}).system()
+    system = make_problem(features={"kind": "orthonormal", "K": 3}, task={"kind": "linear"}).score_system()
     S0 = np.zeros((3, 3))
     S1 = S0.copy()
     S1[:, 0] = [2.0, -1.0, 0.5]

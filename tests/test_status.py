@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from attnflow.dynamics.errors import AttnflowError
-from attnflow.dynamics.run import RunResult, check_gd
+from attnflow.dynamics.analysis.solve import RunResult, check_gd
 from attnflow.solvers import integrate_flow, iterate_gd
 from attnflow.solvers.gd import iterate_state_gd
 from attnflow.solvers.separate import SeparateSystem, lazy_start
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def base():
     problem = make_problem()
-    system = problem.system()
+    system = problem.score_system()
     return problem, system, system.stable_step(problem.S0)
 
 
@@ -57,7 +57,7 @@ def test_gd_out_of_steps_far_from_convergence_says_so(base):
 def test_scaled_task_out_of_steps_at_small_relative_loss_still_says_so():
     """L = 10⁴ with the automatic step: 10⁴ steps cover t ≈ 0.015 and end at loss ≈ 50, still falling like 1/t."""
     problem = make_problem(task={"L": 1e4})
-    system = problem.system()
+    system = problem.score_system()
     gd = iterate_gd(system, problem.S0, 0.5 * system.stable_step(problem.S0), 10_000)
     assert gd.status == "max_steps" and gd.loss[-1] > 1.0
 
@@ -80,7 +80,7 @@ def test_flow_that_ends_early_says_so(base):
 def test_flow_to_a_vanishing_horizon_returns_at_once():
     """t_end = 1e-200 (LSODA's automatic first step underflows below 1e-154) returns in a subprocess bounded to 60 s."""
     code = ("from tests.conftest import make_problem; from attnflow.solvers import integrate_flow; "
-            "p = make_problem(); s = p.system(); "
+            "p = make_problem(); s = p.score_system(); "
             "tr = integrate_flow(s, p.S0, 1e-200); print(tr.status, tr.t[-1], tr.counters['nsteps'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -92,8 +92,8 @@ def test_constant_finite_class_runs_without_runtime_warnings(tmp_path):
     """Rows that are constant on the features: L = 0, so δ = 0 by definition (not 0/0) and no NumPy warning."""
     import warnings
 
-    from attnflow.dynamics import config
-    from attnflow.dynamics.run import run
+    from attnflow.dynamics.problem import config
+    from attnflow.dynamics.commands.run import run
     cfg = config.from_dict({"features": {"kind": "orthonormal", "K": 3},
                             "task": {"kind": "finite", "functions": [[1, 1, 1], [1, 1, 1]]},
                             "training": {"mode": "both", "eta": 0.1, "steps": 200, "t_end": 1e3}})

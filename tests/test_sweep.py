@@ -5,11 +5,11 @@ import signal
 
 import pytest
 
-from attnflow.dynamics import config
-from attnflow.dynamics import sweep as sweep_module
+from attnflow.dynamics.problem import config
+from attnflow.dynamics.commands import sweep as sweep_module
 from attnflow.dynamics.cli import main
 from attnflow.dynamics.errors import AttnflowError, Interrupted
-from attnflow.dynamics.sweep import grid, parse_param, read_table, sweep
+from attnflow.dynamics.commands.sweep import grid, parse_param, read_table, sweep
 
 BASE = config.loads('[features]\nkind = "simplex"\nK = 3\nd = 2\n[training]\nmode = "both"\nsteps = 3000\n'
                     't_end = 1e5\nn_out = 60\n')

@@ -20,7 +20,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 
-from attnflow.dynamics import config
+from attnflow.dynamics.problem import config
 from attnflow.dynamics.cli import main, parse_override
 from attnflow.dynamics.errors import AttnflowError
 from attnflow.dynamics.problem import Problem
@@ -141,7 +141,7 @@ def test_any_config_loads_builds_or_names_one_field(raw, tmp_path_factory):
         try:
             cfg = config.from_dict(raw)
             problem = Problem.from_config(cfg)
-            problem.trained_system()
+            problem.system()
             problem.constants()
         except AttnflowError as e:
             _assert_one_clear_line(e, raw)

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import AttnflowError
+from ..errors import AttnflowError
+
 
 KINDS = ("orthonormal", "random-unit", "simplex", "explicit")
 

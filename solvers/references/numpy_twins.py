@@ -1,4 +1,4 @@
-"""Plain NumPy twins of :mod:`solvers.kernels`, vectorised over queries.
+"""Plain NumPy twins of :mod:`attnflow.solvers.kernels`, vectorised over queries.
 
 They are written from the same formulas in a different style (whole-matrix
 operations instead of loops) and serve two purposes: a second implementation for

@@ -1,98 +1,20 @@
-"""Run one problem end to end: config → problem → system → solvers → summary and files.
+"""What a run reports: ``summary.json``, the trajectory files and the plots.
 
-Stages a user can call one by one::
-
-    cfg = config.load("my.toml")
-    problem = Problem.from_config(cfg)
-    result = solve(problem, cfg.training)         # {"flow": Trajectory, "gd": Trajectory}
-    summary = summarize(cfg, problem, result)
-    write_outputs(out_dir, cfg, problem, result)  # trajectory.npz, summary.json, *.png
+``summarize(cfg, problem, result)`` gathers the constants, the problem, the
+kernels' provenance and every trajectory's status, crossings and counters;
+``write_outputs`` writes them (atomically) with the trajectories and figures.
 """
 
 import math
 import platform
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from importlib import metadata
 
 import numpy as np
 
-from ..solvers import integrate_flow, iterate_gd
-from ..solvers.gd import iterate_state_gd
-
-from .config import inert_settings
-from .errors import AttnflowError
-from .files import dump_json, prepare_out_dir, remove_stale_temps, write_npz
-from .problem import Problem
-from .progress import progress_bar
-
-
-@dataclass
-class RunResult:
-    """The trajectories of a run with the step size used and timings."""
-
-    trajectories: dict                 # "flow" / "gd" → Trajectory
-    kernels: dict = field(default_factory=dict)
-    eta: float = None
-    eta_source: str = None
-    stable_step_at_start: float = None
-    compile_time: float = 0.0
-    wall_time: float = 0.0
-    noise_free: dict = field(default_factory=dict)   # with token noise: the reduced noise-free runs
-
-
-def choose_step_size(system, S0, eta):
-    """Return ``(η, source, stable)``: ``"auto"`` is half the linear stability limit at S0
-    (the system's initial state: scores, separate factors or the noisy model's Q)."""
-    stable = system.stable_step(S0)
-    if eta != "auto":
-        return float(eta), "given", stable
-    if not math.isfinite(stable):
-        raise AttnflowError("training.eta", "\"auto\" needs curvature at the initial scores, and the loss "
-                                            "has none there (is the task constant?); give a number")
-    return 0.5 * stable, "auto: half the stable step 2/λ_max at the initial scores", stable
-
-
-def solve(problem: Problem, training, progress=True):
-    """Integrate the flow and/or iterate GD as ``training`` asks (on the factors, if separate)."""
-    start = time.perf_counter()
-    system = problem.trained_system()
-    compile_time = system.warm_up()
-    kernels = problem.system().kernels
-    result = RunResult({}, compile_time=compile_time, kernels={
-        "set": kernels.NAME, "module": getattr(kernels, "path", kernels.__file__).__str__(),
-        "generated_now": getattr(kernels, "generated_now", False),
-        "generation_time_s": getattr(kernels, "generation_time", 0.0), "compile_time_s": compile_time})
-    if training.mode in ("flow", "both"):
-        with progress_bar("gradient flow", progress) as report:
-            result.trajectories["flow"] = integrate_flow(
-                system, problem.start, training.t_end, training.method, training.rtol, training.atol,
-                training.eps, training.stop_loss, training.n_out, report)
-    if training.mode in ("gd", "both"):
-        eta, source, stable = choose_step_size(system, problem.start, training.eta)
-        result.eta, result.eta_source, result.stable_step_at_start = eta, source, stable
-        gd = iterate_gd if system.state_is_scores else iterate_state_gd
-        with progress_bar("gradient descent", progress) as report:
-            result.trajectories["gd"] = gd(system, problem.start, eta, training.steps, training.eps,
-                                           training.stop_loss, training.n_out, progress=report)
-    if problem.noise > 0:
-        # How far the noise-free reduced model is: the same runs without noise, in score space.
-        reduced = problem.system()
-        reduced.warm_up()
-        if "flow" in result.trajectories:
-            result.noise_free["flow"] = integrate_flow(reduced, problem.S0, training.t_end, training.method,
-                                                       training.rtol, training.atol, training.eps,
-                                                       training.stop_loss, training.n_out)
-        if "gd" in result.trajectories:
-            result.noise_free["gd"] = iterate_gd(reduced, problem.S0, result.eta, training.steps, training.eps,
-                                                 training.stop_loss, training.n_out)
-    result.wall_time = time.perf_counter() - start
-    return result
-
-
-def main_trajectory(result):
-    """The flow if there is one, else GD: what ``trajectory.npz`` holds."""
-    return result.trajectories.get("flow", result.trajectories.get("gd"))
+from ..analysis.solve import main_trajectory
+from ..files import dump_json, prepare_out_dir, remove_stale_temps, write_npz
+from ..problem.config import inert_settings
 
 
 def versions():
@@ -104,10 +26,8 @@ def versions():
             out[name] = None
     return out
 
-
 def _keyed(mapping):
     return {f"{k:g}": v for k, v in mapping.items()}
-
 
 def trajectory_summary(tr, eta=None):
     c = tr.crossings
@@ -124,7 +44,6 @@ def trajectory_summary(tr, eta=None):
         out["iterations_loss_eps"] = {k: it(v) for k, v in out["t_loss_eps"].items()}
     return out
 
-
 def large_prompt_convergence(system, S, multiples=(1, 2, 4, 8)):
     """How the loss at scores S approaches the large-prompt limit: ``|ℒ_{mN}(S) − ℒ_∞(S)|`` for the
     given multiples of the system's N, and the fitted exponent of N (−1 for the 1/N law; None
@@ -134,7 +53,6 @@ def large_prompt_convergence(system, S, multiples=(1, 2, 4, 8)):
     gaps = [abs(replace(system, N=N).loss(S) - limit) for N in Ns]
     exponent = float(np.polyfit(np.log(Ns), np.log(gaps), 1)[0]) if min(gaps) > 0 else None
     return {"N": Ns, "loss_gap": gaps, "exponent": exponent}
-
 
 def summarize(cfg, problem, result):
     const = problem.constants()
@@ -159,7 +77,7 @@ def summarize(cfg, problem, result):
             "parametrization": "separate" if problem.separate else "merged",
             "head_dim": problem.factors[0].shape[0] if problem.separate else None,
             "noise": problem.noise,
-            "query_in_softmax": problem.system().query_in_softmax,
+            "query_in_softmax": problem.score_system().query_in_softmax,
         },
         "kernels": result.kernels,
         "compile_time_s": result.compile_time,
@@ -169,7 +87,7 @@ def summarize(cfg, problem, result):
     if notes:
         summary["notes"] = notes
     if problem.noise > 0:
-        system = problem.trained_system()
+        system = problem.system()
         main = main_trajectory(result)
         summary["noise"] = {
             "scale": problem.noise, "query_noise_rule": system.rule[2],
@@ -184,7 +102,7 @@ def summarize(cfg, problem, result):
             } for kind, free in result.noise_free.items()},
         }
     if math.isfinite(problem.N):
-        from ..solvers import finite_prompt
+        from ...solvers import finite_prompt
         summary["finite_prompt"] = {
             "N": int(problem.N), "quadrature_step": problem.quadrature_step,
             "missing_query_probability": finite_prompt.missing_query_probability(problem.p, problem.N).tolist(),
@@ -193,8 +111,8 @@ def summarize(cfg, problem, result):
                                                 problem.include_query)[2]
                 for tr in result.trajectories.values()),
             "approach_to_large_prompt_limit": {
-                "at_start": large_prompt_convergence(problem.system(), problem.S0),
-                "at_end": large_prompt_convergence(problem.system(), main_trajectory(result).S[-1])},
+                "at_start": large_prompt_convergence(problem.score_system(), problem.S0),
+                "at_end": large_prompt_convergence(problem.score_system(), main_trajectory(result).S[-1])},
         }
     if "flow" in result.trajectories:
         summary["flow"] = trajectory_summary(result.trajectories["flow"])
@@ -204,7 +122,6 @@ def summarize(cfg, problem, result):
                              stable_step_at_start=result.stable_step_at_start)
     return summary
 
-
 def save_trajectory(path, tr, state_name="state"):
     arrays = {"t": tr.t, "S": tr.S, "attention": tr.attention, "loss": tr.loss}
     if tr.iteration is not None:
@@ -213,9 +130,7 @@ def save_trajectory(path, tr, state_name="state"):
         arrays[state_name] = tr.state
     write_npz(path, **arrays)
 
-
 OUTPUT_NAMES = ("trajectory.npz", "trajectory_gd.npz", "summary.json", "loss.png", "attention.png")
-
 
 def write_outputs(out_dir, cfg, problem, result, plots=True):
     """Write trajectory.npz (flow, or GD alone), trajectory_gd.npz (mode "both"), summary.json, plots."""
@@ -235,28 +150,3 @@ def write_outputs(out_dir, cfg, problem, result, plots=True):
         plot_run(out, trs, title=f"{problem.function_class.describe()}, "
                                  f"LΔδ = {summary['L_Delta_delta']:.3g} ({summary['regime']})")
     return summary
-
-
-def check_gd(result):
-    """Raise the clear one-line error for a GD step size that diverged or saturated the softmax
-    (a run that only ran out of steps is reported by its status, not raised)."""
-    tr = result.trajectories.get("gd")
-    if tr is not None and tr.diverged:
-        raise AttnflowError("training.eta", f"{result.eta:g} does not converge: {tr.message}; the largest "
-                                            f"linearly stable step at the start is {result.stable_step_at_start:.4g}")
-
-
-def run(cfg, out_dir, progress=True, plots=True, warn=None):
-    """``attnflow run``: solve the configured problem and write every output.
-
-    ``warn`` (optional) is called with each note on a setting that has no effect, once
-    the problem is known to be valid.
-    """
-    prepare_out_dir(out_dir)                     # a bad --out fails before any work
-    problem = Problem.from_config(cfg)
-    for note in inert_settings(cfg) if warn else ():
-        warn(note)
-    result = solve(problem, cfg.training, progress)
-    summary = write_outputs(out_dir, cfg, problem, result, plots)
-    check_gd(result)
-    return problem, result, summary

@@ -1,9 +1,21 @@
 """Configuration: TOML → validated, frozen sections; every field has a default.
 
-The schema below is the whole public surface of a config file
-(see ``../shared/design/contract.md``).  Unknown sections and keys, values of the
-wrong type and values out of range all raise :class:`AttnflowError` naming the
-field, e.g. ``task.L: expected a number > 0, got -1``.
+The schema below is the whole public surface of a config file.  Unknown sections
+and keys, values of the wrong type and values out of range all raise
+:class:`~attnflow.dynamics.errors.AttnflowError` naming the field.
+
+Examples
+--------
+>>> cfg = loads('''
+... [task]
+... L = 3.0
+... ''')
+>>> cfg.task.L, cfg.features.K, cfg.training.mode
+(3.0, 4, 'flow')
+>>> from_dict({"task": {"L": -1}})
+Traceback (most recent call last):
+    ...
+attnflow.dynamics.errors.AttnflowError: task.L: expected a number > 0, got -1
 """
 
 import copy
@@ -13,9 +25,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import AttnflowError
 from . import features as _features
 from . import function_classes as _classes
-from .errors import AttnflowError
+
 
 METHODS = ("LSODA", "Radau", "BDF", "RK45", "DOP853", "DOP853-compiled")
 

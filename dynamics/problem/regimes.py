@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..solvers.columns import label_gap_stack
+from ...solvers.columns import label_gap_stack
+
 
 RECONSTRUCTED = ("Delta", "delta", "regime")
 

@@ -10,12 +10,12 @@ and resumed sweep gives the same table as one that was not.  A point that fails 
 recorded with its status and message and does not stop the sweep.
 
 Ctrl-C stops a sweep at once: the workers are ended, the table and provenance of the
-finished points are written and :class:`~dynamics.errors.Interrupted` is raised (the
+finished points are written and :class:`~attnflow.dynamics.errors.Interrupted` is raised (the
 command line exits with status 130).  A sweep killed outright keeps its finished
 points too, and its workers exit when they notice.  While a sweep runs it holds an
 exclusive ``flock`` on ``DIR/.lock``, so a second sweep into the same directory is
 refused; the kernel releases the lock however the process ends.  Every file is
-written atomically (:mod:`dynamics.files`).
+written atomically (:mod:`attnflow.dynamics.files`).
 """
 
 import contextlib
@@ -34,12 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AttnflowError, Interrupted
-from .files import dump_json, prepare_out_dir, remove_stale_temps, write_csv, write_text
-from .phases import phase_boundary, step_sizes
-from .problem import Problem
-from .progress import progress_bar
-from .run import solve, versions
+from ..analysis.phases import phase_boundary, step_sizes
+from ..analysis.solve import solve
+from ..errors import AttnflowError, Interrupted
+from ..files import dump_json, prepare_out_dir, remove_stale_temps, write_csv, write_text
+from ..problem import Problem
+from ..progress import progress_bar
+from ..reporting.summary import versions
 
 
 MAX_POINTS = 1_000_000       # points of one sweep (the product of the --param sizes)
@@ -120,7 +121,7 @@ def point_row(cfg, overrides):
             row["gd:eta"] = result.eta
             row["gd:stable_step_at_start"] = result.stable_step_at_start
         if "flow" in result.trajectories:
-            steps = step_sizes(problem.system(), result.trajectories["flow"])
+            steps = step_sizes(problem.score_system(), result.trajectories["flow"])
             row["flow:stable_step_min"] = steps.minimum
             row["flow:stable_step_final"] = steps.final
         trajectories = result.trajectories.values()
@@ -242,7 +243,7 @@ def sweep(cfg, params, out_dir, jobs=None, progress=True, limit=None):
 
     Holds ``DIR/.lock`` while it runs.  On Ctrl-C (KeyboardInterrupt) it stops the
     workers, writes the table and provenance of the finished points and raises
-    :class:`~dynamics.errors.Interrupted`; rerunning resumes.
+    :class:`~attnflow.dynamics.errors.Interrupted`; rerunning resumes.
     """
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise AttnflowError("--jobs", f"expected an integer ≥ 1, got {jobs}")
@@ -273,7 +274,7 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
     if todo:
         # Generate and compile the kernels once, here, before the workers need them (and
         # before anything is written: a first point that cannot be built is an input error).
-        Problem.from_config(cfg.with_overrides(points[todo[0]])).system().warm_up()
+        Problem.from_config(cfg.with_overrides(points[todo[0]])).score_system().warm_up()
     remove_stale_temps(out, ("sweep.json", "table.csv", "provenance.json"))   # left by a killed sweep
     remove_stale_temps(out / "points")
     write_text(spec_path, json.dumps(spec, indent=2))       # as compared above (no plain_json)

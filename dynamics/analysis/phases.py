@@ -14,7 +14,7 @@ in the report):
   exact; this is for levels chosen after the run);
 * fast/slow boundary: after the steepest descent of the loss on log-log axes, the
   first time the local slope ``d log ℒ / d log t`` rises above ``−1 − tol`` (the late
-  phase decays like ``1/t``, :mod:`derivations.asymptotics`);
+  phase decays like ``1/t``, :mod:`attnflow.derivations.asymptotics`);
 * stable step along a trajectory: ``2/λ_max`` of the loss's Hessian in the trained
   parameters at each output point (the nonzero eigenvalues of ``(G ⊗ G) H``).
 """
@@ -22,6 +22,7 @@ in the report):
 from dataclasses import dataclass
 
 import numpy as np
+
 
 BOUNDARY_TOLERANCE = 0.25
 

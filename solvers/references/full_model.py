@@ -1,6 +1,6 @@
 """The full model in d×d parameter space at N = ∞, for checking the score reduction.
 
-Independent of :mod:`solvers.kernels`: the loss is written from the network's
+Independent of :mod:`attnflow.solvers.kernels`: the loss is written from the network's
 output ``ŷ = aᵀ f(V)`` with ``a = softmax(V Q v_k + log p)`` and expanded with the
 raw moments F (not the label-gap moments M⁽ᵏ⁾), and the gradient is taken in Q:
 

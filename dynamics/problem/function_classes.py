@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special
 
-from .errors import AttnflowError
+from ..errors import AttnflowError
 from .features import pairwise_distances
+
 
 KINDS = ("linear", "single-index", "frequency", "expression", "finite", "moments")
 LINKS = ("sin", "tanh", "relu", "erf", "identity")
@@ -362,7 +363,7 @@ def check_moment_matrix(F, K, field_name="task.F"):
 
 @dataclass(frozen=True)
 class Expression(FunctionClass):
-    """``f(x) = expr(x; θ)`` with independent random parameters θ (see :mod:`derivations.moments`)."""
+    """``f(x) = expr(x; θ)`` with independent random parameters θ (see :mod:`attnflow.derivations.moments`)."""
 
     text: str = ""
     expr: object = None
@@ -374,7 +375,7 @@ class Expression(FunctionClass):
 
     @classmethod
     def parse(cls, text, parameters, d, L=None):
-        from ..derivations import moments as sm
+        from ...derivations import moments as sm
         laws = {}
         for name, spec in (parameters or {}).items():
             try:
@@ -391,14 +392,14 @@ class Expression(FunctionClass):
         return cls(text, expr, xs, params, {p: laws[str(p)] for p in params}, L)
 
     def exact_moments(self, V):
-        from ..derivations import moments as sm
+        from ...derivations import moments as sm
         try:
             return sm.exact_moments(self.expr, self.xs, self.params, self.laws, V)
         except sm.NoClosedForm:
             return None
 
     def quadrature_moments(self, V):
-        from ..derivations import moments as sm
+        from ...derivations import moments as sm
         try:
             F, err, n = sm.quadrature_moments(self.expr, self.xs, self.params, self.laws, V)
         except sm.NoClosedForm as e:
@@ -409,7 +410,7 @@ class Expression(FunctionClass):
         return [self.laws[p].sample(rng, size) for p in self.params]
 
     def sample_labels(self, rng, X, idx):
-        from ..derivations import moments as sm
+        from ...derivations import moments as sm
         theta = [t.reshape((-1,) + (1,) * (X.ndim - 2)) for t in self._draw(rng, X.shape[0])]
         return sm.values_on(self.expr, self.xs, self.params)(X, theta)
 

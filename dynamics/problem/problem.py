@@ -3,8 +3,8 @@
 This is the first stage of the pipeline a user can call on its own::
 
     problem = Problem.from_config(config.load("my.toml"))
-    system = problem.system()          # arrays G, F, p for the solvers
-    trained = problem.trained_system() # the same, or the separate factors' system on top of it
+    system = problem.score_system()          # arrays G, F, p for the solvers
+    trained = problem.system() # the same, or the separate factors' system on top of it
     problem.start                      # initial scores, or factors (B₀, C₀)
     problem.constants()                # L, Δ, δ, LΔδ, regime (reconstructed, labelled)
 """
@@ -14,15 +14,15 @@ from functools import cached_property
 
 import numpy as np
 
-from ..derivations import load_kernels
-from ..solvers import ScoreSystem
-from ..solvers import kernels as hand_written
-from ..solvers.noisy import NoisySystem
-from ..solvers.separate import SeparateSystem, random_factors
+from ...derivations import load_kernels
+from ...solvers import ScoreSystem
+from ...solvers import kernels as hand_written
+from ...solvers.noisy import NoisySystem
+from ...solvers.separate import SeparateSystem, random_factors
 
+from ..errors import AttnflowError
 from . import features as feat
 from . import function_classes as fc
-from .errors import AttnflowError
 from .regimes import Constants, constants
 
 
@@ -114,15 +114,27 @@ class Problem:
 
     Attributes
     ----------
-    features : :class:`dynamics.features.FeatureSet`.
+    features : :class:`attnflow.dynamics.problem.features.FeatureSet`.
     function_class : the random function class 𝓕.
-    moments : :class:`dynamics.function_classes.Moments` (F with method and error).
+    moments : :class:`attnflow.dynamics.problem.function_classes.Moments` (F with method and error).
     p : feature probabilities.
     S0 : initial scores ``V Q₀ Vᵀ``.
     threshold : the regime constant c*.
     factors : ``(W_K, W_Q)`` (h×d each) for the separate parametrisation, else None.
     noise : token noise scale ν (0: noise-free, the score reduction is exact).
     Q0 : the initial d×d matrix (what the noisy model trains).
+
+    Examples
+    --------
+    >>> import attnflow
+    >>> cfg = attnflow.config_from_dict({"features": {"K": 3}, "task": {"L": 0.5}})
+    >>> problem = attnflow.Problem.from_config(cfg)
+    >>> problem.K, problem.constants().regime
+    (3, 'flat')
+    >>> problem.system() is problem.score_system()    # merged and noise-free: one system
+    True
+    >>> float(problem.initial_loss()) > 0
+    True
     """
 
     features: feat.FeatureSet
@@ -174,51 +186,66 @@ class Problem:
     def F(self):
         return self.moments.F
 
-    def system(self):
-        """The score-space system the solvers integrate, with the configured kernel set.
+    @property
+    def separate(self):
+        return self.factors is not None
 
-        ``"generated"`` (the default) runs the kernels derived by SymPy for this K
-        (:func:`derivations.load_kernels`, generated once per K and cached on disk);
-        ``"hand-written"`` runs :mod:`solvers.kernels`, the test reference.
-        Built once per problem (the problem is frozen).
+    def system(self):
+        """The system that is trained, as configured, built once: its state starts at :attr:`start`.
+
+        The score system (:meth:`score_system`) for merged, noise-free parameters; the
+        factors' system on top of it for separate ``W_K``, ``W_Q``; the full d×d model
+        with token noise.
         """
         return self._system
 
     @cached_property
     def _system(self):
-        kernels = load_kernels(self.K) if self.kernels == "generated" else hand_written
-        return ScoreSystem(self.features.G, self.F, self.p, kernels=kernels, N=self.N,
-                           quadrature_step=self.quadrature_step, include_query=self.include_query)
-
-    @property
-    def separate(self):
-        return self.factors is not None
-
-    def trained_system(self):
-        """What the solvers train: :meth:`system`; with separate matrices the factors' system on
-        top of it; with token noise the full d×d model (built once)."""
-        return self._trained_system
-
-    @cached_property
-    def _trained_system(self):
         if self.noise > 0:
             return NoisySystem(self.features.V, self.p, self.function_class.sigma, self.noise)
         if self.separate:
-            return SeparateSystem(self.system(), self.factors[0].shape[0])
-        return self.system()
+            return SeparateSystem(self.score_system(), self.factors[0].shape[0])
+        return self.score_system()
 
     @property
     def start(self):
-        """The solvers' initial state: the scores S₀, the factors ``(W_K Vᵀ, W_Q Vᵀ)``, or Q₀ with noise."""
+        """The trained system's initial state: the scores S₀, the factors ``(W_K Vᵀ, W_Q Vᵀ)``, or Q₀ with noise."""
         if self.noise > 0:
             return self.Q0
         if self.separate:
             return tuple(W @ self.features.V.T for W in self.factors)
         return self.S0
 
+    def score_system(self):
+        """The score-space system of the merged, noise-free model, started at :attr:`S0`.
+
+        It is the trained :meth:`system` when the parameters are merged and there is no
+        token noise; otherwise it is the named second system that reports and ``check``
+        compare with (the setting the papers analyse), never trained in the system's
+        place without saying so.  ``"generated"`` kernels (the default) are derived by
+        SymPy (:func:`attnflow.derivations.load_kernels`, one cached module for every
+        K); ``"hand-written"`` runs :mod:`attnflow.solvers.kernels`, the test reference.
+        """
+        return self._score_system
+
+    @cached_property
+    def _score_system(self):
+        kernels = load_kernels(self.K) if self.kernels == "generated" else hand_written
+        return ScoreSystem(self.features.G, self.F, self.p, kernels=kernels, N=self.N,
+                           quadrature_step=self.quadrature_step, include_query=self.include_query)
+
+    def score_system_note(self):
+        """One line saying what of the configured model the score system leaves out (None: nothing)."""
+        left_out = [name for name, present in (("separate W_K, W_Q", self.separate),
+                                               (f"token noise {self.noise:g}", self.noise > 0)) if present]
+        if not left_out:
+            return None
+        return ("the score system (merged parameters, no noise) stands in for the configured model; "
+                f"not modelled: {', '.join(left_out)}")
+
     def initial_loss(self):
         """The loss at the start of training (of the noisy model, with token noise)."""
-        system = self.trained_system()
+        system = self.system()
         return system.flat_loss(system.flatten(self.start))
 
     def constants(self) -> Constants:

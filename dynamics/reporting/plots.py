@@ -2,11 +2,12 @@
 
 import matplotlib
 
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .files import write_png  # noqa: E402
+from ..files import write_png
 
 _STYLE = {"flow": {"ls": "-", "lw": 1.8}, "gd": {"ls": "--", "lw": 1.4}}
 _NAMES = {"flow": "gradient flow", "gd": "gradient descent"}

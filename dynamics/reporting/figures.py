@@ -6,12 +6,13 @@ scripts in ``examples/`` and ``attnflow check`` both call them.
 
 import matplotlib
 
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .files import write_png  # noqa: E402
-from .plots import draw_per_query, positive_times  # noqa: E402
+from ..files import write_png
+from .plots import draw_per_query, positive_times
 
 plt.rcParams.update({"figure.dpi": 150, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
                      "axes.spines.top": False, "axes.spines.right": False})

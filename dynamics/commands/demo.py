@@ -8,12 +8,14 @@ two regimes are trained alike.  The configs are written next to the results, so
 ``attnflow run DIR/flat.toml --out …`` reproduces either.
 """
 
-from . import config
-from .files import prepare_out_dir, write_text
-from .plots import plot_comparison
-from .problem import Problem
-from .report import run_report
-from .run import check_gd, choose_step_size, solve, write_outputs
+from ..analysis.solve import check_gd, choose_step_size, solve
+from ..files import prepare_out_dir, write_text
+from ..problem import config
+from ..problem import Problem
+from ..reporting.plots import plot_comparison
+from ..reporting.report import run_report
+from ..reporting.summary import write_outputs
+
 
 CONFIG = """\
 [features]
@@ -41,7 +43,7 @@ def demo(out_dir="attnflow-demo", progress=True):
     """Run both problems, write their outputs, a comparison figure and ``report.md``; return the report."""
     out = prepare_out_dir(out_dir)
     sharp = Problem.from_config(config.loads(CONFIG.format(L=REGIMES["sharp"], eta='"auto"')))
-    eta, _, _ = choose_step_size(sharp.system(), sharp.S0, "auto")
+    eta, _, _ = choose_step_size(sharp.score_system(), sharp.S0, "auto")
     sections = ["# attnflow demo: flat and sharp regime",
                 "",
                 f"Shared GD step size η = {eta:.4g} (auto for the sharp problem). Loss is absolute; "

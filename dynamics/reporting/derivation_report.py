@@ -7,9 +7,10 @@ are rounded to four significant digits for reading; the solvers use the exact on
 import numpy as np
 import sympy as sp
 
-from ..derivations import asymptotics, export, stages, variants
-from ..derivations.codegen import module_path
-from ..solvers.columns import label_gap_stack
+from ...derivations import asymptotics, export, stages, variants
+from ...derivations.codegen import module_path
+from ...solvers.columns import label_gap_stack
+
 
 EXPLICIT_MAX_K = 3
 MATRIX_MAX_K = 8

@@ -1,0 +1,146 @@
+"""Measurements the protocols share: flows run to convergence, L sweeps, phase counts, the context.
+
+All protocols run at N = ∞ with merged parameters (the score system of
+:meth:`attnflow.dynamics.problem.Problem.score_system`), the setting the papers
+analyse, whatever variant the user's configuration trains.
+"""
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from ...problem import Problem
+from ...progress import progress_bar
+from ...reporting import figures
+from ....solvers import integrate_flow, iterate_gd
+
+from ..phases import log_slope
+
+
+def flow_to_convergence(problem, t_end=1e9, stop_rel=1e-8, method="LSODA"):
+    """The flow until the loss is ``stop_rel`` times its initial value (or ``t_end``)."""
+    system = problem.score_system()
+    return integrate_flow(system, problem.S0, t_end, method=method, rtol=1e-9, atol=1e-12,
+                          stop_loss=stop_rel * system.loss(problem.S0), n_out=400)
+
+def problem_with(cfg, **overrides):
+    """The problem of ``cfg`` with fields overridden; ``task__L=3`` means ``task.L = 3``."""
+    return Problem.from_config(cfg.with_overrides({k.replace("__", "."): v for k, v in overrides.items()}))
+
+def late_slope(t, y, decades=1.5):
+    """Fitted log-log slope over the last ``decades`` of time."""
+    keep = (t >= t[-1] / 10**decades) & (t > 0) & (y > 0)
+    return float(np.polyfit(np.log(t[keep]), np.log(y[keep]), 1)[0])
+
+def fast_phases(t, loss, threshold=-1.25):
+    """Number of separate time intervals in which the loss falls faster than ``t^threshold``."""
+    _, slope = log_slope(np.asarray(t, float), np.asarray(loss, float))
+    fast = slope < threshold
+    return int(np.sum(fast[1:] & ~fast[:-1]) + (1 if len(fast) and fast[0] else 0))
+
+def attention_phases(times, gap=2.0):
+    """Number of groups of per-query transition times separated by more than a factor ``gap``."""
+    ts = sorted(t for t in times if t)
+    return 0 if not ts else 1 + sum(b > gap * a for a, b in zip(ts, ts[1:]))
+
+def l_sweep(ctx, kind, link=None):
+    """Flow and start-of-training quantities over L spanning ``ctx.decades`` around 1/(Δδ₀).
+
+    Memoised on the context: C3 and C4 share the single-index sweep.
+    """
+    if (kind, link) not in ctx.sweeps:
+        ctx.sweeps[kind, link] = _l_sweep(ctx, kind, link)
+    return ctx.sweeps[kind, link]
+
+def threshold_L(ctx, overrides):
+    """L* = c*/(Δδ₀) of the configuration with ``overrides``, δ₀ its small-L (linear-response) value."""
+    c = Problem.from_config(ctx.cfg.with_overrides({**overrides, "task.L": 1e-3})).constants()
+    return ctx.threshold / (c.Delta * c.delta)
+
+def _l_sweep(ctx, kind, link):
+    task = {"task.kind": kind}
+    if link:
+        task["task.link"] = link
+    L_star = threshold_L(ctx, task)
+    Ls = L_star * np.geomspace(10 ** (-ctx.decades / 2), 10 ** (ctx.decades / 2), ctx.points)
+    rows = []
+    with progress_bar(f"L sweep ({kind})", ctx.progress) as report:
+        for i, L in enumerate(Ls):
+            pr = Problem.from_config(ctx.cfg.with_overrides({**task, "task.L": float(L)}))
+            s = pr.score_system()
+            tr = flow_to_convergence(pr, stop_rel=1e-4)
+            pc = pr.constants()
+            rows.append({"L": float(L), "L_Delta_delta": pc.L_Delta_delta, "regime": pc.regime,
+                         "t_half": tr.crossings["t_half"], "grad_norm": float(np.abs(s.rhs(pr.S0)).max()),
+                         "stable_step": s.stable_step(pr.S0), "trajectory": tr})
+            if report:
+                report((i + 1) / len(Ls))
+    return L_star, rows
+
+def orthonormal_linear(ctx, K=4, p="uniform"):
+    """The predecessor paper's setting: orthonormal features, linear task with σ = 1."""
+    return Problem.from_config(ctx.cfg.with_overrides({"features.kind": "orthonormal", "features.K": K, "features.d": K,
+                                                       "features.matrix": None, "task.kind": "linear", "task.sigma": 1.0,
+                                                       "task.L": None, "prompt.p": p}))
+
+@dataclass
+class Context:
+    cfg: object
+    out: Path
+    quick: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        self.base = Problem.from_config(self.cfg)
+        self.base_constants = self.base.constants()
+        self.threshold = self.cfg.regime.threshold
+        self.decades = 3.0 if self.quick else 4.0
+        self.points = 9 if self.quick else 21
+        self.eta_factors = (0.5, 2.0, 8.0, 32.0, 128.0)
+        self.gd_steps = 3000 if self.quick else 20000
+        self.gd_steps_long = 20000 if self.quick else 200000
+        # C5: loss levels in half decades (the smallest within reach of the automatic step), the GD
+        # budget, and the L sweep from flat to sharp (multiples of L*; it holds the flat and sharp pair).
+        self.c5_levels = tuple(10.0 ** -np.arange(1.0, (4.0 if self.quick else 4.5) + 0.01, 0.5))
+        self.c5_steps = 50000 if self.quick else 200000
+        self.c5_L_factors = (0.1, 0.3, 0.6, 1.6, 3.0, 10.0) if self.quick else (0.03, 0.1, 0.3, 0.6, 1.6, 3.0, 10.0, 30.0)
+        self.K_values = (2, 3, 4, 6, 8) if self.quick else (2, 3, 4, 6, 8, 12, 16)
+        self.imbalanced_p = [0.7, 0.1, 0.1, 0.1]
+        self.sweeps = {}
+        (self.out / "figures").mkdir(parents=True, exist_ok=True)
+
+    # Flows several claims share, integrated once.
+    @cached_property
+    def base_flow(self):
+        return flow_to_convergence(self.base)
+
+    @cached_property
+    def balanced_flow(self):
+        return flow_to_convergence(orthonormal_linear(self))
+
+    @cached_property
+    def imbalanced_flow(self):
+        return flow_to_convergence(orthonormal_linear(self, p=self.imbalanced_p))
+
+    # H1 and H2 share one figure; whichever runs first draws it, so a subset links no missing file.
+    @cached_property
+    def balanced_imbalanced_figure(self):
+        return figures.balanced_imbalanced(self.fig("H1_H2"), self.balanced_flow, self.imbalanced_flow)
+
+    def fig(self, name):
+        return self.out / "figures" / f"{name}.png"
+
+    def oscillation_map(self, rows, factors=(0.5, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)):
+        """For each L: the step sizes tried, whether GD converged and how many oscillations it showed."""
+        out = []
+        for r in rows[:: max(1, len(rows) // 5)]:
+            pr = problem_with(self.cfg, task__L=r["L"])
+            s = pr.score_system()
+            for f in factors:
+                gd = iterate_gd(s, pr.S0, f * r["stable_step"], 2000, n_out=20)
+                out.append({"L": r["L"], "eta": f * r["stable_step"],
+                            "converged": bool(gd.success and gd.loss[-1] < 1e-2 * gd.loss[0]),
+                            "oscillations": gd.counters["max_oscillations_per_feature"]})
+        return out

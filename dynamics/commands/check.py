@@ -1,0 +1,45 @@
+"""``attnflow check``: run the claims' protocols on a base problem and write the report."""
+
+from pathlib import Path
+
+from ..analysis.claims import CLAIMS, Context
+from ..analysis.claims.verdicts import bounds
+from ..errors import AttnflowError
+from ..files import prepare_out_dir
+from ..progress import progress_bar
+from ..reporting.claims_report import write_report
+
+
+def check(cfg, out_dir, quick=False, claims=None, progress=True, warn=None):
+    """Run the protocols; write ``report.md``, ``report.json`` and figures; return the verdicts.
+
+    The protocols run the configured problem's score system
+    (:meth:`~attnflow.dynamics.problem.Problem.score_system`).  When the configuration
+    trains something else (separate ``W_K``, ``W_Q`` or token noise), ``warn`` (optional)
+    is called with one line saying so, and the report says it too.
+    """
+    K = len(cfg.features.matrix) if cfg.features.matrix else cfg.features.K
+    if K < 3:
+        # At K = 2 from S = 0 the target attention starts at 1/2: t_half is 0 and the phase
+        # and regime protocols (C1, C3, H1–H3 …) have nothing to measure.
+        raise AttnflowError("features.K", "check needs K ≥ 3: at K = 2 the target attention starts at 1/2, "
+                                          "so the transition times it measures are all 0")
+    out = prepare_out_dir(out_dir)              # a bad --out fails before any work
+    ctx = Context(cfg, out, quick, progress)
+    note = ctx.base.score_system_note()
+    if note and warn:
+        warn(f"check: {note}")
+    verdicts = []
+    names = claims or list(CLAIMS)
+    with progress_bar("claims", progress) as report:
+        for i, name in enumerate(names):
+            v = CLAIMS[name](ctx)
+            # Every threshold that decides the verdict is a free choice too: named with its window and why.
+            v.choices = v.choices + [f"{w['name']}: {bounds(w['accepted'])}; why: {w['why']}" for w in v.numbers.get("windows", [])]
+            if v.figure is not None:
+                v.figure = str(Path(v.figure).name)
+            verdicts.append(v)
+            if report:
+                report((i + 1) / len(names))
+    write_report(out, cfg, ctx, verdicts)
+    return verdicts

@@ -1,0 +1,1 @@
+"""The reporting layer: summary.json, text reports, plots, figures and the derivation document."""
