@@ -1,6 +1,6 @@
 """``attnflow check``: the papers' claims as numerical protocols with verdicts.
 
-Every claim of ``model.md`` §4 (C1–C8 from Li, Duan, Liang 2025; H1–H3 from
+Every claim of ``docs/model.md`` §10 (C1–C8 from Li, Duan, Liang 2025; H1–H3 from
 Huang, Cheng, Liang 2023) becomes a protocol: runs or sweeps, measured numbers,
 scaling exponents with confidence intervals, orderings, and a verdict PASS, FAIL
 or INCONCLUSIVE with the reason written beside it.  A claim that fails
@@ -759,7 +759,7 @@ def claim_c7(ctx):
               + ", ".join(f"t^{sl:.3f}" for sl in slopes.values())
               + f" (derived: t^-1/2) and is below {1 - min(finals.values()):.1e} when the runs stop at relative loss 1e-8. "
               f"The reviewer's degenerate class (one fixed sign pattern) is flagged and its attention stays at "
-              f"{degenerate:.3f}: non-degeneracy is needed, as model.md §3 says.")
+              f"{degenerate:.3f}: non-degeneracy is needed, as docs/model.md §3 says.")
     choices = ["the cases: the base problem, random unit features K = 6 > d = 4 (seed 1), and p = 0.55 on one feature: "
                "non-orthonormal features and an imbalanced prompt, each breaking one symmetry of the base problem; flows "
                "until the loss is 1e-8 of its initial value",
@@ -1038,7 +1038,7 @@ def write_report(out, cfg, ctx, verdicts):
              f"Base problem: K = {ctx.base.K}, {ctx.base.features.kind} features, {ctx.base.function_class.describe()}; "
              f"LΔδ = {c.L_Delta_delta:.3g} ({c.regime}). Large prompts (N = ∞), merged parameters. "
              f"{'Quick grids (CI).' if ctx.quick else 'Full grids.'}",
-             "", "Δ, δ and the threshold c* are this project's reconstruction (model.md §3); claims marked † depend on them.",
+             "", "Δ, δ and the threshold c* are this project's reconstruction (docs/model.md §11); claims marked † depend on them.",
              "", "| claim | verdict | with the windows halved | statement |", "|---|---|---|---|"]
     lines += [f"| {v.claim}{' †' if v.reconstructed else ''} | **{v.verdict}** | "
               f"{v.numbers.get('verdict_with_window_halved', '–')} | {v.statement} |" for v in verdicts]

@@ -1,7 +1,7 @@
 """Configuration: TOML → validated, frozen sections; every field has a default.
 
 The schema below is the whole public surface of a config file
-(see ``../shared/design/contract.md``).  Unknown sections and keys, values of the
+(documented key by key in ``docs/configuration.md``).  Unknown sections and keys, values of the
 wrong type and values out of range all raise :class:`AttnflowError` naming the
 field, e.g. ``task.L: expected a number > 0, got -1``.
 """
