@@ -1,6 +1,6 @@
 """Crossing times mean the same thing in every variant, flow and GD.
 
-The README's definition: the target attention is ``min_k A_kk``; ``t_half`` is the first
+The definition of docs/model.md §9: the target attention is ``min_k A_kk``; ``t_half`` is the first
 time it reaches 1/2 and ``t_attention[ε]`` the first time it reaches ``1 − ε`` (None if
 never).  The solvers compute them as events on ``max_k log(1 − A_kk)``; here they are
 checked against the attention the trajectory records (its ``attention`` array) on a

@@ -1,8 +1,9 @@
 """Configuration: TOML → validated, frozen sections; every field has a default.
 
-The schema below is the whole public surface of a config file.  Unknown sections
-and keys, values of the wrong type and values out of range all raise
-:class:`~attnflow.dynamics.errors.AttnflowError` naming the field.
+The schema below is the whole public surface of a config file (documented key by
+key in ``docs/configuration.md``).  Unknown sections and keys, values of the wrong
+type and values out of range all raise :class:`~attnflow.dynamics.errors.AttnflowError`
+naming the field.
 
 Examples
 --------

@@ -18,7 +18,7 @@ class FeatureSet:
     ----------
     V : (K, d) array, rows are the features.
     G : (K, K) Gram matrix ``V Vᵀ``.
-    Delta : ``min_{n≠k} ‖v_n − v_k‖`` (reconstructed definition, model.md §3).
+    Delta : ``min_{n≠k} ‖v_n − v_k‖`` (reconstructed definition, docs/model.md §3).
     """
 
     V: np.ndarray

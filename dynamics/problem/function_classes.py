@@ -1,7 +1,7 @@
 """Random function classes 𝓕 and their moments ``F = E_f[f(V) f(V)ᵀ]``.
 
 Noise-free, with the query kept out of the softmax, the dynamics see the class
-only through the K×K matrix F (model.md §2).  Each class here gives
+only through the K×K matrix F (docs/model.md §2).  Each class here gives
 
 * ``moments(V, method)``: F with the method used and an error estimate,
 * ``lipschitz(V)``: its Lipschitz constant L and where that number comes from,

@@ -1,4 +1,4 @@
-"""Constants of a problem and its regime (model.md §3; Δ and δ are reconstructed).
+"""Constants of a problem and its regime (docs/model.md §3; Δ and δ are reconstructed, §11).
 
 ``Δ = min_{n≠k} ‖v_n − v_k‖``; ``δ = min_k min_{n≠k} √M⁽ᵏ⁾_nn / (L ‖v_n − v_k‖)``, the
 share of its Lipschitz budget the class realises between two features, so that

@@ -48,7 +48,7 @@ def write_report(out, cfg, ctx, verdicts):
              f"LΔδ = {c.L_Delta_delta:.3g} ({c.regime}). The score system: {_prompt(ctx.base)}, merged "
              f"parameters, no noise. {'Quick grids (CI).' if ctx.quick else 'Full grids.'}",
              *(["", f"Note: {ctx.base.score_system_note()}."] if ctx.base.score_system_note() else []),
-             "", "Δ, δ and the threshold c* are this project's reconstruction (model.md §3); claims marked † depend on them.",
+             "", "Δ, δ and the threshold c* are this project's reconstruction (docs/model.md §11); claims marked † depend on them.",
              "", "| claim | verdict | with the windows halved | statement |", "|---|---|---|---|"]
     lines += [f"| {v.claim}{' †' if v.reconstructed else ''} | **{v.verdict}** | "
               f"{v.numbers.get('verdict_with_window_halved', '–')} | {v.statement} |" for v in verdicts]

@@ -65,7 +65,7 @@ def summarize(cfg, problem, result):
         "L_Delta_delta": cd["L_Delta_delta"], "regime": cd["regime"],
         "constants": cd,
         "reconstructed_note": ("Delta, delta and the regime threshold are this project's reconstruction "
-                               "(the paper's definitions are not public); see model.md §3."),
+                               "(the paper's definitions are not public); see docs/model.md §3 and §11."),
         "problem": {
             "K": problem.K, "d": problem.features.d, "features": problem.features.kind,
             "task": problem.function_class.describe(), "p": problem.p.tolist(),

@@ -1,6 +1,6 @@
 """``attnflow check``: the papers' claims as numerical protocols with verdicts.
 
-Every claim of the papers (C1–C8 from Li, Duan, Liang 2025; H1–H3 from
+Every claim of the papers (``docs/model.md`` §10; C1–C8 from Li, Duan, Liang 2025; H1–H3 from
 Huang, Cheng, Liang 2023) becomes a protocol: runs or sweeps, measured numbers,
 scaling exponents with confidence intervals, orderings, and a verdict PASS, FAIL
 or INCONCLUSIVE with the reason written beside it.  A claim that fails

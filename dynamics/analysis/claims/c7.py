@@ -38,7 +38,7 @@ def claim_c7(ctx):
               + ", ".join(f"t^{sl:.3f}" for sl in slopes.values())
               + f" (derived: t^-1/2) and is below {1 - min(finals.values()):.1e} when the runs stop at relative loss 1e-8. "
               f"The reviewer's degenerate class (one fixed sign pattern) is flagged and its attention stays at "
-              f"{degenerate:.3f}: non-degeneracy is needed, as model.md §3 says.")
+              f"{degenerate:.3f}: non-degeneracy is needed, as docs/model.md §3 says.")
     choices = ["the cases: the base problem, random unit features K = 6 > d = 4 (seed 1), and p = 0.55 on one feature: "
                "non-orthonormal features and an imbalanced prompt, each breaking one symmetry of the base problem; flows "
                "until the loss is 1e-8 of its initial value",
