@@ -5,9 +5,10 @@ status 2 and no traceback.
 """
 
 import argparse
-import math
 import sys
 import tomllib
+
+import numpy as np
 
 from .. import __version__
 from .errors import AttnflowError, Interrupted
@@ -68,6 +69,20 @@ def build_parser():
     sweep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a configuration field (repeatable)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    diagram = sub.add_parser("phase-diagram", help="a two-parameter sweep drawn as a heatmap with the regime boundary")
+    diagram.add_argument("config", nargs="?", help="TOML configuration (the base of every grid point); omit with --from")
+    diagram.add_argument("--x", required=True, metavar="FIELD=SPEC",
+                         help="the horizontal axis, as sweep's --param (FIELD alone with --from)")
+    diagram.add_argument("--y", required=True, metavar="FIELD=SPEC", help="the vertical axis, likewise")
+    diagram.add_argument("--z", required=True, metavar="COLUMN",
+                         help="the colour: a column of the sweep table, e.g. t_half, t_loss_0.001, final_loss")
+    diagram.add_argument("--out", help="the sweep directory (rerun to resume); with --from, where to draw")
+    diagram.add_argument("--from", dest="from_sweep", metavar="SWEEP_DIR",
+                         help="draw from a finished sweep instead of running one")
+    diagram.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    diagram.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                         help="override a configuration field (repeatable)")
+    diagram.add_argument("--quiet", action="store_true", help="no progress bar")
     check = sub.add_parser("check", help="the papers' claims as numerical protocols: report.md, report.json, figures")
     check.add_argument("config", help="TOML configuration of the base problem")
     check.add_argument("--out", required=True, help="output directory")
@@ -102,25 +117,34 @@ def _dispatch(args):
         problem, result, summary = run(cfg, args.out, progress=not args.quiet, plots=not args.no_plots, warn=_warn)
         print(run_report(summary))
     elif args.command == "sweep":
-        from .commands.sweep import MAX_POINTS, parse_param, sweep
+        from .commands.sweep import sweep, validated_params
         cfg = _load_config(args)
-        params = [parse_param(p) for p in args.param]
-        fields = [field for field, _ in params]
-        repeated = sorted({f for f in fields if fields.count(f) > 1})
-        if repeated:
-            raise AttnflowError("--param", f"{', '.join(repeated)} given more than once; give each field one --param")
-        points = math.prod(len(values) for _, values in params)
-        if points > MAX_POINTS:
-            raise AttnflowError("--param", f"the grid has {points:,} points; at most {MAX_POINTS:,} per sweep")
-        for field, values in params:                 # validate every value before running anything
-            for v in values:
-                cfg.with_overrides({field: v})
+        params = validated_params(cfg, args.param)
         from .problem.config import inert_settings
         for note in inert_settings(cfg.with_overrides({field: values[0] for field, values in params})):
             _warn(note)
         rows = sweep(cfg, params, args.out, args.jobs, progress=not args.quiet)
         failed = sum(r["status"] != "ok" for r in rows)
         print(f"{len(rows)} points ({failed} not ok) → {args.out}/table.csv, {args.out}/provenance.json")
+    elif args.command == "phase-diagram":
+        from .commands.phase_diagram import phase_diagram, phase_diagram_from_table
+        if args.from_sweep is not None:
+            if args.config is not None or args.set:
+                raise AttnflowError("--from", "draws a finished sweep: give no CONFIG and no --set with it")
+            grid = phase_diagram_from_table(args.from_sweep, args.x.partition("=")[0], args.y.partition("=")[0],
+                                            args.z, args.out)
+            out = args.out or args.from_sweep
+        else:
+            if args.config is None or args.out is None:
+                raise AttnflowError("phase-diagram", "needs CONFIG and --out (or --from SWEEP_DIR)")
+            from .commands.sweep import validated_params
+            cfg = _load_config(args)
+            x, y = validated_params(cfg, [args.x, args.y], ["--x", "--y"])
+            grid = phase_diagram(cfg, x, y, args.z, args.out, args.jobs, progress=not args.quiet)
+            out = args.out
+        finite = np.isfinite(grid.z)
+        print(f"{grid.z_column} on {len(grid.y)} × {len(grid.x)} points ({int(finite.sum())} with a value) → "
+              f"{out}/phase_diagram.png, {out}/phase_diagram.json")
     elif args.command == "check":
         from .analysis.claims import CLAIMS
         from .commands.check import check

@@ -14,7 +14,7 @@ def _subcommands(parser):
 
 def test_every_option_of_every_subcommand_has_help():
     commands = _subcommands(build_parser())
-    assert set(commands) == {"demo", "run", "derive", "sweep", "check"}
+    assert set(commands) == {"demo", "run", "derive", "sweep", "phase-diagram", "check"}
     missing = [f"{name} {action.option_strings[0] if action.option_strings else action.dest}"
                for name, sub in commands.items() for action in sub._actions
                if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()]

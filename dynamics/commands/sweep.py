@@ -41,6 +41,7 @@ from ..files import dump_json, prepare_out_dir, remove_stale_temps, write_csv, w
 from ..problem import Problem
 from ..progress import progress_bar
 from ..reporting.summary import versions
+from ..reporting.tables import write_parquet
 
 
 MAX_POINTS = 1_000_000       # points of one sweep (the product of the --param sizes)
@@ -275,7 +276,7 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
         # Generate and compile the kernels once, here, before the workers need them (and
         # before anything is written: a first point that cannot be built is an input error).
         Problem.from_config(cfg.with_overrides(points[todo[0]])).score_system().warm_up()
-    remove_stale_temps(out, ("sweep.json", "table.csv", "provenance.json"))   # left by a killed sweep
+    remove_stale_temps(out, ("sweep.json", "table.csv", "table.parquet", "provenance.json"))   # left by a killed sweep
     remove_stale_temps(out / "points")
     write_text(spec_path, json.dumps(spec, indent=2))       # as compared above (no plain_json)
     jobs = jobs or os.cpu_count() or 1
@@ -303,6 +304,7 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
             "wall_time_s_this_run": time.perf_counter() - start,
         }
         dump_json(out / "provenance.json", provenance)
+        write_parquet(out / "table.parquet", rows, provenance)
     if interrupted:
         raise Interrupted(f"interrupted: {len(done)} of {len(points)} points done; rerun the same command to resume")
     return rows
@@ -341,3 +343,30 @@ def read_table(path):
         return {"True": True, "False": False}.get(v, v)
     with open(path, newline="") as fh:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def validated_params(cfg, texts, options=None):
+    """Parse ``--param`` texts and check the grid before anything runs; return the params.
+
+    Each field once, at most :data:`MAX_POINTS` points, and every value valid for its
+    field (``cfg.with_overrides`` raises the field's one-line error otherwise).
+    ``options`` names the command-line option of each text in errors (default ``--param``).
+    """
+    params = []
+    for text, option in zip(texts, options or ["--param"] * len(texts)):
+        try:
+            params.append(parse_param(text))
+        except AttnflowError as e:
+            raise AttnflowError(option, e.message) from None
+    fields = [field for field, _ in params]
+    repeated = sorted({f for f in fields if fields.count(f) > 1})
+    if repeated:
+        raise AttnflowError("--param", f"{', '.join(repeated)} given more than once; give each field one --param")
+    points = math.prod(len(values) for _, values in params)
+    if points > MAX_POINTS:
+        raise AttnflowError("--param", f"the grid has {points:,} points; at most {MAX_POINTS:,} per sweep")
+    for field, values in params:
+        for v in values:
+            cfg.with_overrides({field: v})
+    return params
+
