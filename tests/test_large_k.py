@@ -60,6 +60,16 @@ def test_derive_beyond_k64_is_refused_before_sympy(tmp_path, capsys):
     assert status == 2 and len(err) == 1 and err[0].startswith("error: features.K: derive"), err
 
 
+def test_check_beyond_the_dense_bound_is_refused_before_any_flow(tmp_path, capsys):
+    """check's reference flows are LSODA's: at K = 91 it stops in one line before any work."""
+    empty = tmp_path / "c.toml"
+    empty.write_text("")
+    status = main(["check", str(empty), "--out", str(tmp_path / "out"), "--quiet",
+                   *_sets("features.K=91", "training.method=\"DOP853-compiled\"")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: features.K: check") and "K = 90" in err[0], err
+
+
 def test_the_limits_are_what_the_messages_say():
     assert config.MAX_K == 256 and config.MAX_DENSE_JACOBIAN == 8192
     with pytest.raises(AttnflowError, match="K ≤ 90"):
