@@ -69,8 +69,9 @@ def largest_flow_eigenvalue(Hs, R, start=None):
     Hs : (K, K, K) column Hessians, ``Hs[k] = ∂Γ[:, k]/∂S[:, k]``.
     R : (K, K) ``G^½`` (:func:`gram_square_root`).
     start : optional start vector of length K² (e.g. the eigenvector at a nearby state,
-        returned by the previous call); default: a fixed pseudo-random vector, so the
-        result is reproducible and no eigenvector is missed by symmetry.
+        returned by the previous call), to which a tenth of a fixed pseudo-random unit
+        vector is added; without it, that vector alone.  So the result is reproducible and
+        no eigenvalue is missed by symmetry.
 
     Returns
     -------
@@ -88,14 +89,21 @@ def largest_flow_eigenvalue(Hs, R, start=None):
     Hs *= 0.5
     R = np.ascontiguousarray(R, dtype=np.float64)
     identity = bool(np.array_equal(R, np.eye(K)))
-    if start is None or np.shape(start) != (n,) or not np.any(start):
-        start = np.random.default_rng(0).standard_normal(n)
+    generic = np.random.default_rng(0).standard_normal(n)
+    generic /= np.linalg.norm(generic)
+    if start is not None and np.shape(start) == (n,) and np.any(start):
+        # Mostly the given vector, plus a tenth of the generic one: an eigenvector of a symmetric
+        # problem has no component on the other symmetry classes, and Lanczos from it alone
+        # would miss a top eigenvalue that moved to one of them.
+        start = np.asarray(start, dtype=np.float64) / np.linalg.norm(start) + 0.1 * generic
+    else:
+        start = generic
     if not np.any(Hs):
-        return 0.0, np.asarray(start, dtype=np.float64)
+        return 0.0, start
     operator = LinearOperator((n, n), matvec=lambda x: symmetrised_flow_product(
         Hs, R, identity, np.ascontiguousarray(x, dtype=np.float64).ravel()), dtype=np.float64)
     ncv = min(n, 20)
-    for attempt in range(3):
+    for _ in range(3):
         try:
             values, vectors = eigsh(operator, k=1, which="LA", v0=start, ncv=ncv, tol=1e-14, maxiter=100 * n)
             return float(values[0]), vectors[:, 0]
