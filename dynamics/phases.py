@@ -92,11 +92,6 @@ class StepSizes:
 
 
 def step_sizes(system, trajectory):
-    """:class:`StepSizes` of a score system (:class:`solvers.ScoreSystem`) along a trajectory.
-
-    Each point's Lanczos run starts from the previous point's eigenvector
-    (:meth:`solvers.ScoreSystem.stable_steps`): at K = 256 that saves most of the work.
-    """
-    stable = system.stable_steps(trajectory.S)
+    stable = np.array([system.stable_step(S) for S in trajectory.S])
     i = int(np.argmin(stable))
     return StepSizes(trajectory.t, stable, float(stable[i]), float(trajectory.t[i]), float(stable[-1]))

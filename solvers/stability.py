@@ -61,23 +61,20 @@ def symmetrised_flow_product(Hs, R, identity, x):
     return (R @ Zt @ R).ravel()
 
 
-def largest_flow_eigenvalue(Hs, R, start=None):
+def largest_flow_eigenvalue(Hs, R):
     """Largest eigenvalue of ``(G ⊗ G) H`` (that is of −J) from the column Hessians, by Lanczos.
 
     Parameters
     ----------
     Hs : (K, K, K) column Hessians, ``Hs[k] = ∂Γ[:, k]/∂S[:, k]``.
     R : (K, K) ``G^½`` (:func:`gram_square_root`).
-    start : optional start vector of length K² (e.g. the eigenvector at a nearby state,
-        returned by the previous call), to which a tenth of a fixed pseudo-random unit
-        vector is added; without it, that vector alone.  So the result is reproducible and
-        no eigenvalue is missed by symmetry.
 
     Returns
     -------
-    ``(λ_max, eigenvector)``; λ_max is 0 when the operator vanishes.
-    The Ritz value is converged to a residual of 1e-14 of its size: its relative error
-    is below that (a symmetric problem's eigenvalue error is at most the residual).
+    λ_max, 0 when the operator vanishes.  Lanczos starts from a fixed pseudo-random vector
+    (reproducible, and with a component on every eigenvector whatever the problem's
+    symmetry); the Ritz value is converged to a residual of 1e-14 of its size, so its
+    relative error is below that (a symmetric problem's eigenvalue error is at most the residual).
     """
     K = R.shape[0]
     n = K * K
@@ -87,26 +84,18 @@ def largest_flow_eigenvalue(Hs, R, start=None):
     for block in Hs:
         block += block.T.copy()
     Hs *= 0.5
+    if not np.any(Hs):
+        return 0.0
     R = np.ascontiguousarray(R, dtype=np.float64)
     identity = bool(np.array_equal(R, np.eye(K)))
-    generic = np.random.default_rng(0).standard_normal(n)
-    generic /= np.linalg.norm(generic)
-    if start is not None and np.shape(start) == (n,) and np.any(start):
-        # Mostly the given vector, plus a tenth of the generic one: an eigenvector of a symmetric
-        # problem has no component on the other symmetry classes, and Lanczos from it alone
-        # would miss a top eigenvalue that moved to one of them.
-        start = np.asarray(start, dtype=np.float64) / np.linalg.norm(start) + 0.1 * generic
-    else:
-        start = generic
-    if not np.any(Hs):
-        return 0.0, start
     operator = LinearOperator((n, n), matvec=lambda x: symmetrised_flow_product(
         Hs, R, identity, np.ascontiguousarray(x, dtype=np.float64).ravel()), dtype=np.float64)
+    start = np.random.default_rng(0).standard_normal(n)
     ncv = min(n, 20)
     for _ in range(3):
         try:
-            values, vectors = eigsh(operator, k=1, which="LA", v0=start, ncv=ncv, tol=1e-14, maxiter=100 * n)
-            return float(values[0]), vectors[:, 0]
+            return float(eigsh(operator, k=1, which="LA", v0=start, ncv=ncv, tol=1e-14, maxiter=100 * n,
+                               return_eigenvectors=False)[0])
         except ArpackNoConvergence:
             ncv = min(n, 2 * ncv)       # a wider Krylov space separates a tight cluster at the top
     raise ArpackNoConvergence("Lanczos did not converge to the largest eigenvalue of the flow Jacobian", [], [])

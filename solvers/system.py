@@ -160,12 +160,9 @@ class ScoreSystem:
         """``G^½``, for the symmetrised flow Jacobian of :mod:`solvers.stability`."""
         return gram_square_root(self.G)
 
-    def largest_rate(self, S, start=None):
-        """``(λ_max, eigenvector)`` of ``−J = (G ⊗ G) H`` at S, matrix-free (:mod:`solvers.stability`).
-
-        ``start``: a start vector for Lanczos, such as the eigenvector at a nearby state.
-        """
-        return largest_flow_eigenvalue(self.hessians(S), self.gram_root, start)
+    def largest_rate(self, S):
+        """λ_max of ``−J = (G ⊗ G) H`` at S, matrix-free (:mod:`solvers.stability`)."""
+        return largest_flow_eigenvalue(self.hessians(S), self.gram_root)
 
     def stable_step(self, S):
         """Largest GD step size that is linearly stable at S: ``2 / max eig(−J)``.
@@ -174,17 +171,8 @@ class ScoreSystem:
         real; the largest comes from Lanczos on that operator, O(K³) work per product
         and no K²×K² matrix.  A non-positive largest eigenvalue means no local limit (inf).
         """
-        lam = self.largest_rate(S)[0]
+        lam = self.largest_rate(S)
         return 2.0 / lam if lam > 0 else np.inf
-
-    def stable_steps(self, states):
-        """:meth:`stable_step` at each of a sequence of nearby scores, each Lanczos run started
-        from the previous eigenvector (along a trajectory it changes little)."""
-        steps, vector = [], None
-        for S in states:
-            lam, vector = self.largest_rate(S, vector)
-            steps.append(2.0 / lam if lam > 0 else np.inf)
-        return np.array(steps)
 
     def warm_up(self):
         """Compile (or load from the on-disk cache) every kernel; return the seconds it took.
