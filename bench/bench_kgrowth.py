@@ -47,7 +47,8 @@ NS = (8, 32, 128, 1024, 10_000)
 
 def problem(K):
     cfg = config.from_dict({"features": {"kind": "random-unit", "K": K, "d": K, "seed": 0},
-                            "task": {"kind": "single-index", "L": 3.0}, "training": {"kernels": "hand-written"}})
+                            "task": {"kind": "single-index", "L": 3.0},
+                            "training": {"kernels": "hand-written", "method": "DOP853-compiled"}})
     return Problem.from_config(cfg)
 
 
