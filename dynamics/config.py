@@ -346,9 +346,10 @@ def _check_dense_jacobians(cfg, K, d):
         side = 2 * h * K
         if side > MAX_DENSE_JACOBIAN and (implicit_flow or training.mode != "flow"):
             user = "GD's step size (its stability limit)" if training.mode != "flow" else training.method
+            largest = min(MAX_HEAD_DIM, MAX_DENSE_JACOBIAN // (2 * K))
             raise AttnflowError("model.head_dim", f"{user} needs the dense Jacobian of the separate factors, "
                                                   f"(2·h·K)² = {side}² entries ({_gigabytes(side)}) at h = {h}, "
-                                                  f"K = {K}; give model.head_dim ≤ {min(MAX_HEAD_DIM, MAX_DENSE_JACOBIAN // (2 * K))}")
+                                                  f"K = {K}; give model.head_dim ≤ {largest}")
     elif implicit_flow and K * K > MAX_DENSE_JACOBIAN:
         raise AttnflowError("training.method", f"{training.method} needs the dense K²×K² Jacobian "
                                                f"({_gigabytes(K * K)} at K = {K}); use \"DOP853-compiled\" "
