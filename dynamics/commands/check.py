@@ -1,11 +1,13 @@
 """``attnflow check``: run the claims' protocols on a base problem and write the report."""
 
+import math
 from pathlib import Path
 
 from ..analysis.claims import CLAIMS, Context
 from ..analysis.claims.verdicts import bounds
 from ..errors import AttnflowError
 from ..files import prepare_out_dir
+from ..problem.config import MAX_DENSE_JACOBIAN
 from ..progress import progress_bar
 from ..reporting.claims_report import write_report
 
@@ -24,6 +26,11 @@ def check(cfg, out_dir, quick=False, claims=None, progress=True, warn=None):
         # and regime protocols (C1, C3, H1–H3 …) have nothing to measure.
         raise AttnflowError("features.K", "check needs K ≥ 3: at K = 2 the target attention starts at 1/2, "
                                           "so the transition times it measures are all 0")
+    if K * K > MAX_DENSE_JACOBIAN:
+        # Its reference flows are LSODA's (flow_to_convergence), which forms the K²×K² Jacobian.
+        raise AttnflowError("features.K", f"check integrates its reference flows with LSODA, which needs the dense "
+                                          f"K²×K² Jacobian ({K ** 4 * 8 / 1e9:.3g} GB at K = {K}); at most "
+                                          f"K = {math.isqrt(MAX_DENSE_JACOBIAN)}")
     out = prepare_out_dir(out_dir)              # a bad --out fails before any work
     ctx = Context(cfg, out, quick, progress)
     note = ctx.base.score_system_note()

@@ -38,7 +38,8 @@ METHODS = ("LSODA", "Radau", "BDF", "RK45", "DOP853", "DOP853-compiled")
 
 # --- limits: every size and magnitude is bounded here, before anything is allocated -------
 
-MAX_K = 64                   # features: stable_step forms the dense K²×K² Jacobian and its eigenvalues
+MAX_K = 256                  # features: K³ arrays (moments, column Hessians: 134 MB each at 256), O(K³) steps
+MAX_DENSE_JACOBIAN = 8192    # side of a dense Jacobian (537 MB): the implicit solvers, the separate factors' step
 MAX_D = 4096                 # feature dimension
 MAX_KD = 1_000_000           # K·d entries of the feature matrix
 MAX_N = 10**9                # finite prompt length (use "inf" beyond)
@@ -52,7 +53,7 @@ MAX_SEED = 2**63 - 1
 MAX_TEXT = 2000              # characters of a string value
 MAX_CONFIG_BYTES = 10**7     # a config file (a 256×4096 matrix in TOML fits)
 MAX_PARAMETERS = 16          # random parameters of an expression task
-MAX_HEAD_DIM = 64            # separate W_K, W_Q: the factors' Jacobian has (2·h·K)² entries
+MAX_HEAD_DIM = 64            # separate W_K, W_Q: the factors' Jacobian has (2·h·K)² entries (MAX_DENSE_JACOBIAN)
 MAX_NOISY_D = 64             # token noise trains the d×d matrix Q: its Jacobian has d⁴ entries
 
 
@@ -326,6 +327,7 @@ def _check_supported(cfg):
     if cfg.prompt.noise > 0 and cols > MAX_NOISY_D:
         raise AttnflowError("features.d", f"token noise trains the d×d matrix Q: d ≤ {MAX_NOISY_D} is supported, "
                                           f"got {cols}")
+    _check_dense_jacobians(cfg, rows, cols)
     if cfg.prompt.noise > 0:
         # The noisy model integrates the context tokens' noise in closed form, which needs
         # a linear class and the large-prompt limit (solvers/noisy.py).
@@ -337,6 +339,35 @@ def _check_supported(cfg):
         if missing:
             raise AttnflowError("prompt.noise", "token noise is supported with " + ", ".join(missing)
                                 + " only in this version")
+
+
+def _gigabytes(side):
+    return f"{side * side * 8 / 1e9:.3g} GB"
+
+
+def _check_dense_jacobians(cfg, K, d):
+    """Refuse, before anything is allocated, a run that would form a Jacobian with more than
+    MAX_DENSE_JACOBIAN² entries: the implicit solvers (LSODA, Radau, BDF, which also factorise
+    it) on the K² scores or the 2hK separate factors, and the separate factors' stable step
+    (the eigenvalues of theirs; every GD run computes it).  The scores' own stable step is
+    matrix-free (:mod:`solvers.stability`); the noisy model's d² state is bounded by MAX_NOISY_D."""
+    training = cfg.training
+    implicit_flow = training.mode != "gd" and training.method in ("LSODA", "Radau", "BDF")
+    if cfg.prompt.noise > 0:
+        return
+    if cfg.model.parametrization == "separate":
+        h = cfg.model.head_dim or d
+        side = 2 * h * K
+        if side > MAX_DENSE_JACOBIAN and (implicit_flow or training.mode != "flow"):
+            user = "GD's step size (its stability limit)" if training.mode != "flow" else training.method
+            largest = min(MAX_HEAD_DIM, MAX_DENSE_JACOBIAN // (2 * K))
+            raise AttnflowError("model.head_dim", f"{user} needs the dense Jacobian of the separate factors, "
+                                                  f"(2·h·K)² = {side}² entries ({_gigabytes(side)}) at h = {h}, "
+                                                  f"K = {K}; give model.head_dim ≤ {largest}")
+    elif implicit_flow and K * K > MAX_DENSE_JACOBIAN:
+        raise AttnflowError("training.method", f"{training.method} needs the dense K²×K² Jacobian "
+                                               f"({_gigabytes(K * K)} at K = {K}); use \"DOP853-compiled\" "
+                                               f"or K ≤ {math.isqrt(MAX_DENSE_JACOBIAN)}")
 
 
 # (field, applies(cfg) → bool, why it has no effect otherwise): settings a user may give that the

@@ -11,9 +11,14 @@ from ...derivations import asymptotics, export, stages, variants
 from ...derivations.codegen import module_path
 from ...solvers.columns import label_gap_stack
 
+from ..errors import AttnflowError
+
 
 EXPLICIT_MAX_K = 3
 MATRIX_MAX_K = 8
+# The early phase's dense K²×K² Jacobian (asymptotics.early_phase) and the SymPy stages for this K
+# (minutes at K = 32, growing like K⁴) bound the document; the solvers go further.
+DERIVE_MAX_K = 64
 
 
 def _num(x):
@@ -28,6 +33,9 @@ def _matrix(A):
 def derivation_blocks(problem, training=None):
     """The whole document as export blocks."""
     K = problem.K
+    if K > DERIVE_MAX_K:
+        raise AttnflowError("features.K", f"derive writes the SymPy derivation and the dense K²×K² Jacobian at "
+                                          f"S = 0 ({K ** 4 * 8 / 1e9:.3g} GB at K = {K}); at most K = {DERIVE_MAX_K}")
     explicit = K <= EXPLICIT_MAX_K
     derivation = stages.derive(K)
     c = problem.constants()
