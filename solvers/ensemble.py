@@ -117,65 +117,87 @@ _start_loop = njit(cache=True)(integrator._start)
 _run_loop = njit(cache=True)(integrator._run)
 
 
-@njit(parallel=True, cache=True)
-def _flow_starts(rhs, events, G, Ms, p, logp, prompt, y0, t_end, rtol, atol, f0, first_step, speed, values0,
-                 counters):
-    """:func:`solvers.integrator._start` for every problem: dy/dt at y0, the first step, the
+@njit(cache=True)
+def _flow_start(b, rhs, events, G, Ms, p, logp, prompt, y0, t_end, rtol, atol, f0, first_step, speed, values0,
+                counters):
+    """:func:`solvers.integrator._start` for problem b: dy/dt at y0, the first step, the
     initial speed ``max |dy/dt|`` and the event values at y0."""
-    B = y0.shape[0]
-    for b in prange(B):
-        args = (G[b], Ms[b], p[b], logp[b], prompt)
-        first_step[b] = _start_loop(rhs, args, y0[b], f0[b], t_end, rtol, atol, counters[b])
-        speed[b] = np.abs(f0[b]).max()
-        integrator._event_values(events, y0[b], (Ms[b], p[b], logp[b], prompt), values0[b])
-        counters[b, integrator.NEVENTS] += 1
+    args = (G[b], Ms[b], p[b], logp[b], prompt)
+    first_step[b] = _start_loop(rhs, args, y0[b], f0[b], t_end, rtol, atol, counters[b])
+    speed[b] = np.abs(f0[b]).max()
+    integrator._event_values(events, y0[b], (Ms[b], p[b], logp[b], prompt), values0[b])
+    counters[b, integrator.NEVENTS] += 1
 
 
-@njit(parallel=True, cache=True)
-def _flow_runs(rhs, events, loss, attention, A, Bt, C, E3, E5, D, G, Ms, p, logp, prompt, y, f, t_end, rtol, atol,
-               t_out, levels, which, terminal, g, hits, counters, status, clock, loss_out, n_recorded, final_loss,
-               final_attention):
-    """:func:`solvers.integrator._run` for every problem from its start, then the loss on the
-    output grid as :func:`solvers.flow.integrate_flow` keeps it (cut at the final time, which
-    is appended) and the final loss and target attention."""
-    B, n = y.shape
+@njit(cache=True)
+def _flow_run(b, rhs, events, loss, attention, A, Bt, C, E3, E5, D, G, Ms, p, logp, prompt, y, f, t_end, rtol,
+              atol, t_out, levels, which, terminal, g, hits, counters, status, clock, loss_out, n_recorded,
+              final_loss, final_attention):
+    """:func:`solvers.integrator._run` for problem b from its start, then the loss on the output
+    grid as :func:`solvers.flow.integrate_flow` keeps it (cut at the final time, which is
+    appended) and the final loss and target attention."""
+    n = y.shape[1]
     M = t_out.shape[1]
     K = G.shape[1]
+    args = (G[b], Ms[b], p[b], logp[b], prompt)
+    event_args = (Ms[b], p[b], logp[b], prompt)
+    Y = np.full((M, n), np.nan)
+    rec = 0
+    while rec < M and t_out[b, rec] <= 0.0:
+        Y[rec] = y[b]
+        rec += 1
+    counters[b, integrator.NRECORDED] = rec
+    values = np.empty(2)
+    status[b] = _run_loop(rhs, events, args, event_args, A, Bt, C, E3, E5, D, t_end, np.inf, rtol, atol, False,
+                          clock[b], y[b], f[b], t_out[b], Y, levels, which, terminal, g[b], hits[b], values,
+                          counters[b])
+    t_final = clock[b, 0]
+    kept = 0
+    for r in range(M):
+        if t_final < t_end and not t_out[b, r] < t_final:
+            break
+        loss_out[b, r] = loss(np.ascontiguousarray(Y[r]).reshape(K, K), Ms[b], p[b], logp[b], prompt)
+        kept += 1
+    last = y[b].reshape(K, K)
+    if t_final < t_end:
+        loss_out[b, kept] = loss(last, Ms[b], p[b], logp[b], prompt)
+        kept += 1
+    n_recorded[b] = kept
+    final_loss[b] = loss_out[b, kept - 1]
+    A_final = attention(last, logp[b], prompt)
+    smallest = np.inf
+    for k in range(K):
+        if np.isnan(A_final[k, k]):          # as NumPy's min: NaN wins
+            smallest = np.nan
+            break
+        smallest = min(smallest, A_final[k, k])
+    final_attention[b] = smallest
+
+
+# Each loop twice: on Numba's threads, and on one (a process forked from one that used the
+# OpenMP threads cannot use them, and a sweep's workers are its parallelism).
+@njit(parallel=True, cache=True)
+def _flow_starts_parallel(B, *arrays):
     for b in prange(B):
-        args = (G[b], Ms[b], p[b], logp[b], prompt)
-        event_args = (Ms[b], p[b], logp[b], prompt)
-        Y = np.full((M, n), np.nan)
-        rec = 0
-        while rec < M and t_out[b, rec] <= 0.0:
-            Y[rec] = y[b]
-            rec += 1
-        counters[b, integrator.NRECORDED] = rec
-        values = np.empty(2)
-        code = _run_loop(rhs, events, args, event_args, A, Bt, C, E3, E5, D, t_end, np.inf, rtol, atol, False,
-                         clock[b], y[b], f[b], t_out[b], Y, levels, which, terminal, g[b], hits[b], values,
-                         counters[b])
-        status[b] = code
-        t_final = clock[b, 0]
-        kept = 0
-        for r in range(M):
-            if t_final < t_end and not t_out[b, r] < t_final:
-                break
-            loss_out[b, r] = loss(np.ascontiguousarray(Y[r]).reshape(K, K), Ms[b], p[b], logp[b], prompt)
-            kept += 1
-        last = y[b].reshape(K, K)
-        if t_final < t_end:
-            loss_out[b, kept] = loss(last, Ms[b], p[b], logp[b], prompt)
-            kept += 1
-        n_recorded[b] = kept
-        final_loss[b] = loss_out[b, kept - 1]
-        A_final = attention(last, logp[b], prompt)
-        smallest = np.inf
-        for k in range(K):
-            if np.isnan(A_final[k, k]):          # as NumPy's min: NaN wins
-                smallest = np.nan
-                break
-            smallest = min(smallest, A_final[k, k])
-        final_attention[b] = smallest
+        _flow_start(b, *arrays)
+
+
+@njit(cache=True)
+def _flow_starts_serial(B, *arrays):
+    for b in range(B):
+        _flow_start(b, *arrays)
+
+
+@njit(parallel=True, cache=True)
+def _flow_runs_parallel(B, *arrays):
+    for b in prange(B):
+        _flow_run(b, *arrays)
+
+
+@njit(cache=True)
+def _flow_runs_serial(B, *arrays):
+    for b in range(B):
+        _flow_run(b, *arrays)
 
 
 @dataclass(frozen=True)
@@ -236,7 +258,7 @@ def _loss_and_attention_callbacks(kernels, S, Ms, p, logp, prompt):
 
 
 def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0,
-                            n_out=400):
+                            n_out=400, parallel=True):
     """The gradient flow of B problems of one K by the compiled DOP853, in parallel over problems.
 
     Each problem runs the very loop that ``integrate_flow(system, S0, t_end,
@@ -250,6 +272,8 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
         model (N, quadrature step, query); only their arrays G, F, p differ.
     S0 : (B, K, K) or (K, K) initial scores.
     t_end, rtol, atol, eps, stop_loss, n_out : as in :func:`solvers.flow.integrate_flow`.
+    parallel : run the problems on Numba's threads; False runs them on the calling thread
+        (a process forked from one that used Numba's OpenMP threads must not use them).
 
     Returns
     -------
@@ -305,7 +329,9 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
     first_step, speed = np.empty(B), np.empty(B)
     values0 = np.empty((B, n_values))
     counters = np.zeros((B, integrator.N_COUNTERS), dtype=np.int64)
-    _flow_starts(rhs, events, G, Ms, p, logp, prompt, y, t_end, rtol, atol, f, first_step, speed, values0, counters)
+    starts, runs = (_flow_starts_parallel, _flow_runs_parallel) if parallel else (_flow_starts_serial,
+                                                                                  _flow_runs_serial)
+    starts(B, rhs, events, G, Ms, p, logp, prompt, y, t_end, rtol, atol, f, first_step, speed, values0, counters)
     t_first = np.where(speed == 0, first_step, np.maximum(first_step, 1e-3 / np.where(speed == 0, 1.0, speed)))
     t_out = np.stack([_log_grid(t, t_end, n_out) for t in t_first])
     g = values0[:, which] - levels
@@ -315,9 +341,9 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
     loss_out = np.full((B, n_out), np.nan)
     n_recorded = np.empty(B, dtype=np.int64)
     final_loss, final_attention = np.empty(B), np.empty(B)
-    _flow_runs(rhs, events, loss, attention, *integrator.TABLEAU, G, Ms, p, logp, prompt, y, f, t_end, rtol, atol,
-               t_out, levels, which, terminal, g, hits, counters, status, clock, loss_out, n_recorded, final_loss,
-               final_attention)
+    runs(B, rhs, events, loss, attention, *integrator.TABLEAU, G, Ms, p, logp, prompt, y, f, t_end, rtol, atol,
+         t_out, levels, which, terminal, g, hits, counters, status, clock, loss_out, n_recorded, final_loss,
+         final_attention)
 
     t_final = clock[:, 0].copy()
     names = np.empty(B, dtype=object)

@@ -117,10 +117,13 @@ def test_flow_ensemble_equals_integrate_flow_one_by_one_to_the_bit(K, kernels, p
     stop_loss = float(np.sqrt(final[1] * final[2]))
     result = integrate_flow_ensemble(systems, S0, t_end, rtol=1e-9, atol=1e-11, eps=eps, stop_loss=stop_loss,
                                      n_out=50)
+    serial = integrate_flow_ensemble(systems, S0, t_end, rtol=1e-9, atol=1e-11, eps=eps, stop_loss=stop_loss,
+                                     n_out=50, parallel=False)
     for b, system in enumerate(systems):
         alone = integrate_flow(system, S0[b], t_end, method="DOP853-compiled", rtol=1e-9, atol=1e-11, eps=eps,
                                stop_loss=stop_loss, n_out=50)
         _assert_same_as_alone(result, b, alone, eps)
+        _assert_same_as_alone(serial, b, alone, eps)
     if not prompt:       # (at finite N the loss event watches another quantity: no stop here)
         assert "stop_loss" in result.status and {"t_end", "finished"} & set(result.status), result.status
 
@@ -154,8 +157,10 @@ def test_the_flow_ensemble_is_cached_on_disk_a_second_process_does_not_compile()
             "from attnflow.solvers import ScoreSystem\n"
             "from attnflow.solvers import ensemble\n"
             "s = [ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))] * 2\n"
-            "ensemble.integrate_flow_ensemble(s, np.zeros((3, 3)), 10.0, stop_loss=1e-3)\n"
-            "loops = (ensemble._flow_starts, ensemble._flow_runs)\n"
+            "for parallel in (True, False):\n"
+            "    ensemble.integrate_flow_ensemble(s, np.zeros((3, 3)), 10.0, stop_loss=1e-3, parallel=parallel)\n"
+            "loops = (ensemble._flow_starts_parallel, ensemble._flow_runs_parallel, ensemble._flow_starts_serial,\n"
+            "         ensemble._flow_runs_serial)\n"
             "print(sum(sum(f.stats.cache_misses.values()) for f in loops),"
             " sum(sum(f.stats.cache_hits.values()) for f in loops))\n")
     root = Path(__file__).resolve().parents[1]
@@ -163,4 +168,4 @@ def test_the_flow_ensemble_is_cached_on_disk_a_second_process_does_not_compile()
             for _ in range(2)]
     assert all(r.returncode == 0 for r in runs), runs[-1].stderr
     misses, hits = map(int, runs[1].stdout.split())
-    assert misses == 0 and hits == 2, runs[1].stdout
+    assert misses == 0 and hits == 4, runs[1].stdout
