@@ -9,6 +9,7 @@ This is the first stage of the pipeline a user can call on its own::
     problem.constants()                # L, Δ, δ, LΔδ, regime (reconstructed, labelled)
 """
 
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -40,10 +41,18 @@ def build_features(section):
         return fs
     if section.matrix is not None:
         raise AttnflowError("features.matrix", f"only used with kind = \"explicit\", not \"{kind}\"")
+    return _generated_features(kind, K, d, section.seed if kind == "random-unit" else 0)
+
+
+@functools.lru_cache(maxsize=32)
+def _generated_features(kind, K, d, seed):
+    """Orthonormal, random-unit or simplex features, built once per process for each
+    (kind, K, d, seed): they are a function of these alone (random-unit is seeded) and a
+    FeatureSet is immutable (its V read-only), so the points of a sweep share one."""
     if kind == "orthonormal":
         return feat.orthonormal(K, d)
     try:
-        return feat.random_unit(K, d, section.seed) if kind == "random-unit" else feat.simplex(K, d)
+        return feat.random_unit(K, d, seed) if kind == "random-unit" else feat.simplex(K, d)
     except AttnflowError as e:
         if e.field != "features.matrix":
             raise
