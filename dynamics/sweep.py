@@ -2,15 +2,15 @@
 
 Each grid point is the base configuration with some fields overridden
 (``--param task.L=0.1:100:log:40``, several allowed: their Cartesian product).
-The points run in chunks (a task of the process pool each, about eight per worker, at
-most :data:`MAX_CHUNK` points); a finished chunk is written at once to
-``DIR/points/NNNNN.json`` (its first index); a rerun with the same grid skips the points
-saved, so an interrupted sweep resumes where it stopped.  The points of a chunk that
-are one compiled flow of the scores (``training.mode = "flow"``, ``method =
-"DOP853-compiled"``, merged scores without token noise) run together in
-:func:`solvers.ensemble.integrate_flow_ensemble`, which gives the numbers that running
-each alone gives.  The
-table ``DIR/table.csv`` holds one row per point in grid order and only
+The points run in chunks, a task of the process pool each (about eight per worker, at
+most :data:`MAX_CHUNK` points when the base configuration is a compiled flow,
+:data:`MAX_CHUNK_ALONE` otherwise).  A finished chunk is written at once to
+``DIR/points/NNNNN.json`` (NNNNN its first index); a rerun with the same grid skips
+the points saved, so an interrupted sweep resumes where it stopped.  The points of a
+chunk that are one compiled flow of the scores (``training.mode = "flow"``, ``method
+= "DOP853-compiled"``, merged scores, no token noise) run together in
+:func:`solvers.ensemble.integrate_flow_ensemble`, which gives the numbers each gives
+alone.  The table ``DIR/table.csv`` holds one row per point in grid order and only
 deterministic columns (timings live in ``DIR/provenance.json``), so an interrupted
 and resumed sweep gives the same table as one that was not.  A point that fails is
 recorded with its status and message and does not stop the sweep.
@@ -60,7 +60,10 @@ from .run import solve, versions
 
 
 MAX_POINTS = 1_000_000       # points of one sweep (the product of the --param sizes)
-MAX_CHUNK = 100              # points a worker runs (and saves in one file) at a time
+# Points a worker runs (and saves in one file) at a time: many when they run as one compiled
+# ensemble (milliseconds each), few otherwise (a point may take seconds, and an interrupted
+# chunk is rerun).
+MAX_CHUNK, MAX_CHUNK_ALONE = 100, 8
 
 
 def parse_param(text):
@@ -159,13 +162,18 @@ def point_row(cfg, overrides):
     return row, time.perf_counter() - start
 
 
+def _runs_as_ensemble(training):
+    """Whether training runs one compiled flow (the points of such a sweep run as ensembles)."""
+    return training.mode == "flow" and training.method in COMPILED
+
+
 def _ensemble_member(cfg, overrides):
     """``(problem, training)`` of a point whose whole run is one compiled flow of the scores
     (:func:`solvers.ensemble.integrate_flow_ensemble` runs it), or None: run it alone."""
     try:
         point_cfg = cfg.with_overrides(overrides)
         training = point_cfg.training
-        if training.mode != "flow" or training.method not in COMPILED:
+        if not _runs_as_ensemble(training):
             return None
         problem = Problem.from_config(point_cfg)
         if not isinstance(problem.trained_system(), ScoreSystem):
@@ -263,14 +271,14 @@ def _load_done(out, points):
     return done
 
 
-def _chunks(todo, points, jobs):
+def _chunks(todo, points, jobs, largest):
     """The points to run as ``[(index, overrides)]`` chunks: a task of the pool each.
 
-    About eight chunks a worker, at most :data:`MAX_CHUNK` points each: small sweeps still
-    save (and report) point by point, large ones pay the pool's and the file's cost per
-    chunk and run many points in one ensemble.
+    About eight chunks a worker, at most ``largest`` points each: small sweeps still save
+    (and report) point by point, large ones pay the pool's and the file's cost per chunk
+    and run many points in one ensemble.
     """
-    size = max(1, min(MAX_CHUNK, -(-len(todo) // (8 * jobs))))
+    size = max(1, min(largest, -(-len(todo) // (8 * jobs))))
     return [[(i, points[i]) for i in todo[k:k + size]] for k in range(0, len(todo), size)]
 
 
@@ -397,7 +405,12 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
     if todo:
         # Generate and compile the kernels once, here, before the workers need them (and
         # before anything is written: a first point that cannot be built is an input error).
-        Problem.from_config(cfg.with_overrides(points[todo[0]])).system().warm_up()
+        first = cfg.with_overrides(points[todo[0]])
+        problem = Problem.from_config(first)
+        problem.system().warm_up()
+        if _runs_as_ensemble(first.training) and isinstance(problem.trained_system(), ScoreSystem):
+            # The ensemble's loops too: compiled (or loaded) once here, not by every worker at once.
+            integrate_flow_ensemble([problem.system()], problem.start, 1e-3, n_out=2, parallel=False)
     remove_stale_temps(out, ("sweep.json", "table.csv", "provenance.json"))   # left by a killed sweep
     remove_stale_temps(out / "points")
     write_text(spec_path, json.dumps(spec, indent=2))       # as compared above (no plain_json)
@@ -406,8 +419,9 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
     interrupted = False
     try:
         with progress_bar(f"sweep ({len(points)} points, {len(done)} done before)", progress) as report:
-            _run_points([(cfg, chunk, str(out)) for chunk in _chunks(todo, points, jobs)], jobs, lock_fd, done,
-                        report)
+            largest = MAX_CHUNK if _runs_as_ensemble(cfg.training) else MAX_CHUNK_ALONE
+            _run_points([(cfg, chunk, str(out)) for chunk in _chunks(todo, points, jobs, largest)], jobs, lock_fd,
+                        done, report)
     except KeyboardInterrupt:
         interrupted = True
     with _sigint_ignored(interrupted):      # after one Ctrl-C, write what is done even if another comes
