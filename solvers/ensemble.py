@@ -20,11 +20,13 @@ Examples
 """
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 from numba import njit, prange, types
+from numba.core.errors import NumbaExperimentalFeatureWarning
 
 from . import integrator
 from .flow import _log_grid
@@ -331,7 +333,11 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
     counters = np.zeros((B, integrator.N_COUNTERS), dtype=np.int64)
     starts, runs = (_flow_starts_parallel, _flow_runs_parallel) if parallel else (_flow_starts_serial,
                                                                                   _flow_runs_serial)
-    starts(B, rhs, events, G, Ms, p, logp, prompt, y, t_end, rtol, atol, f, first_step, speed, values0, counters)
+    with warnings.catch_warnings():
+        # Numba calls function-pointer arguments experimental each time it types such a call.
+        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+        starts(B, rhs, events, G, Ms, p, logp, prompt, y, t_end, rtol, atol, f, first_step, speed, values0,
+               counters)
     t_first = np.where(speed == 0, first_step, np.maximum(first_step, 1e-3 / np.where(speed == 0, 1.0, speed)))
     t_out = np.stack([_log_grid(t, t_end, n_out) for t in t_first])
     g = values0[:, which] - levels
@@ -341,9 +347,11 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
     loss_out = np.full((B, n_out), np.nan)
     n_recorded = np.empty(B, dtype=np.int64)
     final_loss, final_attention = np.empty(B), np.empty(B)
-    runs(B, rhs, events, loss, attention, *integrator.TABLEAU, G, Ms, p, logp, prompt, y, f, t_end, rtol, atol,
-         t_out, levels, which, terminal, g, hits, counters, status, clock, loss_out, n_recorded, final_loss,
-         final_attention)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+        runs(B, rhs, events, loss, attention, *integrator.TABLEAU, G, Ms, p, logp, prompt, y, f, t_end, rtol,
+             atol, t_out, levels, which, terminal, g, hits, counters, status, clock, loss_out, n_recorded,
+             final_loss, final_attention)
 
     t_final = clock[:, 0].copy()
     names = np.empty(B, dtype=object)
