@@ -9,9 +9,8 @@ This is the first stage of the pipeline a user can call on its own::
     problem.constants()                # L, Δ, δ, LΔδ, regime (reconstructed, labelled)
 """
 
-import functools
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -44,7 +43,7 @@ def build_features(section):
     return _generated_features(kind, K, d, section.seed if kind == "random-unit" else 0)
 
 
-@functools.lru_cache(maxsize=32)
+@lru_cache(maxsize=32)
 def _generated_features(kind, K, d, seed):
     """Orthonormal, random-unit or simplex features, built once per process for each
     (kind, K, d, seed): they are a function of these alone (random-unit is seeded) and a
