@@ -15,7 +15,8 @@ points.  Timed, taking turns within each repeat (so machine load hits all alike)
 
 Printed: seconds per point, min and median over the repeats, and each one's ratio to
 single (min / min); then the 10⁴-point sweep the minimum implies.
-Run: ``python bench/bench_sweep.py [N]`` (N = 3000 by default; about 90 s on 2 quiet cores).
+Run: ``python bench/bench_sweep.py [N]`` (N = 3000 by default).  N = 2000 took 3 minutes of
+wall time (76 s of CPU) on 2 cores shared with four other jobs.
 """
 
 import shutil
