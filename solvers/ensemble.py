@@ -9,6 +9,12 @@ without building a Python object per problem.  Each problem runs the very loop t
 ``gd_iterate`` of the problems' own kernel set, and is cached on disk with it), so an
 ensemble equals the same problems run one by one.
 
+:func:`integrate_flow_ensemble` does the same for the gradient flow: the compiled DOP853
+of :mod:`solvers.integrator`, its loop called with the kernels as function pointers
+inside a ``prange`` over problems (so one compiled copy, cached on disk, serves every
+kernel set), with the events, output grid and status rules of
+``integrate_flow(method="DOP853-compiled")``, whose numbers it equals problem by problem.
+
 Examples
 --------
 >>> import numpy as np
@@ -236,12 +242,10 @@ class FlowEnsembleResult:
     loss_out: np.ndarray
     n_recorded: np.ndarray
 
-    @property
-    def counters(self):
-        """The counters of problem b as integrate_flow's trajectory names them: ``counters(b)``."""
-        return lambda b: {"njev": 0, "nlu": 0, "nfev": int(self.nfev[b]), "nsteps": int(self.nsteps[b]),
-                          "nrejected": int(self.nrejected[b]), "ndense": int(self.ndense[b]),
-                          "nevents": int(self.nevents[b])}
+    def counters(self, b):
+        """The counters of problem b as the trajectory of integrate_flow holds them."""
+        return {"njev": 0, "nlu": 0, "nfev": int(self.nfev[b]), "nsteps": int(self.nsteps[b]),
+                "nrejected": int(self.nrejected[b]), "ndense": int(self.ndense[b]), "nevents": int(self.nevents[b])}
 
 
 _EXTRA_CALLBACKS = {}
