@@ -9,6 +9,12 @@ without building a Python object per problem.  Each problem runs the very loop t
 ``gd_iterate`` of the problems' own kernel set, and is cached on disk with it), so an
 ensemble equals the same problems run one by one.
 
+:func:`integrate_flow_ensemble` does the same for the gradient flow: the compiled DOP853
+of :mod:`solvers.integrator`, its loop called with the kernels as function pointers
+inside a ``prange`` over problems (so one compiled copy, cached on disk, serves every
+kernel set), with the events, output grid and status rules of
+``integrate_flow(method="DOP853-compiled")``, whose numbers it equals problem by problem.
+
 Examples
 --------
 >>> import numpy as np
@@ -19,11 +25,20 @@ Examples
 ['finished', 'finished', 'finished']
 """
 
+import math
+import warnings
 from dataclasses import dataclass
 
+import numba
 import numpy as np
+from numba import njit, prange, types
+from numba.core.errors import NumbaExperimentalFeatureWarning
 
+from . import integrator
+from .flow import _log_grid
 from .gd import _STATUS, _validate
+from .system import ScoreSystem
+from .trajectory import far_from_convergence
 
 
 @dataclass(frozen=True)
@@ -102,3 +117,266 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
                            float(stop_loss), status, last_it, final_loss, attn_hits, loss_hits, increases, flips)
     return EnsembleResult(np.array([_STATUS[int(c)] for c in status]), last_it, attn_hits[:, 0],
                           attn_hits[:, 1:], loss_hits, final_loss, S, increases, flips)
+
+
+# --- the gradient flow: the compiled DOP853 of solvers.integrator on every problem ---------------
+
+_start_loop = njit(cache=True)(integrator._start)
+_run_loop = njit(cache=True)(integrator._run)
+
+
+@njit(cache=True)
+def _flow_start(b, rhs, events, G, Ms, p, logp, prompt, y0, t_end, rtol, atol, f0, first_step, speed, values0,
+                counters):
+    """:func:`solvers.integrator._start` for problem b: dy/dt at y0, the first step, the
+    initial speed ``max |dy/dt|`` and the event values at y0."""
+    args = (G[b], Ms[b], p[b], logp[b], prompt)
+    first_step[b] = _start_loop(rhs, args, y0[b], f0[b], t_end, rtol, atol, counters[b])
+    speed[b] = np.abs(f0[b]).max()
+    integrator._event_values(events, y0[b], (Ms[b], p[b], logp[b], prompt), values0[b])
+    counters[b, integrator.NEVENTS] += 1
+
+
+@njit(cache=True)
+def _flow_run(b, rhs, events, loss, attention, A, Bt, C, E3, E5, D, G, Ms, p, logp, prompt, y, f, t_end, rtol,
+              atol, t_out, levels, which, terminal, g, hits, counters, status, clock, loss_out, n_recorded,
+              final_loss, final_attention):
+    """:func:`solvers.integrator._run` for problem b from its start, then the loss on the output
+    grid as :func:`solvers.flow.integrate_flow` keeps it (cut at the final time, which is
+    appended) and the final loss and target attention."""
+    n = y.shape[1]
+    M = t_out.shape[1]
+    K = G.shape[1]
+    args = (G[b], Ms[b], p[b], logp[b], prompt)
+    event_args = (Ms[b], p[b], logp[b], prompt)
+    Y = np.full((M, n), np.nan)
+    rec = 0
+    while rec < M and t_out[b, rec] <= 0.0:
+        Y[rec] = y[b]
+        rec += 1
+    counters[b, integrator.NRECORDED] = rec
+    values = np.empty(2)
+    status[b] = _run_loop(rhs, events, args, event_args, A, Bt, C, E3, E5, D, t_end, np.inf, rtol, atol, False,
+                          clock[b], y[b], f[b], t_out[b], Y, levels, which, terminal, g[b], hits[b], values,
+                          counters[b])
+    t_final = clock[b, 0]
+    kept = 0
+    for r in range(M):
+        if t_final < t_end and not t_out[b, r] < t_final:
+            break
+        loss_out[b, r] = loss(np.ascontiguousarray(Y[r]).reshape(K, K), Ms[b], p[b], logp[b], prompt)
+        kept += 1
+    last = y[b].reshape(K, K)
+    if t_final < t_end:
+        loss_out[b, kept] = loss(last, Ms[b], p[b], logp[b], prompt)
+        kept += 1
+    n_recorded[b] = kept
+    final_loss[b] = loss_out[b, kept - 1]
+    A_final = attention(last, logp[b], prompt)
+    smallest = np.inf
+    for k in range(K):
+        if np.isnan(A_final[k, k]):          # as NumPy's min: NaN wins
+            smallest = np.nan
+            break
+        smallest = min(smallest, A_final[k, k])
+    final_attention[b] = smallest
+
+
+# Each loop twice: on Numba's threads, and on one (a process forked from one that used the
+# OpenMP threads cannot use them, and a sweep's workers are its parallelism).
+@njit(parallel=True, cache=True)
+def _flow_starts_parallel(B, *arrays):
+    for b in prange(B):
+        _flow_start(b, *arrays)
+
+
+@njit(cache=True)
+def _flow_starts_serial(B, *arrays):
+    for b in range(B):
+        _flow_start(b, *arrays)
+
+
+@njit(parallel=True, cache=True)
+def _flow_runs_parallel(B, *arrays):
+    for b in prange(B):
+        _flow_run(b, *arrays)
+
+
+@njit(cache=True)
+def _flow_runs_serial(B, *arrays):
+    for b in range(B):
+        _flow_run(b, *arrays)
+
+
+@dataclass(frozen=True)
+class FlowEnsembleResult:
+    """Per-problem numbers of a flow ensemble (arrays of length B, or (B, ·)).
+
+    status : the status :func:`solvers.flow.integrate_flow` gives the same run (``finished``,
+        ``t_end``, ``stop_loss``, ``failed``, ``non-finite``).
+    t_final : the time each run ended.
+    t_half : first time the target attention ``min_k A_kk`` reaches 1/2 (NaN: never).
+    t_attention, t_loss : (B, len(eps)) first times the attention reaches ``1 − ε`` and the
+        loss falls to ε (NaN: never; 0 when met at the start, as in integrate_flow).
+    final_loss, final_min_target_attention : at the final scores; final_S : (B, K, K) those scores.
+    nfev, nsteps, nrejected, ndense, nevents : the compiled integrator's counters.
+    t_out, loss_out : (B, n_out) the output grid and the loss on it, as the trajectory of
+        integrate_flow holds them (a run that ended early has its grid cut at t_final,
+        which is the last point); the entries past a run's ``n_recorded`` are NaN.
+    """
+
+    status: np.ndarray
+    t_final: np.ndarray
+    t_half: np.ndarray
+    t_attention: np.ndarray
+    t_loss: np.ndarray
+    final_loss: np.ndarray
+    final_min_target_attention: np.ndarray
+    final_S: np.ndarray
+    nfev: np.ndarray
+    nsteps: np.ndarray
+    nrejected: np.ndarray
+    ndense: np.ndarray
+    nevents: np.ndarray
+    t_out: np.ndarray
+    loss_out: np.ndarray
+    n_recorded: np.ndarray
+
+    def counters(self, b):
+        """The counters of problem b as the trajectory of integrate_flow holds them."""
+        return {"njev": 0, "nlu": 0, "nfev": int(self.nfev[b]), "nsteps": int(self.nsteps[b]),
+                "nrejected": int(self.nrejected[b]), "ndense": int(self.ndense[b]), "nevents": int(self.nevents[b])}
+
+
+_EXTRA_CALLBACKS = {}
+
+
+def _loss_and_attention_callbacks(kernels, S, Ms, p, logp, prompt):
+    """The kernel set's ``loss`` and ``attention`` as typed function pointers (memoised per set)."""
+    if kernels not in _EXTRA_CALLBACKS:
+        matrix = types.float64[:, ::1]
+        loss_type = types.float64(matrix, *numba.typeof((Ms, p, logp, prompt)))
+        attention_type = numba.typeof(kernels.attention(S, logp, prompt))(matrix, numba.typeof(logp),
+                                                                          numba.typeof(prompt))
+        _EXTRA_CALLBACKS[kernels] = (integrator._Callback(kernels.loss, loss_type),
+                                     integrator._Callback(kernels.attention, attention_type))
+    return _EXTRA_CALLBACKS[kernels]
+
+
+def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0,
+                            n_out=400, parallel=True):
+    """The gradient flow of B problems of one K by the compiled DOP853, in parallel over problems.
+
+    Each problem runs the very loop that ``integrate_flow(system, S0, t_end,
+    method="DOP853-compiled", ...)`` runs (:mod:`solvers.integrator`), with the same events,
+    output grid and status rules, so the numbers equal that call's on each problem alone
+    (tested to the bit); no trajectory object is built.
+
+    Parameters
+    ----------
+    systems : B :class:`solvers.system.ScoreSystem` of one K, one kernel set and one prompt
+        model (N, quadrature step, query); only their arrays G, F, p differ.
+    S0 : (B, K, K) or (K, K) initial scores.
+    t_end, rtol, atol, eps, stop_loss, n_out : as in :func:`solvers.flow.integrate_flow`.
+    parallel : run the problems on Numba's threads; False runs them on the calling thread
+        (a process forked from one that used Numba's OpenMP threads must not use them).
+
+    Returns
+    -------
+    :class:`FlowEnsembleResult`.
+    """
+    systems = list(systems)
+    if not systems:
+        raise ValueError("systems: expected at least one problem")
+    first = systems[0]
+    if not isinstance(first, ScoreSystem):
+        raise ValueError(f"systems: expected ScoreSystems (compiled kernels), got {type(first).__name__}")
+    K = first.K
+    for s in systems:
+        if (not isinstance(s, ScoreSystem) or s.K != K or s.kernels is not first.kernels
+                or not np.array_equal(s.prompt, first.prompt) or s.Ms.shape != first.Ms.shape):
+            raise ValueError("systems: a flow ensemble needs one K, one prompt model and one kernel set")
+    if not (t_end > 0 and math.isfinite(t_end)):
+        raise ValueError(f"t_end: expected a finite positive time, got {t_end}")
+    if isinstance(n_out, bool) or int(n_out) != n_out or n_out < 2:
+        raise ValueError(f"n_out: expected an integer ≥ 2, got {n_out}")
+    B, n, n_out = len(systems), K * K, int(n_out)
+    S0 = np.asarray(S0, dtype=np.float64)
+    if S0.shape not in ((K, K), (B, K, K)):
+        raise ValueError(f"S0: expected ({K}, {K}) or ({B}, {K}, {K}) scores, got shape {S0.shape}")
+    y = np.array(np.broadcast_to(S0, (B, K, K)), dtype=np.float64, order="C").reshape(B, n)
+    if not np.all(np.isfinite(y)):
+        raise ValueError("S0: expected finite scores")
+    t_end, rtol, atol = float(t_end), float(rtol), float(atol)
+    G = np.stack([s.G for s in systems])
+    Ms = np.stack([s.Ms for s in systems])
+    p = np.stack([s.p for s in systems])
+    logp = np.stack([s.logp for s in systems])
+    prompt = np.ascontiguousarray(first.prompt, dtype=np.float64)
+    kernels = first.kernels
+    args0, event_args0 = (G[0], Ms[0], p[0], logp[0], prompt), (Ms[0], p[0], logp[0], prompt)
+    _, _, rhs, events, n_values = integrator._compiled_for(kernels.flow_rhs, kernels.event_values, args0,
+                                                           event_args0, y[0])
+    loss, attention = _loss_and_attention_callbacks(kernels, y[0].reshape(K, K), *event_args0)
+
+    # The events of integrate_flow: target attention 1/2 and 1 − ε, loss ε, and the stop.
+    eps = [float(e) for e in eps]
+    levels = [math.log(0.5)] + [math.log(e) for e in eps] + [math.log(e) for e in eps]
+    which = [0] * (1 + len(eps)) + [1] * len(eps)
+    if stop_loss > 0:
+        levels.append(math.log(stop_loss))
+        which.append(1)
+    levels = np.array(levels)
+    which = np.array(which, dtype=np.int64)
+    terminal = np.zeros(len(levels), dtype=np.bool_)
+    terminal[1 + 2 * len(eps):] = True
+
+    f = np.empty((B, n))
+    first_step, speed = np.empty(B), np.empty(B)
+    values0 = np.empty((B, n_values))
+    counters = np.zeros((B, integrator.N_COUNTERS), dtype=np.int64)
+    starts, runs = (_flow_starts_parallel, _flow_runs_parallel) if parallel else (_flow_starts_serial,
+                                                                                  _flow_runs_serial)
+    with warnings.catch_warnings():
+        # Numba calls function-pointer arguments experimental each time it types such a call.
+        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+        starts(B, rhs, events, G, Ms, p, logp, prompt, y, t_end, rtol, atol, f, first_step, speed, values0,
+               counters)
+    t_first = np.where(speed == 0, first_step, np.maximum(first_step, 1e-3 / np.where(speed == 0, 1.0, speed)))
+    t_out = np.stack([_log_grid(t, t_end, n_out) for t in t_first])
+    g = values0[:, which] - levels
+    hits = np.full((B, len(levels)), np.nan)
+    clock = np.stack([np.zeros(B), first_step], axis=1)
+    status = np.empty(B, dtype=np.int64)
+    loss_out = np.full((B, n_out), np.nan)
+    n_recorded = np.empty(B, dtype=np.int64)
+    final_loss, final_attention = np.empty(B), np.empty(B)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+        runs(B, rhs, events, loss, attention, *integrator.TABLEAU, G, Ms, p, logp, prompt, y, f, t_end, rtol,
+             atol, t_out, levels, which, terminal, g, hits, counters, status, clock, loss_out, n_recorded,
+             final_loss, final_attention)
+
+    t_final = clock[:, 0].copy()
+    names = np.empty(B, dtype=object)
+    for b in range(B):
+        if t_final[b] < t_end:       # the grid cut at the final time, which is the last point
+            kept = n_recorded[b] - 1
+            t_out[b, kept] = t_final[b]
+            t_out[b, kept + 1:] = np.nan
+        if status[b] == integrator.FINISHED:
+            m = n_recorded[b]
+            far = far_from_convergence(t_out[b, :m], loss_out[b, :m], final_attention[b], eps)
+            names[b] = "finished" if far is None else "t_end"
+        elif status[b] == integrator.STOPPED:
+            names[b] = "stop_loss"
+        else:
+            names[b] = "non-finite" if status[b] == integrator.NON_FINITE else "failed"
+    # A level already met at t = 0 never crosses: its time is 0 (as integrate_flow's crossings).
+    crossed = np.where(values0[:, which] <= levels, 0.0, hits)
+    m = len(eps)
+    return FlowEnsembleResult(
+        names.astype(str), t_final, crossed[:, 0], crossed[:, 1:1 + m], crossed[:, 1 + m:1 + 2 * m], final_loss,
+        final_attention, y.reshape(B, K, K), counters[:, integrator.NFEV], counters[:, integrator.NSTEPS],
+        counters[:, integrator.NREJECTED], counters[:, integrator.NDENSE], counters[:, integrator.NEVENTS], t_out,
+        loss_out, n_recorded)

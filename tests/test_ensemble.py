@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from attnflow.derivations import load_kernels
-from attnflow.solvers import ScoreSystem, iterate_gd
-from attnflow.solvers.ensemble import iterate_gd_ensemble
+from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
+from attnflow.solvers.ensemble import integrate_flow_ensemble, iterate_gd_ensemble
 
 from .conftest import random_system_arrays
 
@@ -77,3 +77,95 @@ def test_the_ensemble_loop_is_cached_on_disk_a_second_process_does_not_compile()
     assert all(r.returncode == 0 for r in runs), runs[-1].stderr
     misses, hits = map(int, runs[1].stdout.split())
     assert misses == 0 and hits == 1, runs[1].stdout
+
+
+# --- the flow: the compiled DOP853 on every problem ----------------------------------------------
+
+def _assert_same_as_alone(result, b, alone, eps):
+    """Problem b of a flow ensemble against integrate_flow on it alone: every number, to the bit."""
+    never = lambda t: None if np.isnan(t) else float(t)  # noqa: E731
+    assert result.status[b] == alone.status
+    assert result.t_final[b] == alone.t[-1]
+    assert never(result.t_half[b]) == alone.crossings["t_half"]
+    assert [never(t) for t in result.t_attention[b]] == [alone.crossings["t_attention"][e] for e in eps]
+    assert [never(t) for t in result.t_loss[b]] == [alone.crossings["t_loss"][e] for e in eps]
+    assert result.final_loss[b] == alone.loss[-1]
+    assert result.final_min_target_attention[b] == np.diagonal(alone.final_attention).min()
+    np.testing.assert_array_equal(result.final_S[b], alone.S[-1])
+    assert result.counters(b) == alone.counters
+    m = result.n_recorded[b]
+    np.testing.assert_array_equal(result.t_out[b, :m], alone.t)
+    np.testing.assert_array_equal(result.loss_out[b, :m], alone.loss)
+    assert np.isnan(result.loss_out[b, m:]).all()
+
+
+@pytest.mark.parametrize("K, kernels, prompt", [(3, None, {}), (4, None, {"N": 6, "include_query": True}),
+                                                (8, "generated", {})])
+def test_flow_ensemble_equals_integrate_flow_one_by_one_to_the_bit(K, kernels, prompt):
+    """Mixed statuses in one batch (runs stopped by stop_loss, runs that reach t_end); each
+    problem's numbers equal integrate_flow's on it alone."""
+    kernels = load_kernels(K) if kernels == "generated" else None
+    systems = systems_of(K, 5, kernels=kernels, **prompt)
+    # Scale the moments: the time scale goes like 1/|F|, so some runs stop, some do not.
+    systems = [ScoreSystem(s.G, s.F * scale, s.p, kernels=s.kernels, N=s.N, include_query=s.include_query)
+               for s, scale in zip(systems, (30.0, 1.0, 0.1, 0.01, 10.0))]
+    S0 = np.stack([0.1 * np.eye(K) * b for b in range(5)])
+    eps, t_end = (1e-2, 1e-3), 300.0
+    # A stop_loss between the final losses without one: some runs stop there, the others reach t_end.
+    final = np.sort(integrate_flow_ensemble(systems, S0, t_end, rtol=1e-9, atol=1e-11, eps=eps,
+                                            n_out=50).final_loss)
+    stop_loss = float(np.sqrt(final[1] * final[2]))
+    result = integrate_flow_ensemble(systems, S0, t_end, rtol=1e-9, atol=1e-11, eps=eps, stop_loss=stop_loss,
+                                     n_out=50)
+    serial = integrate_flow_ensemble(systems, S0, t_end, rtol=1e-9, atol=1e-11, eps=eps, stop_loss=stop_loss,
+                                     n_out=50, parallel=False)
+    for b, system in enumerate(systems):
+        alone = integrate_flow(system, S0[b], t_end, method="DOP853-compiled", rtol=1e-9, atol=1e-11, eps=eps,
+                               stop_loss=stop_loss, n_out=50)
+        _assert_same_as_alone(result, b, alone, eps)
+        _assert_same_as_alone(serial, b, alone, eps)
+    if not prompt:       # (at finite N the loss event watches another quantity: no stop here)
+        assert "stop_loss" in result.status and {"t_end", "finished"} & set(result.status), result.status
+
+
+def test_flow_ensemble_rejects_mixed_or_empty_batches():
+    three, four = systems_of(3, 2), systems_of(4, 1)
+    with pytest.raises(ValueError, match="^systems: expected at least one problem$"):
+        integrate_flow_ensemble([], np.zeros((3, 3)), 10.0)
+    with pytest.raises(ValueError, match="one K"):
+        integrate_flow_ensemble(three + four, np.zeros((3, 3)), 10.0)
+    with pytest.raises(ValueError, match="one K, one prompt model"):
+        integrate_flow_ensemble(three + systems_of(3, 1, N=8), np.zeros((3, 3)), 10.0)
+    with pytest.raises(ValueError, match="one kernel set"):
+        integrate_flow_ensemble(three + systems_of(3, 1, kernels=load_kernels(3)), np.zeros((3, 3)), 10.0)
+    with pytest.raises(ValueError, match="^S0: expected"):
+        integrate_flow_ensemble(three, np.zeros((3, 3, 3)), 10.0)
+    with pytest.raises(ValueError, match="^t_end: expected"):
+        integrate_flow_ensemble(three, np.zeros((3, 3)), np.inf)
+    with pytest.raises(ValueError, match="^systems: expected ScoreSystems"):
+        integrate_flow_ensemble([object()], np.zeros((3, 3)), 10.0)
+
+
+def test_the_flow_ensemble_is_cached_on_disk_a_second_process_does_not_compile():
+    """The ensemble's loops take the kernels as function pointers, so one compiled copy, cached
+    on disk, serves every kernel set: a new process (a sweep's worker) loads it at once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import numpy as np\n"
+            "from attnflow.solvers import ScoreSystem\n"
+            "from attnflow.solvers import ensemble\n"
+            "s = [ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))] * 2\n"
+            "for parallel in (True, False):\n"
+            "    ensemble.integrate_flow_ensemble(s, np.zeros((3, 3)), 10.0, stop_loss=1e-3, parallel=parallel)\n"
+            "loops = (ensemble._flow_starts_parallel, ensemble._flow_runs_parallel, ensemble._flow_starts_serial,\n"
+            "         ensemble._flow_runs_serial)\n"
+            "print(sum(sum(f.stats.cache_misses.values()) for f in loops),"
+            " sum(sum(f.stats.cache_hits.values()) for f in loops))\n")
+    root = Path(__file__).resolve().parents[1]
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    misses, hits = map(int, runs[1].stdout.split())
+    assert misses == 0 and hits == 4, runs[1].stdout

@@ -159,12 +159,13 @@ def _alive(pid):
 
 
 def _check_outputs_whole(out):
-    """Every file under its final name is complete; returns the finished point count."""
-    points = sorted((out / "points").glob("*.json"))
-    for p in points:
-        json.loads(p.read_text())
+    """Every file under its final name is complete; returns the finished point count (the
+    records of the saved chunks)."""
+    points = 0
+    for p in sorted((out / "points").glob("*.json")):
+        points += len(json.loads(p.read_text())["records"])
     json.loads((out / "sweep.json").read_text())
-    return len(points)
+    return points
 
 
 def test_ctrl_c_stops_a_sweep_keeps_its_points_and_the_rerun_completes_it(sweep_setup, tmp_path, capsys):

@@ -173,3 +173,16 @@ def test_degenerate_sign_pattern_class_is_flagged():
     assert not c.nondegenerate and c.min_offtarget_eigenvalue <= 1e-12
     M = label_gap_stack(problem.F)[0]
     assert M[2, 2] == pytest.approx(0.0)       # features 1 and 3 have the same label in every draw
+
+
+def test_generated_features_are_built_once_per_kind_size_and_seed():
+    """Points of a sweep that differ in the task share one (immutable) feature set; another seed,
+    or the same seed in another dimension, gives other features."""
+    a = make_problem(features={"kind": "random-unit", "K": 4, "d": 5, "seed": 3}, task={"kind": "linear", "L": 1.0})
+    b = make_problem(features={"kind": "random-unit", "K": 4, "d": 5, "seed": 3}, task={"kind": "linear", "L": 2.0})
+    c = make_problem(features={"kind": "random-unit", "K": 4, "d": 5, "seed": 4}, task={"kind": "linear", "L": 1.0})
+    assert a.features is b.features and not a.features.V.flags.writeable
+    assert not np.allclose(a.features.V, c.features.V)
+    np.testing.assert_array_equal(a.features.V, feat.random_unit(4, 5, 3).V)
+    simplex = make_problem(features={"kind": "simplex", "K": 4, "d": 5, "seed": 9}).features
+    assert simplex is make_problem(features={"kind": "simplex", "K": 4, "d": 5, "seed": 1}).features

@@ -41,17 +41,19 @@ def test_interrupted_and_resumed_sweep_equals_an_uninterrupted_one(tmp_path):
 
 
 def test_ctrl_c_in_a_serial_sweep_keeps_the_finished_points(tmp_path, monkeypatch):
-    """A real SIGINT while the third point runs (jobs = 1): two points saved, table and
-    provenance written, Interrupted raised; the rerun gives the uninterrupted table."""
-    run_point, calls, handler = sweep_module._run_point, [], signal.getsignal(signal.SIGINT)
+    """A real SIGINT while the third point runs (jobs = 1; a small sweep runs a point per
+    chunk): two points saved, table and provenance written, Interrupted raised; the rerun
+    gives the uninterrupted table."""
+    run_chunk, calls, handler = sweep_module._run_chunk, [], signal.getsignal(signal.SIGINT)
 
     def ctrl_c_during_the_third_point(args):
-        calls.append(args[1])
+        assert len(args[1]) == 1
+        calls.append(args[1][0][0])
         if len(calls) == 3:
             signal.raise_signal(signal.SIGINT)       # KeyboardInterrupt inside the point's work
-        return run_point(args)
+        return run_chunk(args)
 
-    monkeypatch.setattr(sweep_module, "_run_point", ctrl_c_during_the_third_point)
+    monkeypatch.setattr(sweep_module, "_run_chunk", ctrl_c_during_the_third_point)
     out = tmp_path / "s"
     with pytest.raises(Interrupted, match=r"^interrupted: 2 of 6 points done; rerun the same command to resume$"):
         sweep(BASE, PARAMS, out, jobs=1, progress=False)
@@ -103,3 +105,42 @@ def test_sweep_command(tmp_path, capsys):
     assert "3 points (0 not ok)" in capsys.readouterr().out
     assert main(["sweep", str(cfg), "--param", "task.sigma=-1,1", "--out", str(tmp_path / "p")]) == 2
     assert "task.sigma: expected a number > 0" in capsys.readouterr().err
+
+
+COMPILED_FLOW = BASE.with_overrides({"training.mode": "flow", "training.method": "DOP853-compiled",
+                                     "training.t_end": 1e4})
+COMPILED_PARAMS = [("features.K", [3, 5]), ("task.L", [0.2, 1.0, 5.0]), ("training.stop_loss", [0.0, 1e-3])]
+
+
+def test_compiled_flow_points_run_as_ensembles_and_give_the_rows_of_point_row(monkeypatch):
+    """A chunk's compiled flow points run in one ensemble per training section; every row equals
+    the row of the point run alone through solve (bit for bit), failures included."""
+    calls = []
+    ensemble = sweep_module.integrate_flow_ensemble
+
+    def counted(systems, *args, **options):
+        calls.append(len(systems))
+        return ensemble(systems, *args, **options)
+
+    monkeypatch.setattr(sweep_module, "integrate_flow_ensemble", counted)
+    chunk = list(enumerate(grid(COMPILED_PARAMS)))
+    records = sweep_module.chunk_records(COMPILED_FLOW, chunk)
+    assert calls == [3, 3]                    # K = 3, one ensemble per stop_loss; K = 5 fails (simplex in d = 2)
+    assert [r["index"] for r in records] == list(range(12))
+    for (index, overrides), record in zip(chunk, records):
+        row, _ = sweep_module.point_row(COMPILED_FLOW, overrides)
+        assert record["row"] == row
+        assert all(type(record["row"][k]) is type(v) for k, v in row.items())
+    statuses = [r["row"]["status"] for r in records]
+    assert statuses[:6] == ["ok"] * 6 and statuses[6:] == ["error"] * 6
+    assert {r["row"]["flow:status"] for r in records[:6]} == {"finished", "stop_loss"}
+
+
+def test_a_chunked_compiled_sweep_resumes_to_the_uninterrupted_table(tmp_path):
+    params = [("task.L", [0.2 * 1.5 ** i for i in range(12)]), ("task.link", ["sin", "tanh"])]    # 24 points
+    whole = sweep(COMPILED_FLOW, params, tmp_path / "whole", jobs=1, progress=False)
+    assert len(list((tmp_path / "whole" / "points").glob("*.json"))) == 8       # chunks of 3
+    sweep(COMPILED_FLOW, params, tmp_path / "resumed", jobs=1, progress=False, limit=7)      # "interrupted"
+    resumed = sweep(COMPILED_FLOW, params, tmp_path / "resumed", jobs=2, progress=False)
+    assert resumed == whole and all(r["status"] == "ok" for r in whole)
+    assert (tmp_path / "whole" / "table.csv").read_bytes() == (tmp_path / "resumed" / "table.csv").read_bytes()

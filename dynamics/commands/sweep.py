@@ -2,9 +2,15 @@
 
 Each grid point is the base configuration with some fields overridden
 (``--param task.L=0.1:100:log:40``, several allowed: their Cartesian product).
-Every finished point is written at once to ``DIR/points/NNNNN.json``; a rerun with
-the same grid skips those, so an interrupted sweep resumes where it stopped.  The
-table ``DIR/table.csv`` holds one row per point in grid order and only
+The points run in chunks, a task of the process pool each (about eight per worker, at
+most :data:`MAX_CHUNK` points when the base configuration is a compiled flow,
+:data:`MAX_CHUNK_ALONE` otherwise).  A finished chunk is written at once to
+``DIR/points/NNNNN.json`` (NNNNN its first index); a rerun with the same grid skips
+the points saved, so an interrupted sweep resumes where it stopped.  The points of a
+chunk that are one compiled flow of the scores (``training.mode = "flow"``, ``method
+= "DOP853-compiled"``, merged scores, no token noise) run together in
+:func:`solvers.ensemble.integrate_flow_ensemble`, which gives the numbers each gives
+alone.  The table ``DIR/table.csv`` holds one row per point in grid order and only
 deterministic columns (timings live in ``DIR/provenance.json``), so an interrupted
 and resumed sweep gives the same table as one that was not.  A point that fails is
 recorded with its status and message and does not stop the sweep.
@@ -16,6 +22,13 @@ points too, and its workers exit when they notice.  While a sweep runs it holds 
 exclusive ``flock`` on ``DIR/.lock``, so a second sweep into the same directory is
 refused; the kernel releases the lock however the process ends.  Every file is
 written atomically (:mod:`attnflow.dynamics.files`).
+
+Columns: the parameters, the problem's constants, and per trajectory its status,
+crossing times, fast/slow boundary, final loss and target attention and solver counters;
+``flow:stable_step_final`` is the stable GD step ``2/λ_max`` of the score system at the flow's final scores.
+(The minimum of that step along the flow, once a column, cost a dense K²×K² eigenvalue
+problem at every output point — 90 % of a K = 8 point's time — and is no longer in the
+table; :func:`attnflow.dynamics.analysis.phases.step_sizes` computes it for one trajectory.)
 """
 
 import contextlib
@@ -34,7 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.phases import phase_boundary, step_sizes
+from ...solvers import ScoreSystem
+from ...solvers.ensemble import integrate_flow_ensemble
+from ...solvers.flow import COMPILED
+
+from ..analysis.phases import phase_boundary
 from ..analysis.solve import solve
 from ..errors import AttnflowError, Interrupted
 from ..files import dump_json, prepare_out_dir, remove_stale_temps, write_csv, write_text
@@ -45,6 +62,10 @@ from ..reporting.tables import write_parquet
 
 
 MAX_POINTS = 1_000_000       # points of one sweep (the product of the --param sizes)
+# Points a worker runs (and saves in one file) at a time: many when they run as one compiled
+# ensemble (milliseconds each), few otherwise (a point may take seconds, and an interrupted
+# chunk is rerun).
+MAX_CHUNK, MAX_CHUNK_ALONE = 100, 8
 
 
 def parse_param(text):
@@ -94,6 +115,28 @@ def _maybe(x):
     return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
 
 
+def _problem_columns(row, problem):
+    """The problem's own columns: constants, regime and the initial loss."""
+    c = problem.constants()
+    row.update(L=c.L, Delta=c.Delta, delta=c.delta, L_Delta_delta=c.L_Delta_delta, regime=c.regime,
+               nondegenerate=c.nondegenerate, initial_loss=problem.initial_loss())
+
+
+def _trajectory_columns(row, kind, status, crossings, t, loss, final_min_target_attention, counters):
+    """The columns ``kind:…`` of one trajectory (a Trajectory's numbers or an ensemble's)."""
+    row[f"{kind}:status"] = status
+    row[f"{kind}:t_half"] = _maybe(crossings["t_half"])
+    for e, when in crossings["t_attention"].items():
+        row[f"{kind}:t_attention_{e:g}"] = _maybe(when)
+    for e, when in crossings["t_loss"].items():
+        row[f"{kind}:t_loss_{e:g}"] = _maybe(when)
+    row[f"{kind}:t_boundary"] = _maybe(phase_boundary(t, loss))
+    row[f"{kind}:final_loss"] = float(loss[-1])
+    row[f"{kind}:final_min_target_attention"] = float(final_min_target_attention)
+    for name, value in counters.items():
+        row[f"{kind}:{name}"] = value
+
+
 def point_row(cfg, overrides):
     """Run one grid point; return the table row (deterministic values) and its timings."""
     row = {f"param:{k}": v for k, v in overrides.items()}
@@ -101,30 +144,16 @@ def point_row(cfg, overrides):
     try:
         point_cfg = cfg.with_overrides(overrides)
         problem = Problem.from_config(point_cfg)
-        c = problem.constants()
-        row.update(L=c.L, Delta=c.Delta, delta=c.delta, L_Delta_delta=c.L_Delta_delta, regime=c.regime,
-                   nondegenerate=c.nondegenerate, initial_loss=problem.initial_loss())
+        _problem_columns(row, problem)
         result = solve(problem, point_cfg.training, progress=False)
         for kind, tr in result.trajectories.items():
-            cr = tr.crossings
-            row[f"{kind}:status"] = tr.status
-            row[f"{kind}:t_half"] = _maybe(cr["t_half"])
-            for e, t in cr["t_attention"].items():
-                row[f"{kind}:t_attention_{e:g}"] = _maybe(t)
-            for e, t in cr["t_loss"].items():
-                row[f"{kind}:t_loss_{e:g}"] = _maybe(t)
-            row[f"{kind}:t_boundary"] = _maybe(phase_boundary(tr.t, tr.loss))
-            row[f"{kind}:final_loss"] = float(tr.loss[-1])
-            row[f"{kind}:final_min_target_attention"] = float(np.diagonal(tr.final_attention).min())
-            for name, value in tr.counters.items():
-                row[f"{kind}:{name}"] = value
+            _trajectory_columns(row, kind, tr.status, tr.crossings, tr.t, tr.loss,
+                                np.diagonal(tr.final_attention).min(), tr.counters)
         if "gd" in result.trajectories:
             row["gd:eta"] = result.eta
             row["gd:stable_step_at_start"] = result.stable_step_at_start
         if "flow" in result.trajectories:
-            steps = step_sizes(problem.score_system(), result.trajectories["flow"])
-            row["flow:stable_step_min"] = steps.minimum
-            row["flow:stable_step_final"] = steps.final
+            row["flow:stable_step_final"] = problem.score_system().stable_step(result.trajectories["flow"].S[-1])
         trajectories = result.trajectories.values()
         row["status"] = "ok" if all(tr.success for tr in trajectories) else "/".join(tr.status for tr in trajectories)
         row["message"] = ""
@@ -135,26 +164,124 @@ def point_row(cfg, overrides):
     return row, time.perf_counter() - start
 
 
-def _run_point(args):
-    cfg, index, overrides, out = args
-    row, seconds = point_row(cfg, overrides)
-    record = {"index": index, "overrides": overrides, "row": row, "seconds": seconds}
-    dump_json(Path(out) / "points" / f"{index:05d}.json", record, indent=None)
-    return record
+def _runs_as_ensemble(training):
+    """Whether training runs one compiled flow (the points of such a sweep run as ensembles)."""
+    return training.mode == "flow" and training.method in COMPILED
+
+
+def _ensemble_member(cfg, overrides):
+    """``(problem, training)`` of a point whose whole run is one compiled flow of the scores
+    (:func:`attnflow.solvers.ensemble.integrate_flow_ensemble` runs it), or None: run it alone."""
+    try:
+        point_cfg = cfg.with_overrides(overrides)
+        training = point_cfg.training
+        if not _runs_as_ensemble(training):
+            return None
+        problem = Problem.from_config(point_cfg)
+        if not isinstance(problem.system(), ScoreSystem):
+            return None                  # separate factors or token noise: solve_ivp's DOP853
+        problem.constants()
+    except Exception:  # noqa: BLE001 — point_row records the failure as it records any
+        return None
+    return problem, training
+
+
+def _ensemble_rows(members):
+    """Rows of points that share one flow ensemble: ``[(overrides, problem, training)]``, one
+    training section and kernel set.  Each row equals :func:`point_row`'s for the point (tested)."""
+    training = members[0][2]
+    systems = [problem.system() for _, problem, _ in members]
+    result = integrate_flow_ensemble(systems, np.stack([problem.start for _, problem, _ in members]),
+                                     training.t_end, training.rtol, training.atol, training.eps,
+                                     training.stop_loss, training.n_out, parallel=False)
+    rows = []
+    for b, (overrides, problem, _) in enumerate(members):
+        row = {f"param:{k}": v for k, v in overrides.items()}
+        _problem_columns(row, problem)
+        never = lambda t: None if math.isnan(t) else float(t)  # noqa: E731
+        crossings = {"t_half": never(result.t_half[b]),
+                     "t_attention": {e: never(t) for e, t in zip(training.eps, result.t_attention[b])},
+                     "t_loss": {e: never(t) for e, t in zip(training.eps, result.t_loss[b])}}
+        m = int(result.n_recorded[b])
+        _trajectory_columns(row, "flow", str(result.status[b]), crossings, result.t_out[b, :m],
+                            result.loss_out[b, :m], result.final_min_target_attention[b], result.counters(b))
+        row["flow:stable_step_final"] = systems[b].stable_step(result.final_S[b])
+        row["status"] = "ok" if row["flow:status"] in ("finished", "stop_loss") else row["flow:status"]
+        row["message"] = ""
+        rows.append(row)
+    return rows
+
+
+def _ensemble_key(problem, training):
+    """Points with equal keys run in one ensemble: one K, kernel set, prompt model and training."""
+    system = problem.system()
+    return (id(system.kernels), system.K, tuple(system.prompt), system.Ms.shape, training.t_end, training.rtol,
+            training.atol, tuple(training.eps), training.stop_loss, training.n_out)
+
+
+def chunk_records(cfg, chunk):
+    """Run the points ``chunk`` (a list of ``(index, overrides)``); return their records in that order.
+
+    The points a compiled flow of the scores solves alone run together, one
+    :func:`solvers.ensemble.integrate_flow_ensemble` per training section and kernel
+    set (their ``seconds`` share its time equally), on this thread (``--jobs`` is the
+    sweep's parallelism); the others run one by one.
+    """
+    records, groups = {}, {}
+    for index, overrides in chunk:
+        start = time.perf_counter()
+        member = _ensemble_member(cfg, overrides)
+        if member is None:
+            row, seconds = point_row(cfg, overrides)
+            records[index] = {"index": index, "overrides": overrides, "row": row, "seconds": seconds}
+            continue
+        group = groups.setdefault(_ensemble_key(*member), [])
+        group.append((index, overrides, *member, time.perf_counter() - start))
+    for group in groups.values():
+        start = time.perf_counter()
+        try:
+            rows = _ensemble_rows([(overrides, problem, training) for _, overrides, problem, training, _ in group])
+        except Exception:  # noqa: BLE001 — whatever failed is recorded point by point
+            rows = [point_row(cfg, overrides)[0] for _, overrides, *_ in group]
+        share = (time.perf_counter() - start) / len(group)
+        for (index, overrides, *_, seconds), row in zip(group, rows):
+            records[index] = {"index": index, "overrides": overrides, "row": row, "seconds": seconds + share}
+    return [records[index] for index, _ in chunk]
+
+
+def _run_chunk(args):
+    """Run a chunk of points and save their records in one file, ``points/NNNNN.json`` (its first index)."""
+    cfg, chunk, out = args
+    records = chunk_records(cfg, chunk)
+    dump_json(Path(out) / "points" / f"{chunk[0][0]:05d}.json", {"records": records}, indent=None)
+    return records
 
 
 def _load_done(out, points):
+    """The finished points' records from ``points/*.json`` (chunks ``{"records": […]}``, or one record)."""
     done = {}
     for path in sorted((Path(out) / "points").glob("*.json")):
         try:
-            record = json.loads(path.read_text())
-            i = record["index"]
-            matches = i < len(points) and record["overrides"] == points[i]
-        except (ValueError, KeyError, TypeError):      # not a point file of ours: the point is rerun
+            content = json.loads(path.read_text())
+            records = content["records"] if "records" in content else [content]
+            for record in records:
+                i = record["index"]
+                if i < len(points) and record["overrides"] == points[i]:
+                    done[i] = record
+        except (ValueError, KeyError, TypeError):      # not a point file of ours: its points are rerun
             continue
-        if matches:
-            done[i] = record
     return done
+
+
+def _chunks(todo, points, jobs, largest):
+    """The points to run as ``[(index, overrides)]`` chunks: a task of the pool each.
+
+    About eight chunks a worker, at most ``largest`` points each: small sweeps still save
+    (and report) point by point, large ones pay the pool's and the file's cost per chunk
+    and run many points in one ensemble.
+    """
+    size = max(1, min(largest, -(-len(todo) // (8 * jobs))))
+    return [[(i, points[i]) for i in todo[k:k + size]] for k in range(0, len(todo), size)]
 
 
 @contextmanager
@@ -214,24 +341,29 @@ def _end_pool(pool):
 
 
 def _run_points(args, jobs, lock_fd, done, report):
-    """Run the points ``args``, serially or in a pool, adding each finished record to ``done``."""
+    """Run the chunks ``args``, serially or in a pool, adding each finished record to ``done``."""
+    total = sum(len(a[1]) for a in args)
+    finished = 0
     if jobs == 1 or len(args) <= 1:
-        for n, a in enumerate(args, 1):
-            record = _run_point(a)
-            done[record["index"]] = record
+        for a in args:
+            for record in _run_chunk(a):
+                done[record["index"]] = record
+            finished += len(a[1])
             if report:
-                report(n / len(args))
+                report(finished / total)
         return
     st = os.fstat(lock_fd)
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
                                initargs=(lock_fd, (st.st_dev, st.st_ino)))
     try:
-        futures = [pool.submit(_run_point, a) for a in args]
-        for n, fut in enumerate(as_completed(futures), 1):
-            record = fut.result()
-            done[record["index"]] = record
+        futures = [pool.submit(_run_chunk, a) for a in args]
+        for fut in as_completed(futures):
+            records = fut.result()
+            for record in records:
+                done[record["index"]] = record
+            finished += len(records)
             if report:
-                report(n / len(args))
+                report(finished / total)
     except BaseException:
         with _sigint_ignored():              # a second Ctrl-C must not cut this short
             _end_pool(pool)
@@ -275,7 +407,12 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
     if todo:
         # Generate and compile the kernels once, here, before the workers need them (and
         # before anything is written: a first point that cannot be built is an input error).
-        Problem.from_config(cfg.with_overrides(points[todo[0]])).score_system().warm_up()
+        first = cfg.with_overrides(points[todo[0]])
+        problem = Problem.from_config(first)
+        problem.system().warm_up()
+        if _runs_as_ensemble(first.training) and isinstance(problem.system(), ScoreSystem):
+            # The ensemble's loops too: compiled (or loaded) once here, not by every worker at once.
+            integrate_flow_ensemble([problem.system()], problem.start, 1e-3, n_out=2, parallel=False)
     remove_stale_temps(out, ("sweep.json", "table.csv", "table.parquet", "provenance.json"))   # left by a killed sweep
     remove_stale_temps(out / "points")
     write_text(spec_path, json.dumps(spec, indent=2))       # as compared above (no plain_json)
@@ -284,7 +421,9 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
     interrupted = False
     try:
         with progress_bar(f"sweep ({len(points)} points, {len(done)} done before)", progress) as report:
-            _run_points([(cfg, i, points[i], str(out)) for i in todo], jobs, lock_fd, done, report)
+            largest = MAX_CHUNK if _runs_as_ensemble(cfg.training) else MAX_CHUNK_ALONE
+            _run_points([(cfg, chunk, str(out)) for chunk in _chunks(todo, points, jobs, largest)], jobs, lock_fd,
+                        done, report)
     except KeyboardInterrupt:
         interrupted = True
     with _sigint_ignored(interrupted):      # after one Ctrl-C, write what is done even if another comes

@@ -3,14 +3,14 @@
 This is the first stage of the pipeline a user can call on its own::
 
     problem = Problem.from_config(config.load("my.toml"))
-    system = problem.score_system()          # arrays G, F, p for the solvers
-    trained = problem.system() # the same, or the separate factors' system on top of it
-    problem.start                      # initial scores, or factors (B₀, C₀)
+    system = problem.system()          # what is trained: the score system, or a variant on top of it
+    problem.start                      # its initial state: scores S₀, factors (B₀, C₀), or Q₀
+    scores = problem.score_system()    # the merged, noise-free score system (arrays G, F, p), from S0
     problem.constants()                # L, Δ, δ, LΔδ, regime (reconstructed, labelled)
 """
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -40,10 +40,18 @@ def build_features(section):
         return fs
     if section.matrix is not None:
         raise AttnflowError("features.matrix", f"only used with kind = \"explicit\", not \"{kind}\"")
+    return _generated_features(kind, K, d, section.seed if kind == "random-unit" else 0)
+
+
+@lru_cache(maxsize=32)
+def _generated_features(kind, K, d, seed):
+    """Orthonormal, random-unit or simplex features, built once per process for each
+    (kind, K, d, seed): they are a function of these alone (random-unit is seeded) and a
+    FeatureSet is immutable (its V read-only), so the points of a sweep share one."""
     if kind == "orthonormal":
         return feat.orthonormal(K, d)
     try:
-        return feat.random_unit(K, d, section.seed) if kind == "random-unit" else feat.simplex(K, d)
+        return feat.random_unit(K, d, seed) if kind == "random-unit" else feat.simplex(K, d)
     except AttnflowError as e:
         if e.field != "features.matrix":
             raise
