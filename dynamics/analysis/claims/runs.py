@@ -87,6 +87,19 @@ def orthonormal_linear(ctx, K=4, p="uniform"):
 
 @dataclass
 class Context:
+    """What every protocol of one ``attnflow check`` shares: the base problem, sizes, cached flows.
+
+    Attributes
+    ----------
+    cfg : Config
+        The user's configuration; the base problem and every variant start from it.
+    out : Path
+        The output directory; figures go to ``out/figures``.
+    quick : bool
+        Smaller sweeps and budgets (``--quick``).
+    progress : bool
+        Whether to show progress bars.
+    """
     cfg: object
     out: Path
     quick: bool = False
@@ -130,6 +143,7 @@ class Context:
         return figures.balanced_imbalanced(self.fig("H1_H2"), self.balanced_flow, self.imbalanced_flow)
 
     def fig(self, name):
+        """Return the path of the figure ``name`` (``out/figures/NAME.png``)."""
         return self.out / "figures" / f"{name}.png"
 
     def oscillation_map(self, rows, factors=(0.5, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)):

@@ -14,6 +14,29 @@ PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
 @dataclass
 class Verdict:
+    """The outcome of one claim's protocol.
+
+    Attributes
+    ----------
+    claim : str
+        Its name, e.g. ``"C3"``.
+    statement : str
+        The claim, in one sentence.
+    verdict : str
+        :data:`PASS`, :data:`FAIL` or :data:`INCONCLUSIVE`.
+    reason : str
+        Why, with the deciding numbers.
+    numbers : dict
+        Everything measured, with the windows (JSON-ready).
+    figure : str or None
+        Path of the claim's figure.
+    reconstructed : bool
+        Whether the claim rests on a reconstructed definition (Δ, δ, c*).
+    choices : list of str
+        Free choices the paper does not fix, named in the report.
+    details : list of str
+        Markdown lines shown after the reason (tables).
+    """
     claim: str
     statement: str
     verdict: str
@@ -69,6 +92,7 @@ def judged(numbers, windows, rule):
     return verdict
 
 def all_pass(flags):
+    """Return PASS when every window passes, FAIL otherwise: the usual ``rule`` of :func:`decide`."""
     return PASS if all(flags.values()) else FAIL
 
 def bounds(window):
