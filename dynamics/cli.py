@@ -35,6 +35,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
+    """Return the ``attnflow`` argument parser with its subcommands (demo, run, derive, sweep, check).
+
+    Its usage errors are one line, ``error: attnflow run: …``, with exit status 2, like every bad input.
+    """
     parser = _Parser(
         prog="attnflow",
         description="Training dynamics of softmax attention learning in-context regression.")

@@ -107,9 +107,20 @@ def write_png(path, fig, **savefig_options):
 
 
 def remove_stale_temps(directory, names=None):
-    """Remove the temporary files a killed writer left in ``directory``: those of the
-    files in ``names``, or of any file if ``names`` is None (a directory only attnflow
-    writes).  Returns how many were removed."""
+    """Remove the temporary files a killed writer left in ``directory``.
+
+    Parameters
+    ----------
+    directory : str or Path
+    names : iterable of str, optional
+        Remove the temporary files of these outputs only; of any file when None (a
+        directory only attnflow writes).
+
+    Returns
+    -------
+    int
+        How many were removed.
+    """
     directory = Path(directory)
     removed = 0
     for path in directory.glob(".*.tmp"):

@@ -173,6 +173,19 @@ def _asymptotic_blocks(problem, derivation):
 
 
 def render(problem, training=None, fmt="markdown"):
+    """Return the derivation document of a problem (``attnflow derive``).
+
+    Parameters
+    ----------
+    problem : Problem
+    training : Section, optional
+        The ``[training]`` section, for the GD map and its step size.
+    fmt : {"markdown", "latex"}
+
+    Returns
+    -------
+    str
+    """
     blocks = derivation_blocks(problem, training)
     if fmt == "latex":
         return export.to_latex(blocks, title=f"attnflow: score dynamics for K = {problem.K}")

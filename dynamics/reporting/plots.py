@@ -20,6 +20,16 @@ def positive_times(t, *ys):
 
 
 def draw_loss(ax, trajectories, color=None):
+    """Draw the loss of each trajectory against t on log-log axes.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+    trajectories : dict
+        ``"flow"`` / ``"gd"`` → Trajectory (GD is drawn against η · iteration).
+    color : str, optional
+        One colour for every line; matplotlib's cycle when None.
+    """
     for kind, tr in trajectories.items():
         t, loss = positive_times(tr.t, tr.loss)
         ax.loglog(t, np.maximum(loss, 1e-300), color=color, label=_NAMES[kind], **_STYLE[kind])
