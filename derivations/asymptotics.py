@@ -48,6 +48,20 @@ def _column_functions(derivation):
 
 @dataclass
 class EarlyPhase:
+    """The flow linearised at ``S = 0``.
+
+    Attributes
+    ----------
+    velocity : array, shape (K, K)
+        ``V₀ = dS/dt`` at S = 0.
+    jacobian : array, shape (K², K²)
+        ``J(0)`` on the C-ordered state.
+    rates : array
+        Real parts of the eigenvalues of J(0), descending.
+    t_half_drift : float
+        Linear-drift estimate of the time the target attention reaches 1/2.
+    """
+
     velocity: np.ndarray        # V₀ = dS/dt at S = 0
     jacobian: np.ndarray        # J(0), (K², K²) on the C-ordered state
     rates: np.ndarray           # eigenvalues of J(0), real parts, descending
@@ -98,6 +112,22 @@ def _drift_half_time(V0, p):
 
 @dataclass
 class LatePhase:
+    """The leading-order decay near convergence.
+
+    Attributes
+    ----------
+    loss_exponent : float
+        ℒ ∝ t^loss_exponent.
+    gap_exponent : float
+        1 − A_kk ∝ t^gap_exponent.
+    loss_constant : float or None
+        C in ℒ ≈ C/t (G = γI only).
+    gap_constant : float or None
+        D in max_k(1 − A_kk) ≈ D/√t (G = γI only).
+    gamma : float or None
+        γ when G = γI.
+    """
+
     loss_exponent: float              # ℒ ∝ t^loss_exponent
     gap_exponent: float               # 1 − A_kk ∝ t^gap_exponent
     loss_constant: float = None       # C in ℒ ≈ C/t (G = γI only)

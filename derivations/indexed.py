@@ -149,8 +149,12 @@ def _apply_deltas(expr):
 
 
 def canonical(expr):
-    """The normal form: summation indices named by depth, M's indices sorted, factors outside sums,
-    Kronecker deltas applied to their term, expanded."""
+    """Return the normal form of an indexed expression.
+
+    Summation indices named by depth, M's indices sorted, factors outside sums,
+    Kronecker deltas applied to their term, expanded: two equal expressions have
+    the same normal form.
+    """
     return sp.expand(_normal(_unique_dummies(_apply_deltas(expr)), 0))
 
 
@@ -169,8 +173,11 @@ def through_softmax(f, x):
 
 @dataclass(frozen=True)
 class IndexedColumn:
-    """The column in indexed form: ``loss`` (scalar), ``gradient`` ``g_i`` (free index I),
-    ``hessian`` ``H_ij`` (free I, J), each a canonical SymPy expression in ``a``, ``M`` and K."""
+    """The column in indexed form, each entry a canonical SymPy expression in ``a``, ``M`` and K.
+
+    Attributes: ``loss`` (scalar), ``gradient`` ``g_i`` (free index I), ``hessian``
+    ``H_ij`` (free I, J).
+    """
 
     loss: sp.Expr
     gradient: sp.Expr
@@ -187,7 +194,9 @@ def derive_column():
 
 
 def textbook_column():
-    """The column as the textbook writes it, grouped: ``ℓ = ½β``, ``g_i = a_i (u_i − β)``,
+    """Return the column as the textbook writes it, grouped.
+
+    ``ℓ = ½β``, ``g_i = a_i (u_i − β)``,
     ``H_ij = a_i a_j (M_ij − u_i − u_j + β) + δ_ij g_i − g_i a_j − a_i g_j`` (that is DMD + diag(g) − g aᵀ − a gᵀ),
     with ``u_i = Σ_m M_im a_m`` and ``β = Σ_n a_n u_n`` written as sums.
 

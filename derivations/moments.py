@@ -37,6 +37,18 @@ class NoClosedForm(Exception):
 
 @dataclass(frozen=True)
 class Parameter:
+    """The law of one random parameter θ of an expression class.
+
+    Attributes
+    ----------
+    name : str
+    kind : {"normal", "uniform", "fixed"}
+    a : float
+        μ, the lower bound, or the value.
+    b : float
+        σ, or the upper bound.
+    """
+
     name: str
     kind: str          # "normal", "uniform" or "fixed"
     a: float           # μ, lower bound, or the value
@@ -70,6 +82,7 @@ class Parameter:
         return self.a + (self.b - self.a) * (x + 1) / 2, w / w.sum()
 
     def sample(self, rng, size):
+        """Draw ``size`` independent values of θ with the generator ``rng``, shape (size,)."""
         if self.kind == "fixed":
             return np.full(size, self.a)
         if self.kind == "normal":

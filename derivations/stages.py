@@ -54,10 +54,12 @@ class Stage:
 # --- symbols ---------------------------------------------------------------------------
 
 def attention_symbols(K):
+    """Return the positive symbols ``a_1 … a_K`` of one query's attention."""
     return sp.symbols(f"a_1:{K + 1}", positive=True)
 
 
 def score_symbols(K):
+    """Return the real symbols ``s_1 … s_K`` of one column of scores."""
     return sp.symbols(f"s_1:{K + 1}", real=True)
 
 
@@ -262,6 +264,17 @@ def pull_back(K, d=None):
 
 
 def flow_jacobian(K):
+    """Stage: the Jacobian of the flow, ``−(G ⊗ G)`` times the block-diagonal matrix of ``p_k H⁽ᵏ⁾``.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     eqs = [r"\frac{\partial \dot S_{il}}{\partial S_{mk}} = -p_k\, (G H^{(k)})_{im}\, G_{kl}"]
     text = ("Column $k$ of $\\Gamma$ depends only on column $k$ of $S$, so the Jacobian of the flow is "
             "$-(G\\otimes G)$ times the block-diagonal matrix of $p_k H^{(k)}$. The stiff solvers "
@@ -270,6 +283,17 @@ def flow_jacobian(K):
 
 
 def gd_map(K):
+    """Stage: the GD map ``S⁺ = S − η G Γ(S) G`` in score space, exact; the Euler scheme of the flow.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     S, G, Gamma = sp.MatrixSymbol("S", K, K), sp.MatrixSymbol("G", K, K), sp.MatrixSymbol("Gamma", K, K)
     eta = sp.Symbol("eta", positive=True)
     eqs = [r"S^{+} = S - \eta\, G\, \Gamma(S)\, G"]
@@ -287,6 +311,7 @@ class Derivation:
     stages: list
 
     def stage(self, name):
+        """Return the stage called ``name``; raise KeyError when there is none."""
         for st in self.stages:
             if st.name == name:
                 return st
