@@ -139,9 +139,22 @@ def _os_reason(e):
 def prepare_out_dir(path, field="--out"):
     """Create the output directory ``path`` if needed and check that files can be created in it.
 
-    Raises AttnflowError(field, …) for an empty path, an existing file, or a directory
-    that cannot be created or written (naming the path and the operating system's reason).
-    Returns the directory as a Path.
+    Parameters
+    ----------
+    path : str or Path
+    field : str
+        The option or field named in the error.
+
+    Returns
+    -------
+    Path
+        The directory.
+
+    Raises
+    ------
+    AttnflowError
+        ``field``, for an empty path, an existing file, or a directory that cannot be
+        created or written (naming the path and the operating system's reason).
     """
     if str(path).strip() == "":
         raise AttnflowError(field, "expected a directory, got an empty path")
@@ -162,7 +175,14 @@ def prepare_out_dir(path, field="--out"):
 
 
 def prepare_out_file(path, field="--out"):
-    """Check that the file ``path`` can be written (creating its directory if needed); return it as a Path."""
+    """Check that the file ``path`` can be written (creating its directory if needed); return it as a Path.
+
+    Raises
+    ------
+    AttnflowError
+        ``field``, for an empty path, a directory, a link, device or pipe, or a place
+        that cannot be written.
+    """
     if str(path).strip() == "":
         raise AttnflowError(field, "expected a file name, got an empty path")
     target = Path(path)
