@@ -69,7 +69,21 @@ class EarlyPhase:
 
 
 def early_phase(G, F, p, derivation=None):
-    """Linearisation of the flow at ``S = 0`` from the derived column expressions."""
+    """Linearise the flow at ``S = 0`` from the derived column expressions.
+
+    Parameters
+    ----------
+    G, F : array, shape (K, K)
+        Gram matrix of the features and moment matrix of the class.
+    p : array, shape (K,)
+        Feature probabilities.
+    derivation : Derivation, optional
+        The symbolic derivation for K features; derived when None.
+
+    Returns
+    -------
+    EarlyPhase
+    """
     K = len(p)
     derivation = derivation or derive(K)
     grad, hess = _column_functions(derivation)
@@ -176,7 +190,21 @@ def late_phase_stage(K=3):
 
 
 def late_phase(G, F, p):
-    """Exponents always; constants when ``G = γ I`` (solving ``c ∘ (M̃c) = 1/(2γ²p_kK)``)."""
+    """Return the late-phase law: exponents always, constants when ``G = γ I``.
+
+    The constants solve ``c ∘ (M̃c) = 1/(2γ²p_kK)`` per query (:func:`positive_scaling`).
+
+    Parameters
+    ----------
+    G, F : array, shape (K, K)
+        Gram matrix of the features and moment matrix of the class.
+    p : array, shape (K,)
+        Feature probabilities.
+
+    Returns
+    -------
+    LatePhase
+    """
     K = len(p)
     gamma = G[0, 0]
     if not np.allclose(G, gamma * np.eye(K), rtol=0, atol=1e-12 * abs(gamma)):
@@ -194,10 +222,23 @@ def late_phase(G, F, p):
 
 
 def positive_scaling(M, r, iterations=100):
-    """The positive solution of ``c ∘ (M c) = r`` for positive-definite M, or None.
+    """Return the positive solution of ``c ∘ (M c) = r`` for positive-definite M, or None.
 
     It is the minimiser of the strictly convex ``½ cᵀMc − r Σ log c_n``; damped Newton
     from ``c = √(r / diag M)``, halving steps to stay positive and descend.
+
+    Parameters
+    ----------
+    M : array, shape (n, n)
+    r : float
+        The right-hand side, the same for every entry.
+    iterations : int
+        Most Newton steps.
+
+    Returns
+    -------
+    array, shape (n,), or None
+        None when M is not positive definite (or Newton does not converge).
     """
     if np.linalg.eigvalsh(M).min() <= 0:
         return None

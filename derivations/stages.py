@@ -326,6 +326,21 @@ class Derivation:
 def derive(K):
     """Run every stage for K features; return the :class:`Derivation`.
 
+    Parameters
+    ----------
+    K : int
+        Number of features, at least 2.
+
+    Returns
+    -------
+    Derivation
+        The stages in order, each with its equations and the SymPy checks it passed.
+
+    Raises
+    ------
+    ValueError
+        When K is not an integer ≥ 2.
+
     Examples
     --------
     >>> d = derive(2)
@@ -348,8 +363,17 @@ def verify_pull_back(K=2, d=2):
     Every entry of V, Q, F and p is a symbol; ℒ(Q) is written from the network
     (softmax of ``V Q v_k + log p``) with raw moments F, differentiated in Q, and
     compared with the pulled-back score gradient ``Γ_nk = p_k g⁽ᵏ⁾_n``, whose column
-    gradient comes from :func:`column_gradient`.  Returns the d×d matrix of
-    simplified differences (all zero when the reduction is exact).
+    gradient comes from :func:`column_gradient`.
+
+    Parameters
+    ----------
+    K, d : int
+        Number of features and their dimension (keep them small: the check is symbolic).
+
+    Returns
+    -------
+    sympy.Matrix, shape (d, d)
+        The simplified differences, all zero when the reduction is exact.
     """
     V = sp.Matrix(K, d, lambda n, i: sp.Symbol(f"v_{n + 1}{i + 1}", real=True))
     Q = sp.Matrix(d, d, lambda i, j: sp.Symbol(f"q_{i + 1}{j + 1}", real=True))
