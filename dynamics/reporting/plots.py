@@ -88,7 +88,17 @@ def draw_target(ax, trajectories):
 
 
 def plot_run(out_dir, trajectories, title=""):
-    """Write ``loss.png`` and ``attention.png`` for one run."""
+    """Write ``loss.png`` and ``attention.png`` for one run.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The run's output directory.
+    trajectories : dict
+        ``"flow"`` / ``"gd"`` → Trajectory.
+    title : str
+        Drawn above both figures.
+    """
     fig, ax = plt.subplots(figsize=(5.5, 4))
     draw_loss(ax, trajectories)
     ax.legend()

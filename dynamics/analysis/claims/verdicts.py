@@ -61,6 +61,24 @@ def deciding_window(name, measured, accepted, halved, why, halving, passes=None,
     value of ``measured`` (a number, or a dict or list of them) lies inside.  ``passes`` and
     ``passes_halved`` replace that test where the threshold acts through a quantity recomputed with it
     (a phase boundary found with the tolerance halved, say).
+
+    Parameters
+    ----------
+    name : str
+        The window's name, unique within its claim.
+    measured : float, list or dict
+        The measured number(s).
+    accepted, halved : (float or None, float or None)
+        The accepted range and the range halved.
+    why, halving : str
+        Why the range is what it is, and how it is halved.
+    passes, passes_halved : bool, optional
+        Override the range test (see above).
+
+    Returns
+    -------
+    dict
+        JSON-ready: the arguments and the flags ``passes`` and ``passes_halved``.
     """
     values = list(measured.values()) if isinstance(measured, dict) else (
         list(measured) if isinstance(measured, (list, tuple)) else [measured])
@@ -79,6 +97,18 @@ def decide(windows, rule):
 
     ``rule`` maps ``{window name: passes}`` to a verdict.  Each window also records the verdict with
     only itself halved (``verdict_with_this_window_halved``).
+
+    Parameters
+    ----------
+    windows : list of dict
+        From :func:`deciding_window`; updated in place.
+    rule : callable
+        ``{window name: passes}`` → PASS, FAIL or INCONCLUSIVE (e.g. :func:`all_pass`).
+
+    Returns
+    -------
+    (str, str)
+        The verdict, and the verdict with every window halved.
     """
     flags = {w["name"]: w["passes"] for w in windows}
     for w in windows:
