@@ -92,7 +92,17 @@ def through_softmax(expr, a, i):
 # --- stages ----------------------------------------------------------------------------
 
 def network(K):
-    """Attention with counts, the prediction, and the loss in label-gap moments."""
+    """Stage: attention with counts, the prediction, and the loss in label-gap moments.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     s = score_symbols(K)
     c = sp.symbols(f"c_1:{K + 1}", nonnegative=True)
     f = sp.symbols(f"f_1:{K + 1}", real=True)
@@ -133,7 +143,17 @@ def network(K):
 
 
 def large_prompt_limit(K):
-    """N → ∞: counts c_n/N → p_n, so the attention is a deterministic softmax."""
+    """Stage: as N → ∞, counts c_n/N → p_n, so the attention is a deterministic softmax.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     s = score_symbols(K)
     logp = sp.symbols(f"l_1:{K + 1}", real=True)
     a = explicit_softmax(s, logp)
@@ -146,7 +166,17 @@ def large_prompt_limit(K):
 
 
 def softmax_derivative(K):
-    """``∂a_m/∂s_j = a_m (δ_mj − a_j)``, derived from the explicit softmax."""
+    """Stage: ``∂a_m/∂s_j = a_m (δ_mj − a_j)``, derived from the explicit softmax.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     s = score_symbols(K)
     logp = sp.symbols(f"l_1:{K + 1}", real=True)
     a = explicit_softmax(s, logp)
@@ -169,7 +199,17 @@ def softmax_derivative(K):
 
 
 def column_loss(K):
-    """The per-query loss ``ℓ = ½ aᵀ M a`` in the attention."""
+    """Stage: the per-query loss ``ℓ = ½ aᵀ M a`` in the attention.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     a = attention_symbols(K)
     M = moment_matrix(K)
     loss = sp.Rational(1, 2) * sp.Add(*[M[i, j] * a[i] * a[j] for i in range(K) for j in range(K)])
@@ -179,7 +219,17 @@ def column_loss(K):
 
 
 def column_gradient(loss_stage):
-    """``g_i = ∂ℓ/∂s_i = a_i (u_i − B)`` with ``u = ∂ℓ/∂a = M a`` and ``B = aᵀ u``."""
+    """Stage: ``g_i = ∂ℓ/∂s_i = a_i (u_i − B)`` with ``u = ∂ℓ/∂a = M a`` and ``B = aᵀ u``.
+
+    Parameters
+    ----------
+    loss_stage : Stage
+        :func:`column_loss`'s stage (its data ``a``, ``M``, ``loss``).
+
+    Returns
+    -------
+    Stage
+    """
     a, M, loss = (loss_stage.data[x] for x in ("a", "M", "loss"))
     K = len(a)
     u = [sp.diff(loss, ai) for ai in a]
@@ -214,7 +264,17 @@ def column_gradient(loss_stage):
 
 
 def column_hessian(gradient_stage):
-    """``H_ij = ∂g_j/∂s_i``, again through the softmax rule."""
+    """Stage: ``H_ij = ∂g_j/∂s_i``, again through the softmax rule.
+
+    Parameters
+    ----------
+    gradient_stage : Stage
+        :func:`column_gradient`'s stage (its data ``a``, ``M``, ``gradient``).
+
+    Returns
+    -------
+    Stage
+    """
     a, M, grad = (gradient_stage.data[x] for x in ("a", "M", "gradient"))
     K = len(a)
     H = sp.zeros(K, K)
@@ -245,7 +305,19 @@ def column_hessian(gradient_stage):
 
 
 def pull_back(K, d=None):
-    """``S = V Q Vᵀ``: the flow in Q pulls back to ``dS/dt = −G Γ G``."""
+    """Stage: with ``S = V Q Vᵀ``, the flow in Q pulls back to ``dS/dt = −G Γ G``.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+    d : int, optional
+        Their dimension; K when None.
+
+    Returns
+    -------
+    Stage
+    """
     d = d or K
     V, Q = sp.MatrixSymbol("V", K, d), sp.MatrixSymbol("Q", d, d)
     Gamma, G = sp.MatrixSymbol("Gamma", K, K), sp.MatrixSymbol("G", K, K)
