@@ -55,7 +55,7 @@ class Parameter:
     b: float = 0.0     # σ, upper bound
 
     def mgf(self, t):
-        """Moment generating function ``E[e^{tθ}]`` as a SymPy expression in t."""
+        """Return the moment generating function ``E[e^{tθ}]`` as a SymPy expression in t."""
         a, b = sp.nsimplify(self.a), sp.nsimplify(self.b)
         if self.kind == "fixed":
             return sp.exp(a * t)
@@ -64,7 +64,15 @@ class Parameter:
         return (sp.exp(b * t) - sp.exp(a * t)) / ((b - a) * t)
 
     def moment_times_exp(self, j, alpha):
-        """``E[θ^j e^{αθ}]`` exactly."""
+        """Return ``E[θ^j e^{αθ}]`` exactly, as a SymPy expression.
+
+        Parameters
+        ----------
+        j : int
+            Power of θ.
+        alpha : sympy.Expr
+            Rate of the exponential (the uniform law's ``α = 0`` is taken in closed form).
+        """
         t = sp.Dummy("t")
         if self.kind == "uniform" and sp.simplify(alpha) == 0:
             a, b = sp.nsimplify(self.a), sp.nsimplify(self.b)
@@ -72,7 +80,15 @@ class Parameter:
         return sp.diff(self.mgf(t), t, j).subs(t, alpha)
 
     def nodes(self, n):
-        """Quadrature nodes and weights (summing to one) for this parameter's law."""
+        """Return n quadrature nodes and weights (summing to one) for this parameter's law.
+
+        Gauss–Hermite for a normal law, Gauss–Legendre for a uniform one, the value
+        itself (one node) for a fixed one.
+
+        Returns
+        -------
+        (array, array)
+        """
         if self.kind == "fixed":
             return np.array([self.a]), np.array([1.0])
         if self.kind == "normal":

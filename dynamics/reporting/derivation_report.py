@@ -26,7 +26,23 @@ def _matrix(A):
 
 
 def derivation_blocks(problem, training=None):
-    """The whole document as export blocks."""
+    """Return the whole derivation document of a problem as export blocks.
+
+    Every equation is shown in full for K ≤ ``EXPLICIT_MAX_K``, in indexed form for
+    larger K; the sections on the variants this configuration uses (finite N, query in
+    the softmax, separate matrices, token noise) follow the main chain.
+
+    Parameters
+    ----------
+    problem : Problem
+    training : Section, optional
+        The ``[training]`` section, for the GD map and its step size.
+
+    Returns
+    -------
+    list of (str, object)
+        Blocks for :mod:`attnflow.derivations.export`.
+    """
     K = problem.K
     explicit = K <= EXPLICIT_MAX_K
     derivation = stages.derive(K)
