@@ -57,12 +57,12 @@ def write_atomic(path, data):
 
 
 def write_text(path, text):
-    """A text file (UTF-8), atomically."""
+    """Write ``text`` to ``path`` as UTF-8, atomically; return the path."""
     return write_atomic(path, text)
 
 
 def plain_json(x):
-    """``x`` with NumPy scalars and arrays as Python values and non-finite floats as None (valid JSON)."""
+    """Return ``x`` with NumPy scalars and arrays as Python values and non-finite floats as None (valid JSON)."""
     if isinstance(x, dict):
         return {str(k): plain_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -77,20 +77,32 @@ def plain_json(x):
 
 
 def dump_json(path, data, indent=2):
-    """Strict JSON (see :func:`plain_json`), atomically; ``indent=None`` writes one line."""
+    """Write ``data`` to ``path`` as strict JSON (see :func:`plain_json`), atomically; return the path.
+
+    ``indent=None`` writes one line.
+    """
     text = json.dumps(plain_json(data), indent=indent, allow_nan=False)
     return write_atomic(path, text + "\n" if indent is not None else text)
 
 
 def write_npz(path, **arrays):
-    """``np.savez_compressed`` of ``arrays``, atomically."""
+    """Write ``arrays`` to ``path`` by ``np.savez_compressed``, atomically; return the path."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return write_atomic(path, buffer.getvalue())
 
 
 def write_csv(path, columns, rows):
-    """A CSV table with a header of ``columns``; ``rows`` are dicts (missing cells empty), atomically."""
+    """Write a CSV table with a header of ``columns``, atomically; return the path.
+
+    Parameters
+    ----------
+    path : str or Path
+    columns : list of str
+        The header, in order.
+    rows : iterable of dict
+        One per line; a missing cell is left empty.
+    """
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
@@ -100,7 +112,10 @@ def write_csv(path, columns, rows):
 
 
 def write_png(path, fig, **savefig_options):
-    """A matplotlib figure as PNG, atomically (``savefig_options`` go to ``fig.savefig``)."""
+    """Write a matplotlib figure to ``path`` as PNG, atomically; return the path.
+
+    ``savefig_options`` go to ``fig.savefig``.
+    """
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", **savefig_options)
     return write_atomic(path, buffer.getvalue())

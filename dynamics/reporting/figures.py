@@ -146,7 +146,23 @@ def step_size_against_L(path, rows, L_star, oscillation_map):
 
 
 def flat_and_sharp(path, runs, Ls, eta):
-    """The paper's Figure 1 setting: loss and attention against iterations, one η."""
+    """Draw the paper's Figure 1 setting: loss and attention against iterations, one η.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write.
+    runs : dict
+        Label → GD trajectory.
+    Ls : dict
+        Label → L (in the legend).
+    eta : float
+        The shared step size (in the title).
+
+    Returns
+    -------
+    Path
+    """
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     for name, gd in runs.items():
         it, loss, target = positive_times(gd.iteration.astype(float), gd.loss, gd.target_attention.min(axis=1))
@@ -159,7 +175,19 @@ def flat_and_sharp(path, runs, Ls, eta):
 
 
 def many_L(path, trajectories):
-    """The paper's Figure 4 setting: many L values overlaid (``{L: trajectory}``)."""
+    """Draw the paper's Figure 4 setting: many L values overlaid.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write.
+    trajectories : dict
+        L → trajectory; GD runs are drawn against iterations, flows against t.
+
+    Returns
+    -------
+    Path
+    """
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     cmap = plt.get_cmap("viridis")
     Ls = sorted(trajectories)
