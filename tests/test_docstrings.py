@@ -1,6 +1,7 @@
 """Every public module, function, class and method of the dynamics and derivations
 layers has a docstring whose one-line summary ends with a period (issue 12)."""
 
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -39,6 +40,8 @@ def _public_definitions(module):
                 function = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
                 if isinstance(function, property):
                     function = function.fget
+                if isinstance(function, functools.cached_property):
+                    function = function.func
                 if inspect.isfunction(function):
                     # getdoc on the class attribute inherits a base-class docstring
                     yield f"{name}.{attribute}", getattr(value, attribute)

@@ -166,19 +166,23 @@ class Context:
     # Flows several claims share, integrated once.
     @cached_property
     def base_flow(self):
+        """The base problem's flow to convergence (C1, C2 and C7 share it)."""
         return flow_to_convergence(self.base)
 
     @cached_property
     def balanced_flow(self):
+        """The flow of the predecessor paper's setting with uniform p (H1, and H2 compares with it)."""
         return flow_to_convergence(orthonormal_linear(self))
 
     @cached_property
     def imbalanced_flow(self):
+        """The flow of the predecessor paper's setting with ``imbalanced_p`` (H2)."""
         return flow_to_convergence(orthonormal_linear(self, p=self.imbalanced_p))
 
     # H1 and H2 share one figure; whichever runs first draws it, so a subset links no missing file.
     @cached_property
     def balanced_imbalanced_figure(self):
+        """The path of the H1/H2 figure, drawn the first time either claim asks for it."""
         return figures.balanced_imbalanced(self.fig("H1_H2"), self.balanced_flow, self.imbalanced_flow)
 
     def fig(self, name):
