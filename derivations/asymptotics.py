@@ -48,6 +48,20 @@ def _column_functions(derivation):
 
 @dataclass
 class EarlyPhase:
+    """The flow linearised at ``S = 0``.
+
+    Attributes
+    ----------
+    velocity : array, shape (K, K)
+        ``V₀ = dS/dt`` at S = 0.
+    jacobian : array, shape (K², K²)
+        ``J(0)`` on the C-ordered state.
+    rates : array
+        Real parts of the eigenvalues of J(0), descending.
+    t_half_drift : float
+        Linear-drift estimate of the time the target attention reaches 1/2.
+    """
+
     velocity: np.ndarray        # V₀ = dS/dt at S = 0
     jacobian: np.ndarray        # J(0), (K², K²) on the C-ordered state
     rates: np.ndarray           # eigenvalues of J(0), real parts, descending
@@ -55,7 +69,21 @@ class EarlyPhase:
 
 
 def early_phase(G, F, p, derivation=None):
-    """Linearisation of the flow at ``S = 0`` from the derived column expressions."""
+    """Linearise the flow at ``S = 0`` from the derived column expressions.
+
+    Parameters
+    ----------
+    G, F : array, shape (K, K)
+        Gram matrix of the features and moment matrix of the class.
+    p : array, shape (K,)
+        Feature probabilities.
+    derivation : Derivation, optional
+        The symbolic derivation for K features; derived when None.
+
+    Returns
+    -------
+    EarlyPhase
+    """
     K = len(p)
     derivation = derivation or derive(K)
     grad, hess = _column_functions(derivation)
@@ -98,6 +126,22 @@ def _drift_half_time(V0, p):
 
 @dataclass
 class LatePhase:
+    """The leading-order decay near convergence.
+
+    Attributes
+    ----------
+    loss_exponent : float
+        ℒ ∝ t^loss_exponent.
+    gap_exponent : float
+        1 − A_kk ∝ t^gap_exponent.
+    loss_constant : float or None
+        C in ℒ ≈ C/t (G = γI only).
+    gap_constant : float or None
+        D in max_k(1 − A_kk) ≈ D/√t (G = γI only).
+    gamma : float or None
+        γ when G = γI.
+    """
+
     loss_exponent: float              # ℒ ∝ t^loss_exponent
     gap_exponent: float               # 1 − A_kk ∝ t^gap_exponent
     loss_constant: float = None       # C in ℒ ≈ C/t (G = γI only)
@@ -146,7 +190,21 @@ def late_phase_stage(K=3):
 
 
 def late_phase(G, F, p):
-    """Exponents always; constants when ``G = γ I`` (solving ``c ∘ (M̃c) = 1/(2γ²p_kK)``)."""
+    """Return the late-phase law: exponents always, constants when ``G = γ I``.
+
+    The constants solve ``c ∘ (M̃c) = 1/(2γ²p_kK)`` per query (:func:`positive_scaling`).
+
+    Parameters
+    ----------
+    G, F : array, shape (K, K)
+        Gram matrix of the features and moment matrix of the class.
+    p : array, shape (K,)
+        Feature probabilities.
+
+    Returns
+    -------
+    LatePhase
+    """
     K = len(p)
     gamma = G[0, 0]
     if not np.allclose(G, gamma * np.eye(K), rtol=0, atol=1e-12 * abs(gamma)):
@@ -164,10 +222,23 @@ def late_phase(G, F, p):
 
 
 def positive_scaling(M, r, iterations=100):
-    """The positive solution of ``c ∘ (M c) = r`` for positive-definite M, or None.
+    """Return the positive solution of ``c ∘ (M c) = r`` for positive-definite M, or None.
 
     It is the minimiser of the strictly convex ``½ cᵀMc − r Σ log c_n``; damped Newton
     from ``c = √(r / diag M)``, halving steps to stay positive and descend.
+
+    Parameters
+    ----------
+    M : array, shape (n, n)
+    r : float
+        The right-hand side, the same for every entry.
+    iterations : int
+        Most Newton steps.
+
+    Returns
+    -------
+    array, shape (n,), or None
+        None when M is not positive definite (or Newton does not converge).
     """
     if np.linalg.eigvalsh(M).min() <= 0:
         return None

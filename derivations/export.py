@@ -19,11 +19,24 @@ _UNICODE = {"σ": r"$\sigma$", "√": r"$\surd$", "‖": r"$\|$", "−": "-", "�
 
 
 def equation_latex(eq):
+    """Return an equation as LaTeX: a string as it is, a SymPy object through :func:`sympy.latex`."""
     return eq if isinstance(eq, str) else sp.latex(eq)
 
 
 def stage_blocks(stage, equations=None):
-    """Blocks for one stage: heading, text, equations (or the ``equations`` given), checks."""
+    """Return the blocks of one stage: heading, text, equations (or the ``equations`` given), checks.
+
+    Parameters
+    ----------
+    stage : Stage
+        A derivation stage (title, text, equations, checks).
+    equations : list, optional
+        Equations shown instead of the stage's own.
+
+    Returns
+    -------
+    list of (str, object)
+    """
     blocks = [("h2", stage.title), ("p", stage.text)]
     blocks += [("eq", equation_latex(e)) for e in (stage.equations if equations is None else equations)]
     if stage.checks:
@@ -32,6 +45,33 @@ def stage_blocks(stage, equations=None):
 
 
 def to_markdown(blocks):
+    """Render blocks as Markdown with ``$…$`` inline and ``$$…$$`` display math.
+
+    Parameters
+    ----------
+    blocks : list of (str, object)
+        See the module doc for the kinds.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        For an unknown block kind (a programming error).
+
+    Examples
+    --------
+    >>> print(to_markdown([("h2", "Loss"), ("p", "The column loss:"), ("eq", "a^2")]), end="")
+    ## Loss
+    <BLANKLINE>
+    The column loss:
+    <BLANKLINE>
+    $$
+    a^2
+    $$
+    """
     out = []
     for kind, content in blocks:
         if kind in ("h1", "h2", "h3"):
@@ -67,6 +107,24 @@ def _latex_text(text):
 
 
 def to_latex(blocks, title="attnflow derivation"):
+    """Render blocks as a standalone LaTeX document (pdflatex; the labels' Unicode is mapped to math).
+
+    Parameters
+    ----------
+    blocks : list of (str, object)
+        See the module doc for the kinds.
+    title : str
+        The document's title.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        For an unknown block kind (a programming error).
+    """
     body = []
     for kind, content in blocks:
         if kind in _LATEX_HEADINGS:

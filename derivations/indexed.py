@@ -149,8 +149,12 @@ def _apply_deltas(expr):
 
 
 def canonical(expr):
-    """The normal form: summation indices named by depth, M's indices sorted, factors outside sums,
-    Kronecker deltas applied to their term, expanded."""
+    """Return the normal form of an indexed expression.
+
+    Summation indices named by depth, M's indices sorted, factors outside sums,
+    Kronecker deltas applied to their term, expanded: two equal expressions have
+    the same normal form.
+    """
     return sp.expand(_normal(_unique_dummies(_apply_deltas(expr)), 0))
 
 
@@ -169,8 +173,17 @@ def through_softmax(f, x):
 
 @dataclass(frozen=True)
 class IndexedColumn:
-    """The column in indexed form: ``loss`` (scalar), ``gradient`` ``g_i`` (free index I),
-    ``hessian`` ``H_ij`` (free I, J), each a canonical SymPy expression in ``a``, ``M`` and K."""
+    """The column in indexed form, each entry a canonical SymPy expression in ``a``, ``M`` and K.
+
+    Attributes
+    ----------
+    loss : sympy.Expr
+        ℓ, a scalar.
+    gradient : sympy.Expr
+        ``g_i``, free index I.
+    hessian : sympy.Expr
+        ``H_ij``, free indices I, J.
+    """
 
     loss: sp.Expr
     gradient: sp.Expr
@@ -187,7 +200,9 @@ def derive_column():
 
 
 def textbook_column():
-    """The column as the textbook writes it, grouped: ``ℓ = ½β``, ``g_i = a_i (u_i − β)``,
+    """Return the column as the textbook writes it, grouped.
+
+    ``ℓ = ½β``, ``g_i = a_i (u_i − β)``,
     ``H_ij = a_i a_j (M_ij − u_i − u_j + β) + δ_ij g_i − g_i a_j − a_i g_j`` (that is DMD + diag(g) − g aᵀ − a gᵀ),
     with ``u_i = Σ_m M_im a_m`` and ``β = Σ_n a_n u_n`` written as sums.
 
@@ -205,9 +220,20 @@ def textbook_column():
 
 
 def to_unrolled(expr, k, values=None):
-    """The indexed expression for ``K = k`` in the symbols of the unrolled stages (``a_1``, ``M_12``, …).
+    """Return the indexed expression for ``K = k`` in the symbols of the unrolled stages (``a_1``, ``M_12``, …).
 
-    values : the integers the free indices take (``{I: 0, J: 1}``).
+    Parameters
+    ----------
+    expr : sympy.Expr
+        An indexed expression.
+    k : int
+        The number of features to unroll to.
+    values : dict, optional
+        The integers the free indices take (``{I: 0, J: 1}``).
+
+    Returns
+    -------
+    sympy.Expr
     """
     a_sym, M_sym = stages.attention_symbols(k), stages.moment_matrix(k)
     # xreplace, not subs: subs renames the Idx in a Sum's body and limits apart and sums wrongly.
@@ -222,7 +248,25 @@ def verify_against_unrolled(column, k, unrolled=None):
 
     Every entry of the gradient and the Hessian, and the loss, are expanded at K = k
     and compared with :func:`attnflow.derivations.stages.column_hessian`'s expressions; the
-    difference must expand to 0.  Returns the sentence stating what was checked.
+    difference must expand to 0.
+
+    Parameters
+    ----------
+    column : IndexedColumn
+    k : int
+        The number of features of the comparison.
+    unrolled : dict, optional
+        The unrolled stages' ``loss``, ``gradient`` and ``hessian``; derived when None.
+
+    Returns
+    -------
+    str
+        The sentence stating what was checked.
+
+    Raises
+    ------
+    DerivationCheckFailed
+        At the first entry that differs.
     """
     unrolled = unrolled or stages.column_hessian(stages.column_gradient(stages.column_loss(k))).data
     require(sp.expand(to_unrolled(column.loss, k) - unrolled["loss"]) == 0,

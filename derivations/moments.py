@@ -37,13 +37,25 @@ class NoClosedForm(Exception):
 
 @dataclass(frozen=True)
 class Parameter:
+    """The law of one random parameter θ of an expression class.
+
+    Attributes
+    ----------
+    name : str
+    kind : {"normal", "uniform", "fixed"}
+    a : float
+        μ, the lower bound, or the value.
+    b : float
+        σ, or the upper bound.
+    """
+
     name: str
     kind: str          # "normal", "uniform" or "fixed"
     a: float           # μ, lower bound, or the value
     b: float = 0.0     # σ, upper bound
 
     def mgf(self, t):
-        """Moment generating function ``E[e^{tθ}]`` as a SymPy expression in t."""
+        """Return the moment generating function ``E[e^{tθ}]`` as a SymPy expression in t."""
         a, b = sp.nsimplify(self.a), sp.nsimplify(self.b)
         if self.kind == "fixed":
             return sp.exp(a * t)
@@ -52,7 +64,15 @@ class Parameter:
         return (sp.exp(b * t) - sp.exp(a * t)) / ((b - a) * t)
 
     def moment_times_exp(self, j, alpha):
-        """``E[θ^j e^{αθ}]`` exactly."""
+        """Return ``E[θ^j e^{αθ}]`` exactly, as a SymPy expression.
+
+        Parameters
+        ----------
+        j : int
+            Power of θ.
+        alpha : sympy.Expr
+            Rate of the exponential (the uniform law's ``α = 0`` is taken in closed form).
+        """
         t = sp.Dummy("t")
         if self.kind == "uniform" and sp.simplify(alpha) == 0:
             a, b = sp.nsimplify(self.a), sp.nsimplify(self.b)
@@ -60,7 +80,15 @@ class Parameter:
         return sp.diff(self.mgf(t), t, j).subs(t, alpha)
 
     def nodes(self, n):
-        """Quadrature nodes and weights (summing to one) for this parameter's law."""
+        """Return n quadrature nodes and weights (summing to one) for this parameter's law.
+
+        Gauss–Hermite for a normal law, Gauss–Legendre for a uniform one, the value
+        itself (one node) for a fixed one.
+
+        Returns
+        -------
+        (array, array)
+        """
         if self.kind == "fixed":
             return np.array([self.a]), np.array([1.0])
         if self.kind == "normal":
@@ -70,6 +98,7 @@ class Parameter:
         return self.a + (self.b - self.a) * (x + 1) / 2, w / w.sum()
 
     def sample(self, rng, size):
+        """Draw ``size`` independent values of θ with the generator ``rng``, shape (size,)."""
         if self.kind == "fixed":
             return np.full(size, self.a)
         if self.kind == "normal":
@@ -78,7 +107,25 @@ class Parameter:
 
 
 def parse_parameter(name, spec):
-    """``"normal(0, 1)"``, ``"uniform(-1, 1)"`` or a number; raises ValueError naming what is wrong."""
+    """Parse the law of one random parameter.
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name (a plain identifier, not a reserved one).
+    spec : str or float
+        ``"normal(0, 1)"``, ``"uniform(-1, 1)"`` or a number (a fixed value).
+
+    Returns
+    -------
+    Parameter
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong; :class:`~attnflow.dynamics.problem.function_classes.Expression`
+        turns it into ``task.parameters.NAME``.
+    """
     check_name(name)
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         if not abs(spec) <= MAX_PARAMETER:
@@ -101,10 +148,29 @@ def parse_parameter(name, spec):
 
 
 def parse_expression(text, d, names):
-    """SymPy expression in ``x0 … x{d−1}`` and the parameter names; ValueError if anything else appears.
+    """Parse an expression in ``x0 … x{d−1}`` and the parameter names into SymPy.
 
     The text is never evaluated as Python: :mod:`attnflow.derivations.safe_expression` builds the
     expression from its syntax tree, allowing only arithmetic and a named set of functions.
+
+    Parameters
+    ----------
+    text : str
+        The expression.
+    d : int
+        Dimension of the features: the coordinates are ``x0 … x{d−1}``.
+    names : list of str
+        The random parameters' names.
+
+    Returns
+    -------
+    (sympy.Expr, tuple of Symbol, tuple of Symbol)
+        The expression, the coordinate symbols and the parameter symbols.
+
+    Raises
+    ------
+    ValueError
+        When anything else appears, or the expression does not depend on the coordinates.
     """
     for name in names:
         check_name(name)
@@ -171,7 +237,26 @@ def expanded_terms_bound(expr):
 
 
 def covariance_kernel(expr, xs, params, laws):
-    """``κ(x, y) = E_θ[f(x) f(y)]`` in closed form, as a SymPy expression in x and y; or NoClosedForm."""
+    """Return ``κ(x, y) = E_θ[f(x) f(y)]`` in closed form, as a SymPy expression in x and y.
+
+    Parameters
+    ----------
+    expr : sympy.Expr
+        f, in the coordinates ``xs`` and the parameters ``params``.
+    xs, params : tuple of Symbol
+    laws : dict
+        Parameter symbol → :class:`Parameter`.
+
+    Returns
+    -------
+    (sympy.Expr, tuple of Symbol)
+        κ and the symbols ``y0 …`` of its second point.
+
+    Raises
+    ------
+    NoClosedForm
+        When f(x) f(y) would expand into too many terms or its expectation has no closed form.
+    """
     bound = expanded_terms_bound(expr) ** 2
     if bound > MAX_EXPANDED_TERMS:
         raise NoClosedForm(f"f(x) f(y) would expand into up to {bound:.3g} terms (more than {MAX_EXPANDED_TERMS})")
@@ -186,6 +271,22 @@ def exact_moments(expr, xs, params, laws, V):
     The kernel is evaluated for all pairs at once.  Where that gives 0/0 (a uniform
     parameter's MGF at α = 0, e.g. on the diagonal), the pair is redone with its
     numbers substituted first, so the exact α = 0 moment is used.
+
+    Parameters
+    ----------
+    expr, xs, params, laws
+        As for :func:`covariance_kernel`.
+    V : array, shape (K, d)
+        The features.
+
+    Returns
+    -------
+    array, shape (K, K)
+
+    Raises
+    ------
+    NoClosedForm
+        When there is no closed-form kernel, or it does not come out real.
     """
     kernel, ys = covariance_kernel(expr, xs, params, laws)
     fn = sp.lambdify(list(xs) + list(ys), kernel, "numpy")
@@ -212,7 +313,29 @@ def values_on(expr, xs, params):
 
 
 def quadrature_moments(expr, xs, params, laws, V, tol=1e-10, max_points=2_000_000):
-    """F by tensor Gauss quadrature over the random parameters; returns ``(F, error, nodes per axis)``."""
+    """Compute F by tensor Gauss quadrature over the random parameters, doubling the nodes until two rules agree.
+
+    Parameters
+    ----------
+    expr, xs, params, laws
+        As for :func:`covariance_kernel`.
+    V : array, shape (K, d)
+        The features.
+    tol : float
+        Agreement asked of two successive rules, relative to ``max |F|``.
+    max_points : int
+        Most quadrature points (the product over the random parameters) allowed.
+
+    Returns
+    -------
+    (array, float, int)
+        F, the change between the last two rules, and the nodes per axis.
+
+    Raises
+    ------
+    NoClosedForm
+        When the random parameters need more than ``max_points`` points.
+    """
     f = values_on(expr, xs, params)
     random = [p for p in params if laws[p].kind != "fixed"]
 

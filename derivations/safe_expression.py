@@ -75,7 +75,24 @@ def check_name(name):
 
 
 def build(text, symbols):
-    """SymPy expression of ``text`` over the given ``{name: Symbol}``; raises :class:`UnsafeExpression`."""
+    """Build the SymPy expression of ``text`` from its syntax tree, never evaluating it as Python.
+
+    Parameters
+    ----------
+    text : str
+        Arithmetic on numbers, the given names and the allowed functions and constants.
+    symbols : dict
+        ``{name: Symbol}``: the only names besides the allowed functions and constants.
+
+    Returns
+    -------
+    sympy.Expr
+
+    Raises
+    ------
+    UnsafeExpression
+        (a ValueError) for anything else, text that is too long or nests too deeply.
+    """
     if not isinstance(text, str):
         raise UnsafeExpression(f"expected a string, got {type(text).__name__}")
     if len(text) > MAX_LENGTH:

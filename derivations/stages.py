@@ -54,10 +54,12 @@ class Stage:
 # --- symbols ---------------------------------------------------------------------------
 
 def attention_symbols(K):
+    """Return the positive symbols ``a_1 … a_K`` of one query's attention."""
     return sp.symbols(f"a_1:{K + 1}", positive=True)
 
 
 def score_symbols(K):
+    """Return the real symbols ``s_1 … s_K`` of one column of scores."""
     return sp.symbols(f"s_1:{K + 1}", real=True)
 
 
@@ -90,7 +92,17 @@ def through_softmax(expr, a, i):
 # --- stages ----------------------------------------------------------------------------
 
 def network(K):
-    """Attention with counts, the prediction, and the loss in label-gap moments."""
+    """Stage: attention with counts, the prediction, and the loss in label-gap moments.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     s = score_symbols(K)
     c = sp.symbols(f"c_1:{K + 1}", nonnegative=True)
     f = sp.symbols(f"f_1:{K + 1}", real=True)
@@ -131,7 +143,17 @@ def network(K):
 
 
 def large_prompt_limit(K):
-    """N → ∞: counts c_n/N → p_n, so the attention is a deterministic softmax."""
+    """Stage: as N → ∞, counts c_n/N → p_n, so the attention is a deterministic softmax.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     s = score_symbols(K)
     logp = sp.symbols(f"l_1:{K + 1}", real=True)
     a = explicit_softmax(s, logp)
@@ -144,7 +166,17 @@ def large_prompt_limit(K):
 
 
 def softmax_derivative(K):
-    """``∂a_m/∂s_j = a_m (δ_mj − a_j)``, derived from the explicit softmax."""
+    """Stage: ``∂a_m/∂s_j = a_m (δ_mj − a_j)``, derived from the explicit softmax.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     s = score_symbols(K)
     logp = sp.symbols(f"l_1:{K + 1}", real=True)
     a = explicit_softmax(s, logp)
@@ -167,7 +199,17 @@ def softmax_derivative(K):
 
 
 def column_loss(K):
-    """The per-query loss ``ℓ = ½ aᵀ M a`` in the attention."""
+    """Stage: the per-query loss ``ℓ = ½ aᵀ M a`` in the attention.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     a = attention_symbols(K)
     M = moment_matrix(K)
     loss = sp.Rational(1, 2) * sp.Add(*[M[i, j] * a[i] * a[j] for i in range(K) for j in range(K)])
@@ -177,7 +219,17 @@ def column_loss(K):
 
 
 def column_gradient(loss_stage):
-    """``g_i = ∂ℓ/∂s_i = a_i (u_i − B)`` with ``u = ∂ℓ/∂a = M a`` and ``B = aᵀ u``."""
+    """Stage: ``g_i = ∂ℓ/∂s_i = a_i (u_i − B)`` with ``u = ∂ℓ/∂a = M a`` and ``B = aᵀ u``.
+
+    Parameters
+    ----------
+    loss_stage : Stage
+        :func:`column_loss`'s stage (its data ``a``, ``M``, ``loss``).
+
+    Returns
+    -------
+    Stage
+    """
     a, M, loss = (loss_stage.data[x] for x in ("a", "M", "loss"))
     K = len(a)
     u = [sp.diff(loss, ai) for ai in a]
@@ -212,7 +264,17 @@ def column_gradient(loss_stage):
 
 
 def column_hessian(gradient_stage):
-    """``H_ij = ∂g_j/∂s_i``, again through the softmax rule."""
+    """Stage: ``H_ij = ∂g_j/∂s_i``, again through the softmax rule.
+
+    Parameters
+    ----------
+    gradient_stage : Stage
+        :func:`column_gradient`'s stage (its data ``a``, ``M``, ``gradient``).
+
+    Returns
+    -------
+    Stage
+    """
     a, M, grad = (gradient_stage.data[x] for x in ("a", "M", "gradient"))
     K = len(a)
     H = sp.zeros(K, K)
@@ -243,7 +305,19 @@ def column_hessian(gradient_stage):
 
 
 def pull_back(K, d=None):
-    """``S = V Q Vᵀ``: the flow in Q pulls back to ``dS/dt = −G Γ G``."""
+    """Stage: with ``S = V Q Vᵀ``, the flow in Q pulls back to ``dS/dt = −G Γ G``.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+    d : int, optional
+        Their dimension; K when None.
+
+    Returns
+    -------
+    Stage
+    """
     d = d or K
     V, Q = sp.MatrixSymbol("V", K, d), sp.MatrixSymbol("Q", d, d)
     Gamma, G = sp.MatrixSymbol("Gamma", K, K), sp.MatrixSymbol("G", K, K)
@@ -262,6 +336,17 @@ def pull_back(K, d=None):
 
 
 def flow_jacobian(K):
+    """Stage: the Jacobian of the flow, ``−(G ⊗ G)`` times the block-diagonal matrix of ``p_k H⁽ᵏ⁾``.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     eqs = [r"\frac{\partial \dot S_{il}}{\partial S_{mk}} = -p_k\, (G H^{(k)})_{im}\, G_{kl}"]
     text = ("Column $k$ of $\\Gamma$ depends only on column $k$ of $S$, so the Jacobian of the flow is "
             "$-(G\\otimes G)$ times the block-diagonal matrix of $p_k H^{(k)}$. The stiff solvers "
@@ -270,6 +355,17 @@ def flow_jacobian(K):
 
 
 def gd_map(K):
+    """Stage: the GD map ``S⁺ = S − η G Γ(S) G`` in score space, exact; the Euler scheme of the flow.
+
+    Parameters
+    ----------
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    Stage
+    """
     S, G, Gamma = sp.MatrixSymbol("S", K, K), sp.MatrixSymbol("G", K, K), sp.MatrixSymbol("Gamma", K, K)
     eta = sp.Symbol("eta", positive=True)
     eqs = [r"S^{+} = S - \eta\, G\, \Gamma(S)\, G"]
@@ -287,6 +383,7 @@ class Derivation:
     stages: list
 
     def stage(self, name):
+        """Return the stage called ``name``; raise KeyError when there is none."""
         for st in self.stages:
             if st.name == name:
                 return st
@@ -300,6 +397,21 @@ class Derivation:
 
 def derive(K):
     """Run every stage for K features; return the :class:`Derivation`.
+
+    Parameters
+    ----------
+    K : int
+        Number of features, at least 2.
+
+    Returns
+    -------
+    Derivation
+        The stages in order, each with its equations and the SymPy checks it passed.
+
+    Raises
+    ------
+    ValueError
+        When K is not an integer ≥ 2.
 
     Examples
     --------
@@ -323,8 +435,17 @@ def verify_pull_back(K=2, d=2):
     Every entry of V, Q, F and p is a symbol; ℒ(Q) is written from the network
     (softmax of ``V Q v_k + log p``) with raw moments F, differentiated in Q, and
     compared with the pulled-back score gradient ``Γ_nk = p_k g⁽ᵏ⁾_n``, whose column
-    gradient comes from :func:`column_gradient`.  Returns the d×d matrix of
-    simplified differences (all zero when the reduction is exact).
+    gradient comes from :func:`column_gradient`.
+
+    Parameters
+    ----------
+    K, d : int
+        Number of features and their dimension (keep them small: the check is symbolic).
+
+    Returns
+    -------
+    sympy.Matrix, shape (d, d)
+        The simplified differences, all zero when the reduction is exact.
     """
     V = sp.Matrix(K, d, lambda n, i: sp.Symbol(f"v_{n + 1}{i + 1}", real=True))
     Q = sp.Matrix(d, d, lambda i, j: sp.Symbol(f"q_{i + 1}{j + 1}", real=True))

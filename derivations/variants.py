@@ -22,6 +22,15 @@ def _compositions(N, K):
 
 
 def finite_prompt():
+    """Stage: exact expectations over prompts of length N by one-dimensional integrals.
+
+    Checks ``Γ(r)⁻¹ ∫₀^∞ τ^{r−1} e^{−τZ} dτ = Z^{−r}`` (r = 1, 2, 3) and the tilted
+    moments ``E[c_j c_m e^{−τZ}]``, ``E[c_j² c_m e^{−τZ}]`` on small instances.
+
+    Returns
+    -------
+    Stage
+    """
     tau, Z = sp.Symbol("tau", positive=True), sp.Symbol("Z", positive=True)
     checks = []
     for r in (1, 2, 3):
@@ -66,6 +75,17 @@ def finite_prompt():
 
 
 def query_in_softmax(K=3):
+    """Stage: the query token (value 0) inside the softmax, checked on K features.
+
+    Parameters
+    ----------
+    K : int
+        Number of features of the check.
+
+    Returns
+    -------
+    Stage
+    """
     A = sp.symbols(f"A_1:{K + 1}", positive=True)
     f = sp.symbols(f"f_1:{K + 1}", real=True)
     k = 0
@@ -101,6 +121,17 @@ def query_in_softmax(K=3):
 
 
 def separate_matrices(K=2, d=2, h=2):
+    """Stage: ``Q = W_Kᵀ W_Q`` trained as two factors, the chain rule checked symbolically.
+
+    Parameters
+    ----------
+    K, d, h : int
+        Features, dimension and head dimension of the check.
+
+    Returns
+    -------
+    Stage
+    """
     V = sp.Matrix(K, d, lambda n, i: sp.Symbol(f"v_{n + 1}{i + 1}", real=True))
     WK = sp.Matrix(h, d, lambda a, i: sp.Symbol(f"k_{a + 1}{i + 1}", real=True))
     WQ = sp.Matrix(h, d, lambda a, i: sp.Symbol(f"q_{a + 1}{i + 1}", real=True))
@@ -128,6 +159,12 @@ def separate_matrices(K=2, d=2, h=2):
 
 
 def token_noise():
+    """Stage: Gaussian token noise, the tilting identities behind :mod:`attnflow.solvers.noisy`.
+
+    Returns
+    -------
+    Stage
+    """
     xi, v, b = sp.symbols("xi v b", real=True)
     nu = sp.Symbol("nu", positive=True)
     density = sp.exp(-xi ** 2 / (2 * nu ** 2)) / (sp.sqrt(2 * sp.pi) * nu)

@@ -1,5 +1,6 @@
-"""The science and the user, in layers that import one way (cli → commands →
-analysis, reporting → problem → :mod:`attnflow.solvers`):
+"""The science and the user, in layers that import one way.
+
+The layers: cli → commands → analysis, reporting → problem → :mod:`attnflow.solvers`.
 
 * :mod:`.problem` — configuration, features, function classes, moments, constants;
 * :mod:`.analysis` — solving a problem, phases, fits, the papers' claims;

@@ -15,7 +15,32 @@ from .errors import AttnflowError, Interrupted
 
 
 def parse_override(text):
-    """``section.key=value`` with a TOML value (``task.L=3``, ``prompt.p=[0.7,0.3]``) or a bare string."""
+    """Parse one ``--set SECTION.KEY=VALUE``: the value is TOML, or a bare string when it is not.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``task.L=3``, ``prompt.p=[0.7,0.3]``, ``task.link=relu``.
+
+    Returns
+    -------
+    (str, object)
+        The path ``SECTION.KEY`` and the value.
+
+    Raises
+    ------
+    AttnflowError
+        ``--set`` when there is no ``=`` or no section, or the value nests too deeply.
+
+    Examples
+    --------
+    >>> parse_override("task.L=3")
+    ('task.L', 3)
+    >>> parse_override("prompt.p=[0.7, 0.3]")
+    ('prompt.p', [0.7, 0.3])
+    >>> parse_override("task.link=relu")
+    ('task.link', 'relu')
+    """
     path, sep, value = text.partition("=")
     if not sep or "." not in path:
         raise AttnflowError("--set", f"expected SECTION.KEY=VALUE, got {text!r}")
@@ -36,6 +61,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
+    """Return the ``attnflow`` argument parser with its subcommands (demo, run, derive, sweep, check).
+
+    Its usage errors are one line, ``error: attnflow run: …``, with exit status 2, like every bad input.
+    """
     parser = _Parser(
         prog="attnflow",
         description="Training dynamics of softmax attention learning in-context regression.")

@@ -57,12 +57,12 @@ def write_atomic(path, data):
 
 
 def write_text(path, text):
-    """A text file (UTF-8), atomically."""
+    """Write ``text`` to ``path`` as UTF-8, atomically; return the path."""
     return write_atomic(path, text)
 
 
 def plain_json(x):
-    """``x`` with NumPy scalars and arrays as Python values and non-finite floats as None (valid JSON)."""
+    """Return ``x`` with NumPy scalars and arrays as Python values and non-finite floats as None (valid JSON)."""
     if isinstance(x, dict):
         return {str(k): plain_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -77,20 +77,32 @@ def plain_json(x):
 
 
 def dump_json(path, data, indent=2):
-    """Strict JSON (see :func:`plain_json`), atomically; ``indent=None`` writes one line."""
+    """Write ``data`` to ``path`` as strict JSON (see :func:`plain_json`), atomically; return the path.
+
+    ``indent=None`` writes one line.
+    """
     text = json.dumps(plain_json(data), indent=indent, allow_nan=False)
     return write_atomic(path, text + "\n" if indent is not None else text)
 
 
 def write_npz(path, **arrays):
-    """``np.savez_compressed`` of ``arrays``, atomically."""
+    """Write ``arrays`` to ``path`` by ``np.savez_compressed``, atomically; return the path."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return write_atomic(path, buffer.getvalue())
 
 
 def write_csv(path, columns, rows):
-    """A CSV table with a header of ``columns``; ``rows`` are dicts (missing cells empty), atomically."""
+    """Write a CSV table with a header of ``columns``, atomically; return the path.
+
+    Parameters
+    ----------
+    path : str or Path
+    columns : list of str
+        The header, in order.
+    rows : iterable of dict
+        One per line; a missing cell is left empty.
+    """
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
@@ -100,16 +112,30 @@ def write_csv(path, columns, rows):
 
 
 def write_png(path, fig, **savefig_options):
-    """A matplotlib figure as PNG, atomically (``savefig_options`` go to ``fig.savefig``)."""
+    """Write a matplotlib figure to ``path`` as PNG, atomically; return the path.
+
+    ``savefig_options`` go to ``fig.savefig``.
+    """
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", **savefig_options)
     return write_atomic(path, buffer.getvalue())
 
 
 def remove_stale_temps(directory, names=None):
-    """Remove the temporary files a killed writer left in ``directory``: those of the
-    files in ``names``, or of any file if ``names`` is None (a directory only attnflow
-    writes).  Returns how many were removed."""
+    """Remove the temporary files a killed writer left in ``directory``.
+
+    Parameters
+    ----------
+    directory : str or Path
+    names : iterable of str, optional
+        Remove the temporary files of these outputs only; of any file when None (a
+        directory only attnflow writes).
+
+    Returns
+    -------
+    int
+        How many were removed.
+    """
     directory = Path(directory)
     removed = 0
     for path in directory.glob(".*.tmp"):
@@ -128,9 +154,22 @@ def _os_reason(e):
 def prepare_out_dir(path, field="--out"):
     """Create the output directory ``path`` if needed and check that files can be created in it.
 
-    Raises AttnflowError(field, …) for an empty path, an existing file, or a directory
-    that cannot be created or written (naming the path and the operating system's reason).
-    Returns the directory as a Path.
+    Parameters
+    ----------
+    path : str or Path
+    field : str
+        The option or field named in the error.
+
+    Returns
+    -------
+    Path
+        The directory.
+
+    Raises
+    ------
+    AttnflowError
+        ``field``, for an empty path, an existing file, or a directory that cannot be
+        created or written (naming the path and the operating system's reason).
     """
     if str(path).strip() == "":
         raise AttnflowError(field, "expected a directory, got an empty path")
@@ -151,7 +190,14 @@ def prepare_out_dir(path, field="--out"):
 
 
 def prepare_out_file(path, field="--out"):
-    """Check that the file ``path`` can be written (creating its directory if needed); return it as a Path."""
+    """Check that the file ``path`` can be written (creating its directory if needed); return it as a Path.
+
+    Raises
+    ------
+    AttnflowError
+        ``field``, for an empty path, a directory, a link, device or pipe, or a place
+        that cannot be written.
+    """
     if str(path).strip() == "":
         raise AttnflowError(field, "expected a file name, got an empty path")
     target = Path(path)

@@ -9,7 +9,15 @@ _TOTAL = 1000
 
 @contextmanager
 def progress_bar(description, enabled=True):
-    """Yield a callback ``report(fraction)``; the bar closes when the block ends."""
+    """Yield a callback ``report(fraction)``; the bar closes when the block ends.
+
+    Parameters
+    ----------
+    description : str
+        Shown left of the bar (on stderr).
+    enabled : bool
+        When False, yield None and draw nothing (callers then skip reporting).
+    """
     if not enabled:
         yield None
         return

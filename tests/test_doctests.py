@@ -13,7 +13,9 @@ MODULES = sorted(["attnflow"] + [m.name for m in pkgutil.walk_packages(attnflow.
 
 # Entry points a newcomer starts from: each must show a worked example.
 WITH_EXAMPLES = ["attnflow", "attnflow.dynamics.problem.config", "attnflow.dynamics.problem.problem",
-                 "attnflow.derivations.stages", "attnflow.solvers.ensemble"]
+                 "attnflow.dynamics.problem.features", "attnflow.dynamics.problem.function_classes",
+                 "attnflow.dynamics.analysis.solve", "attnflow.dynamics.analysis.phases",
+                 "attnflow.dynamics.commands.run", "attnflow.derivations.stages", "attnflow.solvers.ensemble"]
 
 
 def _run(name):

@@ -8,7 +8,20 @@ from scipy import stats
 
 @dataclass(frozen=True)
 class PowerLaw:
-    """``y ≈ c · x^exponent`` fitted on log-log axes."""
+    """A power law ``y ≈ c · x^exponent`` fitted on log-log axes.
+
+    Attributes
+    ----------
+    exponent : float
+    ci95 : (float, float)
+        95 % confidence interval of the exponent.
+    prefactor : float
+        c.
+    r2 : float
+        Coefficient of determination on log-log axes.
+    n : int
+        Points used.
+    """
 
     exponent: float
     ci95: tuple          # 95 % confidence interval of the exponent
@@ -17,12 +30,29 @@ class PowerLaw:
     n: int
 
     def describe(self):
+        """Return the exponent with its interval, R² and n, as one phrase."""
         lo, hi = self.ci95
         return f"exponent {self.exponent:.3f} (95 % CI {lo:.3f} to {hi:.3f}, R² = {self.r2:.4f}, n = {self.n})"
 
 
 def power_law(x, y):
-    """Fit ``log y = a + b log x``; the CI uses Student's t with n − 2 degrees of freedom."""
+    """Fit ``log y = a + b log x`` by least squares.
+
+    Parameters
+    ----------
+    x, y : array_like
+        Only the finite, positive pairs are used.
+
+    Returns
+    -------
+    PowerLaw
+        The confidence interval uses Student's t with n − 2 degrees of freedom.
+
+    Raises
+    ------
+    ValueError
+        When fewer than 3 positive points remain (a programming error, not an input).
+    """
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     lx, ly = np.log(x[keep]), np.log(y[keep])

@@ -3,6 +3,22 @@
 ``solve(problem, cfg.training)`` returns a :class:`RunResult` holding the
 trajectories (:class:`attnflow.solvers.Trajectory`), the step size and how it was
 chosen, and the kernels' provenance.  Nothing here writes files.
+
+Examples
+--------
+Three orthonormal features, a flat single-index task, the flow to t = 10⁴ and GD
+with the automatic step size:
+
+>>> import attnflow
+>>> cfg = attnflow.config_from_dict({"features": {"K": 3}, "task": {"L": 0.5},
+...                                  "training": {"mode": "both", "t_end": 1e4, "steps": 2000}})
+>>> result = solve(attnflow.Problem.from_config(cfg), cfg.training, progress=False)
+>>> sorted(result.trajectories), result.eta_source
+(['flow', 'gd'], 'auto: half the stable step 2/λ_max at the initial scores')
+>>> flow = main_trajectory(result)
+>>> flow.status, bool(flow.loss[-1] < flow.loss[0] / 100)
+('finished', True)
+>>> check_gd(result)          # GD converged: nothing to raise
 """
 
 import math
@@ -19,7 +35,21 @@ from ..progress import progress_bar
 
 @dataclass
 class RunResult:
-    """The trajectories of a run with the step size used and timings."""
+    """The trajectories of a run with the step size used and timings.
+
+    Attributes
+    ----------
+    trajectories : dict
+        ``"flow"`` and/or ``"gd"`` → :class:`attnflow.solvers.Trajectory`.
+    kernels : dict
+        Provenance of the kernels: set, module, whether generated now, timings.
+    eta, eta_source, stable_step_at_start : float, str, float
+        GD's step size, how it was chosen, and ``2/λ_max`` at the start (None without GD).
+    compile_time, wall_time : float
+        Seconds spent compiling the kernels, and in the whole solve.
+    noise_free : dict
+        With token noise: the same runs of the reduced noise-free model, for comparison.
+    """
 
     trajectories: dict                 # "flow" / "gd" → Trajectory
     kernels: dict = field(default_factory=dict)
@@ -31,8 +61,27 @@ class RunResult:
     noise_free: dict = field(default_factory=dict)   # with token noise: the reduced noise-free runs
 
 def choose_step_size(system, S0, eta):
-    """Return ``(η, source, stable)``: ``"auto"`` is half the linear stability limit at S0
-    (the system's initial state: scores, separate factors or the noisy model's Q)."""
+    """Return GD's step size, how it was chosen and the stable step at the start.
+
+    Parameters
+    ----------
+    system : ScoreSystem, SeparateSystem or NoisySystem
+        The trained system.
+    S0 : array or tuple of arrays
+        The system's initial state: scores, separate factors or the noisy model's Q.
+    eta : float or "auto"
+        ``training.eta``; ``"auto"`` is half the linear stability limit ``2/λ_max`` at S0.
+
+    Returns
+    -------
+    (float, str, float)
+        ``(η, source, stable)``.
+
+    Raises
+    ------
+    AttnflowError
+        ``training.eta`` when ``"auto"`` is asked for and the loss has no curvature at S0.
+    """
     stable = system.stable_step(S0)
     if eta != "auto":
         return float(eta), "given", stable
@@ -42,7 +91,27 @@ def choose_step_size(system, S0, eta):
     return 0.5 * stable, "auto: half the stable step 2/λ_max at the initial scores", stable
 
 def solve(problem: Problem, training, progress=True):
-    """Integrate the flow and/or iterate GD as ``training`` asks (on the factors, if separate)."""
+    """Integrate the flow and/or iterate GD as ``training`` asks (on the factors, if separate).
+
+    Parameters
+    ----------
+    problem : Problem
+        The problem; its :meth:`~attnflow.dynamics.problem.Problem.system` is trained
+        from :attr:`~attnflow.dynamics.problem.Problem.start`.
+    training : Section
+        The validated ``[training]`` section (mode, t_end, method, tolerances, eta, steps …).
+    progress : bool
+        Whether to show progress bars on stderr.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    AttnflowError
+        ``training.eta`` when the automatic step size cannot be chosen.
+    """
     start = time.perf_counter()
     system = problem.system()
     compile_time = system.warm_up()
@@ -78,12 +147,23 @@ def solve(problem: Problem, training, progress=True):
     return result
 
 def main_trajectory(result):
-    """The flow if there is one, else GD: what ``trajectory.npz`` holds."""
+    """Return the flow if there is one, else GD: what ``trajectory.npz`` holds."""
     return result.trajectories.get("flow", result.trajectories.get("gd"))
 
 def check_gd(result):
-    """Raise the clear one-line error for a GD step size that diverged or saturated the softmax
-    (a run that only ran out of steps is reported by its status, not raised)."""
+    """Raise the clear one-line error for a GD step size that diverged or saturated the softmax.
+
+    A run that only ran out of steps is reported by its status, not raised.
+
+    Parameters
+    ----------
+    result : RunResult
+
+    Raises
+    ------
+    AttnflowError
+        ``training.eta``, with the largest linearly stable step at the start.
+    """
     tr = result.trajectories.get("gd")
     if tr is not None and tr.diverged:
         raise AttnflowError("training.eta", f"{result.eta:g} does not converge: {tr.message}; the largest "

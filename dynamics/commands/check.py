@@ -19,6 +19,32 @@ def check(cfg, out_dir, quick=False, claims=None, progress=True, warn=None):
     (:meth:`~attnflow.dynamics.problem.Problem.score_system`).  When the configuration
     trains something else (separate ``W_K``, ``W_Q`` or token noise), ``warn`` (optional)
     is called with one line saying so, and the report says it too.
+
+    Parameters
+    ----------
+    cfg : Config
+        The validated configuration; its problem is the base of every protocol.
+    out_dir : str or Path
+        Output directory, created if missing; checked before any work.
+    quick : bool
+        Smaller sweeps and budgets (``--quick``).
+    claims : list of str, optional
+        Names in :data:`~attnflow.dynamics.analysis.claims.CLAIMS` to run; all when None.
+    progress : bool
+        Whether to show a progress bar on stderr.
+    warn : callable, optional
+        Called with one line when the score system stands in for the configured model.
+
+    Returns
+    -------
+    list of Verdict
+        In the order run.
+
+    Raises
+    ------
+    AttnflowError
+        ``features.K`` when K < 3 (nothing to measure), or the field at fault in the
+        configuration or ``--out``.
     """
     K = len(cfg.features.matrix) if cfg.features.matrix else cfg.features.K
     if K < 3:

@@ -40,7 +40,25 @@ REGIMES = {"flat": 0.3, "sharp": 3.0}
 
 
 def demo(out_dir="attnflow-demo", progress=True):
-    """Run both problems, write their outputs, a comparison figure and ``report.md``; return the report."""
+    """Run both problems, write their outputs, a comparison figure and ``report.md``; return the report.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Output directory, created if missing.
+    progress : bool
+        Whether to show progress bars on stderr.
+
+    Returns
+    -------
+    str
+        The report, as written to ``report.md``.
+
+    Raises
+    ------
+    AttnflowError
+        ``--out`` when the directory cannot be created or written.
+    """
     out = prepare_out_dir(out_dir)
     sharp = Problem.from_config(config.loads(CONFIG.format(L=REGIMES["sharp"], eta='"auto"')))
     eta, _, _ = choose_step_size(sharp.score_system(), sharp.S0, "auto")

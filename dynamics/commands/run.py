@@ -7,6 +7,19 @@ Stages a user can call one by one::
     result = attnflow.solve(problem, cfg.training)   # {"flow": Trajectory, "gd": Trajectory}
     summary = summarize(cfg, problem, result)        # attnflow.dynamics.reporting.summary
     write_outputs(out_dir, cfg, problem, result)     # trajectory.npz, summary.json, *.png
+
+Examples
+--------
+>>> import os, tempfile
+>>> import attnflow
+>>> cfg = attnflow.config_from_dict({"features": {"K": 3}, "task": {"L": 0.5}, "training": {"t_end": 1e4}})
+>>> with tempfile.TemporaryDirectory() as out:
+...     problem, result, summary = run(cfg, out, progress=False, plots=False)
+...     files = sorted(os.listdir(out))
+>>> files
+['summary.json', 'trajectory.npz']
+>>> summary["regime"], summary["flow"]["status"]
+('flat', 'finished')
 """
 
 from ..analysis.solve import check_gd, solve
@@ -17,10 +30,32 @@ from ..reporting.summary import write_outputs
 
 
 def run(cfg, out_dir, progress=True, plots=True, warn=None):
-    """``attnflow run``: solve the configured problem and write every output.
+    """Solve the configured problem and write every output (``attnflow run``).
 
-    ``warn`` (optional) is called with each note on a setting that has no effect, once
-    the problem is known to be valid.
+    Parameters
+    ----------
+    cfg : Config
+        The validated configuration.
+    out_dir : str or Path
+        Output directory, created if missing; checked before any work.
+    progress : bool
+        Whether to show progress bars on stderr.
+    plots : bool
+        Whether to draw the PNG plots.
+    warn : callable, optional
+        Called with each note on a setting that has no effect, once the problem is
+        known to be valid.
+
+    Returns
+    -------
+    (Problem, RunResult, dict)
+        The problem, the solved trajectories and the summary written to ``summary.json``.
+
+    Raises
+    ------
+    AttnflowError
+        When ``out_dir`` cannot be written, the configuration does not make a problem,
+        or GD's step size diverged (after the outputs are written).
     """
     prepare_out_dir(out_dir)                     # a bad --out fails before any work
     problem = Problem.from_config(cfg)

@@ -67,6 +67,11 @@ def _short(value, width=80):
 
 
 def integer(lo=None, hi=None):
+    """Return a parser of an integer in ``[lo, hi]`` (either bound optional).
+
+    Every parser here is called ``parse(name, value)``, returns the validated value and
+    raises :class:`AttnflowError` naming the field ``name`` when the value does not fit.
+    """
     def parse(name, v):
         if isinstance(v, bool) or not isinstance(v, int):
             raise AttnflowError(name, f"expected an integer, got {_short(v)}")
@@ -79,7 +84,19 @@ def integer(lo=None, hi=None):
 
 
 def real(lo=None, strict=True, hi=None, at_most=None):
-    """A finite number; ``lo`` (``strict``: excluded) and ``hi`` (excluded) or ``at_most`` (included)."""
+    """Return a parser of a finite number.
+
+    Parameters
+    ----------
+    lo : float, optional
+        Lower bound, excluded when ``strict``, included otherwise.
+    strict : bool
+        Whether ``lo`` itself is refused.
+    hi : float, optional
+        Upper bound, excluded.
+    at_most : float, optional
+        Largest magnitude allowed, included.
+    """
     def parse(name, v):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise AttnflowError(name, f"expected a number, got {_short(v)}")
@@ -97,6 +114,7 @@ def real(lo=None, strict=True, hi=None, at_most=None):
 
 
 def choice(options):
+    """Return a parser that accepts exactly one of ``options``."""
     def parse(name, v):
         if v not in options:
             raise AttnflowError(name, f"expected one of {', '.join(map(repr, options))}, got {_short(v)}")
@@ -105,12 +123,14 @@ def choice(options):
 
 
 def boolean(name, v):
+    """Parse ``true`` or ``false`` (not a number standing for one)."""
     if not isinstance(v, bool):
         raise AttnflowError(name, f"expected true or false, got {_short(v)}")
     return v
 
 
 def string(name, v):
+    """Parse a string of at most ``MAX_TEXT`` characters."""
     if not isinstance(v, str):
         raise AttnflowError(name, f"expected a string, got {_short(v)}")
     if len(v) > MAX_TEXT:
@@ -119,6 +139,7 @@ def string(name, v):
 
 
 def table(name, v):
+    """Parse a table of at most ``MAX_PARAMETERS`` entries, each a number or a law such as ``"normal(0, 1)"``."""
     if not isinstance(v, dict):
         raise AttnflowError(name, f"expected a table such as {{ w = \"normal(0, 1)\" }}, got {_short(v)}")
     if len(v) > MAX_PARAMETERS:
@@ -133,10 +154,12 @@ def table(name, v):
 
 
 def optional(parse):
+    """Return a parser that accepts None (the field left unset) or what ``parse`` accepts."""
     return lambda name, v: None if v is None else parse(name, v)
 
 
 def real_list(lo=None, strict=True, hi=None, min_len=1, max_len=MAX_K, at_most=MAX_MAGNITUDE):
+    """Return a parser of a list of ``min_len`` to ``max_len`` numbers, each checked as :func:`real` does."""
     item = real(lo, strict, hi, at_most)
 
     def parse(name, v):
@@ -147,7 +170,7 @@ def real_list(lo=None, strict=True, hi=None, min_len=1, max_len=MAX_K, at_most=M
 
 
 def matrix(name, v):
-    """A rectangular list of lists of finite numbers of magnitude ≤ MAX_MAGNITUDE, at most MAX_K rows."""
+    """Parse a rectangular list of lists of finite numbers of magnitude ≤ MAX_MAGNITUDE, at most MAX_K rows."""
     if not isinstance(v, list) or not v or not all(isinstance(r, list) for r in v):
         raise AttnflowError(name, f"expected a list of rows (a matrix), got {_short(v)}")
     if len(v) > MAX_K or len(v[0]) > MAX_D:
@@ -164,12 +187,14 @@ def matrix(name, v):
 
 
 def prompt_length(name, v):
+    """Parse a prompt length N: an integer in ``[1, MAX_N]``, or ``"inf"`` for the large-prompt limit."""
     if v == "inf" or v == math.inf:
         return math.inf
     return integer(1, MAX_N)(name, v)
 
 
 def probabilities(name, v):
+    """Parse feature probabilities: ``"uniform"`` or a list of positive numbers (their sum is checked later)."""
     if v == "uniform":
         return "uniform"
     p = real_list(0.0, strict=True, min_len=2)(name, v)
@@ -177,6 +202,7 @@ def probabilities(name, v):
 
 
 def step_size(name, v):
+    """Parse a GD step size: a positive number, or ``"auto"``."""
     return "auto" if v == "auto" else real(0.0, at_most=MAX_MAGNITUDE)(name, v)
 
 
@@ -238,7 +264,15 @@ SCHEMA = {
 
 @dataclass(frozen=True)
 class Section:
-    """One validated section; fields are attributes."""
+    """One validated section; fields are attributes (``section.K``).
+
+    Attributes
+    ----------
+    name : str
+        The section's name, e.g. ``"task"``.
+    values : dict
+        Every field of the section, after defaults.
+    """
 
     name: str
     values: dict
@@ -252,7 +286,15 @@ class Section:
 
 @dataclass(frozen=True)
 class Config:
-    """A validated configuration: ``cfg.task.L``, ``cfg.training.method`` …"""
+    """A validated configuration; sections are attributes: ``cfg.task.L``, ``cfg.training.method``.
+
+    Attributes
+    ----------
+    raw : dict
+        What the user wrote (after overrides), echoed in the summary.
+    sections : dict
+        Section name → :class:`Section`.
+    """
 
     raw: dict          # what the user wrote (after overrides), for the summary's echo
     sections: dict
@@ -264,7 +306,7 @@ class Config:
             raise AttributeError(key) from None
 
     def resolved(self):
-        """Every field with its value after defaults, as plain TOML-like data."""
+        """Return every field with its value after defaults, as plain TOML-like data."""
         def plain(v):
             if isinstance(v, tuple):
                 return [plain(x) for x in v]
@@ -274,7 +316,22 @@ class Config:
         return {s: {k: plain(v) for k, v in sec.values.items()} for s, sec in self.sections.items()}
 
     def with_overrides(self, overrides):
-        """A new config with ``{"task.L": 3.0, …}`` applied to the raw input."""
+        """Return a new config with overrides applied to the raw input.
+
+        Parameters
+        ----------
+        overrides : dict
+            ``{"SECTION.KEY": value, …}``, e.g. ``{"task.L": 3.0}``.
+
+        Returns
+        -------
+        Config
+
+        Raises
+        ------
+        AttnflowError
+            When a path is not ``SECTION.KEY`` or the new configuration is invalid.
+        """
         raw = copy.deepcopy(self.raw)
         for path, value in overrides.items():
             section, _, key = path.partition(".")
@@ -285,7 +342,23 @@ class Config:
 
 
 def from_dict(raw):
-    """Validate a dict (as parsed from TOML) into a :class:`Config`."""
+    """Validate a dict (as parsed from TOML) into a :class:`Config`.
+
+    Parameters
+    ----------
+    raw : dict
+        Section name → table of fields; a missing section or field takes its default.
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    AttnflowError
+        Naming the first unknown section or key, the first invalid value, or a
+        combination this version cannot solve.
+    """
     if not isinstance(raw, dict):
         raise AttnflowError("config", "expected a table of sections")
     for section in raw:
@@ -389,12 +462,35 @@ _EFFECTIVE_ONLY_IF += [(f"training.{key}", lambda c: c.training.mode != "flow", 
 
 
 def inert_settings(cfg):
-    """Notes on the settings given explicitly that this configuration never reads."""
+    """Return notes on the settings given explicitly that this configuration never reads.
+
+    Returns
+    -------
+    list of str
+        One sentence per inert setting, e.g. ``"model.head_dim has no effect unless …"``.
+    """
     return [f"{path} has no effect {why}" for path, applies, why in _EFFECTIVE_ONLY_IF if _given(cfg, path) and not applies(cfg)]
 
 
 def load(path, overrides=None):
-    """Read a TOML file (an empty file is valid) and validate it."""
+    """Read a TOML file (an empty file is valid) and validate it.
+
+    Parameters
+    ----------
+    path : str or Path
+        The configuration file (at most ``MAX_CONFIG_BYTES``, UTF-8).
+    overrides : dict, optional
+        ``{"SECTION.KEY": value}`` applied after reading (``--set``).
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    AttnflowError
+        Naming the file when it cannot be read or is not TOML, else the field at fault.
+    """
     path = Path(path)
     try:
         if not stat.S_ISREG(path.stat().st_mode):
@@ -414,7 +510,19 @@ def load(path, overrides=None):
 
 
 def loads(text, source="config"):
-    """Validate a configuration given as TOML text."""
+    """Validate a configuration given as TOML text.
+
+    Parameters
+    ----------
+    text : str
+        TOML.
+    source : str
+        Name given in the error when the text is not TOML.
+
+    Returns
+    -------
+    Config
+    """
     try:
         raw = tomllib.loads(text)
         return from_dict(raw)
@@ -425,4 +533,5 @@ def loads(text, source="config"):
 
 
 def default():
+    """Return the configuration of every default value."""
     return from_dict({})

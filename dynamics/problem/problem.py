@@ -30,6 +30,23 @@ MAX_MOMENT = 1e12       # |F| beyond it (|f| ≳ 10⁶ on the features) is an ov
 
 
 def build_features(section):
+    """Build the feature set the ``[features]`` section asks for.
+
+    Parameters
+    ----------
+    section : Section
+        The validated ``[features]`` section.
+
+    Returns
+    -------
+    FeatureSet
+
+    Raises
+    ------
+    AttnflowError
+        ``features.matrix`` or ``features.d`` when the matrix is missing, unused or
+        inconsistent with d, or the features cannot be drawn in dimension d.
+    """
     kind, K, d = section.kind, section.K, section.d
     if kind == "explicit":
         if section.matrix is None:
@@ -66,6 +83,25 @@ def _unused(section, allowed, kind):
 
 
 def build_function_class(section, fs):
+    """Build the function class the ``[task]`` section asks for.
+
+    Parameters
+    ----------
+    section : Section
+        The validated ``[task]`` section.
+    fs : FeatureSet
+        The features (their K and d fix the sizes the section must match).
+
+    Returns
+    -------
+    FunctionClass
+
+    Raises
+    ------
+    AttnflowError
+        ``task.FIELD`` when a field the kind needs is missing, one it does not use is
+        given, or a value does not fit K or d.
+    """
     kind = section.kind
     if kind == "linear":
         _unused(section, ("sigma", "L"), kind)
@@ -106,6 +142,25 @@ def build_function_class(section, fs):
 
 
 def build_probabilities(section, K):
+    """Return the feature probabilities p of the ``[prompt]`` section, shape (K,).
+
+    Parameters
+    ----------
+    section : Section
+        The validated ``[prompt]`` section (``p`` is ``"uniform"`` or K numbers).
+    K : int
+        Number of features.
+
+    Returns
+    -------
+    array, shape (K,)
+        p, renormalised to sum to one exactly.
+
+    Raises
+    ------
+    AttnflowError
+        ``prompt.p`` when there are not K numbers or they do not sum to 1 (to 1e-9).
+    """
     if section.p == "uniform":
         return np.full(K, 1.0 / K)
     p = np.array(section.p)
@@ -122,15 +177,32 @@ class Problem:
 
     Attributes
     ----------
-    features : :class:`attnflow.dynamics.problem.features.FeatureSet`.
-    function_class : the random function class 𝓕.
-    moments : :class:`attnflow.dynamics.problem.function_classes.Moments` (F with method and error).
-    p : feature probabilities.
-    S0 : initial scores ``V Q₀ Vᵀ``.
-    threshold : the regime constant c*.
-    factors : ``(W_K, W_Q)`` (h×d each) for the separate parametrisation, else None.
-    noise : token noise scale ν (0: noise-free, the score reduction is exact).
-    Q0 : the initial d×d matrix (what the noisy model trains).
+    features : :class:`attnflow.dynamics.problem.features.FeatureSet`
+        The features V.
+    function_class : :class:`attnflow.dynamics.problem.function_classes.FunctionClass`
+        The random function class 𝓕.
+    moments : :class:`attnflow.dynamics.problem.function_classes.Moments`
+        F with its method and error.
+    p : array, shape (K,)
+        Feature probabilities.
+    S0 : array, shape (K, K)
+        Initial scores ``V Q₀ Vᵀ``.
+    threshold : float
+        The regime constant c*.
+    kernels : {"generated", "hand-written"}
+        Which kernels the score system runs (see :meth:`score_system`).
+    N : float
+        Prompt length (``inf``: the large-prompt limit).
+    quadrature_step : float
+        Step of the quadrature over prompt counts at finite N.
+    include_query : bool
+        Whether the query token enters the softmax.
+    factors : tuple of arrays or None
+        ``(W_K, W_Q)`` (h×d each) for the separate parametrisation, else None.
+    noise : float
+        Token noise scale ν (0: noise-free, the score reduction is exact).
+    Q0 : array, shape (d, d)
+        The initial d×d matrix (what the noisy model trains).
 
     Examples
     --------
@@ -161,6 +233,24 @@ class Problem:
 
     @classmethod
     def from_config(cls, cfg):
+        """Resolve a validated configuration into a problem.
+
+        Parameters
+        ----------
+        cfg : Config
+            A configuration from :mod:`attnflow.dynamics.problem.config`.
+
+        Returns
+        -------
+        Problem
+
+        Raises
+        ------
+        AttnflowError
+            Naming the field at fault: features, function class or probabilities that
+            do not fit together, moments that overflow, or a separate parametrisation
+            started at zero.
+        """
         fs = build_features(cfg.features)
         fclass = build_function_class(cfg.task, fs)
         with np.errstate(all="ignore"):               # overflow is reported below, not as NumPy warnings
@@ -188,18 +278,21 @@ class Problem:
 
     @property
     def K(self):
+        """Number of features."""
         return self.features.K
 
     @property
     def F(self):
+        """The moment matrix ``E_f[f(V) f(V)ᵀ]``, shape (K, K)."""
         return self.moments.F
 
     @property
     def separate(self):
+        """Whether ``W_K`` and ``W_Q`` are trained as separate factors."""
         return self.factors is not None
 
     def system(self):
-        """The system that is trained, as configured, built once: its state starts at :attr:`start`.
+        """Return the system that is trained, as configured, built once: its state starts at :attr:`start`.
 
         The score system (:meth:`score_system`) for merged, noise-free parameters; the
         factors' system on top of it for separate ``W_K``, ``W_Q``; the full d×d model
@@ -225,7 +318,7 @@ class Problem:
         return self.S0
 
     def score_system(self):
-        """The score-space system of the merged, noise-free model, started at :attr:`S0`.
+        """Return the score-space system of the merged, noise-free model, started at :attr:`S0`.
 
         It is the trained :meth:`system` when the parameters are merged and there is no
         token noise; otherwise it is the named second system that reports and ``check``
@@ -243,7 +336,7 @@ class Problem:
                            quadrature_step=self.quadrature_step, include_query=self.include_query)
 
     def score_system_note(self):
-        """One line saying what of the configured model the score system leaves out (None: nothing)."""
+        """Return one line saying what of the configured model the score system leaves out (None: nothing)."""
         left_out = [name for name, present in (("separate W_K, W_Q", self.separate),
                                                (f"token noise {self.noise:g}", self.noise > 0)) if present]
         if not left_out:
@@ -252,12 +345,12 @@ class Problem:
                 f"not modelled: {', '.join(left_out)}")
 
     def initial_loss(self):
-        """The loss at the start of training (of the noisy model, with token noise)."""
+        """Return the loss at the start of training (of the noisy model, with token noise)."""
         system = self.system()
         return system.flat_loss(system.flatten(self.start))
 
     def constants(self) -> Constants:
-        """L, Δ, δ, LΔδ and the regime; computed once (an expression class estimates L by sampling)."""
+        """Return L, Δ, δ, LΔδ and the regime; computed once (an expression class estimates L by sampling)."""
         return self._constants
 
     @cached_property

@@ -18,6 +18,26 @@ RECONSTRUCTED = ("Delta", "delta", "regime")
 
 @dataclass(frozen=True)
 class Constants:
+    """The constants of a problem that decide its regime.
+
+    Attributes
+    ----------
+    L : float
+        Lipschitz constant of the function class.
+    L_source : str
+        Where L comes from (stated, closed form, estimate).
+    L_reconstructed : bool
+        Whether L is a reconstructed rather than a stated constant.
+    Delta : float
+        Separation of the features.
+    delta : float
+        Share of the Lipschitz budget the class realises between two features.
+    threshold : float
+        c*: the regime is flat when ``LΔδ < c*``.
+    min_offtarget_eigenvalue : float
+        Smallest eigenvalue of ``M⁽ᵏ⁾`` restricted to ``n, m ≠ k``, over k.
+    """
+
     L: float
     L_source: str
     L_reconstructed: bool
@@ -28,17 +48,21 @@ class Constants:
 
     @property
     def L_Delta_delta(self):
+        """The product ``LΔδ`` compared with the threshold."""
         return self.L * self.Delta * self.delta
 
     @property
     def regime(self):
+        """``"flat"`` when ``LΔδ < c*``, ``"sharp"`` otherwise."""
         return "flat" if self.L_Delta_delta < self.threshold else "sharp"
 
     @property
     def nondegenerate(self):
+        """Whether δ > 0 and every off-target block ``M⁽ᵏ⁾`` is positive definite."""
         return self.delta > 0 and self.min_offtarget_eigenvalue > 0
 
     def as_dict(self):
+        """Return the constants, the derived ones and the list of reconstructed names, for summary.json."""
         return {
             "L": self.L, "L_source": self.L_source, "Delta": self.Delta, "delta": self.delta,
             "L_Delta_delta": self.L_Delta_delta, "threshold": self.threshold, "regime": self.regime,
@@ -48,6 +72,23 @@ class Constants:
 
 
 def constants(features, F, lipschitz, threshold):
+    """Compute Δ, δ and the smallest off-target eigenvalue of a problem.
+
+    Parameters
+    ----------
+    features : FeatureSet
+        The features (gives Δ and the distances).
+    F : array, shape (K, K)
+        Moment matrix of the function class.
+    lipschitz : Lipschitz
+        The class's Lipschitz constant and its source.
+    threshold : float
+        c*, the boundary between the flat and the sharp regime.
+
+    Returns
+    -------
+    Constants
+    """
     K = features.K
     dist = features.distances
     delta = np.inf

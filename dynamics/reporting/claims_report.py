@@ -36,6 +36,19 @@ def _prompt(problem):
 
 
 def write_report(out, cfg, ctx, verdicts):
+    """Write ``report.json`` and ``report.md``: every verdict with its reason, numbers, windows and figure.
+
+    Parameters
+    ----------
+    out : Path
+        The output directory.
+    cfg : Config
+        The configuration (echoed in the report).
+    ctx : Context
+        The shared context (base problem and its constants, quick or full).
+    verdicts : list of Verdict
+        In report order.
+    """
     c = ctx.base_constants
     data = {"versions": versions(), "config": cfg.raw, "quick": ctx.quick,
             "model": {"system": f"score system, {_prompt(ctx.base)}, merged parameters, no noise",

@@ -31,7 +31,23 @@ def _matrix(A):
 
 
 def derivation_blocks(problem, training=None):
-    """The whole document as export blocks."""
+    """Return the whole derivation document of a problem as export blocks.
+
+    Every equation is shown in full for K ≤ ``EXPLICIT_MAX_K``, in indexed form for
+    larger K; the sections on the variants this configuration uses (finite N, query in
+    the softmax, separate matrices, token noise) follow the main chain.
+
+    Parameters
+    ----------
+    problem : Problem
+    training : Section, optional
+        The ``[training]`` section, for the GD map and its step size.
+
+    Returns
+    -------
+    list of (str, object)
+        Blocks for :mod:`attnflow.derivations.export`.
+    """
     K = problem.K
     if K > DERIVE_MAX_K:
         raise AttnflowError("features.K", f"derive writes the SymPy derivation and the dense K²×K² Jacobian at "
@@ -181,6 +197,19 @@ def _asymptotic_blocks(problem, derivation):
 
 
 def render(problem, training=None, fmt="markdown"):
+    """Return the derivation document of a problem (``attnflow derive``).
+
+    Parameters
+    ----------
+    problem : Problem
+    training : Section, optional
+        The ``[training]`` section, for the GD map and its step size.
+    fmt : {"markdown", "latex"}
+
+    Returns
+    -------
+    str
+    """
     blocks = derivation_blocks(problem, training)
     if fmt == "latex":
         return export.to_latex(blocks, title=f"attnflow: score dynamics for K = {problem.K}")

@@ -26,6 +26,10 @@ def _save(fig, path):
 
 
 def two_phases(path, tr, boundary):
+    """Draw C1's figure: loss and worst target attention against t, the phase boundary and t_half marked.
+
+    Every function here takes the PNG's ``path`` first, draws one figure and returns ``path``.
+    """
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     t, loss, target = positive_times(tr.t, tr.loss, tr.target_attention.min(axis=1))
     a.loglog(t, loss, color="C0")
@@ -43,6 +47,21 @@ def two_phases(path, tr, boundary):
 
 
 def irrelevant_attention(path, flow, gd, factor):
+    """Draw C2's figure: the flow's irrelevant attention against its loss, and GD's irrelevant attention.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write.
+    flow, gd : Trajectory
+        The flow, and GD run at ``factor`` times the stable step.
+    factor : float
+        GD's step as a multiple of the stable step (in the title, with its reversals).
+
+    Returns
+    -------
+    Path
+    """
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     t, irr, loss = positive_times(flow.t, flow.irrelevant_attention, flow.loss)
     a.loglog(t, irr, label="max irrelevant A_nk")
@@ -57,7 +76,24 @@ def irrelevant_attention(path, flow, gd, factor):
 
 
 def phase_diagram(path, rows, L_star, title, gd_rows=None):
-    """Transition times against L; flat and sharp shaded, threshold marked."""
+    """Draw transition times against L; flat and sharp shaded, threshold marked.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write.
+    rows : list of dict
+        One per L: ``L`` and the flow's ``t_half`` and ``t_boundary`` (None: never).
+    L_star : float
+        The threshold L* between the regimes.
+    title : str
+    gd_rows : dict, optional
+        Label → GD times (η · iterations), one per row.
+
+    Returns
+    -------
+    Path
+    """
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     L = np.array([r["L"] for r in rows])
     ax.axvspan(L.min() / 1.5, L_star, color="C0", alpha=0.08, label="flat (LΔδ < c*)")
@@ -75,6 +111,23 @@ def phase_diagram(path, rows, L_star, title, gd_rows=None):
 
 
 def step_size_against_L(path, rows, L_star, oscillation_map):
+    """Draw C4's figure: the largest stable step against L, with the GD runs tried marked by outcome.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write.
+    rows : list of dict
+        One per L: ``L`` and ``stable_step``.
+    L_star : float
+        The threshold L*.
+    oscillation_map : list of dict
+        From :meth:`Context.oscillation_map`: ``L``, ``eta``, ``converged``, ``oscillations``.
+
+    Returns
+    -------
+    Path
+    """
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     L = [r["L"] for r in rows]
     ax.loglog(L, [r["stable_step"] for r in rows], "k-", label="largest linearly stable η (2/λ_max at start)")
@@ -93,7 +146,23 @@ def step_size_against_L(path, rows, L_star, oscillation_map):
 
 
 def flat_and_sharp(path, runs, Ls, eta):
-    """The paper's Figure 1 setting: loss and attention against iterations, one η."""
+    """Draw the paper's Figure 1 setting: loss and attention against iterations, one η.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write.
+    runs : dict
+        Label → GD trajectory.
+    Ls : dict
+        Label → L (in the legend).
+    eta : float
+        The shared step size (in the title).
+
+    Returns
+    -------
+    Path
+    """
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     for name, gd in runs.items():
         it, loss, target = positive_times(gd.iteration.astype(float), gd.loss, gd.target_attention.min(axis=1))
@@ -106,7 +175,19 @@ def flat_and_sharp(path, runs, Ls, eta):
 
 
 def many_L(path, trajectories):
-    """The paper's Figure 4 setting: many L values overlaid (``{L: trajectory}``)."""
+    """Draw the paper's Figure 4 setting: many L values overlaid.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write.
+    trajectories : dict
+        L → trajectory; GD runs are drawn against iterations, flows against t.
+
+    Returns
+    -------
+    Path
+    """
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     cmap = plt.get_cmap("viridis")
     Ls = sorted(trajectories)
@@ -125,6 +206,12 @@ def many_L(path, trajectories):
 
 
 def time_to_accuracy(path, eps, times):
+    """Draw the time to reach each relative loss ε against 1/ε, one line per labelled run (``times``).
+
+    Returns
+    -------
+    Path
+    """
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for name, t in times.items():
         ax.loglog(1 / np.asarray(eps), [np.nan if v is None else v for v in t], "o-", ms=3, label=name)
@@ -134,6 +221,12 @@ def time_to_accuracy(path, eps, times):
 
 
 def degenerate(path, runs):
+    """Draw the worst target attention against t for a degenerate and a non-degenerate class (``runs``: label → trajectory).
+
+    Returns
+    -------
+    Path
+    """
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for name, tr in runs.items():
         t, target = positive_times(tr.t, tr.target_attention.min(axis=1))
@@ -144,6 +237,12 @@ def degenerate(path, runs):
 
 
 def balanced_imbalanced(path, balanced, imbalanced):
+    """Draw H1's and H2's figure: each query's A_kk against t, balanced and imbalanced p side by side.
+
+    Returns
+    -------
+    Path
+    """
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     for ax, (name, tr) in zip(axes, (("balanced p", balanced), ("imbalanced p", imbalanced))):
         t, target = positive_times(tr.t, tr.target_attention)
@@ -155,6 +254,12 @@ def balanced_imbalanced(path, balanced, imbalanced):
 
 
 def time_against_K(path, Ks, series):
+    """Draw H3's figure: times against the number of features K, one line per series (label → times).
+
+    Returns
+    -------
+    Path
+    """
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for name, t in series.items():
         ax.loglog(Ks, [np.nan if v is None else v for v in t], "o-", ms=3, label=name)
@@ -164,8 +269,24 @@ def time_against_K(path, Ks, series):
 
 
 def c5_protocols(path, protocols, Ls):
-    """C5 per protocol: iterations to each loss level for the flat and the sharp problem under each
-    step-size rule (one panel per accuracy scale), and over the L sweep the fastest L at each level."""
+    """Draw C5's figure: iterations to each loss level for the flat and the sharp problem, per protocol.
+
+    One panel per accuracy scale, one line style per step-size rule; a last panel
+    shows, over the L sweep, the fastest L at each level.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write.
+    protocols : list of dict
+        One per protocol (rule × scale), as C5 records them.
+    Ls : dict
+        ``{"flat": L, "sharp": L}``.
+
+    Returns
+    -------
+    Path
+    """
     scales = list(dict.fromkeys(p["accuracy_scale"] for p in protocols))
     rules = list(dict.fromkeys(p["step_rule"] for p in protocols))
     styles = ["o-", "s--", "^:", "d-."]

@@ -20,6 +20,16 @@ def positive_times(t, *ys):
 
 
 def draw_loss(ax, trajectories, color=None):
+    """Draw the loss of each trajectory against t on log-log axes.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+    trajectories : dict
+        ``"flow"`` / ``"gd"`` → Trajectory (GD is drawn against η · iteration).
+    color : str, optional
+        One colour for every line; matplotlib's cycle when None.
+    """
     for kind, tr in trajectories.items():
         t, loss = positive_times(tr.t, tr.loss)
         ax.loglog(t, np.maximum(loss, 1e-300), color=color, label=_NAMES[kind], **_STYLE[kind])
@@ -78,7 +88,17 @@ def draw_target(ax, trajectories):
 
 
 def plot_run(out_dir, trajectories, title=""):
-    """Write ``loss.png`` and ``attention.png`` for one run."""
+    """Write ``loss.png`` and ``attention.png`` for one run.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The run's output directory.
+    trajectories : dict
+        ``"flow"`` / ``"gd"`` → Trajectory.
+    title : str
+        Drawn above both figures.
+    """
     fig, ax = plt.subplots(figsize=(5.5, 4))
     draw_loss(ax, trajectories)
     ax.legend()

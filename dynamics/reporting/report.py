@@ -6,6 +6,19 @@ def _fmt(x):
 
 
 def trajectory_lines(name, s):
+    """Return the report's lines on one trajectory.
+
+    Parameters
+    ----------
+    name : str
+        Its label, e.g. ``"gradient flow"``.
+    s : dict
+        Its summary (:func:`attnflow.dynamics.reporting.summary.trajectory_summary`).
+
+    Returns
+    -------
+    list of str
+    """
     lines = [f"- {name}: {s['status']} ({s['message']}), t_final = {_fmt(s['t_final'])}, "
              f"final loss = {s['final_loss']:.3e}"]
     lines.append(f"  - target attention reaches 1/2 at t = {_fmt(s['t_half'])}"
@@ -20,6 +33,20 @@ def trajectory_lines(name, s):
 
 
 def run_report(summary, heading=None):
+    """Return the report of one run: problem, constants and regime, each trajectory, kernels.
+
+    Parameters
+    ----------
+    summary : dict
+        The run's summary (what ``summary.json`` holds).
+    heading : str, optional
+        The Markdown heading; ``"attnflow run"`` when None.
+
+    Returns
+    -------
+    str
+        Plain text that is also valid Markdown.
+    """
     p = summary["problem"]
     c = summary["constants"]
     lines = [f"## {heading}" if heading else "## attnflow run", ""]

@@ -18,6 +18,7 @@ from ..problem.config import inert_settings
 
 
 def versions():
+    """Return the versions of Python, attnflow and its dependencies (None: not installed)."""
     out = {"python": platform.python_version()}
     for name in ("attnflow", "numpy", "scipy", "numba", "sympy", "matplotlib"):
         try:
@@ -30,6 +31,21 @@ def _keyed(mapping):
     return {f"{k:g}": v for k, v in mapping.items()}
 
 def trajectory_summary(tr, eta=None):
+    """Return what ``summary.json`` says about one trajectory.
+
+    Parameters
+    ----------
+    tr : Trajectory
+        A solved flow or GD trajectory.
+    eta : float, optional
+        GD's step size: the crossing times are then also given in iterations ``t/η``.
+
+    Returns
+    -------
+    dict
+        Status, message, counters, final loss and attention, and the crossing times
+        (``t_half``, ``t_attention_eps``, ``t_loss_eps``, keyed by ε).
+    """
     c = tr.crossings
     out = {
         "status": tr.status, "message": tr.message, "counters": tr.counters,
@@ -45,9 +61,24 @@ def trajectory_summary(tr, eta=None):
     return out
 
 def large_prompt_convergence(system, S, multiples=(1, 2, 4, 8)):
-    """How the loss at scores S approaches the large-prompt limit: ``|ℒ_{mN}(S) − ℒ_∞(S)|`` for the
-    given multiples of the system's N, and the fitted exponent of N (−1 for the 1/N law; None
-    when a gap is exactly 0)."""
+    """Measure how the loss at scores S approaches the large-prompt limit.
+
+    Parameters
+    ----------
+    system : ScoreSystem
+        A system at finite N.
+    S : array, shape (K, K)
+        The scores.
+    multiples : tuple of int
+        Prompt lengths tried, as multiples of the system's N.
+
+    Returns
+    -------
+    dict
+        ``N``: the prompt lengths; ``loss_gap``: ``|ℒ_{mN}(S) − ℒ_∞(S)|`` at each;
+        ``exponent``: the fitted exponent of N (−1 for the 1/N law; None when a gap is
+        exactly 0).
+    """
     limit = replace(system, N=np.inf).loss(S)
     Ns = [int(m * system.N) for m in multiples]
     gaps = [abs(replace(system, N=N).loss(S) - limit) for N in Ns]
@@ -55,6 +86,23 @@ def large_prompt_convergence(system, S, multiples=(1, 2, 4, 8)):
     return {"N": Ns, "loss_gap": gaps, "exponent": exponent}
 
 def summarize(cfg, problem, result):
+    """Return the content of ``summary.json`` for a solved run.
+
+    Parameters
+    ----------
+    cfg : Config
+        The configuration (echoed as given and resolved).
+    problem : Problem
+        The problem (its description and constants).
+    result : RunResult
+        The solved trajectories.
+
+    Returns
+    -------
+    dict
+        JSON-ready: config, problem, constants and regime, one entry per trajectory,
+        kernels, versions and timings.
+    """
     const = problem.constants()
     cd = const.as_dict()
     summary = {
@@ -123,6 +171,16 @@ def summarize(cfg, problem, result):
     return summary
 
 def save_trajectory(path, tr, state_name="state"):
+    """Write a trajectory's arrays (t, S, attention, loss, and iteration and state when present) to ``path``.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.npz`` file, written atomically.
+    tr : Trajectory
+    state_name : str
+        Name of the trained state's array when it is not S (``"factors"`` or ``"Q"``).
+    """
     arrays = {"t": tr.t, "S": tr.S, "attention": tr.attention, "loss": tr.loss}
     if tr.iteration is not None:
         arrays["iteration"] = tr.iteration
@@ -133,7 +191,27 @@ def save_trajectory(path, tr, state_name="state"):
 OUTPUT_NAMES = ("trajectory.npz", "trajectory_gd.npz", "summary.json", "loss.png", "attention.png")
 
 def write_outputs(out_dir, cfg, problem, result, plots=True):
-    """Write trajectory.npz (flow, or GD alone), trajectory_gd.npz (mode "both"), summary.json, plots."""
+    """Write trajectory.npz (flow, or GD alone), trajectory_gd.npz (mode "both"), summary.json, plots.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The output directory (created if missing).
+    cfg, problem, result
+        The configuration, the problem and the solved run.
+    plots : bool
+        Whether to draw ``loss.png`` and ``attention.png``.
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary.json``.
+
+    Raises
+    ------
+    AttnflowError
+        When ``out_dir`` cannot be created or written.
+    """
     out = prepare_out_dir(out_dir)
     remove_stale_temps(out, OUTPUT_NAMES)        # left by a run killed while writing
     trs = result.trajectories

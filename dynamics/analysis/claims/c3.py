@@ -15,6 +15,18 @@ from .verdicts import FAIL, PASS, Verdict, deciding_window, judged
 C3_WINDOW = 10.0      # the breakpoint may lie within this factor of L* either way
 
 def claim_c3(ctx):
+    """Test C3: L governs the convergence speed, and the regimes split at L = Θ(1/(Δδ)).
+
+    Parameters
+    ----------
+    ctx : Context
+        The base problem, shared flows, sweep sizes and the figure directory.
+
+    Returns
+    -------
+    Verdict
+        PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
+    """
     L_star, rows = l_sweep(ctx, "frequency")
     L = np.array([r["L"] for r in rows])
     t = np.array([r["t_half"] if r["t_half"] is not None else np.nan for r in rows])

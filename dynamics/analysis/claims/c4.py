@@ -10,6 +10,18 @@ from .verdicts import Verdict, all_pass, deciding_window, judged
 
 
 def claim_c4(ctx):
+    """Test C4: the flat regime has smaller gradients and larger stable steps than the sharp one.
+
+    Parameters
+    ----------
+    ctx : Context
+        The base problem, shared flows, sweep sizes and the figure directory.
+
+    Returns
+    -------
+    Verdict
+        PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
+    """
     L_star, rows = l_sweep(ctx, "single-index", "sin")
     L = [r["L"] for r in rows]
     g = power_law(L, [r["grad_norm"] for r in rows])

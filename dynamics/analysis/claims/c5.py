@@ -48,6 +48,22 @@ def gd_converges(system, S0, eta, level, steps):
       that lowers one overshoots onto a wrong feature; such runs reach small losses, if at all, by
       escaping a plateau of erratic length (measured on the C5 flat problem: 204 iterations at 64×
       the automatic step, 151 063 at 128×), which says nothing about the regime.
+
+    Parameters
+    ----------
+    system : ScoreSystem
+    S0 : array, shape (K, K)
+        The initial scores.
+    eta : float
+        The step size.
+    level : float
+        The absolute loss level to reach.
+    steps : int
+        The iteration budget.
+
+    Returns
+    -------
+    bool
     """
     gd = iterate_gd(system, S0, eta, steps, eps=(float(level), UNDERFLOW), stop_loss=level, n_out=steps + 1)
     if gd.status != "stop_loss" or gd.crossings["t_loss"][UNDERFLOW] is not None or gd.crossings["t_half"] is None:
@@ -70,11 +86,25 @@ def largest_converging_step(system, S0, start, level, steps, resolution=0.01, gr
     The step grows from ``start`` by ``growth`` until one fails to converge (:func:`gd_converges`),
     then bisection on log η shrinks the bracket until its ratio is at most ``1 + resolution``.
 
+    Parameters
+    ----------
+    system, S0, level, steps
+        As for :func:`gd_converges`.
+    start : float
+        A step size to start from.
+    resolution : float
+        The bracket's final ratio is at most ``1 + resolution``.
+    growth : float
+        Factor by which the step grows until one fails.
+    max_growths : int
+        Most growths tried.
+
     Returns
     -------
-    ``(eta, eta_fail, probes)``: ``eta`` converges, ``eta_fail`` ≤ (1 + resolution)·eta does not
-    (``None`` when no step up to ``start·growth^max_growths`` fails), ``probes`` GD runs made.
-    ``eta`` is None when ``start`` itself does not converge.
+    (float or None, float or None, int)
+        ``(eta, eta_fail, probes)``: ``eta`` converges, ``eta_fail`` ≤ (1 + resolution)·eta does not
+        (``None`` when no step up to ``start·growth^max_growths`` fails), ``probes`` GD runs made.
+        ``eta`` is None when ``start`` itself does not converge.
     """
     if not gd_converges(system, S0, start, level, steps):
         return None, start, 1

@@ -13,6 +13,18 @@ from .verdicts import Verdict, all_pass, deciding_window, judged
 
 
 def claim_c6(ctx):
+    """Test C6: near-zero loss in polynomial time in both regimes.
+
+    Parameters
+    ----------
+    ctx : Context
+        The base problem, shared flows, sweep sizes and the figure directory.
+
+    Returns
+    -------
+    Verdict
+        PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
+    """
     c = ctx.base_constants
     results, fits = {}, {}
     eps = np.geomspace(1e-1, 1e-6, 11)

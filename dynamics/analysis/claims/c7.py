@@ -9,6 +9,18 @@ from .verdicts import Verdict, all_pass, deciding_window, judged
 
 
 def claim_c7(ctx):
+    """Test C7: at convergence each query attends to the tokens of its own feature.
+
+    Parameters
+    ----------
+    ctx : Context
+        The base problem, shared flows, sweep sizes and the figure directory.
+
+    Returns
+    -------
+    Verdict
+        PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
+    """
     cases = {"random-unit K=6 d=4": problem_with(ctx.cfg, features__kind="random-unit", features__K=6, features__d=4, features__seed=1),
              "imbalanced p": problem_with(ctx.cfg, prompt__p=[0.55] + [0.45 / (ctx.base.K - 1)] * (ctx.base.K - 1))}
     flows = {"base": ctx.base_flow, **{name: flow_to_convergence(pr) for name, pr in cases.items()}}

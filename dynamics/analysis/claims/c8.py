@@ -8,6 +8,18 @@ from .verdicts import Verdict, all_pass, deciding_window, judged
 
 
 def claim_c8(ctx):
+    """Test C8: the results hold without orthonormal features, and for non-constant linear functions.
+
+    Parameters
+    ----------
+    ctx : Context
+        The base problem, shared flows, sweep sizes and the figure directory.
+
+    Returns
+    -------
+    Verdict
+        PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
+    """
     cases = {"simplex K=4 linear σ=0.5": dict(features__kind="simplex", features__K=4, features__d=3, task__kind="linear", task__sigma=0.5),
              "simplex K=4 linear σ=2": dict(features__kind="simplex", features__K=4, features__d=3, task__kind="linear", task__sigma=2.0),
              "random-unit K=5 d=3 linear": dict(features__kind="random-unit", features__K=5, features__d=3, features__seed=2, task__kind="linear"),

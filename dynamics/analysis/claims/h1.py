@@ -8,6 +8,18 @@ from .verdicts import Verdict, all_pass, deciding_window, judged
 
 
 def claim_h1(ctx):
+    """Test H1: balanced orthonormal features and a linear task reach near-zero error in two phases.
+
+    Parameters
+    ----------
+    ctx : Context
+        The base problem, shared flows, sweep sizes and the figure directory.
+
+    Returns
+    -------
+    Verdict
+        PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
+    """
     tr = ctx.balanced_flow
     n_fast = fast_phases(tr.t, tr.loss)
     final = float(np.diagonal(tr.final_attention).min())

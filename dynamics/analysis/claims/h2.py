@@ -8,6 +8,18 @@ from .verdicts import FAIL, INCONCLUSIVE, PASS, Verdict, deciding_window, judged
 
 
 def claim_h2(ctx):
+    """Test H2: with imbalanced features the dominant one converges first, the others later.
+
+    Parameters
+    ----------
+    ctx : Context
+        The base problem, shared flows, sweep sizes and the figure directory.
+
+    Returns
+    -------
+    Verdict
+        PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
+    """
     tr = ctx.imbalanced_flow
     times = per_query_times(tr, 0.9)
     n_fast = fast_phases(tr.t, tr.loss)

@@ -13,6 +13,18 @@ from .verdicts import Verdict, all_pass, deciding_window, judged
 
 
 def claim_h3(ctx):
+    """Test H3: the time to converge grows polynomially in K.
+
+    Parameters
+    ----------
+    ctx : Context
+        The base problem, shared flows, sweep sizes and the figure directory.
+
+    Returns
+    -------
+    Verdict
+        PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
+    """
     Ks = ctx.K_values
     t_att, t_eps = [], []
     for K in Ks:

@@ -20,13 +20,36 @@ from ..phases import log_slope
 
 
 def flow_to_convergence(problem, t_end=1e9, stop_rel=1e-8, method="LSODA"):
-    """The flow until the loss is ``stop_rel`` times its initial value (or ``t_end``)."""
+    """Integrate the score system's flow until the loss is ``stop_rel`` times its initial value (or ``t_end``).
+
+    Parameters
+    ----------
+    problem : Problem
+        Its score system is integrated from S0 (the setting the papers analyse).
+    t_end : float
+        Last time.
+    stop_rel : float
+        Stop when the loss falls to this fraction of its initial value.
+    method : str
+        SciPy's integrator.
+
+    Returns
+    -------
+    Trajectory
+        400 output points, rtol 1e-9, atol 1e-12.
+    """
     system = problem.score_system()
     return integrate_flow(system, problem.S0, t_end, method=method, rtol=1e-9, atol=1e-12,
                           stop_loss=stop_rel * system.loss(problem.S0), n_out=400)
 
 def problem_with(cfg, **overrides):
-    """The problem of ``cfg`` with fields overridden; ``task__L=3`` means ``task.L = 3``."""
+    """Return the problem of ``cfg`` with fields overridden; ``task__L=3`` means ``task.L = 3``.
+
+    Raises
+    ------
+    AttnflowError
+        When the overridden configuration is invalid.
+    """
     return Problem.from_config(cfg.with_overrides({k.replace("__", "."): v for k, v in overrides.items()}))
 
 def late_slope(t, y, decades=1.5):
@@ -46,9 +69,25 @@ def attention_phases(times, gap=2.0):
     return 0 if not ts else 1 + sum(b > gap * a for a, b in zip(ts, ts[1:]))
 
 def l_sweep(ctx, kind, link=None):
-    """Flow and start-of-training quantities over L spanning ``ctx.decades`` around 1/(Δδ₀).
+    """Measure the flow and start-of-training quantities over L spanning ``ctx.decades`` around L*.
 
-    Memoised on the context: C3 and C4 share the single-index sweep.
+    ``L* = c*/(Δδ₀)`` (:func:`threshold_L`).  Memoised on the context: C3 and C4 share
+    the single-index sweep.
+
+    Parameters
+    ----------
+    ctx : Context
+    kind : str
+        ``task.kind`` of the sweep (``"single-index"`` or ``"frequency"``).
+    link : str, optional
+        ``task.link`` for a single-index task.
+
+    Returns
+    -------
+    (float, list of dict)
+        L*, and one row per L (``ctx.points`` of them): ``L``, ``L_Delta_delta``,
+        ``regime``, ``t_half``, ``grad_norm`` and ``stable_step`` at the start, and the
+        ``trajectory``.
     """
     if (kind, link) not in ctx.sweeps:
         ctx.sweeps[kind, link] = _l_sweep(ctx, kind, link)
@@ -87,6 +126,19 @@ def orthonormal_linear(ctx, K=4, p="uniform"):
 
 @dataclass
 class Context:
+    """What every protocol of one ``attnflow check`` shares: the base problem, sizes, cached flows.
+
+    Attributes
+    ----------
+    cfg : Config
+        The user's configuration; the base problem and every variant start from it.
+    out : Path
+        The output directory; figures go to ``out/figures``.
+    quick : bool
+        Smaller sweeps and budgets (``--quick``).
+    progress : bool
+        Whether to show progress bars.
+    """
     cfg: object
     out: Path
     quick: bool = False
@@ -114,22 +166,27 @@ class Context:
     # Flows several claims share, integrated once.
     @cached_property
     def base_flow(self):
+        """The base problem's flow to convergence (C1, C2 and C7 share it)."""
         return flow_to_convergence(self.base)
 
     @cached_property
     def balanced_flow(self):
+        """The flow of the predecessor paper's setting with uniform p (H1, and H2 compares with it)."""
         return flow_to_convergence(orthonormal_linear(self))
 
     @cached_property
     def imbalanced_flow(self):
+        """The flow of the predecessor paper's setting with ``imbalanced_p`` (H2)."""
         return flow_to_convergence(orthonormal_linear(self, p=self.imbalanced_p))
 
     # H1 and H2 share one figure; whichever runs first draws it, so a subset links no missing file.
     @cached_property
     def balanced_imbalanced_figure(self):
+        """The path of the H1/H2 figure, drawn the first time either claim asks for it."""
         return figures.balanced_imbalanced(self.fig("H1_H2"), self.balanced_flow, self.imbalanced_flow)
 
     def fig(self, name):
+        """Return the path of the figure ``name`` (``out/figures/NAME.png``)."""
         return self.out / "figures" / f"{name}.png"
 
     def oscillation_map(self, rows, factors=(0.5, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)):

@@ -14,6 +14,29 @@ PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
 @dataclass
 class Verdict:
+    """The outcome of one claim's protocol.
+
+    Attributes
+    ----------
+    claim : str
+        Its name, e.g. ``"C3"``.
+    statement : str
+        The claim, in one sentence.
+    verdict : str
+        :data:`PASS`, :data:`FAIL` or :data:`INCONCLUSIVE`.
+    reason : str
+        Why, with the deciding numbers.
+    numbers : dict
+        Everything measured, with the windows (JSON-ready).
+    figure : str or None
+        Path of the claim's figure.
+    reconstructed : bool
+        Whether the claim rests on a reconstructed definition (Δ, δ, c*).
+    choices : list of str
+        Free choices the paper does not fix, named in the report.
+    details : list of str
+        Markdown lines shown after the reason (tables).
+    """
     claim: str
     statement: str
     verdict: str
@@ -38,6 +61,24 @@ def deciding_window(name, measured, accepted, halved, why, halving, passes=None,
     value of ``measured`` (a number, or a dict or list of them) lies inside.  ``passes`` and
     ``passes_halved`` replace that test where the threshold acts through a quantity recomputed with it
     (a phase boundary found with the tolerance halved, say).
+
+    Parameters
+    ----------
+    name : str
+        The window's name, unique within its claim.
+    measured : float, list or dict
+        The measured number(s).
+    accepted, halved : (float or None, float or None)
+        The accepted range and the range halved.
+    why, halving : str
+        Why the range is what it is, and how it is halved.
+    passes, passes_halved : bool, optional
+        Override the range test (see above).
+
+    Returns
+    -------
+    dict
+        JSON-ready: the arguments and the flags ``passes`` and ``passes_halved``.
     """
     values = list(measured.values()) if isinstance(measured, dict) else (
         list(measured) if isinstance(measured, (list, tuple)) else [measured])
@@ -56,6 +97,18 @@ def decide(windows, rule):
 
     ``rule`` maps ``{window name: passes}`` to a verdict.  Each window also records the verdict with
     only itself halved (``verdict_with_this_window_halved``).
+
+    Parameters
+    ----------
+    windows : list of dict
+        From :func:`deciding_window`; updated in place.
+    rule : callable
+        ``{window name: passes}`` → PASS, FAIL or INCONCLUSIVE (e.g. :func:`all_pass`).
+
+    Returns
+    -------
+    (str, str)
+        The verdict, and the verdict with every window halved.
     """
     flags = {w["name"]: w["passes"] for w in windows}
     for w in windows:
@@ -69,6 +122,7 @@ def judged(numbers, windows, rule):
     return verdict
 
 def all_pass(flags):
+    """Return PASS when every window passes, FAIL otherwise: the usual ``rule`` of :func:`decide`."""
     return PASS if all(flags.values()) else FAIL
 
 def bounds(window):
