@@ -94,7 +94,10 @@ def build_parser():
     sweep.add_argument("--param", action="append", required=True, metavar="FIELD=LO:HI:log:N",
                        help="a swept field: LO:HI:log:N, LO:HI:lin:N or v1,v2,... (repeatable: Cartesian product)")
     sweep.add_argument("--out", required=True, help="output directory (rerun to resume)")
-    sweep.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    sweep.add_argument("--jobs", type=int, default=None,
+                       help="worker processes (default: all cores; with --scheduler, the cluster's threads)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on a dask.distributed cluster, e.g. tcp://host:8786 (pip install \"attnflow[dask]\")")
     sweep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a configuration field (repeatable)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -109,6 +112,7 @@ def build_parser():
     diagram.add_argument("--from", dest="from_sweep", metavar="SWEEP_DIR",
                          help="draw from a finished sweep instead of running one")
     diagram.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    diagram.add_argument("--scheduler", metavar="ADDRESS", help="run the sweep on a dask.distributed cluster")
     diagram.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                          help="override a configuration field (repeatable)")
     diagram.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -152,7 +156,7 @@ def _dispatch(args):
         from .problem.config import inert_settings
         for note in inert_settings(cfg.with_overrides({field: values[0] for field, values in params})):
             _warn(note)
-        rows = sweep(cfg, params, args.out, args.jobs, progress=not args.quiet)
+        rows = sweep(cfg, params, args.out, args.jobs, progress=not args.quiet, scheduler=args.scheduler)
         failed = sum(r["status"] != "ok" for r in rows)
         print(f"{len(rows)} points ({failed} not ok) → {args.out}/table.csv, {args.out}/provenance.json")
     elif args.command == "phase-diagram":
@@ -169,7 +173,8 @@ def _dispatch(args):
             from .commands.sweep import validated_params
             cfg = _load_config(args)
             x, y = validated_params(cfg, [args.x, args.y], ["--x", "--y"])
-            grid = phase_diagram(cfg, x, y, args.z, args.out, args.jobs, progress=not args.quiet)
+            grid = phase_diagram(cfg, x, y, args.z, args.out, args.jobs, progress=not args.quiet,
+                                 scheduler=args.scheduler)
             out = args.out
         finite = np.isfinite(grid.z)
         print(f"{grid.z_column} on {len(grid.y)} × {len(grid.x)} points ({int(finite.sum())} with a value) → "

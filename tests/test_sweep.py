@@ -44,6 +44,9 @@ def test_ctrl_c_in_a_serial_sweep_keeps_the_finished_points(tmp_path, monkeypatc
     """A real SIGINT while the third point runs (jobs = 1; a small sweep runs a point per
     chunk): two points saved, table and provenance written, Interrupted raised; the rerun
     gives the uninterrupted table."""
+    # Python's own Ctrl-C handler, as in a terminal: a test run started in the background
+    # (or under nohup) inherits SIGINT ignored, and then no KeyboardInterrupt would come.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     run_chunk, calls, handler = sweep_module._run_chunk, [], signal.getsignal(signal.SIGINT)
 
     def ctrl_c_during_the_third_point(args):
@@ -62,6 +65,7 @@ def test_ctrl_c_in_a_serial_sweep_keeps_the_finished_points(tmp_path, monkeypatc
     assert prov["interrupted"] and prov["completed"] == 2 and prov["points"] == 6
     assert signal.getsignal(signal.SIGINT) is handler                         # restored
     monkeypatch.undo()
+    signal.signal(signal.SIGINT, previous)
     resumed = sweep(BASE, PARAMS, out, jobs=1, progress=False)
     assert resumed == sweep(BASE, PARAMS, tmp_path / "whole", jobs=1, progress=False)
     assert (out / "table.csv").read_bytes() == (tmp_path / "whole" / "table.csv").read_bytes()

@@ -29,7 +29,7 @@ def _draw(out, rows, x_field, y_field, z, threshold, task_kind, source):
     return grid
 
 
-def phase_diagram(cfg, x, y, z, out_dir, jobs=None, progress=True):
+def phase_diagram(cfg, x, y, z, out_dir, jobs=None, progress=True, scheduler=None):
     """Run the (y, x) grid and draw column ``z``; return the :class:`PhaseGrid`.
 
     Parameters
@@ -42,10 +42,12 @@ def phase_diagram(cfg, x, y, z, out_dir, jobs=None, progress=True):
         A column of the sweep table (``t_half`` resolves to ``flow:t_half``).
     out_dir : path
         The sweep directory; rerunning resumes, and a finished sweep is only drawn.
+    jobs, progress, scheduler
+        As for :func:`~attnflow.dynamics.commands.sweep.sweep`.
     """
     if x[0] == y[0]:
         raise AttnflowError("--y", f"{y[0]} is also --x; give two different fields")
-    rows = sweep(cfg, [y, x], out_dir, jobs=jobs, progress=progress)
+    rows = sweep(cfg, [y, x], out_dir, jobs=jobs, progress=progress, scheduler=scheduler)
     return _draw(Path(out_dir), rows, x[0], y[0], z, cfg.regime.threshold, cfg.task.kind, "sweep")
 
 

@@ -59,6 +59,7 @@ from ..problem import Problem
 from ..progress import progress_bar
 from ..reporting.summary import versions
 from ..reporting.tables import write_parquet
+from .distributed import client_for, run_chunks, worker_threads
 
 
 MAX_POINTS = 1_000_000       # points of one sweep (the product of the --param sizes)
@@ -249,11 +250,16 @@ def chunk_records(cfg, chunk):
     return [records[index] for index, _ in chunk]
 
 
+def _save_chunk(out, records):
+    """Write a finished chunk's records to ``points/NNNNN.json`` (its first index), atomically."""
+    dump_json(Path(out) / "points" / f"{records[0]['index']:05d}.json", {"records": records}, indent=None)
+
+
 def _run_chunk(args):
-    """Run a chunk of points and save their records in one file, ``points/NNNNN.json`` (its first index)."""
+    """Run a chunk of points and save their records in one file (a task of the local pool)."""
     cfg, chunk, out = args
     records = chunk_records(cfg, chunk)
-    dump_json(Path(out) / "points" / f"{chunk[0][0]:05d}.json", {"records": records}, indent=None)
+    _save_chunk(out, records)
     return records
 
 
@@ -340,17 +346,30 @@ def _end_pool(pool):
         worker.join(timeout=5)
 
 
-def _run_points(args, jobs, lock_fd, done, report):
-    """Run the chunks ``args``, serially or in a pool, adding each finished record to ``done``."""
+def _run_points(args, jobs, lock_fd, done, report, client=None):
+    """Run the chunks ``args``: serially, in a local pool, or on a Dask cluster (``client``);
+    add each finished record to ``done``."""
     total = sum(len(a[1]) for a in args)
     finished = 0
+
+    def finished_chunk(records):
+        nonlocal finished
+        for record in records:
+            done[record["index"]] = record
+        finished += len(records)
+        if report:
+            report(finished / total)
+
+    if client is not None:
+        # Workers return records; this process writes them, so each is written once and
+        # the workers need no shared file system.
+        cfg, out = args[0][0], args[0][2]
+        run_chunks(client, chunk_records, cfg, [a[1] for a in args],
+                   lambda records: (_save_chunk(out, records), finished_chunk(records)))
+        return
     if jobs == 1 or len(args) <= 1:
         for a in args:
-            for record in _run_chunk(a):
-                done[record["index"]] = record
-            finished += len(a[1])
-            if report:
-                report(finished / total)
+            finished_chunk(_run_chunk(a))
         return
     st = os.fstat(lock_fd)
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
@@ -358,12 +377,7 @@ def _run_points(args, jobs, lock_fd, done, report):
     try:
         futures = [pool.submit(_run_chunk, a) for a in args]
         for fut in as_completed(futures):
-            records = fut.result()
-            for record in records:
-                done[record["index"]] = record
-            finished += len(records)
-            if report:
-                report(finished / total)
+            finished_chunk(fut.result())
     except BaseException:
         with _sigint_ignored():              # a second Ctrl-C must not cut this short
             _end_pool(pool)
@@ -371,8 +385,12 @@ def _run_points(args, jobs, lock_fd, done, report):
     pool.shutdown()
 
 
-def sweep(cfg, params, out_dir, jobs=None, progress=True, limit=None):
+def sweep(cfg, params, out_dir, jobs=None, progress=True, limit=None, scheduler=None):
     """Run the grid; return the list of rows (grid order).  ``limit`` stops after that many new points.
+
+    ``scheduler`` (a ``dask.distributed`` scheduler's address, ``tcp://HOST:8786``) runs
+    the chunks of points on that cluster instead of local processes; the table is the
+    same (:mod:`attnflow.dynamics.commands.distributed`).
 
     Holds ``DIR/.lock`` while it runs.  On Ctrl-C (KeyboardInterrupt) it stops the
     workers, writes the table and provenance of the finished points and raises
@@ -386,10 +404,13 @@ def sweep(cfg, params, out_dir, jobs=None, progress=True, limit=None):
     except OSError as e:
         raise AttnflowError("--out", f"cannot create {out / 'points'}: {e.strerror}") from None
     with _exclusive(out) as lock_fd:
-        return _sweep(cfg, params, out, jobs, progress, limit, lock_fd)
+        if scheduler is None:
+            return _sweep(cfg, params, out, jobs, progress, limit, lock_fd)
+        with contextlib.closing(client_for(scheduler)) as client:
+            return _sweep(cfg, params, out, jobs, progress, limit, lock_fd, client)
 
 
-def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
+def _sweep(cfg, params, out, jobs, progress, limit, lock_fd, client=None):
     points = grid(params)
     spec = {"base_config": cfg.raw, "params": [[f, v] for f, v in params]}
     spec_path = out / "sweep.json"
@@ -416,14 +437,14 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
     remove_stale_temps(out, ("sweep.json", "table.csv", "table.parquet", "provenance.json"))   # left by a killed sweep
     remove_stale_temps(out / "points")
     write_text(spec_path, json.dumps(spec, indent=2))       # as compared above (no plain_json)
-    jobs = jobs or os.cpu_count() or 1
+    jobs = jobs or (worker_threads(client) if client is not None else os.cpu_count() or 1)
     start = time.perf_counter()
     interrupted = False
     try:
         with progress_bar(f"sweep ({len(points)} points, {len(done)} done before)", progress) as report:
             largest = MAX_CHUNK if _runs_as_ensemble(cfg.training) else MAX_CHUNK_ALONE
             _run_points([(cfg, chunk, str(out)) for chunk in _chunks(todo, points, jobs, largest)], jobs, lock_fd,
-                        done, report)
+                        done, report, client)
     except KeyboardInterrupt:
         interrupted = True
     with _sigint_ignored(interrupted):      # after one Ctrl-C, write what is done even if another comes
@@ -435,7 +456,7 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd):
         provenance = {
             "versions": versions(), "base_config": cfg.raw, "resolved_base_config": cfg.resolved(),
             "params": spec["params"], "points": len(points), "completed": len(done), "interrupted": interrupted,
-            "jobs": jobs,
+            "jobs": jobs, "scheduler": None if client is None else client.scheduler.address,
             "solver": {"method": cfg.training.method, "rtol": cfg.training.rtol, "atol": cfg.training.atol,
                        "kernels": cfg.training.kernels},
             "failed": sum(1 for r in rows if r["status"] != "ok"),
