@@ -360,6 +360,7 @@ START_SIGNATURE = (types.float64[::1], types.float64[::1], types.float64, types.
 """The argument types of :func:`_start` after ``rhs`` and its arguments: y0, f0, t_end, rtol, atol, order, counters."""
 
 
+@functools.cache
 def compile_start(rhs_type, args_type):
     """:func:`_start` compiled for a right-hand side and arguments of these types (cached on disk)."""
     return njit(types.float64(rhs_type, args_type, *START_SIGNATURE), cache=True)(_start)
