@@ -17,7 +17,9 @@ from . import features as _features
 from . import function_classes as _classes
 from .errors import AttnflowError
 
-METHODS = ("LSODA", "Radau", "BDF", "RK45", "DOP853", "DOP853-compiled")
+# "auto" is the compiled DOP853 for the score flow (solve_ivp's DOP853 for separate factors and
+# the noisy model); solvers.flow.METHODS is the same list.
+METHODS = ("auto", "LSODA", "Radau", "BDF", "RK45", "DOP853", "DOP853-compiled", "Rodas4P2-compiled")
 
 
 # --- value parsers: each takes (field, value) and returns the parsed value -------------
@@ -207,7 +209,7 @@ SCHEMA = {
         "eta": (step_size, "auto"),
         "steps": (integer(1, MAX_STEPS), 10_000),
         "t_end": (real(MIN_T_END, strict=False, at_most=MAX_T_END), 1e6),
-        "method": (choice(METHODS), "LSODA"),
+        "method": (choice(METHODS), "auto"),
         "rtol": (real(1e-13, strict=False, hi=1.0), 1e-8),      # below ~100 ε the solvers cannot meet it
         "atol": (real(1e-30, strict=False, at_most=1.0), 1e-10),
         "eps": (real_list(0.0, hi=1.0, max_len=16), (1e-2, 1e-3, 1e-4)),

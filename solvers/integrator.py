@@ -30,6 +30,10 @@ Events.  Event i is ``g_i(y) = values[which[i]] − levels[i]``; a downward cros
 (``g ≥ 0`` before a step, ``g ≤ 0`` after it, SciPy's rule) is located on the dense
 output by the Illinois method to ``4 ε_mach`` relative, and only the first crossing of
 each event is kept.  A terminal event ends the run at its crossing.
+
+Other compiled methods (:mod:`solvers.rosenbrock`) reuse the start, the event location and
+output grid (:func:`_needs_interpolant`, :func:`_events_and_output`: any interpolant of the
+form of :func:`_dense`), the counters, :func:`_compiled_for` and :class:`CompiledRun`.
 """
 
 import functools

@@ -237,3 +237,25 @@ def test_parameters_are_runtime_arguments_nothing_recompiles():
     run(_finite(True))
     run(make_problem(features={"kind": "random-unit", "K": 6, "d": 4, "seed": 3}, task={"kind": "linear"}))
     assert counts() == [1, 1]
+
+
+def test_auto_is_the_compiled_dop853_or_solve_ivps_for_numpy_systems():
+    """method = "auto" (the default of integrate_flow and of training.method) runs DOP853-compiled on a
+    score system, step for step, and solve_ivp's DOP853 with the fallback note on separate factors;
+    the configuration offers exactly the methods integrate_flow knows."""
+    from attnflow.dynamics import config
+    from attnflow.solvers.flow import METHODS
+
+    assert set(config.METHODS) == set(METHODS) and config.default().training.method == "auto"
+    problem = _sharp()
+    auto = integrate_flow(problem.system(), problem.S0, 1e3, n_out=30)
+    compiled = integrate_flow(problem.system(), problem.S0, 1e3, method="DOP853-compiled", n_out=30)
+    assert auto.counters == compiled.counters and auto.message == compiled.message
+    np.testing.assert_array_equal(auto.S, compiled.S)
+    separate = SeparateSystem(make_problem(features={"kind": "orthonormal", "K": 2}, task={"kind": "linear"}).system(),
+                              h=4)
+    start = lazy_start(np.eye(2), 2.0)
+    tr = integrate_flow(separate, start, 10.0, method="auto", n_out=20)
+    ref = integrate_flow(separate, start, 10.0, method="DOP853", n_out=20)
+    assert "DOP853-compiled needs compiled kernels" in tr.message and "solve_ivp's DOP853" in tr.message
+    np.testing.assert_array_equal(tr.S, ref.S)
