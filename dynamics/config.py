@@ -17,8 +17,9 @@ from . import features as _features
 from . import function_classes as _classes
 from .errors import AttnflowError
 
-# "auto" is the compiled DOP853 for the score flow (solve_ivp's DOP853 for separate factors and
-# the noisy model); solvers.flow.METHODS is the same list.
+# "auto": the compiled DOP853, or the compiled Rodas4P2 where the flow becomes stiff (finite N
+# without the query in the softmax); solvers.flow.auto_method decides, solvers.flow.METHODS is
+# the same list.
 METHODS = ("auto", "LSODA", "Radau", "BDF", "RK45", "DOP853", "DOP853-compiled", "Rodas4P2-compiled")
 
 

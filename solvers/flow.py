@@ -1,7 +1,7 @@
 """Gradient flow through :func:`scipy.integrate.solve_ivp`, the compiled DOP853 of
-:mod:`solvers.integrator` or the compiled Rodas4P2 of :mod:`solvers.rosenbrock`: ``dS/dt = −G Γ(S) G``, the flow of the separate key and query
-factors (:class:`solvers.separate.SeparateSystem`) or of the noisy d×d model
-(:class:`solvers.noisy.NoisySystem`)."""
+:mod:`solvers.integrator` or the compiled Rodas4P2 of :mod:`solvers.rosenbrock`:
+``dS/dt = −G Γ(S) G``, the flow of the separate key and query factors
+(:class:`solvers.separate.SeparateSystem`) or of the noisy d×d model (:class:`solvers.noisy.NoisySystem`)."""
 
 import math
 import time
@@ -10,17 +10,36 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from . import integrator, rosenbrock
+from .system import ScoreSystem
 from .trajectory import Trajectory, far_from_convergence
 
 IMPLICIT = ("LSODA", "Radau", "BDF")
 # Compiled methods run the whole integration in Numba (systems with compiled kernels only);
 # without them each falls back to the solve_ivp method of its kind.
 COMPILED = {"DOP853-compiled": "DOP853", "Rodas4P2-compiled": "Radau"}
-# "auto": DOP853-compiled (the flow measured so far is not stiff), so solve_ivp's DOP853
-# for the systems without compiled kernels.
+# "auto": see auto_method.
 AUTO = "auto"
 METHODS = (AUTO,) + IMPLICIT + ("RK45", "DOP853") + tuple(COMPILED)
 LSODA_SHORTEST_AUTOMATIC = 1e-150     # shorter intervals underflow LSODA's automatic first step
+
+
+def auto_method(system):
+    """The compiled method "auto" stands for: Rodas4P2-compiled for a finite prompt without the
+    query in the softmax, DOP853-compiled otherwise.
+
+    Where the loss has no floor (large prompt, or the query token in the softmax) the scores
+    grow without bound, the Jacobian's eigenvalues decay like 1/t and (1 + t)·max|Re λ(J)|
+    stays O(1): the flow is not stiff and DOP853's 8th order takes the fewest steps.  Without
+    the query a feature can be absent from a finite prompt, the loss has a floor reached at
+    finite scores, the flow converges to them exponentially (λ(J) tends to a nonzero limit)
+    and is stiff once t ≫ 1/|λ| (N = 2, K = 3: DOP853 needs ~80 000 steps to t = 10⁷, Rodas4P2
+    ~360).  A system without compiled kernels then runs the method's solve_ivp fallback
+    (DOP853, or Radau for the stiff case); the separate factors follow their scores' prompt.
+    """
+    scores = getattr(system, "scores", system)
+    if isinstance(scores, ScoreSystem) and scores.finite and not scores.query_in_softmax:
+        return "Rodas4P2-compiled"
+    return "DOP853-compiled"
 
 
 def _log_grid(t_first, t_last, n):
@@ -47,10 +66,10 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
         "DOP853-compiled": SciPy's DOP853 step for step in compiled code
         (:mod:`solvers.integrator`), "Rodas4P2-compiled": the stiff Rosenbrock method Rodas4P2
         with the kernels' analytic Jacobian in compiled code (:mod:`solvers.rosenbrock`), or
-        "auto" (the default): DOP853-compiled.  The compiled methods need a ScoreSystem; the
-        separate and noisy systems have NumPy right-hand sides, so for them DOP853-compiled
-        (and auto) runs solve_ivp's DOP853, Rodas4P2-compiled solve_ivp's Radau, and the
-        message says so.
+        "auto" (the default): one of the two compiled methods by whether the flow becomes
+        stiff (:func:`auto_method`).  The compiled methods need a ScoreSystem; the separate
+        and noisy systems have NumPy right-hand sides, so for them DOP853-compiled runs
+        solve_ivp's DOP853, Rodas4P2-compiled solve_ivp's Radau, and the message says so.
     eps : levels ε for the crossing times of attention ``1 − ε`` and loss ``ε``.
     stop_loss : if positive, a terminal event stops the run when the loss reaches it.
     n_out : output points: ``t = 0`` and a log-spaced grid up to the final time, from the
@@ -113,7 +132,7 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
         levels.append(("stop", None, math.log(stop_loss), 1))
     fallback = ""
     if method == AUTO:
-        method = "DOP853-compiled"
+        method = auto_method(system)
     if method in COMPILED:
         callbacks = integrator.score_callbacks(system)
         if callbacks is not None:

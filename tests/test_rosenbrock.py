@@ -239,19 +239,23 @@ def test_parameters_are_runtime_arguments_nothing_recompiles():
     assert counts() == [1, 1]
 
 
-def test_auto_is_the_compiled_dop853_or_solve_ivps_for_numpy_systems():
-    """method = "auto" (the default of integrate_flow and of training.method) runs DOP853-compiled on a
-    score system, step for step, and solve_ivp's DOP853 with the fallback note on separate factors;
-    the configuration offers exactly the methods integrate_flow knows."""
+def _same_run(a, b):
+    assert a.counters == b.counters and a.message == b.message
+    np.testing.assert_array_equal(a.S, b.S)
+
+
+def test_auto_is_the_compiled_dop853_where_the_flow_is_not_stiff():
+    """method = "auto" (the default of integrate_flow and of training.method) runs DOP853-compiled, step
+    for step, at N = ∞ and at finite N with the query in the softmax, and solve_ivp's DOP853 with the
+    fallback note on separate factors at N = ∞; the configuration offers exactly the methods
+    integrate_flow knows."""
     from attnflow.dynamics import config
     from attnflow.solvers.flow import METHODS
 
     assert set(config.METHODS) == set(METHODS) and config.default().training.method == "auto"
-    problem = _sharp()
-    auto = integrate_flow(problem.system(), problem.S0, 1e3, n_out=30)
-    compiled = integrate_flow(problem.system(), problem.S0, 1e3, method="DOP853-compiled", n_out=30)
-    assert auto.counters == compiled.counters and auto.message == compiled.message
-    np.testing.assert_array_equal(auto.S, compiled.S)
+    for problem in (_sharp(), _finite(True)):
+        _same_run(integrate_flow(problem.system(), problem.S0, 1e3, n_out=30),
+                  integrate_flow(problem.system(), problem.S0, 1e3, method="DOP853-compiled", n_out=30))
     separate = SeparateSystem(make_problem(features={"kind": "orthonormal", "K": 2}, task={"kind": "linear"}).system(),
                               h=4)
     start = lazy_start(np.eye(2), 2.0)
@@ -259,3 +263,19 @@ def test_auto_is_the_compiled_dop853_or_solve_ivps_for_numpy_systems():
     ref = integrate_flow(separate, start, 10.0, method="DOP853", n_out=20)
     assert "DOP853-compiled needs compiled kernels" in tr.message and "solve_ivp's DOP853" in tr.message
     np.testing.assert_array_equal(tr.S, ref.S)
+
+
+def test_auto_takes_rodas_where_the_flow_becomes_stiff():
+    """Finite N = 2 without the query in the softmax: the loss has a floor, reached at finite scores,
+    and the flow converges to them exponentially (the Jacobian's eigenvalues tend to a nonzero limit),
+    so it is stiff at late times.  auto runs Rodas4P2-compiled (step for step): to t = 10⁷ in < 1000
+    steps, while DOP853-compiled needs more than 5× as many already to t = 10⁶."""
+    problem = make_problem(features={"kind": "simplex", "K": 3, "d": 2}, prompt={"N": 2})
+    system = problem.system()
+    auto = integrate_flow(system, problem.S0, 1e7, n_out=30)
+    _same_run(auto, integrate_flow(system, problem.S0, 1e7, method=METHOD, n_out=30))
+    assert auto.status == "finished" and auto.counters["nsteps"] < 1000
+    J = system.flat_jacobian(system.flatten(auto.S[-1]))
+    assert 1e7 * np.abs(np.linalg.eigvals(J).real).max() > 1e4             # stiff: (1 + t)·max|Re λ| ≫ 1
+    explicit = integrate_flow(system, problem.S0, 1e6, method="DOP853-compiled", n_out=30)
+    assert explicit.counters["nsteps"] > 5 * auto.counters["nsteps"], (explicit.counters, auto.counters)
