@@ -1,9 +1,10 @@
 """A compiled stiff integrator: the Rosenbrock method Rodas4P2 of order 4(3) run entirely in Numba.
 
-The flow of the scores is not stiff for the problems measured so far, and the explicit
-DOP853 of :mod:`solvers.integrator` is the default; variants and extreme parameters can
-make it stiff (a step size bounded by stability, not accuracy), and then an explicit
-method takes ever more steps while a stiff one does not.  Rodas4P2 (Steinebach 2020, see
+The flow of the scores at N = ∞ is not stiff, and the explicit DOP853 of
+:mod:`solvers.integrator` takes the fewest steps; at finite N without the query in the
+softmax the flow converges exponentially to finite scores and becomes stiff (a step size
+bounded by stability, not accuracy: :func:`solvers.flow.auto_method` picks this method
+there), and then an explicit method takes ever more steps while a stiff one does not.  Rodas4P2 (Steinebach 2020, see
 the coefficients below) is a 6-stage Rosenbrock method of the RODAS family (Hairer &
 Wanner, *Solving Ordinary Differential Equations II*, Section IV.7): stiffly accurate and
 L-stable (|R(z)| ≤ 1 for Re z ≤ 0, R(∞) = 0), with an embedded 3rd-order solution for the
