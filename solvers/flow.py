@@ -1,7 +1,7 @@
-"""Gradient flow through :func:`scipy.integrate.solve_ivp` or the compiled DOP853 of
-:mod:`attnflow.solvers.integrator`: ``dS/dt = −G Γ(S) G``, the flow of the separate key and query
-factors (:class:`attnflow.solvers.separate.SeparateSystem`) or of the noisy d×d model
-(:class:`attnflow.solvers.noisy.NoisySystem`)."""
+"""Gradient flow through :func:`scipy.integrate.solve_ivp`, the compiled DOP853 of
+:mod:`attnflow.solvers.integrator` or the compiled Rodas4P2 of :mod:`attnflow.solvers.rosenbrock`:
+``dS/dt = −G Γ(S) G``, the flow of the separate key and query factors
+(:class:`attnflow.solvers.separate.SeparateSystem`) or of the noisy d×d model (:class:`attnflow.solvers.noisy.NoisySystem`)."""
 
 import math
 import time
@@ -9,14 +9,37 @@ import time
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from . import integrator
+from . import integrator, rosenbrock
+from .system import ScoreSystem
 from .trajectory import Trajectory, far_from_convergence
 
 IMPLICIT = ("LSODA", "Radau", "BDF")
-# Compiled methods run the whole integration in Numba (systems with compiled kernels only).
-COMPILED = ("DOP853-compiled",)
-METHODS = IMPLICIT + ("RK45", "DOP853") + COMPILED
+# Compiled methods run the whole integration in Numba (systems with compiled kernels only);
+# without them each falls back to the solve_ivp method of its kind.
+COMPILED = {"DOP853-compiled": "DOP853", "Rodas4P2-compiled": "Radau"}
+# "auto": see auto_method.
+AUTO = "auto"
+METHODS = (AUTO,) + IMPLICIT + ("RK45", "DOP853") + tuple(COMPILED)
 LSODA_SHORTEST_AUTOMATIC = 1e-150     # shorter intervals underflow LSODA's automatic first step
+
+
+def auto_method(system):
+    """The compiled method "auto" stands for: Rodas4P2-compiled for a finite prompt without the
+    query in the softmax, DOP853-compiled otherwise.
+
+    Where the loss has no floor (large prompt, or the query token in the softmax) the scores
+    grow without bound, the Jacobian's eigenvalues decay like 1/t and (1 + t)·max|Re λ(J)|
+    stays O(1): the flow is not stiff and DOP853's 8th order takes the fewest steps.  Without
+    the query a feature can be absent from a finite prompt, the loss has a floor reached at
+    finite scores, the flow converges to them exponentially (λ(J) tends to a nonzero limit)
+    and is stiff once t ≫ 1/|λ| (N = 2, K = 3: DOP853 needs ~80 000 steps to t = 10⁷, Rodas4P2
+    ~360).  A system without compiled kernels then runs the method's solve_ivp fallback
+    (DOP853, or Radau for the stiff case); the separate factors follow their scores' prompt.
+    """
+    scores = getattr(system, "scores", system)
+    if isinstance(scores, ScoreSystem) and scores.finite and not scores.query_in_softmax:
+        return "Rodas4P2-compiled"
+    return "DOP853-compiled"
 
 
 def _log_grid(t_first, t_last, n):
@@ -27,7 +50,7 @@ def _log_grid(t_first, t_last, n):
     return np.concatenate([[0.0], np.geomspace(t_first, t_last, n - 1)])
 
 
-def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
+def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
                    eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_out=400, progress=None):
     """Integrate the gradient flow from ``S0`` to ``t_end`` (or until ``ℒ ≤ stop_loss``).
 
@@ -39,10 +62,14 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
         ``flat_attention``, ``scores_of``, ``state_is_scores``).
     S0 : (K, K) initial scores; the initial factors ``(B0, C0)`` for a SeparateSystem,
         the initial d×d Q for a NoisySystem.
-    method : a :func:`solve_ivp` method (LSODA, Radau and BDF get the analytic Jacobian) or
+    method : a :func:`solve_ivp` method (LSODA, Radau and BDF get the analytic Jacobian),
         "DOP853-compiled": SciPy's DOP853 step for step in compiled code
-        (:mod:`attnflow.solvers.integrator`), for a ScoreSystem; the separate and noisy systems have
-        NumPy right-hand sides, so for them it runs solve_ivp's DOP853 and says so in the message.
+        (:mod:`attnflow.solvers.integrator`), "Rodas4P2-compiled": the stiff Rosenbrock method Rodas4P2
+        with the kernels' analytic Jacobian in compiled code (:mod:`attnflow.solvers.rosenbrock`), or
+        "auto" (the default): one of the two compiled methods by whether the flow becomes
+        stiff (:func:`auto_method`).  The compiled methods need a ScoreSystem; the separate
+        and noisy systems have NumPy right-hand sides, so for them DOP853-compiled runs
+        solve_ivp's DOP853, Rodas4P2-compiled solve_ivp's Radau, and the message says so.
     eps : levels ε for the crossing times of attention ``1 − ε`` and loss ``ε``.
     stop_loss : if positive, a terminal event stops the run when the loss reaches it.
     n_out : output points: ``t = 0`` and a log-spaced grid up to the final time, from the
@@ -56,7 +83,7 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     Returns
     -------
     :class:`Trajectory` with counters ``nfev``, ``njev``, ``nlu``, ``nsteps`` (the compiled
-    method adds ``nrejected``, ``ndense`` and ``nevents``); when the
+    methods add ``nrejected``, ``ndense`` and ``nevents``); when the
     state is not the scores (separate factors, the noisy model's Q) the trajectory's
     ``state`` holds it on the output grid.  ``status`` is ``"finished"``, ``"stop_loss"``,
     ``"failed"`` (the solver's message) or ``"t_end"`` when it reached t_end far from
@@ -104,13 +131,16 @@ def integrate_flow(system, S0, t_end, method="LSODA", rtol=1e-8, atol=1e-10,
     if stop_loss > 0:
         levels.append(("stop", None, math.log(stop_loss), 1))
     fallback = ""
+    if method == AUTO:
+        method = auto_method(system)
     if method in COMPILED:
         callbacks = integrator.score_callbacks(system)
         if callbacks is not None:
-            return _integrate_compiled(system, callbacks, y0, t_end, rtol, atol, levels, stop_loss, n_out,
+            return _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels, stop_loss, n_out,
                                        progress, speed, tau, log_span)
-        fallback = f" ({method} needs compiled kernels, which {type(system).__name__} has not: ran solve_ivp's DOP853)"
-        method = "DOP853"
+        fallback = (f" ({method} needs compiled kernels, which {type(system).__name__} has not: "
+                    f"ran solve_ivp's {COMPILED[method]})")
+        method = COMPILED[method]
     events = []
     for name, _, level, which in levels:
         ev = (lambda level, which: lambda t, y: values(t, y)[which] - level)(level, which)
@@ -179,14 +209,18 @@ def _crossings(levels, at_start, first_hits):
     return crossings
 
 
-def _integrate_compiled(system, callbacks, y0, t_end, rtol, atol, levels, stop_loss, n_out, progress, speed, tau,
-                        log_span):
-    """:func:`integrate_flow` with the compiled DOP853 (:class:`attnflow.solvers.integrator.CompiledRun`)."""
+def _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels, stop_loss, n_out, progress, speed,
+                        tau, log_span):
+    """:func:`integrate_flow` with a compiled method: DOP853 (:class:`attnflow.solvers.integrator.CompiledRun`)
+    or Rodas4P2 (:class:`attnflow.solvers.rosenbrock.RosenbrockRun`, with the kernels' ``flow_jacobian``)."""
     start = time.perf_counter()
-    run = integrator.CompiledRun(*callbacks, y0, t_end, rtol, atol,
-                                 levels=[level for _, _, level, _ in levels],
-                                 which=[which for *_, which in levels],
-                                 terminal=[name == "stop" for name, *_ in levels])
+    rhs, *rest = callbacks
+    events = {"levels": [level for _, _, level, _ in levels], "which": [which for *_, which in levels],
+              "terminal": [name == "stop" for name, *_ in levels]}
+    if method == "Rodas4P2-compiled":
+        run = rosenbrock.RosenbrockRun(rhs, system.kernels.flow_jacobian, *rest, y0, t_end, rtol, atol, **events)
+    else:
+        run = integrator.CompiledRun(rhs, *rest, y0, t_end, rtol, atol, **events)
     t_first = run.first_step if speed == 0 else max(run.first_step, 1e-3 / speed)
     t = _log_grid(t_first, t_end, n_out)
     pauses, on_pause = (), None
@@ -209,7 +243,7 @@ def _integrate_compiled(system, callbacks, y0, t_end, rtol, atol, levels, stop_l
     loss = np.array([system.flat_loss(y) for y in Y])
     crossings = _crossings(levels, system.flat_event_values(y0),
                            [None if np.isnan(h) else float(h) for h in run.hits])
-    counters = {"njev": 0, "nlu": 0, **run.counts}
+    counters = {"njev": 0, "nlu": 0, **run.counts}      # DOP853 has neither
     if status == integrator.FINISHED:
         eps = [e for name, e, *_ in levels if name == "t_attention"]
         name, message = _reached_t_end(system, t_end, t, loss, Y[-1], eps)
@@ -217,7 +251,7 @@ def _integrate_compiled(system, callbacks, y0, t_end, rtol, atol, levels, stop_l
         name, message = "stop_loss", f"loss reached {stop_loss:g} at t = {t_final:.6g}"
     else:
         name = "non-finite" if status == integrator.NON_FINITE else "failed"
-        message = f"DOP853-compiled: {integrator.STATUS_NAMES[status]} at t = {t_final:.6g}"
+        message = f"{method}: {integrator.STATUS_NAMES[status]} at t = {t_final:.6g}"
     state = None if system.state_is_scores else Y
     return Trajectory("flow", t, S, loss, system.flat_attention, crossings=crossings, status=name,
                       message=message, counters=counters, wall_time=wall, state=state)

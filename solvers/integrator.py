@@ -30,6 +30,10 @@ Events.  Event i is ``g_i(y) = values[which[i]] − levels[i]``; a downward cros
 (``g ≥ 0`` before a step, ``g ≤ 0`` after it, SciPy's rule) is located on the dense
 output by the Illinois method to ``4 ε_mach`` relative, and only the first crossing of
 each event is kept.  A terminal event ends the run at its crossing.
+
+Other compiled methods (:mod:`solvers.rosenbrock`) reuse the start, the event location and
+output grid (:func:`_needs_interpolant`, :func:`_events_and_output`: any interpolant of the
+form of :func:`_dense`), the counters, :func:`_compiled_for` and :class:`CompiledRun`.
 """
 
 import functools
@@ -48,9 +52,10 @@ STATUS_NAMES = {FINISHED: "finished", STOPPED: "stopped by a terminal event", PA
                 STEP_UNDERFLOW: "step size underflow", NON_FINITE: "non-finite state"}
 
 # Counter slots (int64 array): right-hand sides, accepted and rejected steps, steps that
-# built the dense output (3 right-hand sides each), event-function calls, grid rows written.
-NFEV, NSTEPS, NREJECTED, NDENSE, NEVENTS, NRECORDED = range(6)
-N_COUNTERS = 6
+# built the dense output (3 right-hand sides each for DOP853), event-function calls, grid rows
+# written; Jacobians and LU factorisations (the Rosenbrock method of solvers.rosenbrock).
+NFEV, NSTEPS, NREJECTED, NDENSE, NEVENTS, NRECORDED, NJEV, NLU = range(8)
+N_COUNTERS = 8
 
 # SciPy's step-size controller (scipy.integrate._ivp.rk).
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
@@ -84,8 +89,9 @@ def _dense(F, y_old, x, out):
         out[i] = v + y_old[i]
 
 
-def _start(rhs, args, y0, f0, t_end, rtol, atol, counters):
-    """``f0 = rhs(y0)`` and SciPy's ``select_initial_step`` (order 7); returns the first step size."""
+def _start(rhs, args, y0, f0, t_end, rtol, atol, order, counters):
+    """``f0 = rhs(y0)`` and SciPy's ``select_initial_step`` for a method whose error estimate
+    is of this order (7 for DOP853); returns the first step size."""
     n = y0.shape[0]
     f0[:] = rhs(y0, *args)
     counters[NFEV] += 1
@@ -103,7 +109,7 @@ def _start(rhs, args, y0, f0, t_end, rtol, atol, counters):
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:
-        h1 = (0.01 / max(d1, d2)) ** (1.0 / 8.0)
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1.0))
     return min(100.0 * h0, h1, t_end)
 
 
@@ -127,7 +133,6 @@ def _run(rhs, events, args, event_args, A, B, C, E3, E5, D, t_end, t_pause, rtol
     """
     n = y.shape[0]
     L = levels.shape[0]
-    M = t_out.shape[0]
     S = N_STAGES
     NE = D.shape[1]
     K = np.empty((NE, n))
@@ -205,43 +210,11 @@ def _run(rhs, events, args, event_args, A, B, C, E3, E5, D, t_end, t_pause, rtol
         counters[NSTEPS] += 1
 
         # The dense output is built only for steps that need it (a grid point or an event inside).
-        have_dense = False
-        t_stop = t_new
-        stop = False
-        if L > 0:
-            _event_values(events, y_new, event_args, values)
-            counters[NEVENTS] += 1
-            for e in range(L):
-                g_new[e] = values[which[e]] - levels[e]
-            for e in range(L):
-                roots[e] = np.nan
-                if g[e] >= 0.0 and g_new[e] <= 0.0 and np.isnan(hits[e]):
-                    if not have_dense:
-                        _dense_coefficients(rhs, args, A, D, t, h, y, y_new, f, K, y_tmp, F, counters)
-                        have_dense = True
-                    roots[e] = _locate(events, event_args, F, y, t, h, values, which[e], levels[e], g[e],
-                                       g_new[e], y_tmp, counters)
-                    if terminal[e] and roots[e] <= t_stop:
-                        t_stop = roots[e]
-                        stop = True
-            for e in range(L):
-                if not np.isnan(roots[e]) and roots[e] <= t_stop:
-                    hits[e] = roots[e]
-                g[e] = g_new[e]
-        if stop:
-            # The state at the terminal crossing, from the interpolant (as solve_ivp does).
-            _dense(F, y, (t_stop - t) / h, y_new)
-        rec = counters[NRECORDED]
-        while rec < M and t_out[rec] <= t_stop:
-            if t_out[rec] == t_stop:
-                Y_out[rec] = y_new
-            else:
-                if not have_dense:
-                    _dense_coefficients(rhs, args, A, D, t, h, y, y_new, f, K, y_tmp, F, counters)
-                    have_dense = True
-                _dense(F, y, (t_out[rec] - t) / h, Y_out[rec])
-            rec += 1
-        counters[NRECORDED] = rec
+        if _needs_interpolant(events, event_args, y_new, t_new, levels, which, g, g_new, hits, values, t_out,
+                              counters):
+            _dense_coefficients(rhs, args, A, D, t, h, y, y_new, f, K, y_tmp, F, counters)
+        t_stop, stop = _events_and_output(events, event_args, F, y, y_new, t, t_new, h, levels, which, terminal, g,
+                                          g_new, hits, values, roots, t_out, Y_out, y_tmp, counters)
         t = t_stop
         for i in range(n):
             y[i] = y_new[i]
@@ -331,20 +304,84 @@ def _locate(events, event_args, F, y, t, h, values, index, level, g_left, g_righ
     return t + b * h
 
 
+@njit(cache=True)
+def _needs_interpolant(events, event_args, y_new, t_new, levels, which, g, g_new, hits, values, t_out, counters):
+    """After a step to ``t_new``: the event values there into g_new, and whether the step needs
+    its interpolant (an event not yet hit crosses in it, or an output time lies inside it)."""
+    need = False
+    if levels.shape[0] > 0:
+        _event_values(events, y_new, event_args, values)
+        counters[NEVENTS] += 1
+        for e in range(levels.shape[0]):
+            g_new[e] = values[which[e]] - levels[e]
+            if g[e] >= 0.0 and g_new[e] <= 0.0 and np.isnan(hits[e]):
+                need = True
+    rec = counters[NRECORDED]
+    return need or (rec < t_out.shape[0] and t_out[rec] < t_new)
+
+
+@njit(cache=True)
+def _events_and_output(events, event_args, F, y, y_new, t, t_new, h, levels, which, terminal, g, g_new, hits, values,
+                       roots, t_out, Y_out, y_tmp, counters):
+    """The step from (t, y) to (t_new = t + h, y_new) with interpolant rows F (see :func:`_dense`; built
+    when :func:`_needs_interpolant` said so): locate the crossings in it, record the first
+    of each in hits, write the output rows it passes, and move g to g_new.
+
+    Returns ``(t_stop, stop)``: at a terminal crossing ``stop`` is True, t_stop is its time
+    and y_new is overwritten with the state there; otherwise t_stop = t_new.
+    """
+    L = levels.shape[0]
+    t_stop = t_new
+    stop = False
+    for e in range(L):
+        roots[e] = np.nan
+        if g[e] >= 0.0 and g_new[e] <= 0.0 and np.isnan(hits[e]):
+            roots[e] = _locate(events, event_args, F, y, t, h, values, which[e], levels[e], g[e], g_new[e],
+                               y_tmp, counters)
+            if terminal[e] and roots[e] <= t_stop:
+                t_stop = roots[e]
+                stop = True
+    for e in range(L):
+        if not np.isnan(roots[e]) and roots[e] <= t_stop:
+            hits[e] = roots[e]
+        g[e] = g_new[e]
+    if stop:
+        # The state at the terminal crossing, from the interpolant (as solve_ivp does).
+        _dense(F, y, (t_stop - t) / h, y_new)
+    rec = counters[NRECORDED]
+    while rec < t_out.shape[0] and t_out[rec] <= t_stop:
+        if t_out[rec] == t_stop:
+            Y_out[rec] = y_new
+        else:
+            _dense(F, y, (t_out[rec] - t) / h, Y_out[rec])
+        rec += 1
+    counters[NRECORDED] = rec
+    return t_stop, stop
+
+
+START_SIGNATURE = (types.float64[::1], types.float64[::1], types.float64, types.float64, types.float64,
+                   types.float64, types.int64[::1])
+"""The argument types of :func:`_start` after ``rhs`` and its arguments: y0, f0, t_end, rtol, atol, order, counters."""
+
+
+@functools.cache
+def compile_start(rhs_type, args_type):
+    """:func:`_start` compiled for a right-hand side and arguments of these types (cached on disk)."""
+    return njit(types.float64(rhs_type, args_type, *START_SIGNATURE), cache=True)(_start)
+
+
 @functools.cache
 def _compiled(rhs_type, events_type, args_type, event_args_type):
     """The start and run loop compiled for callbacks and arguments of these types (cached on disk)."""
     array = types.float64[::1]
     matrix = types.float64[:, ::1]
     counters = types.int64[::1]
-    start = njit(types.float64(rhs_type, args_type, array, array, types.float64, types.float64,
-                               types.float64, counters), cache=True)(_start)
     run = njit(types.int64(rhs_type, events_type, args_type, event_args_type, matrix, array, array, array,
                            array, matrix,
                            types.float64, types.float64, types.float64, types.float64, types.boolean, array, array,
                            array, array, matrix, array, counters, types.boolean[::1], array, array,
                            array, counters), cache=True)(_run)
-    return start, run
+    return compile_start(rhs_type, args_type), run
 
 
 def _entry_point(dispatcher):
@@ -353,9 +390,10 @@ def _entry_point(dispatcher):
     return dispatcher.overloads[dispatcher.signatures[0]].entry_point
 
 
-def dispatchers():
-    """The compiled loops made so far, one start and one run per combination of argument types."""
-    return list(_LOOPS)
+def dispatchers(compile_loops=None):
+    """The compiled loops made so far by ``compile_loops`` (DOP853's by default), one start and
+    one run per combination of argument types."""
+    return list(_LOOPS.get(compile_loops or _compiled, ()))
 
 
 def score_callbacks(system):
@@ -389,20 +427,25 @@ class _Callback(types.WrapperAddressProtocol):
 
 
 _COMPILED = {}
-_LOOPS = []
+_LOOPS = {}
 
 
 def _array_key(arrays):
     return tuple((a.ndim, a.dtype.str, a.flags.c_contiguous) for a in arrays)
 
 
-def _compiled_for(rhs, events, args, event_args, y0):
-    """The start and run entry points and the two callbacks, memoised.
+def _compiled_for(compile_loops, rhs, events, args, event_args, y0, jac=None):
+    """The start and run entry points, the callbacks and the number of event values, memoised.
+
+    compile_loops(rhs_type, events_type, args_type, event_args_type[, jac_type]) -> (start, run):
+    the method's loops compiled for these types (:func:`_compiled` for DOP853).  Returns
+    ``(start, run, rhs, events, n_values, jac)`` with the callbacks as typed function pointers
+    (jac None when not given).
 
     The key is the functions and the arrays' dimensions, dtypes and layouts, cheap to
     hash: ``numba.typeof`` of a tuple and hashing Numba types cost ~200 µs a call.
     """
-    key = (rhs, events, _array_key(args), _array_key(event_args))
+    key = (compile_loops, rhs, events, jac, _array_key(args), _array_key(event_args))
     if key not in _COMPILED:
         array = types.float64[::1]
         args_type, event_args_type = numba.typeof(args), numba.typeof(event_args)
@@ -410,10 +453,13 @@ def _compiled_for(rhs, events, args, event_args, y0):
         rhs_type = types.FunctionType(numba.typeof(rhs(y0, *args))(array, *args_type))
         n_values = len(events(y0, *event_args))
         events_type = types.FunctionType(types.UniTuple(types.float64, n_values)(array, *event_args_type))
-        start, run = _compiled(rhs_type, events_type, args_type, event_args_type)
-        _LOOPS.extend(d for d in (start, run) if d not in _LOOPS)
+        jac_types = () if jac is None else (types.FunctionType(numba.typeof(jac(y0, *args))(array, *args_type)),)
+        start, run = compile_loops(rhs_type, events_type, args_type, event_args_type, *jac_types)
+        loops = _LOOPS.setdefault(compile_loops, [])
+        loops.extend(d for d in (start, run) if d not in loops)
         _COMPILED[key] = (_entry_point(start), _entry_point(run), _Callback(rhs, rhs_type.signature),
-                          _Callback(events, events_type.signature), n_values)
+                          _Callback(events, events_type.signature), n_values,
+                          None if jac is None else _Callback(jac, jac_types[0].signature))
     return _COMPILED[key]
 
 
@@ -431,13 +477,18 @@ class CompiledRun:
 
     After construction ``f0`` (dy/dt at y0) and ``first_step`` are known, so the caller
     can choose the output grid; then :meth:`run` integrates.
+
+    Subclasses (other methods) override ``error_order``, :meth:`_compile` and :meth:`_advance`.
     """
+
+    error_order = 7            # of the error estimate, for the first step size
 
     def __init__(self, rhs, events, args, event_args, y0, t_end, rtol, atol, levels=(), which=(), terminal=(),
                  fixed_step=0.0):
         self.y = np.array(y0, dtype=np.float64)
         self.y0 = self.y.copy()
-        self.start, self.loop, self.rhs, self.events, n_values = _compiled_for(rhs, events, args, event_args, self.y0)
+        self.start, self.loop, self.rhs, self.events, n_values, self.jac = self._compile(rhs, events, args,
+                                                                                         event_args)
         self.args, self.event_args = args, event_args
         self.f = np.empty_like(self.y)
         self.t_end, self.rtol, self.atol = float(t_end), float(rtol), float(atol)
@@ -449,7 +500,8 @@ class CompiledRun:
         self.hits = np.full(len(self.levels), np.nan)
         self.values = np.empty(n_values)
         self.counters = np.zeros(N_COUNTERS, dtype=np.int64)
-        self.first_step = self.start(self.rhs, args, self.y, self.f, self.t_end, self.rtol, self.atol, self.counters)
+        self.first_step = self.start(self.rhs, args, self.y, self.f, self.t_end, self.rtol, self.atol,
+                                     float(self.error_order), self.counters)
         self.f0 = self.f.copy()
         self.fixed = fixed_step > 0
         self.clock = np.array([0.0, fixed_step if self.fixed else self.first_step])
@@ -458,6 +510,17 @@ class CompiledRun:
             values = np.array(events(self.y, *event_args), dtype=np.float64)
             self.counters[NEVENTS] += 1
             self.g[:] = values[self.which] - self.levels
+
+    def _compile(self, rhs, events, args, event_args):
+        """``(start, run, rhs, events, n_values, jac)`` of :func:`_compiled_for` for this method."""
+        return _compiled_for(_compiled, rhs, events, args, event_args, self.y0)
+
+    def _advance(self, t_pause, t_out, Y):
+        """One call of the compiled loop, until t_end, a terminal event or past t_pause; its status."""
+        return self.loop(self.rhs, self.events, self.args, self.event_args, *TABLEAU, self.t_end, t_pause,
+                         self.rtol, self.atol, self.fixed, self.clock, self.y, self.f, t_out, Y, self.levels,
+                         self.which, self.terminal, self.g, self.hits, self.values, self.counters)
+
     def run(self, t_out, pauses=(), on_pause=None):
         """Integrate, writing the solution at the times ``t_out`` (increasing, from 0).
 
@@ -478,10 +541,7 @@ class CompiledRun:
         for t_pause in (*pauses, np.inf):
             if t_pause <= self.clock[0]:
                 continue                 # passed by the last step: no empty call
-            status = self.loop(self.rhs, self.events, self.args, self.event_args, *TABLEAU, self.t_end,
-                               float(t_pause), self.rtol, self.atol, self.fixed, self.clock, self.y, self.f, t_out,
-                               Y, self.levels, self.which, self.terminal, self.g, self.hits, self.values,
-                               self.counters)
+            status = self._advance(float(t_pause), t_out, Y)
             if status != PAUSED:
                 break
             if on_pause is not None:

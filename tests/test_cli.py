@@ -14,7 +14,7 @@ from attnflow.dynamics.errors import AttnflowError
 
 def test_empty_config_has_every_default():
     cfg = config.loads("")
-    assert cfg.features.K == 4 and cfg.task.kind == "single-index" and cfg.training.method == "LSODA"
+    assert cfg.features.K == 4 and cfg.task.kind == "single-index" and cfg.training.method == "auto"
     assert cfg.resolved()["prompt"]["N"] == "inf"
 
 

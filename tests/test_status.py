@@ -77,11 +77,14 @@ def test_flow_that_ends_early_says_so(base):
     assert "far from convergence" in flow.message and "training.t_end" in flow.message
 
 
-def test_flow_to_a_vanishing_horizon_returns_at_once():
-    """t_end = 1e-200 (LSODA's automatic first step underflows below 1e-154) returns in a subprocess bounded to 60 s."""
+@pytest.mark.parametrize("method", ["LSODA", "auto", "Rodas4P2-compiled"])
+def test_flow_to_a_vanishing_horizon_returns_at_once(method):
+    """t_end = 1e-200 (LSODA's automatic first step underflows below 1e-154; the compiled methods' first
+    step is at most t_end) returns in a subprocess bounded to 60 s."""
     code = ("from tests.conftest import make_problem; from attnflow.solvers import integrate_flow; "
             "p = make_problem(); s = p.score_system(); "
-            "tr = integrate_flow(s, p.S0, 1e-200); print(tr.status, tr.t[-1], tr.counters['nsteps'])")
+            f"tr = integrate_flow(s, p.S0, 1e-200, method={method!r}); "
+            "print(tr.status, tr.t[-1], tr.counters['nsteps'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     status, t_final, steps = out.stdout.split()

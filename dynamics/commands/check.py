@@ -52,11 +52,11 @@ def check(cfg, out_dir, quick=False, claims=None, progress=True, warn=None):
         # and regime protocols (C1, C3, H1–H3 …) have nothing to measure.
         raise AttnflowError("features.K", "check needs K ≥ 3: at K = 2 the target attention starts at 1/2, "
                                           "so the transition times it measures are all 0")
-    if K * K > MAX_DENSE_JACOBIAN:
-        # Its reference flows are LSODA's (flow_to_convergence), which forms the K²×K² Jacobian.
-        raise AttnflowError("features.K", f"check integrates its reference flows with LSODA, which needs the dense "
-                                          f"K²×K² Jacobian ({K ** 4 * 8 / 1e9:.3g} GB at K = {K}); at most "
-                                          f"K = {math.isqrt(MAX_DENSE_JACOBIAN)}")
+    if K * K > MAX_DENSE_JACOBIAN and math.isfinite(cfg.prompt.N) and not cfg.prompt.include_query:
+        # Its reference flows run "auto", which is Rodas4P2 here: the dense K²×K² Jacobian, factorised.
+        raise AttnflowError("features.K", f"check's reference flows at finite N without the query run Rodas4P2, "
+                                          f"which needs the dense K²×K² Jacobian ({K ** 4 * 8 / 1e9:.3g} GB at "
+                                          f"K = {K}); at most K = {math.isqrt(MAX_DENSE_JACOBIAN)} there")
     out = prepare_out_dir(out_dir)              # a bad --out fails before any work
     ctx = Context(cfg, out, quick, progress)
     note = ctx.base.score_system_note()

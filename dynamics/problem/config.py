@@ -31,7 +31,10 @@ from . import features as _features
 from . import function_classes as _classes
 
 
-METHODS = ("LSODA", "Radau", "BDF", "RK45", "DOP853", "DOP853-compiled")
+# "auto": the compiled DOP853, or the compiled Rodas4P2 where the flow becomes stiff (finite N
+# without the query in the softmax); solvers.flow.auto_method decides, solvers.flow.METHODS is
+# the same list.
+METHODS = ("auto", "LSODA", "Radau", "BDF", "RK45", "DOP853", "DOP853-compiled", "Rodas4P2-compiled")
 
 
 # --- value parsers: each takes (field, value) and returns the parsed value -------------
@@ -248,7 +251,7 @@ SCHEMA = {
         "eta": (step_size, "auto"),
         "steps": (integer(1, MAX_STEPS), 10_000),
         "t_end": (real(MIN_T_END, strict=False, at_most=MAX_T_END), 1e6),
-        "method": (choice(METHODS), "LSODA"),
+        "method": (choice(METHODS), "auto"),
         "rtol": (real(1e-13, strict=False, hi=1.0), 1e-8),      # below ~100 ε the solvers cannot meet it
         "atol": (real(1e-30, strict=False, at_most=1.0), 1e-10),
         "eps": (real_list(0.0, hi=1.0, max_len=16), (1e-2, 1e-3, 1e-4)),
@@ -420,12 +423,16 @@ def _gigabytes(side):
 
 def _check_dense_jacobians(cfg, K, d):
     """Refuse, before anything is allocated, a run that would form a Jacobian with more than
-    MAX_DENSE_JACOBIAN² entries: the implicit solvers (LSODA, Radau, BDF, which also factorise
+    MAX_DENSE_JACOBIAN² entries: the implicit solvers (LSODA, Radau, BDF, Rodas4P2, which also factorise
     it) on the K² scores or the 2hK separate factors, and the separate factors' stable step
     (the eigenvalues of theirs; every GD run computes it).  The scores' own stable step is
     matrix-free (:mod:`solvers.stability`); the noisy model's d² state is bounded by MAX_NOISY_D."""
     training = cfg.training
-    implicit_flow = training.mode != "gd" and training.method in ("LSODA", "Radau", "BDF")
+    # "auto" runs Rodas4P2 (dense Jacobian, LU) for a finite prompt without the query in the
+    # softmax (solvers.flow.auto_method), and the Radau fallback for separate factors there.
+    stiff_auto = (training.method == "auto" and math.isfinite(cfg.prompt.N) and not cfg.prompt.include_query)
+    implicit_flow = training.mode != "gd" and (
+        training.method in ("LSODA", "Radau", "BDF", "Rodas4P2-compiled") or stiff_auto)
     if cfg.prompt.noise > 0:
         return
     if cfg.model.parametrization == "separate":
@@ -438,7 +445,8 @@ def _check_dense_jacobians(cfg, K, d):
                                                   f"(2·h·K)² = {side}² entries ({_gigabytes(side)}) at h = {h}, "
                                                   f"K = {K}; give model.head_dim ≤ {largest}")
     elif implicit_flow and K * K > MAX_DENSE_JACOBIAN:
-        raise AttnflowError("training.method", f"{training.method} needs the dense K²×K² Jacobian "
+        which = "auto (Rodas4P2 at finite N without the query)" if stiff_auto else training.method
+        raise AttnflowError("training.method", f"{which} needs the dense K²×K² Jacobian "
                                                f"({_gigabytes(K * K)} at K = {K}); use \"DOP853-compiled\" "
                                                f"or K ≤ {math.isqrt(MAX_DENSE_JACOBIAN)}")
 

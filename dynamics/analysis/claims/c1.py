@@ -44,7 +44,7 @@ def claim_c1(ctx):
               "(t = {:.3g}) before the boundary (t = {}); slow phase: the loss decays like t^{:.3f} and the target "
               "attention approaches one (min {:.5f}).").format(slope.min(), t_half or float("nan"),
                                                              f"{boundary:.3g}" if boundary else "none", late, final)
-    choices = ["the setting: the base problem of the configuration, gradient flow (LSODA, rtol 1e-9) until the loss is "
+    choices = ["the setting: the base problem of the configuration, gradient flow (compiled DOP853, rtol 1e-9) until the loss is "
                "1e-8 of its initial value, 400 output times: the claim is about the flow, stopped deep in the slow phase",
                "target attention: min_k A_kk, the worst query (phases module), t_half where it reaches 1/2: "
                "the claim speaks of the target attention as one quantity, the worst query bounds them all",

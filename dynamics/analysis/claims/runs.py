@@ -19,7 +19,7 @@ from ....solvers import integrate_flow, iterate_gd
 from ..phases import log_slope
 
 
-def flow_to_convergence(problem, t_end=1e9, stop_rel=1e-8, method="LSODA"):
+def flow_to_convergence(problem, t_end=1e9, stop_rel=1e-8, method="auto"):
     """Integrate the score system's flow until the loss is ``stop_rel`` times its initial value (or ``t_end``).
 
     Parameters
