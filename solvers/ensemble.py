@@ -123,6 +123,8 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
 
 _start_loop = njit(cache=True)(integrator._start)
 _run_loop = njit(cache=True)(integrator._run)
+# The first step as CompiledRun chooses it (SciPy's rule for an error estimate of this order).
+DOP853_ERROR_ORDER = float(integrator.CompiledRun.error_order)
 
 
 @njit(cache=True)
@@ -131,7 +133,7 @@ def _flow_start(b, rhs, events, G, Ms, p, logp, prompt, y0, t_end, rtol, atol, f
     """:func:`solvers.integrator._start` for problem b: dy/dt at y0, the first step, the
     initial speed ``max |dy/dt|`` and the event values at y0."""
     args = (G[b], Ms[b], p[b], logp[b], prompt)
-    first_step[b] = _start_loop(rhs, args, y0[b], f0[b], t_end, rtol, atol, counters[b])
+    first_step[b] = _start_loop(rhs, args, y0[b], f0[b], t_end, rtol, atol, DOP853_ERROR_ORDER, counters[b])
     speed[b] = np.abs(f0[b]).max()
     integrator._event_values(events, y0[b], (Ms[b], p[b], logp[b], prompt), values0[b])
     counters[b, integrator.NEVENTS] += 1
@@ -315,8 +317,8 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
     prompt = np.ascontiguousarray(first.prompt, dtype=np.float64)
     kernels = first.kernels
     args0, event_args0 = (G[0], Ms[0], p[0], logp[0], prompt), (Ms[0], p[0], logp[0], prompt)
-    _, _, rhs, events, n_values = integrator._compiled_for(kernels.flow_rhs, kernels.event_values, args0,
-                                                           event_args0, y[0])
+    _, _, rhs, events, n_values, _ = integrator._compiled_for(integrator._compiled, kernels.flow_rhs,
+                                                              kernels.event_values, args0, event_args0, y[0])
     loss, attention = _loss_and_attention_callbacks(kernels, y[0].reshape(K, K), *event_args0)
 
     # The events of integrate_flow: target attention 1/2 and 1 − ε, loss ε, and the stop.
