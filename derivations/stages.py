@@ -176,8 +176,12 @@ def column_loss(K):
                  data={"a": a, "M": M, "loss": loss, "indexed": [r"\ell = \tfrac12 \sum_{n,m} M_{nm} a_n a_m"]})
 
 
-def column_gradient(loss_stage):
-    """``g_i = ∂ℓ/∂s_i = a_i (u_i − B)`` with ``u = ∂ℓ/∂a = M a`` and ``B = aᵀ u``."""
+def column_gradient(loss_stage, run_checks=True):
+    """``g_i = ∂ℓ/∂s_i = a_i (u_i − B)`` with ``u = ∂ℓ/∂a = M a`` and ``B = aᵀ u``.
+
+    run_checks : False skips this stage's own symbolic checks (and lists none): for
+        callers that only compare against its expressions (:mod:`derivations.indexed`).
+    """
     a, M, loss = (loss_stage.data[x] for x in ("a", "M", "loss"))
     K = len(a)
     u = [sp.diff(loss, ai) for ai in a]
@@ -185,10 +189,11 @@ def column_gradient(loss_stage):
     # through_softmax in the grouped form: the inner sum is B for every i, built once.
     grad = [a[i] * (u[i] - B) for i in range(K)]
     checks = []
-    for i in range(K):
-        require(sp.expand(grad[i] - through_softmax(loss, a, i)) == 0, "column gradient through the softmax")
-    checks.append(r"$g_i$ equals the softmax chain rule applied to $\ell$ (expanded and compared)")
-    if K <= SYMBOLIC_CHECK_MAX_K:
+    if run_checks:
+        for i in range(K):
+            require(sp.expand(grad[i] - through_softmax(loss, a, i)) == 0, "column gradient through the softmax")
+        checks.append(r"$g_i$ equals the softmax chain rule applied to $\ell$ (expanded and compared)")
+    if run_checks and K <= SYMBOLIC_CHECK_MAX_K:
         s = score_symbols(K)
         logp = sp.symbols(f"l_1:{K + 1}", real=True)
         explicit = explicit_softmax(s, logp)
@@ -211,8 +216,8 @@ def column_gradient(loss_stage):
                  data={"a": a, "M": M, "loss": loss, "gradient": grad, "indexed": indexed})
 
 
-def column_hessian(gradient_stage):
-    """``H_ij = ∂g_j/∂s_i``, again through the softmax rule."""
+def column_hessian(gradient_stage, run_checks=True):
+    """``H_ij = ∂g_j/∂s_i``, again through the softmax rule (run_checks: as :func:`column_gradient`)."""
     a, M, grad = (gradient_stage.data[x] for x in ("a", "M", "gradient"))
     K = len(a)
     H = sp.zeros(K, K)
@@ -222,7 +227,7 @@ def column_hessian(gradient_stage):
         for i in range(K):
             H[i, j] = a[i] * (d[i] - inner)
     checks = []
-    if K <= SYMBOLIC_CHECK_MAX_K:
+    if run_checks and K <= SYMBOLIC_CHECK_MAX_K:
         for i in range(K):
             for j in range(i + 1, K):
                 require(sp.expand(H[i, j] - H[j, i]) == 0, "column Hessian symmetric")
