@@ -9,6 +9,7 @@ import numpy as np
 from . import kernels as hand_written
 from .columns import label_gap_stack
 from .gd import iterate_gd
+from .pullback import flow_sandwich, jacobian_from_hessians, log_loss
 
 
 def _as_matrix(name, value, K=None):
@@ -95,23 +96,34 @@ class ScoreSystem:
         """The runtime arguments of the flow kernels, in their order."""
         return (self.G, self.Ms, self.p, self.logp, self.prompt)
 
+    # The methods compose the kernel set's loss_gradient_gap and score_hessians with the
+    # set-independent ends of solvers.pullback from Python, the arithmetic of the kernels
+    # loss, flow_rhs, event_values and flow_jacobian without compiling them: Numba would link
+    # all of loss_gradient_gap (or score_hessians) into each and optimise it again, one to two
+    # seconds apiece of a cold start.  The compiled integrator compiles flow_rhs and
+    # event_values when it is used.
+
     def loss(self, S):
-        return self.kernels.loss(np.ascontiguousarray(S, dtype=np.float64), self.Ms, self.p, self.logp, self.prompt)
+        return self.loss_and_gradient(S)[0]
 
     def gradient(self, S):
         """``Γ = ∂ℒ/∂S``."""
+        return self.loss_and_gradient(S)[1]
+
+    def loss_and_gradient(self, S):
+        """``(ℒ(S), Γ)``."""
         Gamma = np.empty((self.K, self.K))
-        self.kernels.loss_and_gradient(np.ascontiguousarray(S, dtype=np.float64), self.Ms, self.p, self.logp,
-                                       self.prompt, Gamma)
-        return Gamma
+        value, _ = self.kernels.loss_gradient_gap(np.ascontiguousarray(S, dtype=np.float64), self.Ms, self.p,
+                                                  self.logp, self.prompt, Gamma)
+        return value, Gamma
 
     def rhs(self, S):
         """``dS/dt`` as a K×K matrix."""
-        return self.kernels.flow_rhs(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args).reshape(self.K, self.K)
+        return self.flat_rhs(np.ascontiguousarray(S, dtype=np.float64).ravel()).reshape(self.K, self.K)
 
     def jacobian(self, S):
         """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²); analytic at every N."""
-        return self.kernels.flow_jacobian(self.flatten(S), *self.args)
+        return jacobian_from_hessians(self.G, self.hessians(self.flatten(S).reshape(self.K, self.K)))
 
     def hessians(self, S):
         """``Hs[k] = ∂Γ[:, k]/∂S[:, k]``, (K, K, K): Γ's columns depend only on their own scores."""
@@ -137,14 +149,16 @@ class ScoreSystem:
         return S0.ravel()
 
     def flat_rhs(self, y):
-        return self.kernels.flow_rhs(y, *self.args)
+        return flow_sandwich(self.G, self.loss_and_gradient(y.reshape(self.K, self.K))[1])
 
     def flat_jacobian(self, y):
         return self.jacobian(y.reshape(self.K, self.K))
 
     def flat_event_values(self, y):
         """``(max_k log(1 − A_kk), log ℒ)`` at the state y."""
-        return self.kernels.event_values(y, self.Ms, self.p, self.logp, self.prompt)
+        value, gap = self.kernels.loss_gradient_gap(np.ascontiguousarray(y, dtype=np.float64).reshape(self.K, self.K),
+                                                    self.Ms, self.p, self.logp, self.prompt, np.empty((self.K, self.K)))
+        return gap, log_loss(value)
 
     def scores_of(self, Y):
         """Scores (T, K, K) of states Y (T, K²)."""
