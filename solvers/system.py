@@ -149,15 +149,17 @@ class ScoreSystem:
         return S0.ravel()
 
     def flat_rhs(self, y):
-        return flow_sandwich(self.G, self.loss_and_gradient(y.reshape(self.K, self.K))[1])
+        Gamma = np.empty((self.K, self.K))
+        self.kernels.loss_gradient_gap(y.reshape(self.K, self.K), self.Ms, self.p, self.logp, self.prompt, Gamma)
+        return flow_sandwich(self.G, Gamma)
 
     def flat_jacobian(self, y):
         return self.jacobian(y.reshape(self.K, self.K))
 
     def flat_event_values(self, y):
         """``(max_k log(1 − A_kk), log ℒ)`` at the state y."""
-        value, gap = self.kernels.loss_gradient_gap(np.ascontiguousarray(y, dtype=np.float64).reshape(self.K, self.K),
-                                                    self.Ms, self.p, self.logp, self.prompt, np.empty((self.K, self.K)))
+        value, gap = self.kernels.loss_gradient_gap(y.reshape(self.K, self.K), self.Ms, self.p, self.logp, self.prompt,
+                                                    np.empty((self.K, self.K)))
         return gap, log_loss(value)
 
     def scores_of(self, Y):
