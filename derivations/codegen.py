@@ -36,7 +36,7 @@ import numpy
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..solvers import assembly, columns, finite_prompt
+from ..solvers import assembly, columns, finite_prompt, pullback
 
 from . import checks, indexed, stages
 
@@ -45,7 +45,7 @@ ASSEMBLY_MARKER = "# ---- ASSEMBLY"
 # calls into is part of the key: a change anywhere gives a new module and fresh machine code.
 # stages.py is among them: generation checks the indexed column against the unrolled stages.
 _SOURCES = (Path(indexed.__file__), Path(checks.__file__), Path(stages.__file__), Path(__file__),
-            Path(assembly.__file__), Path(columns.__file__), Path(finite_prompt.__file__))
+            Path(assembly.__file__), Path(columns.__file__), Path(finite_prompt.__file__), Path(pullback.__file__))
 
 
 def cache_dir():
@@ -213,7 +213,8 @@ def module_source(key=None):
         "import numpy as np\n"
         "from numba import njit, prange\n\n"
         "from attnflow.solvers.columns import column_attention, label_gap_moments, target_log_gap\n"
-        "from attnflow.solvers.finite_prompt import finite_attention, finite_column, finite_column_hessian\n\n"
+        "from attnflow.solvers.finite_prompt import finite_attention, finite_column, finite_column_hessian\n"
+        "from attnflow.solvers.pullback import flow_sandwich, jacobian_from_hessians, log_loss\n\n"
         f'NAME = "generated"\nKEY = "{key}"\n\n\n'
     )
     return header + column_source() + "\n\n" + shared

@@ -218,13 +218,16 @@ def column_loss(K):
                  data={"a": a, "M": M, "loss": loss, "indexed": [r"\ell = \tfrac12 \sum_{n,m} M_{nm} a_n a_m"]})
 
 
-def column_gradient(loss_stage):
+def column_gradient(loss_stage, run_checks=True):
     """Stage: ``g_i = ∂ℓ/∂s_i = a_i (u_i − B)`` with ``u = ∂ℓ/∂a = M a`` and ``B = aᵀ u``.
 
     Parameters
     ----------
     loss_stage : Stage
         :func:`column_loss`'s stage (its data ``a``, ``M``, ``loss``).
+    run_checks : bool
+        False skips this stage's own symbolic checks (and lists none): for callers that
+        only compare against its expressions (:mod:`attnflow.derivations.indexed`).
 
     Returns
     -------
@@ -237,10 +240,11 @@ def column_gradient(loss_stage):
     # through_softmax in the grouped form: the inner sum is B for every i, built once.
     grad = [a[i] * (u[i] - B) for i in range(K)]
     checks = []
-    for i in range(K):
-        require(sp.expand(grad[i] - through_softmax(loss, a, i)) == 0, "column gradient through the softmax")
-    checks.append(r"$g_i$ equals the softmax chain rule applied to $\ell$ (expanded and compared)")
-    if K <= SYMBOLIC_CHECK_MAX_K:
+    if run_checks:
+        for i in range(K):
+            require(sp.expand(grad[i] - through_softmax(loss, a, i)) == 0, "column gradient through the softmax")
+        checks.append(r"$g_i$ equals the softmax chain rule applied to $\ell$ (expanded and compared)")
+    if run_checks and K <= SYMBOLIC_CHECK_MAX_K:
         s = score_symbols(K)
         logp = sp.symbols(f"l_1:{K + 1}", real=True)
         explicit = explicit_softmax(s, logp)
@@ -263,13 +267,15 @@ def column_gradient(loss_stage):
                  data={"a": a, "M": M, "loss": loss, "gradient": grad, "indexed": indexed})
 
 
-def column_hessian(gradient_stage):
+def column_hessian(gradient_stage, run_checks=True):
     """Stage: ``H_ij = ∂g_j/∂s_i``, again through the softmax rule.
 
     Parameters
     ----------
     gradient_stage : Stage
         :func:`column_gradient`'s stage (its data ``a``, ``M``, ``gradient``).
+    run_checks : bool
+        As for :func:`column_gradient`.
 
     Returns
     -------
@@ -284,7 +290,7 @@ def column_hessian(gradient_stage):
         for i in range(K):
             H[i, j] = a[i] * (d[i] - inner)
     checks = []
-    if K <= SYMBOLIC_CHECK_MAX_K:
+    if run_checks and K <= SYMBOLIC_CHECK_MAX_K:
         for i in range(K):
             for j in range(i + 1, K):
                 require(sp.expand(H[i, j] - H[j, i]) == 0, "column Hessian symmetric")

@@ -29,6 +29,7 @@ from numba import njit, prange
 
 from .columns import column_attention, column_hessian, column_loss_gradient
 from .finite_prompt import finite_attention, finite_column, finite_column_hessian
+from .pullback import flow_sandwich, jacobian_from_hessians, log_loss
 
 # ---- ASSEMBLY (copied into generated kernel modules; keep it self-contained) ----
 
@@ -79,7 +80,10 @@ def _loss_gradient_gap_products(S, Ms, p, logp, Gamma):
     as the column loops do.  Cost: one K×K product (2K³ flops) plus O(K²).
     """
     K = S.shape[0]
-    Ft = np.ascontiguousarray(Ms[0, :K, :K])
+    Ft = np.empty((K, K))          # a copy by loops: np.ascontiguousarray costs 0.4 s of a cold compile
+    for n in range(K):
+        for m in range(K):
+            Ft[n, m] = Ms[0, n, m]
     # Row by row throughout: every array is read and written contiguously (C order).
     top = np.full(K, -np.inf)
     for n in range(K):
@@ -178,7 +182,7 @@ def event_values(y, Ms, p, logp, prompt):
     """``(max_k log(1 − A_kk), log ℒ)`` at the flattened state: every flow event in one call."""
     K = logp.shape[0]
     value, gap = loss_gradient_gap(y.reshape((K, K)), Ms, p, logp, prompt, np.empty((K, K)))
-    return gap, np.log(max(value, 1e-300))
+    return gap, log_loss(value)
 
 
 @njit(cache=True)
@@ -187,7 +191,7 @@ def flow_rhs(y, G, Ms, p, logp, prompt):
     K = G.shape[0]
     Gamma = np.empty((K, K))
     loss_gradient_gap(y.reshape((K, K)), Ms, p, logp, prompt, Gamma)
-    return -(G @ Gamma @ G).ravel()
+    return flow_sandwich(G, Gamma)
 
 
 @njit(cache=True)
@@ -216,14 +220,7 @@ def flow_jacobian(y, G, Ms, p, logp, prompt):
     K = G.shape[0]
     Hs = np.empty((K, K, K))
     score_hessians(y.reshape((K, K)), Ms, p, logp, prompt, Hs)
-    J = np.empty((K * K, K * K))
-    for k in range(K):
-        GH = G @ Hs[k]
-        for i in range(K):
-            for m in range(K):
-                for l in range(K):
-                    J[i * K + l, m * K + k] = -GH[i, m] * G[k, l]
-    return J
+    return jacobian_from_hessians(G, Hs)
 
 
 GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS, GD_SATURATED = 0, 1, 2, 3, 4
@@ -286,7 +283,11 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
             if loss_hits[j] < 0 and L <= loss_levels[j]:
                 loss_hits[j] = it
         while rec < R and record_at[rec] == it:
-            S_rec[rec] = S
+            # Element loops, not ``S_rec[rec] = S``: Numba's array assignment compiles a
+            # shape-mismatch error message (string formatting), 4 s of a cold start.
+            for n in range(K):
+                for m in range(K):
+                    S_rec[rec, n, m] = S[n, m]
             loss_rec[rec] = L
             rec += 1
         if stop_loss > 0.0 and L <= stop_loss:
@@ -294,7 +295,9 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
         if it >= it_end:
             return GD_FINISHED, it, rec, increases
         if identity:
-            step[:, :] = Gamma
+            for n in range(K):
+                for m in range(K):
+                    step[n, m] = Gamma[n, m]
         else:
             np.dot(G, Gamma, half)
             np.dot(half, G, step)

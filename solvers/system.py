@@ -9,6 +9,7 @@ import numpy as np
 from . import kernels as hand_written
 from .columns import label_gap_stack
 from .gd import iterate_gd
+from .pullback import flow_sandwich, jacobian_from_hessians, log_loss
 from .stability import gram_square_root, largest_flow_eigenvalue
 
 
@@ -96,23 +97,34 @@ class ScoreSystem:
         """The runtime arguments of the flow kernels, in their order."""
         return (self.G, self.Ms, self.p, self.logp, self.prompt)
 
+    # The methods compose the kernel set's loss_gradient_gap and score_hessians with the
+    # set-independent ends of solvers.pullback from Python, the arithmetic of the kernels
+    # loss, flow_rhs, event_values and flow_jacobian without compiling them: Numba would link
+    # all of loss_gradient_gap (or score_hessians) into each and optimise it again, one to two
+    # seconds apiece of a cold start.  The compiled integrator compiles flow_rhs and
+    # event_values when it is used.
+
     def loss(self, S):
-        return self.kernels.loss(np.ascontiguousarray(S, dtype=np.float64), self.Ms, self.p, self.logp, self.prompt)
+        return self.loss_and_gradient(S)[0]
 
     def gradient(self, S):
         """``Γ = ∂ℒ/∂S``."""
+        return self.loss_and_gradient(S)[1]
+
+    def loss_and_gradient(self, S):
+        """``(ℒ(S), Γ)``."""
         Gamma = np.empty((self.K, self.K))
-        self.kernels.loss_and_gradient(np.ascontiguousarray(S, dtype=np.float64), self.Ms, self.p, self.logp,
-                                       self.prompt, Gamma)
-        return Gamma
+        value, _ = self.kernels.loss_gradient_gap(np.ascontiguousarray(S, dtype=np.float64), self.Ms, self.p,
+                                                  self.logp, self.prompt, Gamma)
+        return value, Gamma
 
     def rhs(self, S):
         """``dS/dt`` as a K×K matrix."""
-        return self.kernels.flow_rhs(np.ascontiguousarray(S, dtype=np.float64).ravel(), *self.args).reshape(self.K, self.K)
+        return self.flat_rhs(np.ascontiguousarray(S, dtype=np.float64).ravel()).reshape(self.K, self.K)
 
     def jacobian(self, S):
         """``∂(dS/dt)/∂S`` on the C-ordered flattened state, (K², K²); analytic at every N."""
-        return self.kernels.flow_jacobian(self.flatten(S), *self.args)
+        return jacobian_from_hessians(self.G, self.hessians(self.flatten(S).reshape(self.K, self.K)))
 
     def hessians(self, S):
         """``Hs[k] = ∂Γ[:, k]/∂S[:, k]``, (K, K, K): Γ's columns depend only on their own scores."""
@@ -138,14 +150,18 @@ class ScoreSystem:
         return S0.ravel()
 
     def flat_rhs(self, y):
-        return self.kernels.flow_rhs(y, *self.args)
+        Gamma = np.empty((self.K, self.K))
+        self.kernels.loss_gradient_gap(y.reshape(self.K, self.K), self.Ms, self.p, self.logp, self.prompt, Gamma)
+        return flow_sandwich(self.G, Gamma)
 
     def flat_jacobian(self, y):
         return self.jacobian(y.reshape(self.K, self.K))
 
     def flat_event_values(self, y):
         """``(max_k log(1 − A_kk), log ℒ)`` at the state y."""
-        return self.kernels.event_values(y, self.Ms, self.p, self.logp, self.prompt)
+        value, gap = self.kernels.loss_gradient_gap(y.reshape(self.K, self.K), self.Ms, self.p, self.logp, self.prompt,
+                                                    np.empty((self.K, self.K)))
+        return gap, log_loss(value)
 
     def scores_of(self, Y):
         """Scores (T, K, K) of states Y (T, K²)."""
@@ -177,20 +193,20 @@ class ScoreSystem:
     def warm_up(self):
         """Compile (or load from the on-disk cache) every kernel; return the seconds it took.
 
-        The dense Jacobian (K⁴ entries: 34 GB at K = 256) and the stability products are
-        compiled on a K = 2 twin with the same kernels and prompt model: Numba compiles
-        per argument type, not size, so this is the same machine code.
+        Numba compiles for the arrays' types, not their sizes, so the kernels run on a K = 2
+        twin of this system (same kernel set and prompt model): the same machine code, without
+        evaluating a (K², K²) Jacobian, 34 GB at K = 256.
         """
         start = time.perf_counter()
-        S = np.zeros((self.K, self.K))
-        self.loss(S)
-        self.rhs(S)
-        self.flat_event_values(S.ravel())
-        self.hessians(S)
-        self.attention(S)
-        iterate_gd(self, S, eta=1e-3, steps=1, n_out=2)
-        twin = ScoreSystem(np.eye(2), np.eye(2), np.full(2, 0.5), self.kernels, self.N, self.quadrature_step,
-                           self.include_query)
-        twin.jacobian(np.zeros((2, 2)))
-        twin.stable_step(np.zeros((2, 2)))
+        twin = ScoreSystem(np.eye(2), np.eye(2), np.full(2, 0.5), kernels=self.kernels, N=self.N,
+                           quadrature_step=self.quadrature_step, include_query=self.include_query)
+        S = np.zeros((2, 2))
+        twin.loss(S)
+        twin.rhs(S)
+        twin.jacobian(S)
+        twin.flat_event_values(S.ravel())
+        twin.hessians(S)
+        twin.attention(S)
+        iterate_gd(twin, S, eta=1e-3, steps=1, n_out=2)
+        twin.stable_step(S)
         return time.perf_counter() - start

@@ -1,0 +1,74 @@
+"""Cold start: what warm_up compiles, and that the ScoreSystem's composed kernels are the kernel set's bit for bit."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnflow.solvers import ScoreSystem, kernels
+
+from .conftest import random_system_arrays
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("N", [np.inf, 12])
+def test_system_methods_equal_the_kernels_they_stand_for_exactly(N):
+    """ScoreSystem composes loss_gradient_gap / score_hessians with solvers.pullback instead of
+    calling loss, flow_rhs, event_values and flow_jacobian: the same arithmetic, so equal to the bit."""
+    K = 5
+    V, F, p = random_system_arrays(K, 3, 4)
+    system = ScoreSystem(V @ V.T, F, p, N=N)
+    S = np.random.default_rng(0).standard_normal((K, K)) * 3
+    y = S.ravel().copy()
+    Gamma = np.empty((K, K))
+    value = kernels.loss_and_gradient(S, system.Ms, system.p, system.logp, system.prompt, Gamma)
+    assert system.loss(S) == kernels.loss(S, *system.args[1:]) == value
+    assert np.array_equal(system.gradient(S), Gamma)
+    assert np.array_equal(system.flat_rhs(y), kernels.flow_rhs(y, *system.args))
+    assert np.array_equal(system.jacobian(S), kernels.flow_jacobian(y, *system.args))
+    assert system.flat_event_values(y) == kernels.event_values(y, *system.args[1:])
+
+
+@pytest.mark.slow
+def test_cold_warm_up_compiles_each_kernel_once_and_nothing_it_does_not_need(tmp_path):
+    """A fresh process with empty caches: load_kernels + warm_up compiles every function for one
+    signature only, none of the wrappers that would link loss_gradient_gap or score_hessians in again,
+    and no string formatting (Numba's array assignment error message cost 4 s in gd_iterate)."""
+    script = textwrap.dedent("""
+        import json
+        import numpy as np
+        from numba.core import event
+        from attnflow.derivations import load_kernels
+        from attnflow.solvers import ScoreSystem
+        compiled = []
+        class Recorder(event.Listener):
+            def on_start(self, e):
+                f = e.data["dispatcher"].py_func
+                compiled.append([f.__module__, f.__qualname__, str(e.data["args"])])
+            def on_end(self, e):
+                pass
+        with event.install_listener("numba:compile", Recorder()):
+            kernels = load_kernels(4)
+            ScoreSystem(np.eye(4), np.eye(4), np.full(4, 0.25), kernels=kernels).warm_up()
+        print(json.dumps({"module": kernels.__name__, "compiled": compiled}))
+    """)
+    env = dict(os.environ, ATTNFLOW_CACHE_DIR=str(tmp_path / "kernels"), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    names = {name for module, name, _ in result["compiled"] if module.startswith("attnflow")}
+    assert {"loss_gradient_gap", "score_hessians", "attention", "gd_iterate", "column_loss_gradient",
+            "column_hessian"} <= names
+    assert not {"loss", "loss_and_gradient", "flow_rhs", "event_values", "flow_jacobian"} & names
+    # One compilation per function and module: no second specialisation (the generated module
+    # and solvers share no function names, so the module is not needed to tell them apart).
+    generated = [name for module, name, _ in result["compiled"] if module == result["module"]]
+    assert len(generated) == len(set(generated)) and len(generated) >= 6
+    assert not [name for module, name, _ in result["compiled"] if "unicode" in module or "shape_context" in name]
