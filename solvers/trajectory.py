@@ -30,8 +30,27 @@ def far_from_convergence(t, loss, target, eps):
     (log-log slope of the last two output points below −1/2: more time would lower it,
     unlike a floor such as a finite prompt's or a degenerate class's).
 
-    t, loss : the output grid (or GD iterations) and the loss on it.  target : final
-    ``min_k A_kk``.  eps : the requested levels ε.
+    Parameters
+    ----------
+    t, loss : array_like, shape (T,)
+        The output grid (or GD iterations) and the loss on it.
+    target : float
+        Final target attention ``min_k A_kk``.
+    eps : sequence of float
+        The requested levels ε.
+
+    Returns
+    -------
+    str or None
+        None if the run ended near convergence, else a sentence saying how far it is.
+
+    Examples
+    --------
+    >>> t = np.array([0.0, 1.0, 10.0, 100.0])
+    >>> far_from_convergence(t, np.array([1.0, 0.5, 1e-2, 1e-4]), 0.99, [1e-3]) is None
+    True
+    >>> far_from_convergence(t, np.array([1.0, 0.9, 0.8, 0.7]), 0.2, [1e-3])
+    'the final loss 0.7 is above 0.001× the initial 1, the target attention min_k A_kk is 0.2, and the target attention is below 1/2'
     """
     if not (len(eps) and loss[-1] > max(eps) * min(loss[0], 1.0)):
         return None
@@ -120,4 +139,5 @@ class Trajectory:
 
     @property
     def final_attention(self):
+        """Attention matrix A (K×K) at the last output point."""
         return self.attention[-1]
