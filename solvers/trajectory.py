@@ -72,24 +72,39 @@ class Trajectory:
 
     Attributes
     ----------
-    kind : "flow" or "gd".
-    t : (T,) times; for GD ``t = η · iteration``.
-    S : (T, K, K) scores ``S[n, k] = v_nᵀ Q v_k``.
-    loss : (T,) population loss.
-    attention_of : ``y ↦ A`` of the system that produced the trajectory, applied to the
+    kind : str
+        ``"flow"`` or ``"gd"``.
+    t : ndarray, shape (T,)
+        Times; for GD ``t = η · iteration``.
+    S : ndarray, shape (T, K, K)
+        Scores ``S[n, k] = v_nᵀ Q v_k``.
+    loss : ndarray, shape (T,)
+        Population loss.
+    attention_of : callable
+        ``y ↦ A`` of the system that produced the trajectory, applied to the
         rows of ``state`` or, when there is none, of S (``flat_attention``, which knows
         the prompt model).
-    iteration : (T,) GD iteration numbers (None for the flow).
-    crossings : first times the target attention ``min_k A_kk`` reaches 1/2 (``"t_half"``),
+    iteration : ndarray, shape (T,) or None
+        GD iteration numbers (None for the flow).
+    oscillations : ndarray, shape (K, K) or None
+        GD: reversals of each irrelevant attention's log-odds.
+    crossings : dict
+        First times the target attention ``min_k A_kk`` reaches 1/2 (``"t_half"``),
         1 − ε (``"t_attention"`` → {ε: t}) and the loss falls to ε
         (``"t_loss"`` → {ε: t}); None where never reached.  Flow crossing times
         come from root finding on the solver's interpolant; GD ones are exact
         iteration counts times η.
-    status : see :data:`STATUSES`.
-    message : a sentence describing the status.
-    counters : solver counters (nfev, njev, nlu, nsteps for the flow; iterations,
+    status : str
+        See :data:`STATUSES`.
+    message : str
+        A sentence describing the status.
+    counters : dict
+        Solver counters (nfev, njev, nlu, nsteps for the flow; iterations,
         loss_increases for GD).
-    state : (T, n) the trained parameters when they are not the scores themselves
+    wall_time : float
+        Seconds the run took.
+    state : ndarray, shape (T, n) or None
+        The trained parameters when they are not the scores themselves
         (the flattened factors ``(B, C)`` of the separate parametrisation, the noisy
         model's Q), else None.
     """
