@@ -1,7 +1,19 @@
 """Numba kernels and SciPy integration for the score-space dynamics.
 
 Knows arrays, not configurations: everything here takes ``G``, ``F``, ``p`` and
-initial scores, so it can be used without :mod:`dynamics`.
+initial scores, so it can be used without :mod:`attnflow.dynamics`.
+
+* :mod:`.system` — :class:`ScoreSystem`, the derived system the kernels run on;
+  :mod:`.separate` and :mod:`.noisy` — the separate key/query factors and the token
+  noise model, with the same flat interface;
+* :mod:`.columns`, :mod:`.assembly`, :mod:`.finite_prompt` — the per-query pieces, their
+  assembly into the K×K dynamics, the exact finite-N expectation; :mod:`.kernels` — the
+  hand-written kernel set;
+* :mod:`.flow`, :mod:`.integrator`, :mod:`.gd`, :mod:`.ensemble` — the gradient flow
+  (SciPy or a compiled DOP853), the gradient-descent map, many problems in one call;
+* :mod:`.stability` — the largest stable GD step without the K²×K² Jacobian;
+* :mod:`.trajectory` — :class:`Trajectory`, what a run returns;
+* :mod:`.references` — independent routes the tests check the solvers against.
 """
 
 from .flow import integrate_flow

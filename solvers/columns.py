@@ -41,6 +41,25 @@ def label_gap_stack(F, include_query=False):
     With ``include_query`` (the query token, value 0, inside the softmax) each matrix
     gains a last row and column for the query's own gap ``0 − f_k``:
     ``M_nq = E[(f_n − f_k)(−f_k)] = F_kk − F_nk`` and ``M_qq = F_kk``, shape (K, K+1, K+1).
+
+    Parameters
+    ----------
+    F : ndarray, shape (K, K)
+        Function-class moments ``E_f[f(V) f(V)ᵀ]``.
+    include_query : bool, optional
+        Add the query token's row and column.
+
+    Returns
+    -------
+    ndarray, shape (K, K, K) or (K, K+1, K+1)
+
+    Examples
+    --------
+    >>> Ms = label_gap_stack(np.eye(3))
+    >>> Ms.shape, Ms[0].tolist()                     # M⁽⁰⁾: row and column 0 are zero
+    ((3, 3, 3), [[0.0, 0.0, 0.0], [0.0, 2.0, 1.0], [0.0, 1.0, 2.0]])
+    >>> label_gap_stack(np.eye(3), include_query=True)[0, 3].tolist()   # [F_00 − F_n0, F_00]
+    [0.0, 1.0, 1.0, 1.0]
     """
     K = F.shape[0]
     Ms = np.zeros((K, K + 1, K + 1) if include_query else (K, K, K))
@@ -84,7 +103,28 @@ def _moments(a, M):
 
 @njit(cache=True)
 def column_loss_gradient(a, M, g):
-    """Return ``ℓ = ½ aᵀ M a`` and write ``g = ∂ℓ/∂s`` (through the softmax) into ``g``."""
+    """Return ``ℓ = ½ aᵀ M a`` and write ``g = ∂ℓ/∂s`` (through the softmax) into ``g``.
+
+    Parameters
+    ----------
+    a : ndarray, shape (K,)
+        The query's attention (:func:`column_attention`).
+    M : ndarray, shape (K, K)
+        Its label-gap moments (symmetric).
+    g : ndarray, shape (K,)
+        Output: the score gradient.
+
+    Returns
+    -------
+    float
+        The per-query loss ℓ.
+
+    Examples
+    --------
+    >>> a, g = np.full(3, 1 / 3), np.empty(3)
+    >>> round(column_loss_gradient(a, label_gap_stack(np.eye(3))[0], g), 12), g.round(12).tolist()
+    (0.333333333333, [-0.222222222222, 0.111111111111, 0.111111111111])
+    """
     K = a.shape[0]
     u, beta = _moments(a, M)
     for n in range(K):

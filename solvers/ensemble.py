@@ -45,14 +45,23 @@ from .trajectory import far_from_convergence
 class EnsembleResult:
     """Per-problem numbers of an ensemble run (arrays of length B, or (B, ·)).
 
-    status : status strings as :func:`attnflow.solvers.gd.iterate_gd` names the loop's stops
+    Attributes
+    ----------
+    status : ndarray of str, shape (B,)
+        Status strings as :func:`attnflow.solvers.gd.iterate_gd` names the loop's stops
         (``finished``, ``stop_loss``, ``non-finite``, ``score-limit``, ``saturated``).
-    iterations : the iteration each problem stopped at.
-    iterations_half : first iteration with target attention ``min_k A_kk ≥ 1/2`` (−1: never).
-    iterations_attention, iterations_loss : (B, len(eps)) first iterations with attention
-        ``≥ 1 − ε`` and loss ``≤ ε`` (−1: never).
-    final_loss : (B,) loss at the final scores; final_S : (B, K, K) the final scores.
-    loss_increases, attention_oscillations : counters as in :func:`attnflow.solvers.gd.iterate_gd`.
+    iterations : ndarray, shape (B,)
+        The iteration each problem stopped at.
+    iterations_half : ndarray, shape (B,)
+        First iteration with target attention ``min_k A_kk ≥ 1/2`` (−1: never).
+    iterations_attention, iterations_loss : ndarray, shape (B, len(eps))
+        First iterations with attention ``≥ 1 − ε`` and loss ``≤ ε`` (−1: never).
+    final_loss : ndarray, shape (B,)
+        Loss at the final scores.
+    final_S : ndarray, shape (B, K, K)
+        The final scores.
+    loss_increases, attention_oscillations : ndarray, shape (B,)
+        Counters as in :func:`attnflow.solvers.gd.iterate_gd`.
     """
 
     status: np.ndarray
@@ -71,17 +80,33 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
 
     Parameters
     ----------
-    systems : B :class:`attnflow.solvers.system.ScoreSystem` of one K and one prompt model, with
+    systems : sequence of ScoreSystem
+        B :class:`attnflow.solvers.system.ScoreSystem` of one K and one prompt model, with
         one kernel set (their arrays are stacked; only the arrays differ).
-    S0 : (B, K, K) or (K, K) initial scores.
-    eta : step size, one or one per problem.
-    steps : iterations, one or one per problem.
-    eps, stop_loss, score_limit : as in :func:`attnflow.solvers.gd.iterate_gd`.
+    S0 : array_like, shape (B, K, K) or (K, K)
+        Initial scores.
+    eta : float or array_like, shape (B,)
+        Step size, one or one per problem.
+    steps : int or array_like, shape (B,)
+        Iterations, one or one per problem.
+    eps, stop_loss, score_limit
+        As in :func:`attnflow.solvers.gd.iterate_gd`.
 
     Returns
     -------
-    :class:`EnsembleResult`.  Its numbers equal those of :func:`attnflow.solvers.gd.iterate_gd` on
-    each problem alone (the same compiled loop runs; tested to the bit).
+    EnsembleResult
+        Its numbers equal those of :func:`attnflow.solvers.gd.iterate_gd` on
+        each problem alone (the same compiled loop runs; tested to the bit).
+
+    Raises
+    ------
+    ValueError
+        If there are no systems, they differ in K, prompt model or kernel set, a step
+        size or step count is invalid, or S0 is not finite.
+
+    Examples
+    --------
+    See the module's examples: three task scales L, each with its own step size.
     """
     systems = list(systems)
     if not systems:
@@ -214,17 +239,30 @@ def _flow_runs_serial(B, *arrays):
 class FlowEnsembleResult:
     """Per-problem numbers of a flow ensemble (arrays of length B, or (B, ·)).
 
-    status : the status :func:`solvers.flow.integrate_flow` gives the same run (``finished``,
-        ``t_end``, ``stop_loss``, ``failed``, ``non-finite``).
-    t_final : the time each run ended.
-    t_half : first time the target attention ``min_k A_kk`` reaches 1/2 (NaN: never).
-    t_attention, t_loss : (B, len(eps)) first times the attention reaches ``1 − ε`` and the
-        loss falls to ε (NaN: never; 0 when met at the start, as in integrate_flow).
-    final_loss, final_min_target_attention : at the final scores; final_S : (B, K, K) those scores.
-    nfev, nsteps, nrejected, ndense, nevents : the compiled integrator's counters.
-    t_out, loss_out : (B, n_out) the output grid and the loss on it, as the trajectory of
-        integrate_flow holds them (a run that ended early has its grid cut at t_final,
-        which is the last point); the entries past a run's ``n_recorded`` are NaN.
+    Attributes
+    ----------
+    status : ndarray of str, shape (B,)
+        The status :func:`attnflow.solvers.flow.integrate_flow` gives the same run
+        (``finished``, ``t_end``, ``stop_loss``, ``failed``, ``non-finite``).
+    t_final : ndarray, shape (B,)
+        The time each run ended.
+    t_half : ndarray, shape (B,)
+        First time the target attention ``min_k A_kk`` reaches 1/2 (NaN: never).
+    t_attention, t_loss : ndarray, shape (B, len(eps))
+        First times the attention reaches ``1 − ε`` and the loss falls to ε (NaN: never;
+        0 when met at the start, as in integrate_flow).
+    final_loss, final_min_target_attention : ndarray, shape (B,)
+        Loss and target attention ``min_k A_kk`` at the final scores.
+    final_S : ndarray, shape (B, K, K)
+        The final scores.
+    nfev, nsteps, nrejected, ndense, nevents : ndarray, shape (B,)
+        The compiled integrator's counters.
+    t_out, loss_out : ndarray, shape (B, n_out)
+        The output grid and the loss on it, as the trajectory of integrate_flow holds
+        them (a run that ended early has its grid cut at t_final, which is the last
+        point); the entries past a run's ``n_recorded`` are NaN.
+    n_recorded : ndarray, shape (B,)
+        Number of valid output points of each run.
     """
 
     status: np.ndarray
@@ -276,16 +314,49 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
 
     Parameters
     ----------
-    systems : B :class:`solvers.system.ScoreSystem` of one K, one kernel set and one prompt
-        model (N, quadrature step, query); only their arrays G, F, p differ.
-    S0 : (B, K, K) or (K, K) initial scores.
-    t_end, rtol, atol, eps, stop_loss, n_out : as in :func:`solvers.flow.integrate_flow`.
-    parallel : run the problems on Numba's threads; False runs them on the calling thread
+    systems : sequence of ScoreSystem
+        B :class:`attnflow.solvers.system.ScoreSystem` of one K, one kernel set and one
+        prompt model (N, quadrature step, query); only their arrays G, F, p differ.
+    S0 : array_like, shape (B, K, K) or (K, K)
+        Initial scores.
+    t_end, rtol, atol, eps, stop_loss, n_out
+        As in :func:`attnflow.solvers.flow.integrate_flow`.
+    parallel : bool, optional
+        Run the problems on Numba's threads; False runs them on the calling thread
         (a process forked from one that used Numba's OpenMP threads must not use them).
 
     Returns
     -------
-    :class:`FlowEnsembleResult`.
+    FlowEnsembleResult
+
+    Raises
+    ------
+    ValueError
+        If there are no systems, they are not ScoreSystems of one K, prompt model and
+        kernel set, t_end is not finite and positive, n_out is not an integer ≥ 2, or S0
+        has the wrong shape or is not finite.
+
+    Examples
+    --------
+    Three task scales L: the flow's time scales like 1/L², so the first time the target
+    attention reaches 1/2 falls fourfold per doubling of L.
+
+    >>> import numpy as np
+    >>> from attnflow.solvers import ScoreSystem, integrate_flow
+    >>> systems = [ScoreSystem(np.eye(3), L**2 * np.eye(3), np.full(3, 1 / 3)) for L in (0.5, 1.0, 2.0)]
+    >>> result = integrate_flow_ensemble(systems, np.zeros((3, 3)), t_end=2000.0)
+    >>> result.status.tolist()
+    ['finished', 'finished', 'finished']
+    >>> (result.t_half[:2] / result.t_half[1:]).round(6).tolist()
+    [4.0, 4.0]
+
+    Problem by problem the numbers are those of the compiled flow alone:
+
+    >>> alone = integrate_flow(systems[1], np.zeros((3, 3)), 2000.0, method="DOP853-compiled")
+    >>> bool(alone.crossings["t_half"] == result.t_half[1]), bool(alone.loss[-1] == result.final_loss[1])
+    (True, True)
+    >>> bool(np.array_equal(alone.S[-1], result.final_S[1]))
+    True
     """
     systems = list(systems)
     if not systems:

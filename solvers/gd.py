@@ -1,5 +1,22 @@
-"""The exact gradient-descent map: ``S ← S − η G Γ(S) G`` in a compiled loop, and any other
-system's map ``y ← y + η·flat_rhs(y)`` (separate factors, the noisy model) in a Python loop."""
+"""The exact gradient-descent map of the population loss, compiled for the scores.
+
+:func:`iterate_gd` runs ``S ← S − η G Γ(S) G`` in a compiled loop;
+:func:`iterate_state_gd` runs any other system's map ``y ← y + η·flat_rhs(y)``
+(separate factors, the noisy model) in a Python loop.
+
+Examples
+--------
+>>> import numpy as np
+>>> from attnflow.solvers import ScoreSystem
+>>> system = ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))     # K = 3, G = F = I
+>>> trajectory = iterate_gd(system, np.zeros((3, 3)), eta=1.0, steps=2000)
+>>> trajectory.status, int(trajectory.iteration[-1]), float(trajectory.t[-1])
+('finished', 2000, 2000.0)
+>>> float(trajectory.loss[0]), bool(trajectory.loss[-1] < 1e-3)          # ℒ(0) = (K − 1) / (2K)
+(0.333..., True)
+>>> float(trajectory.crossings["t_half"]), float(trajectory.crossings["t_loss"][1e-2])
+(7.0, 80.0)
+"""
 
 import math
 import time
@@ -19,7 +36,13 @@ _STATUS = {
 
 
 def log_iterations(steps, n):
-    """Iteration 0 and about ``n − 1`` distinct log-spaced iterations up to ``steps`` (all if n > steps)."""
+    """Iteration 0 and about ``n − 1`` distinct log-spaced iterations up to ``steps`` (all if n > steps).
+
+    Examples
+    --------
+    >>> log_iterations(1000, 5).tolist()
+    [0, 1, 10, 100, 1000]
+    """
     if n > steps:
         return np.arange(steps + 1, dtype=np.int64)
     grid = np.unique(np.round(np.geomspace(1, steps, max(n - 1, 1))).astype(np.int64))
@@ -32,25 +55,52 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
 
     Parameters
     ----------
-    eta : step size; ``t = η · iteration`` makes GD comparable with the flow.
-    score_limit : a score beyond it means the step size diverged.  A converging run has
+    system : ScoreSystem
+        The score system (its arrays and kernel set).
+    S0 : array_like, shape (K, K)
+        Initial scores.
+    eta : float
+        Step size; ``t = η · iteration`` makes GD comparable with the flow.
+    steps : int
+        Number of iterations (≥ 1).
+    eps : sequence of float, optional
+        Levels ε of the crossings ``t_attention`` and ``t_loss``.
+    stop_loss : float, optional
+        If positive, stop once the loss reaches it.
+    n_out : int, optional
+        About this many log-spaced iterations are recorded (:func:`log_iterations`).
+    score_limit : float, optional
+        A score beyond it means the step size diverged.  A converging run has
         scores of order ``log t``; past 700 the float64 softmax is exactly one-hot
         (``e^−700 ≈ 1e−304``), the gradient vanishes and GD is frozen where it landed.
-    stop_loss : if positive, stop once the loss reaches it.
-    chunks : the compiled loop runs in this many pieces so ``progress(fraction)`` can report.
+    progress : callable, optional
+        Called with the fraction done after each chunk.
+    chunks : int, optional
+        The compiled loop runs in this many pieces so ``progress(fraction)`` can report.
 
     Returns
     -------
-    :class:`Trajectory` with ``iteration``; ``status`` is ``"finished"``, ``"stop_loss"``,
-    ``"non-finite"`` or ``"score-limit"`` (both: the step size diverged), ``"saturated"``
-    (a step froze GD in a one-hot float64 softmax, see :func:`attnflow.solvers.assembly.gd_iterate`),
-    ``"not-converging"`` when the final loss exceeds the initial one, or ``"max_steps"``
-    when the steps ran out far from convergence
-    (:func:`attnflow.solvers.trajectory.far_from_convergence`).
-    Counters: ``iterations`` done, ``loss_increases`` (steps where the loss went up by more
-    than a relative 1e-12), ``attention_oscillations`` (reversals of the irrelevant
-    attentions' log-odds against the target, summed) and ``max_oscillations_per_feature``.
-    ``oscillations`` on the trajectory holds the (K, K) reversal counts.
+    Trajectory
+        With ``iteration``; ``status`` is ``"finished"``, ``"stop_loss"``,
+        ``"non-finite"`` or ``"score-limit"`` (both: the step size diverged), ``"saturated"``
+        (a step froze GD in a one-hot float64 softmax, see :func:`attnflow.solvers.assembly.gd_iterate`),
+        ``"not-converging"`` when the final loss exceeds the initial one, or ``"max_steps"``
+        when the steps ran out far from convergence
+        (:func:`attnflow.solvers.trajectory.far_from_convergence`).
+        Counters: ``iterations`` done, ``loss_increases`` (steps where the loss went up by more
+        than a relative 1e-12), ``attention_oscillations`` (reversals of the irrelevant
+        attentions' log-odds against the target, summed) and ``max_oscillations_per_feature``.
+        ``oscillations`` on the trajectory holds the (K, K) reversal counts.
+
+    Raises
+    ------
+    ValueError
+        If eta is not a finite positive number, steps not a positive integer, or S0 not a
+        finite K×K matrix.
+
+    Examples
+    --------
+    See the module's examples: K = 3 with orthonormal features from ``S0 = 0``.
     """
     _validate(eta, steps)
     K = system.K
@@ -167,6 +217,26 @@ def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_los
     states, and ``score_limit`` and saturation (a step that leaves them bit-identical
     while the softmax is one-hot) apply to the scores ``scores_of(y)``.  Each iteration
     makes one ``flat_event_values_and_rhs`` call: the loss, the attention gap and the step.
+
+    Parameters
+    ----------
+    system : SeparateSystem or NoisySystem
+        Any system with the flat interface (``flatten``, ``flat_event_values_and_rhs``,
+        ``scores_of``).
+    start : object
+        Initial state as ``system.flatten`` takes it (the factors ``(B₀, C₀)``, or Q₀).
+    eta, steps, eps, stop_loss, n_out, score_limit, progress
+        As in :func:`iterate_gd`.
+
+    Returns
+    -------
+    Trajectory
+        As :func:`iterate_gd`'s, with ``state`` (T, n) the recorded states.
+
+    Raises
+    ------
+    ValueError
+        If eta or steps are invalid, or the start is rejected by ``system.flatten``.
     """
     _validate(eta, steps)
     y = system.flatten(start).copy()

@@ -30,16 +30,58 @@ MONTE_CARLO_SAMPLES = 20_000
 
 
 def default_nodes(d):
-    """Gauss–Hermite nodes per dimension: as many as 40000 tensor nodes allow, at most 24 (0: use Monte Carlo)."""
+    """Gauss–Hermite nodes per dimension for a d-dimensional query-noise expectation.
+
+    Parameters
+    ----------
+    d : int
+        Token dimension.
+
+    Returns
+    -------
+    int
+        As many nodes as ``MAX_TENSOR_NODES`` (40000) tensor nodes allow, at most 24;
+        0 when fewer than 4 would fit (then use Monte Carlo).
+    """
     n = min(24, int(MAX_TENSOR_NODES ** (1.0 / d) + 1e-9))
     return n if n >= 4 else 0
 
 
 def query_noise_rule(d, noise, nodes=None, samples=MONTE_CARLO_SAMPLES, seed=0):
-    """Points ``ξ`` (M, d) and weights (M,) for ``E[g(ξ)]``, ``ξ ~ N(0, noise² I_d)``, and the rule's name.
+    """Quadrature rule for ``E[g(ξ)]``, ``ξ ~ N(0, noise² I_d)``.
 
     Tensor Gauss–Hermite with ``nodes`` per dimension (default :func:`default_nodes`) if
     ``nodes^d ≤ 40000``, else ``samples`` Monte Carlo points with equal weights.
+
+    Parameters
+    ----------
+    d : int
+        Dimension of ξ.
+    noise : float
+        Noise scale ν (0: a single point at the origin).
+    nodes : int, optional
+        Gauss–Hermite nodes per dimension (default :func:`default_nodes`).
+    samples : int, optional
+        Monte Carlo sample count when the tensor rule is too large.
+    seed : int, optional
+        Seed of the Monte Carlo samples (fixed: common random numbers).
+
+    Returns
+    -------
+    points : ndarray, shape (M, d)
+        The points ξ.
+    weights : ndarray, shape (M,)
+        Weights summing to one.
+    name : str
+        The rule's name, for reports.
+
+    Examples
+    --------
+    >>> points, weights, name = query_noise_rule(2, 0.5, nodes=5)
+    >>> points.shape, name
+    ((25, 2), 'Gauss–Hermite, 5 nodes per dimension')
+    >>> round(float(weights @ points[:, 0] ** 2), 12)     # E[ξ₁²] = ν²
+    0.25
     """
     if noise == 0:
         return np.zeros((1, d)), np.ones(1), "none (no noise)"
@@ -61,10 +103,22 @@ class NoisySystem:
 
     Parameters
     ----------
-    V : (K, d) features.  p : (K,) feature probabilities.
-    sigma : the linear class's scale (``w ~ N(0, σ² I)``).  noise : ν, the noise scale.
-    nodes : Gauss–Hermite nodes per dimension (default :func:`default_nodes`: 24 up to
+    V : ndarray, shape (K, d)
+        Features.
+    p : ndarray, shape (K,)
+        Feature probabilities.
+    sigma : float
+        The linear class's scale (``w ~ N(0, σ² I)``).
+    noise : float
+        ν, the noise scale (≥ 0).
+    nodes : int, optional
+        Gauss–Hermite nodes per dimension (default :func:`default_nodes`: 24 up to
         d = 3, 14 at d = 4, …; Monte Carlo above 40000 tensor nodes).
+
+    Raises
+    ------
+    ValueError
+        If V is not a finite K×d matrix or the noise scale is not finite and ≥ 0.
 
     The state is ``Q.ravel()`` (d²); the flat interface is the one
     :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_state_gd` run, with the
@@ -90,10 +144,12 @@ class NoisySystem:
 
     @property
     def K(self):
+        """Number of features."""
         return self.V.shape[0]
 
     @property
     def d(self):
+        """Token dimension."""
         return self.V.shape[1]
 
     @cached_property
@@ -103,6 +159,7 @@ class NoisySystem:
 
     @cached_property
     def logp(self):
+        """``log p``, the softmax offset of each feature's tokens."""
         return np.log(self.p)
 
     def _forward(self, Q, k, points):
@@ -156,9 +213,11 @@ class NoisySystem:
         return H.reshape(d * d, d * d)
 
     def loss_of(self, Q):
+        """Loss ℒ(Q) under the query-noise rule."""
         return self._evaluate(np.asarray(Q, dtype=np.float64), gradient=False)[0]
 
     def gradient(self, Q):
+        """Gradient ``∇_Q ℒ`` (d×d) under the query-noise rule."""
         return self._evaluate(np.asarray(Q, dtype=np.float64))[1]
 
     def quadrature_error(self, Q):
@@ -178,21 +237,32 @@ class NoisySystem:
 
     # flat interface
     def flatten(self, Q0):
+        """The flat state ``Q0.ravel()`` of an initial d×d matrix.
+
+        Raises
+        ------
+        ValueError
+            If Q0 is not a finite d×d matrix.
+        """
         Q0 = np.ascontiguousarray(Q0, dtype=np.float64)
         if Q0.shape != (self.d, self.d) or not np.all(np.isfinite(Q0)):
             raise ValueError(f"Q0: expected a finite {self.d}×{self.d} matrix, got shape {Q0.shape}")
         return Q0.ravel()
 
     def flat_rhs(self, y):
+        """Flow right-hand side ``−∇ℒ`` on the flat state."""
         return -self.gradient(y.reshape(self.d, self.d)).ravel()
 
     def flat_jacobian(self, y):
+        """Jacobian of :meth:`flat_rhs`: minus the Hessian (d², d²)."""
         return -self.hessian(y.reshape(self.d, self.d))
 
     def flat_loss(self, y):
+        """Loss at the flat state."""
         return self.loss_of(y.reshape(self.d, self.d))
 
     def flat_attention(self, y):
+        """Expected attention ``A[n, k]`` (K×K) at the flat state."""
         return self._evaluate(y.reshape(self.d, self.d), gradient=False)[2]
 
     def flat_event_values(self, y):
@@ -211,8 +281,10 @@ class NoisySystem:
         return self.V @ Q @ self.V.T
 
     def stable_step(self, Q0):
+        """Largest stable explicit-Euler (GD) step at Q0: ``2 / λ_max`` of the Hessian (inf if none positive)."""
         lam = np.linalg.eigvals(-self.flat_jacobian(self.flatten(Q0))).real.max()
         return 2.0 / lam if lam > 0 else np.inf
 
     def warm_up(self):
+        """Compile nothing (plain NumPy) and return the seconds spent: 0."""
         return 0.0

@@ -27,14 +27,54 @@ from .system import ScoreSystem  # noqa: F401  (the type of SeparateSystem.score
 
 
 def lazy_start(V, alpha):
-    """Factors ``(B₀, C₀) = (α[Vᵀ; 0], α[0; Vᵀ])`` (h = 2d): S₀ = 0, and the merged flow in time 2α²t, error O(α⁻⁴)."""
+    """Factors ``(B₀, C₀) = (α[Vᵀ; 0], α[0; Vᵀ])`` (h = 2d) of the lazy start.
+
+    S₀ = BᵀC = 0, and the factors' scores follow the merged flow in the time 2α²t with
+    an error O(α⁻⁴).
+
+    Parameters
+    ----------
+    V : array_like, shape (K, d)
+        Features.
+    alpha : float
+        Scale α of the start.
+
+    Returns
+    -------
+    B0, C0 : ndarray, shape (2d, K)
+        The initial factors.
+
+    Examples
+    --------
+    >>> B0, C0 = lazy_start(np.eye(2), 3.0)
+    >>> B0.shape, float(np.abs(B0.T @ C0).max())
+    ((4, 2), 0.0)
+    >>> (B0.T @ B0).tolist()                           # α² G
+    [[9.0, 0.0], [0.0, 9.0]]
+    """
     V = np.asarray(V, dtype=np.float64)
     zero = np.zeros_like(V.T)
     return alpha * np.vstack([V.T, zero]), alpha * np.vstack([zero, V.T])
 
 
 def random_factors(h, d, scale, seed=0):
-    """``(W_K, W_Q)``, each h×d with i.i.d. N(0, scale²/d) entries; their factors are ``(W_K Vᵀ, W_Q Vᵀ)``."""
+    """Random key and query matrices ``(W_K, W_Q)``, each h×d with i.i.d. N(0, scale²/d) entries.
+
+    Their factors are ``(W_K Vᵀ, W_Q Vᵀ)``.
+
+    Parameters
+    ----------
+    h, d : int
+        Head and token dimensions.
+    scale : float
+        Scale of the entries.
+    seed : int, optional
+        Seed of the generator.
+
+    Returns
+    -------
+    WK, WQ : ndarray, shape (h, d)
+    """
     rng = np.random.default_rng(seed)
     WK, WQ = scale * rng.standard_normal((2, h, d)) / math.sqrt(d)
     return WK, WQ
@@ -46,8 +86,15 @@ class SeparateSystem:
 
     Parameters
     ----------
-    scores : the score system (features, moments, p, prompt model, kernels).
-    h : head dimension (rows of B and C).
+    scores : ScoreSystem
+        The score system (features, moments, p, prompt model, kernels).
+    h : int
+        Head dimension (rows of B and C).
+
+    Raises
+    ------
+    ValueError
+        If h is not an integer ≥ 1.
 
     The state is ``y = [B.ravel(), C.ravel()]``; the flat interface is the one
     :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_state_gd` run.
@@ -64,18 +111,23 @@ class SeparateSystem:
 
     @property
     def K(self):
+        """Number of features."""
         return self.scores.K
 
     def loss(self, S):
+        """Population loss at the scores S (that of :attr:`scores`)."""
         return self.scores.loss(S)
 
     def flat_loss(self, y):
+        """Population loss at the state y."""
         return self.scores.loss(self.scores_of(y)[0])
 
     def flat_attention(self, y):
+        """Attention matrix A (K×K) at the state y."""
         return self.scores.attention(self.scores_of(y)[0])
 
     def warm_up(self):
+        """Compile the score system's kernels; return the seconds it took."""
         return self.scores.warm_up()
 
     def split(self, y):
@@ -84,7 +136,13 @@ class SeparateSystem:
         return y[:n].reshape(self.h, self.K), y[n:].reshape(self.h, self.K)
 
     def flatten(self, start):
-        """The state for initial factors ``start = (B₀, C₀)`` (validated)."""
+        """The state for initial factors ``start = (B₀, C₀)`` (validated).
+
+        Raises
+        ------
+        ValueError
+            If start is not a pair of finite h×K matrices.
+        """
         try:
             B, C = (np.asarray(x, dtype=np.float64) for x in start)
         except (TypeError, ValueError):
@@ -113,10 +171,12 @@ class SeparateSystem:
         return np.concatenate([-(C @ Gamma.T @ G).ravel(), -(B @ Gamma @ G).ravel()])
 
     def flat_rhs(self, y):
+        """Flow right-hand side ``[−CΓᵀG, −BΓG]`` at the state y."""
         B, C, _, Gamma = self._parts(y)
         return self._rhs(B, C, Gamma)
 
     def flat_event_values(self, y):
+        """The score system's event values at the scores ``BᵀC`` of the state y."""
         B, C = self.split(y)
         return self.scores.flat_event_values((B.T @ C).ravel())
 

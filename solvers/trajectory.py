@@ -30,8 +30,27 @@ def far_from_convergence(t, loss, target, eps):
     (log-log slope of the last two output points below −1/2: more time would lower it,
     unlike a floor such as a finite prompt's or a degenerate class's).
 
-    t, loss : the output grid (or GD iterations) and the loss on it.  target : final
-    ``min_k A_kk``.  eps : the requested levels ε.
+    Parameters
+    ----------
+    t, loss : array_like, shape (T,)
+        The output grid (or GD iterations) and the loss on it.
+    target : float
+        Final target attention ``min_k A_kk``.
+    eps : sequence of float
+        The requested levels ε.
+
+    Returns
+    -------
+    str or None
+        None if the run ended near convergence, else a sentence saying how far it is.
+
+    Examples
+    --------
+    >>> t = np.array([0.0, 1.0, 10.0, 100.0])
+    >>> far_from_convergence(t, np.array([1.0, 0.5, 1e-2, 1e-4]), 0.99, [1e-3]) is None
+    True
+    >>> far_from_convergence(t, np.array([1.0, 0.9, 0.8, 0.7]), 0.2, [1e-3])
+    'the final loss 0.7 is above 0.001× the initial 1, the target attention min_k A_kk is 0.2, and the target attention is below 1/2'
     """
     if not (len(eps) and loss[-1] > max(eps) * min(loss[0], 1.0)):
         return None
@@ -53,24 +72,39 @@ class Trajectory:
 
     Attributes
     ----------
-    kind : "flow" or "gd".
-    t : (T,) times; for GD ``t = η · iteration``.
-    S : (T, K, K) scores ``S[n, k] = v_nᵀ Q v_k``.
-    loss : (T,) population loss.
-    attention_of : ``y ↦ A`` of the system that produced the trajectory, applied to the
+    kind : str
+        ``"flow"`` or ``"gd"``.
+    t : ndarray, shape (T,)
+        Times; for GD ``t = η · iteration``.
+    S : ndarray, shape (T, K, K)
+        Scores ``S[n, k] = v_nᵀ Q v_k``.
+    loss : ndarray, shape (T,)
+        Population loss.
+    attention_of : callable
+        ``y ↦ A`` of the system that produced the trajectory, applied to the
         rows of ``state`` or, when there is none, of S (``flat_attention``, which knows
         the prompt model).
-    iteration : (T,) GD iteration numbers (None for the flow).
-    crossings : first times the target attention ``min_k A_kk`` reaches 1/2 (``"t_half"``),
+    iteration : ndarray, shape (T,) or None
+        GD iteration numbers (None for the flow).
+    oscillations : ndarray, shape (K, K) or None
+        GD: reversals of each irrelevant attention's log-odds.
+    crossings : dict
+        First times the target attention ``min_k A_kk`` reaches 1/2 (``"t_half"``),
         1 − ε (``"t_attention"`` → {ε: t}) and the loss falls to ε
         (``"t_loss"`` → {ε: t}); None where never reached.  Flow crossing times
         come from root finding on the solver's interpolant; GD ones are exact
         iteration counts times η.
-    status : see :data:`STATUSES`.
-    message : a sentence describing the status.
-    counters : solver counters (nfev, njev, nlu, nsteps for the flow; iterations,
+    status : str
+        See :data:`STATUSES`.
+    message : str
+        A sentence describing the status.
+    counters : dict
+        Solver counters (nfev, njev, nlu, nsteps for the flow; iterations,
         loss_increases for GD).
-    state : (T, n) the trained parameters when they are not the scores themselves
+    wall_time : float
+        Seconds the run took.
+    state : ndarray, shape (T, n) or None
+        The trained parameters when they are not the scores themselves
         (the flattened factors ``(B, C)`` of the separate parametrisation, the noisy
         model's Q), else None.
     """
@@ -120,4 +154,5 @@ class Trajectory:
 
     @property
     def final_attention(self):
+        """Attention matrix A (K×K) at the last output point."""
         return self.attention[-1]

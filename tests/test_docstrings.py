@@ -1,5 +1,5 @@
-"""Every public module, function, class and method of the dynamics and derivations
-layers has a docstring whose one-line summary ends with a period (issue 12)."""
+"""Every public module, function, class and method of the dynamics, solvers and
+derivations layers has a docstring whose one-line summary ends with a period (issue 12)."""
 
 import functools
 import importlib
@@ -10,16 +10,20 @@ import pytest
 
 import attnflow.derivations
 import attnflow.dynamics
+import attnflow.solvers
 
-# Documented by another change in progress; the integrator removes these skips.
-SKIPPED = {"attnflow.dynamics.commands.sweep", "attnflow.derivations.codegen"}
+# Being edited by other changes in progress; the integrator removes each skip after
+# merging the change that documents that module.
+SKIPPED = {"attnflow.derivations.codegen",
+           "attnflow.solvers.system", "attnflow.solvers.assembly", "attnflow.solvers.pullback",
+           "attnflow.solvers.flow", "attnflow.solvers.integrator", "attnflow.solvers.rosenbrock"}
 
 MODULES = sorted(
     m.name
-    for package in (attnflow.dynamics, attnflow.derivations)
+    for package in (attnflow.dynamics, attnflow.solvers, attnflow.derivations)
     for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
     if m.name not in SKIPPED
-) + ["attnflow.derivations", "attnflow.dynamics"]
+) + ["attnflow.derivations", "attnflow.dynamics", "attnflow.solvers"]
 
 
 def _public_definitions(module):

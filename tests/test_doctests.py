@@ -15,7 +15,9 @@ MODULES = sorted(["attnflow"] + [m.name for m in pkgutil.walk_packages(attnflow.
 WITH_EXAMPLES = ["attnflow", "attnflow.dynamics.problem.config", "attnflow.dynamics.problem.problem",
                  "attnflow.dynamics.problem.features", "attnflow.dynamics.problem.function_classes",
                  "attnflow.dynamics.analysis.solve", "attnflow.dynamics.analysis.phases",
-                 "attnflow.dynamics.commands.run", "attnflow.derivations.stages", "attnflow.solvers.ensemble"]
+                 "attnflow.dynamics.commands.run", "attnflow.dynamics.commands.sweep", "attnflow.derivations.stages",
+                 "attnflow.solvers.ensemble", "attnflow.solvers.gd", "attnflow.solvers.stability",
+                 "attnflow.solvers.finite_prompt"]
 
 
 def _run(name):

@@ -70,7 +70,38 @@ MAX_CHUNK, MAX_CHUNK_ALONE = 100, 8
 
 
 def parse_param(text):
-    """``FIELD=LO:HI:log:N``, ``FIELD=LO:HI:lin:N`` or ``FIELD=v1,v2,…`` → (field, list of values)."""
+    """Parse one ``--param``: ``FIELD=LO:HI:log:N``, ``FIELD=LO:HI:lin:N`` or ``FIELD=v1,v2,…``.
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    field : str
+        The configuration path, ``SECTION.KEY``.
+    values : list
+        The grid values: N log- or linearly spaced floats, or the listed values (each
+        an int, else a float, else the string).
+
+    Raises
+    ------
+    AttnflowError
+        Field ``--param``: the text is malformed, a range is not finite (or not positive
+        on a log scale), or it has more than :data:`MAX_POINTS` values.
+
+    Examples
+    --------
+    >>> parse_param("task.L=0.1:10:log:3")
+    ('task.L', [0.1, 1.0, 10.0])
+    >>> parse_param("features.K=2,4, 8")
+    ('features.K', [2, 4, 8])
+    >>> parse_param("task.L=0:1:log:3")
+    Traceback (most recent call last):
+    ...
+    attnflow.dynamics.errors.AttnflowError: --param: task.L: expected LO:HI:log:N with LO, HI > 0 or LO:HI:lin:N, N ≥ 1, got '0:1:log:3'
+    """
     field, sep, spec = text.partition("=")
     if not sep or "." not in field:
         raise AttnflowError("--param", f"expected SECTION.KEY=LO:HI:log:N or SECTION.KEY=v1,v2,…, got {text!r}")
@@ -107,7 +138,13 @@ def parse_param(text):
 
 
 def grid(params):
-    """The Cartesian product as a list of {field: value} dicts, first parameter slowest."""
+    """The Cartesian product as a list of {field: value} dicts, first parameter slowest.
+
+    Examples
+    --------
+    >>> grid([("task.L", [1, 2]), ("features.K", [3, 4])])
+    [{'task.L': 1, 'features.K': 3}, {'task.L': 1, 'features.K': 4}, {'task.L': 2, 'features.K': 3}, {'task.L': 2, 'features.K': 4}]
+    """
     fields = [f for f, _ in params]
     return [dict(zip(fields, combo)) for combo in itertools.product(*[v for _, v in params])]
 
@@ -139,7 +176,23 @@ def _trajectory_columns(row, kind, status, crossings, t, loss, final_min_target_
 
 
 def point_row(cfg, overrides):
-    """Run one grid point; return the table row (deterministic values) and its timings."""
+    """Run one grid point; return the table row (deterministic values) and its timings.
+
+    Parameters
+    ----------
+    cfg : Config
+        The base configuration.
+    overrides : dict
+        ``{field: value}`` of the point.
+
+    Returns
+    -------
+    row : dict
+        The point's table row; a point that fails has ``status`` ``"error"`` (an
+        :class:`~attnflow.dynamics.errors.AttnflowError`) or ``"crashed"`` and the message.
+    seconds : float
+        Its wall time.
+    """
     row = {f"param:{k}": v for k, v in overrides.items()}
     start = time.perf_counter()
     try:
@@ -386,15 +439,46 @@ def _run_points(args, jobs, lock_fd, done, report, client=None):
 
 
 def sweep(cfg, params, out_dir, jobs=None, progress=True, limit=None, scheduler=None):
-    """Run the grid; return the list of rows (grid order).  ``limit`` stops after that many new points.
-
-    ``scheduler`` (a ``dask.distributed`` scheduler's address, ``tcp://HOST:8786``) runs
-    the chunks of points on that cluster instead of local processes; the table is the
-    same (:mod:`attnflow.dynamics.commands.distributed`).
+    """Run the grid; return the list of rows (grid order).
 
     Holds ``DIR/.lock`` while it runs.  On Ctrl-C (KeyboardInterrupt) it stops the
     workers, writes the table and provenance of the finished points and raises
     :class:`~attnflow.dynamics.errors.Interrupted`; rerunning resumes.
+
+    Parameters
+    ----------
+    cfg : Config
+        The base configuration.
+    params : list of (str, list)
+        The parameters and their values (:func:`validated_params`).
+    out_dir : str or Path
+        Output directory: ``sweep.json``, ``points/``, ``table.csv``, ``table.parquet``,
+        ``provenance.json``.
+    jobs : int, optional
+        Worker processes (default: the number of CPUs; with ``scheduler``, the cluster's
+        worker threads, which sizes the chunks).
+    progress : bool, optional
+        Show a progress bar.
+    limit : int, optional
+        Stop after that many new points.
+    scheduler : str, optional
+        A ``dask.distributed`` scheduler's address (``tcp://HOST:8786``): the chunks of
+        points run on that cluster instead of local processes, and the table is the same
+        (:mod:`attnflow.dynamics.commands.distributed`).
+
+    Returns
+    -------
+    list of dict
+        The rows of every point done so far, in grid order.
+
+    Raises
+    ------
+    AttnflowError
+        If jobs is not an integer ≥ 1, the directory cannot be used, is locked by another
+        sweep or holds a different sweep, the first point cannot be built, or the
+        scheduler cannot be reached (or dask.distributed is not installed).
+    Interrupted
+        On Ctrl-C, after the finished points are saved.
     """
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise AttnflowError("--jobs", f"expected an integer ≥ 1, got {jobs}")
@@ -491,7 +575,18 @@ def _write_table(path, rows):
 
 
 def read_table(path):
-    """The table as a list of dicts with numbers parsed (empty cells → None)."""
+    """The table as a list of dicts with numbers parsed (empty cells → None).
+
+    Parameters
+    ----------
+    path : str or Path
+        A sweep's ``table.csv``.
+
+    Returns
+    -------
+    list of dict
+        One dict per row; ints, floats and booleans parsed, other cells as strings.
+    """
     def parse(v):
         if v == "":
             return None
@@ -511,6 +606,26 @@ def validated_params(cfg, texts, options=None):
     Each field once, at most :data:`MAX_POINTS` points, and every value valid for its
     field (``cfg.with_overrides`` raises the field's one-line error otherwise).
     ``options`` names the command-line option of each text in errors (default ``--param``).
+
+    Parameters
+    ----------
+    cfg : Config
+        The base configuration.
+    texts : list of str
+        The ``--param`` values.
+    options : list of str, optional
+        The option that gave each text, for error messages.
+
+    Returns
+    -------
+    list of (str, list)
+        The parsed parameters, as :func:`parse_param` gives them.
+
+    Raises
+    ------
+    AttnflowError
+        If a text is malformed, a field is repeated, the grid has more than
+        :data:`MAX_POINTS` points, or a value is invalid for its field.
     """
     params = []
     for text, option in zip(texts, options or ["--param"] * len(texts)):

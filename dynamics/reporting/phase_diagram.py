@@ -52,8 +52,10 @@ class PhaseGrid:
 
 
 def resolve_column(rows, name):
-    """The table column ``name`` names: itself, or the one column ending in ``:name``
-    (``t_half`` → ``flow:t_half``; the flow's when both flow and GD have it)."""
+    """The table column ``name`` names: itself, or the one column ending in ``:name``.
+
+    ``t_half`` → ``flow:t_half``; the flow's when both flow and GD have it.
+    """
     columns = columns_of(rows)
     if name in columns:
         return name

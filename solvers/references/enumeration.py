@@ -14,7 +14,15 @@ from scipy.special import gammaln, log_softmax
 
 
 def compositions(N, K):
-    """Every count vector c ≥ 0 with Σc = N (stars and bars), as an array (C, K)."""
+    """Every count vector c ≥ 0 with Σc = N (stars and bars), as an array (C, K).
+
+    Examples
+    --------
+    >>> compositions(2, 3).tolist()
+    [[0, 0, 2], [0, 1, 1], [0, 2, 0], [1, 0, 1], [1, 1, 0], [2, 0, 0]]
+    >>> len(compositions(4, 3))                      # C(N + K − 1, K − 1)
+    15
+    """
     out = []
     for bars in combinations(range(N + K - 1), K - 1):
         prev, counts = -1, []
@@ -27,7 +35,36 @@ def compositions(N, K):
 
 
 def enumerate_column(s, p, M, N):
-    """Brute force over all compositions of N: per-query loss and gradient (A-form)."""
+    """Brute force over all compositions of N: per-query loss and gradient (A-form).
+
+    Parameters
+    ----------
+    s : ndarray, shape (K,)
+        The query's scores.
+    p : ndarray, shape (K,)
+        Feature probabilities.
+    M : ndarray, shape (K, K)
+        The query's label-gap moments.
+    N : int
+        Prompt length.
+
+    Returns
+    -------
+    loss : float
+        ``½ E[aᵀ M a]`` over the multinomial prompt counts.
+    grad : ndarray, shape (K,)
+        Its gradient in s.
+
+    Examples
+    --------
+    At N = 1 the prompt is a single token, whose attention is one: the loss is
+    ``½ Σ_n p_n M_nn``, whatever the scores, and the gradient vanishes.
+
+    >>> M = np.array([[0.0, 0.0, 0.0], [0.0, 2.0, 1.0], [0.0, 1.0, 2.0]])
+    >>> loss, grad = enumerate_column(np.array([3.0, -1.0, 0.5]), np.array([0.5, 0.3, 0.2]), M, 1)
+    >>> round(float(loss), 12), grad.tolist()
+    (0.5, [0.0, 0.0, 0.0])
+    """
     c = compositions(N, len(p))
     logprob = gammaln(N + 1) - gammaln(c + 1).sum(axis=1) + (c * np.log(p)).sum(axis=1)
     prob = np.exp(logprob)
@@ -86,7 +123,24 @@ def enumerate_column_exact(s, p, M, N, digits=40, query=-1):
 
 
 def monte_carlo_column(s, p, M, N, samples, seed=0):
-    """Sampled prompts: per-query loss and gradient with their standard errors."""
+    """Sampled prompts: per-query loss and gradient with their standard errors.
+
+    Parameters
+    ----------
+    s, p, M, N
+        As in :func:`enumerate_column`.
+    samples : int
+        Number of sampled prompts.
+    seed : int, optional
+        Seed of the generator.
+
+    Returns
+    -------
+    loss, loss_error : float
+        Mean per-query loss and its standard error.
+    grad, grad_error : ndarray, shape (K,)
+        Mean gradient and its standard errors.
+    """
     rng = np.random.default_rng(seed)
     c = rng.multinomial(N, p, size=samples)
     with np.errstate(divide="ignore"):

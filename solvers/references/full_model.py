@@ -21,6 +21,32 @@ def _attention(Q, V, p, k):
 
 
 def loss(Q, V, F, p):
+    """Population loss ``ℒ(Q) = ½ Σ_k p_k (aᵀFa − 2 aᵀF_{:,k} + F_kk)`` at N = ∞.
+
+    Parameters
+    ----------
+    Q : ndarray, shape (d, d)
+        The merged key-query matrix.
+    V : ndarray, shape (K, d)
+        Features.
+    F : ndarray, shape (K, K)
+        Raw moments ``E_f[f(V) f(V)ᵀ]``.
+    p : ndarray, shape (K,)
+        Feature probabilities.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> V, F, p = np.eye(3), np.eye(3), np.full(3, 1 / 3)
+    >>> round(float(loss(np.zeros((3, 3)), V, F, p)), 12)    # uniform attention: (K − 1) / (2K)
+    0.333333333333
+    >>> bool(loss(50 * np.eye(3), V, F, p) < 1e-20)          # each query attends to its own feature
+    True
+    """
     total = 0.0
     for k in range(V.shape[0]):
         a = _attention(Q, V, p, k)
@@ -29,6 +55,18 @@ def loss(Q, V, F, p):
 
 
 def gradient(Q, V, F, p):
+    """Gradient ``∇_Q ℒ`` (d×d) of :func:`loss`, same arguments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> V, Q, dQ = rng.standard_normal((3, 2)), rng.standard_normal((2, 2)), rng.standard_normal((2, 2))
+    >>> F, p, h = np.eye(3), np.array([0.2, 0.3, 0.5]), 1e-6
+    >>> central = (loss(Q + h * dQ, V, F, p) - loss(Q - h * dQ, V, F, p)) / (2 * h)
+    >>> bool(abs(central - np.sum(gradient(Q, V, F, p) * dQ)) < 1e-8)
+    True
+    """
     grad = np.zeros_like(Q)
     for k in range(V.shape[0]):
         a = _attention(Q, V, p, k)

@@ -25,12 +25,14 @@ def loss_and_gradient(S, F, p, logp):
 
 
 def flow_rhs(y, G, F, p, logp):
+    """Flow right-hand side ``−(G Γ G).ravel()`` at the flat scores y, N = ∞."""
     K = G.shape[0]
     _, Gamma = loss_and_gradient(y.reshape(K, K), F, p, logp)
     return -(G @ Gamma @ G).ravel()
 
 
 def flow_jacobian(y, G, F, p, logp):
+    """Jacobian (K², K²) of :func:`flow_rhs` on the row-major flat scores."""
     K = G.shape[0]
     S = y.reshape(K, K)
     A = attention(S, logp)

@@ -14,7 +14,28 @@ from scipy.special import log_softmax
 
 
 def batch_loss_and_gradient(Q, X, y, xq, yq):
-    """Mean loss and its gradient over a batch: X (B, N, d), y (B, N), xq (B, d), yq (B,)."""
+    """Mean loss and its gradient over a batch of prompts.
+
+    Parameters
+    ----------
+    Q : ndarray, shape (d, d)
+        The merged key-query matrix.
+    X : ndarray, shape (B, N, d)
+        Tokens in the softmax.
+    y : ndarray, shape (B, N)
+        Their values (labels).
+    xq : ndarray, shape (B, d)
+        Queries.
+    yq : ndarray, shape (B,)
+        The queries' labels.
+
+    Returns
+    -------
+    loss : float
+        Batch mean of ``½ (ŷ − y_q)²``.
+    grad : ndarray, shape (d, d)
+        Its gradient in Q.
+    """
     scores = np.einsum("bnd,de,be->bn", X, Q, xq)
     attn = np.exp(log_softmax(scores, axis=1))
     yhat = np.einsum("bn,bn->b", attn, y)
@@ -30,20 +51,39 @@ def train_sampled(V, p, N, sample_labels, Q0, eta, steps, batch, seed=0, record_
 
     Parameters
     ----------
-    V : (K, d) features.  p : (K,) feature probabilities.  N : context tokens per prompt.
-    sample_labels : ``sample_labels(rng, X, idx) → y``: labels of one random function per
+    V : ndarray, shape (K, d)
+        Features.
+    p : ndarray, shape (K,)
+        Feature probabilities.
+    N : int
+        Context tokens per prompt.
+    sample_labels : callable
+        ``sample_labels(rng, X, idx) → y``: labels of one random function per
         prompt for tokens X (B, T, d) whose feature indices are idx (B, T).
-    Q0 : (d, d) initial merged matrix, or a pair ``(W_K, W_Q)`` (each h×d) to train the
+    Q0 : ndarray or tuple
+        (d, d) initial merged matrix, or a pair ``(W_K, W_Q)`` (each h×d) to train the
         separate key and query matrices, ``Q = W_Kᵀ W_Q``, by GD on both.
-    record_at : iterations at which Q is returned (default: every iteration).
-    include_query : the query token (value 0) also sits in the softmax.
-    noise : every token and the query is ``v_k + ξ``, ``ξ ~ N(0, noise² I)``; labels are
+    eta : float
+        Step size.
+    steps : int
+        Number of GD steps.
+    batch : int
+        Prompts per step.
+    seed : int, optional
+        Seed of the generator.
+    record_at : array_like of int, optional
+        Iterations at which Q is returned (default: every iteration).
+    include_query : bool, optional
+        The query token (value 0) also sits in the softmax.
+    noise : float, optional
+        Every token and the query is ``v_k + ξ``, ``ξ ~ N(0, noise² I)``; labels are
         the function at the noisy points.
 
     Returns
     -------
-    dict with ``iteration`` (R,), ``Q`` (R, d, d), ``S = V Q Vᵀ`` (R, K, K) and the
-    minibatch ``loss`` at each recorded iteration.
+    dict
+        ``iteration`` (R,), ``Q`` (R, d, d), ``S = V Q Vᵀ`` (R, K, K) and the
+        minibatch ``loss`` at each recorded iteration.
     """
     rng = np.random.default_rng(seed)
     K, d = V.shape
