@@ -3,12 +3,12 @@
 import json
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
 
 from attnflow.solvers import kernels as hand_written
+from attnflow.solvers import system as system_module
 from attnflow.solvers.stability import gram_square_root
 from attnflow.solvers.system import ScoreSystem
 
@@ -55,18 +55,19 @@ def test_no_curvature_gives_an_infinite_step_and_a_non_gram_matrix_is_refused():
         gram_square_root(np.diag([1.0, -1.0]))
 
 
-def test_warm_up_builds_no_dense_jacobian_at_large_k():
-    """warm_up compiles the Jacobian kernel on a K = 2 twin: a K = 96 system never asks for a K²×K² matrix."""
-    sizes = []
+def test_warm_up_builds_no_dense_jacobian_at_large_k(monkeypatch):
+    """warm_up compiles the Jacobian on a K = 2 twin: a K = 96 system never builds a K²×K² matrix."""
+    shapes = []
+    build = system_module.jacobian_from_hessians
 
-    def recording_jacobian(y, *args):
-        sizes.append(y.size)
-        return hand_written.flow_jacobian(y, *args)
-    kernels = types.SimpleNamespace(**{k: v for k, v in vars(hand_written).items() if not k.startswith("__")})
-    kernels.flow_jacobian = recording_jacobian
+    def recording(G, Hs):
+        J = build(G, Hs)
+        shapes.append(J.shape)
+        return J
+    monkeypatch.setattr(system_module, "jacobian_from_hessians", recording)
     K = 96
-    ScoreSystem(np.eye(K), np.eye(K) + 0.5, np.full(K, 1 / K), kernels=kernels).warm_up()
-    assert sizes == [4]
+    ScoreSystem(np.eye(K), np.eye(K) + 0.5, np.full(K, 1 / K), kernels=hand_written).warm_up()
+    assert shapes == [(4, 4)]
 
 
 K256 = """
