@@ -119,12 +119,12 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
     Returns
     -------
     Trajectory
-        With counters ``nfev``, ``njev``, ``nlu``, ``nsteps`` (the compiled
-    methods add ``nrejected``, ``ndense`` and ``nevents``); when the
-    state is not the scores (separate factors, the noisy model's Q) the trajectory's
-    ``state`` holds it on the output grid.  ``status`` is ``"finished"``, ``"stop_loss"``,
-    ``"failed"`` (the solver's message) or ``"t_end"`` when it reached t_end far from
-    convergence (:func:`attnflow.solvers.trajectory.far_from_convergence`).
+        With counters ``nfev``, ``njev``, ``nlu``, ``nsteps`` (the compiled methods add
+        ``nrejected``, ``ndense`` and ``nevents``); when the state is not the scores
+        (separate factors, the noisy model's Q) the trajectory's ``state`` holds it on the
+        output grid.  ``status`` is ``"finished"``, ``"stop_loss"``, ``"failed"`` (the
+        solver's message) or ``"t_end"`` when it reached t_end far from convergence
+        (:func:`attnflow.solvers.trajectory.far_from_convergence`).
 
     Raises
     ------
