@@ -49,7 +49,7 @@ _SOURCES = (Path(indexed.__file__), Path(checks.__file__), Path(stages.__file__)
 
 
 def cache_dir():
-    """Where generated modules live: ``$ATTNFLOW_CACHE_DIR``, else ``~/.cache/attnflow/kernels``."""
+    """Return where generated modules live: ``$ATTNFLOW_CACHE_DIR``, else ``~/.cache/attnflow/kernels``."""
     root = os.environ.get("ATTNFLOW_CACHE_DIR")
     if root:
         return Path(root)
@@ -58,9 +58,15 @@ def cache_dir():
 
 
 def kernel_key():
-    """Hash of everything the generated source depends on: the derivation and assembly code, library versions.
+    """Hash everything the generated source depends on: the derivation and assembly code, library versions.
 
     K is not part of it: one module serves every K.
+
+    Returns
+    -------
+    str
+        The SHA-256 hex digest of the library versions (SymPy, Numba, NumPy, Python) and
+        of the source files the generated module is printed from or calls into.
     """
     h = hashlib.sha256()
     h.update(f"sympy={sp.__version__};numba={numba.__version__};numpy={numpy.__version__};"
@@ -202,7 +208,19 @@ def column_source():
 
 
 def module_source(key=None):
-    """The full text of the generated kernel module (one for every K)."""
+    """Return the full text of the generated kernel module (one for every K).
+
+    Parameters
+    ----------
+    key : str, optional
+        The :func:`kernel_key` written into the module (computed when not given).
+
+    Returns
+    -------
+    str
+        A header with the key, the derived column kernels (:func:`column_source`) and the
+        assembly of :mod:`attnflow.solvers.assembly` from its ``# ---- ASSEMBLY`` marker on.
+    """
     key = key or kernel_key()
     assembly_source = Path(assembly.__file__).read_text()
     shared = assembly_source[assembly_source.index(ASSEMBLY_MARKER):]
@@ -221,7 +239,7 @@ def module_source(key=None):
 
 
 def module_path(key=None):
-    """The generated module's file: one per key, whatever K."""
+    """Return the generated module's file: one per key, whatever K."""
     key = key or kernel_key()
     return cache_dir() / f"attnflow_kernels_{key[:16]}.py"
 
@@ -229,12 +247,24 @@ def module_path(key=None):
 def load_kernels(K=None):
     """Import the generated kernel module, generating it first if needed; the same module serves every K.
 
-    K : validated when given (an integer ≥ 2) but not used: the kernels read it from the arrays.
-
-    The returned module is a kernel set for :class:`attnflow.solvers.ScoreSystem`; it also
-    carries ``generated_now`` (whether this call wrote it), ``generation_time`` (s,
-    SymPy derivation, checks and printing; 0 on a cache hit) and ``path``.
     Compilation happens on first call of each kernel (and is cached by Numba).
+
+    Parameters
+    ----------
+    K : int, optional
+        Validated when given (an integer ≥ 2) but not used: the kernels read it from the arrays.
+
+    Returns
+    -------
+    module
+        A kernel set for :class:`attnflow.solvers.ScoreSystem`; it also carries
+        ``generated_now`` (whether this call wrote it), ``generation_time`` (s, SymPy
+        derivation, checks and printing; 0 on a cache hit) and ``path``.
+
+    Raises
+    ------
+    ValueError
+        If K is given and is not an integer ≥ 2.
     """
     if K is not None and (int(K) != K or K < 2):
         raise ValueError(f"K: expected an integer ≥ 2, got {K}")
@@ -266,6 +296,6 @@ def load_kernels(K=None):
 
 
 def dispatchers(module):
-    """The Numba dispatchers of a kernel module (for compile-cache statistics)."""
+    """Return the Numba dispatchers of a kernel module (for compile-cache statistics)."""
     return {n: f for n, f in vars(module).items() if isinstance(f, numba.core.registry.CPUDispatcher)
             and getattr(f, "__module__", None) == module.__name__}

@@ -136,6 +136,23 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
     other features plus, with the query token in the softmax, the query's own share:
     ``Σ_{n≠k} A_nk + A_qk``.  Each term is computed to full relative precision, so the
     gap stays exact when A_kk is within 1e-300 of one.
+
+    Parameters
+    ----------
+    S : (K, K) ndarray
+        Scores.
+    Ms, p, logp, prompt : ndarray
+        The runtime arrays of :attr:`attnflow.solvers.system.ScoreSystem.args` (label-gap
+        moment stack, probabilities, their logs, ``[N, h, q]``).
+    Gamma : (K, K) ndarray
+        Output: ``Γ = ∂ℒ/∂S``.
+
+    Returns
+    -------
+    loss : float
+        ``ℒ(S)``.
+    gap : float
+        ``max_k log(1 − A_kk)``.
     """
     K = S.shape[0]
     if prompt[0] <= 0 and K >= PRODUCT_FORM_MIN_K:
@@ -236,24 +253,53 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
 
     Runs from iteration ``it0`` (the state ``S`` passed in) to ``it_end`` and can be
     called again on the next chunk.  The loss is evaluated at every iterate.
-
-    record_at : increasing iteration numbers within ``[it0, it_end]``; the iterate and
-        its loss are written to ``S_rec[j]``, ``loss_rec[j]``.
-    attn_levels, loss_levels : thresholds on ``max_k log(1 − A_kk)`` (so ``log ε``) and
-        on the loss; ``*_hits[j]`` receives the first iteration at or below the level
-        (entries already ≥ 0 are left alone).
-    score_limit : stop when ``max |S|`` exceeds it.  stop_loss : if positive, stop once ``ℒ ≤ stop_loss``.
-    last_sign, flips : (K, K) int64, carried across chunks.  For each irrelevant pair
-        (n ≠ k) the direction of change of the log-odds ``S_nk − S_kk`` (that is, of
-        ``log(A_nk / A_kk)``) is compared with its previous non-zero direction, and
-        ``flips[n, k]`` counts reversals: the oscillations of that irrelevant attention.
     A loss increase counts only beyond a relative 1e-12, so rounding at convergence is not one.
     A step that leaves S bit-identical while every query's softmax is one-hot in float64
     (``max_k log(1 − A_kk) ≤ log 2⁻⁵²``, which a loss of exactly 0 implies) ends the run
     as ``GD_SATURATED``: GD is frozen there for good, and not at a solution.
 
-    Returns ``(status, last_iteration, n_recorded, loss_increases)``; status is one
-    of ``GD_FINISHED``, ``GD_NONFINITE``, ``GD_SCORE_LIMIT``, ``GD_STOP_LOSS``, ``GD_SATURATED``.
+    Parameters
+    ----------
+    S : (K, K) ndarray
+        The scores at iteration it0, advanced in place.
+    G, Ms, p, logp, prompt : ndarray
+        The runtime arrays of the flow kernels.
+    eta : float
+        Step size η.
+    it0, it_end : int
+        First and last iteration of this chunk.
+    record_at : ndarray of int64
+        Increasing iteration numbers within ``[it0, it_end]``; the iterate and its loss
+        are written to ``S_rec[j]``, ``loss_rec[j]``.
+    S_rec, loss_rec : ndarray
+        Outputs of the recorded iterates and losses.
+    attn_levels, loss_levels : ndarray
+        Thresholds on ``max_k log(1 − A_kk)`` (so ``log ε``) and on the loss;
+        ``*_hits[j]`` receives the first iteration at or below the level (entries
+        already ≥ 0 are left alone).
+    attn_hits, loss_hits : ndarray of int64
+        Outputs of those first iterations.
+    score_limit : float
+        Stop when ``max |S|`` exceeds it.
+    stop_loss : float
+        If positive, stop once ``ℒ ≤ stop_loss``.
+    last_sign, flips : (K, K) ndarray of int64
+        Carried across chunks.  For each irrelevant pair (n ≠ k) the direction of change
+        of the log-odds ``S_nk − S_kk`` (that is, of ``log(A_nk / A_kk)``) is compared
+        with its previous non-zero direction, and ``flips[n, k]`` counts reversals: the
+        oscillations of that irrelevant attention.
+
+    Returns
+    -------
+    status : int
+        One of ``GD_FINISHED``, ``GD_NONFINITE``, ``GD_SCORE_LIMIT``, ``GD_STOP_LOSS``,
+        ``GD_SATURATED``.
+    last_iteration : int
+        The iteration the run ended at.
+    n_recorded : int
+        Rows of S_rec and loss_rec written.
+    loss_increases : int
+        Steps that raised the loss.
     """
     K = S.shape[0]
     R = record_at.shape[0]
@@ -332,7 +378,7 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
 @njit(parallel=True, cache=True)
 def gd_batch(S, G, Ms, p, logp, prompt, eta, steps, attn_levels, loss_levels,
              score_limit, stop_loss, status, last_it, final_loss, attn_hits, loss_hits, increases, flips):
-    """:func:`gd_iterate` on every problem ``b`` of a stack, in parallel (:mod:`attnflow.solvers.ensemble`).
+    """Run :func:`gd_iterate` on every problem ``b`` of a stack, in parallel (:mod:`attnflow.solvers.ensemble`).
 
     The arrays carry a leading problem axis; nothing is recorded along the way, the
     results go into ``status``, ``last_it``, ``final_loss``, ``attn_hits``, ``loss_hits``,

@@ -1,7 +1,11 @@
-"""Gradient flow through :func:`scipy.integrate.solve_ivp`, the compiled DOP853 of
-:mod:`attnflow.solvers.integrator` or the compiled Rodas4P2 of :mod:`attnflow.solvers.rosenbrock`:
-``dS/dt = −G Γ(S) G``, the flow of the separate key and query factors
-(:class:`attnflow.solvers.separate.SeparateSystem`) or of the noisy d×d model (:class:`attnflow.solvers.noisy.NoisySystem`)."""
+"""Gradient flow of the scores, of the separate factors or of the noisy model, by any integrator.
+
+The flow is ``dS/dt = −G Γ(S) G``, the flow of the separate key and query factors
+(:class:`attnflow.solvers.separate.SeparateSystem`) or of the noisy d×d model
+(:class:`attnflow.solvers.noisy.NoisySystem`), run through :func:`scipy.integrate.solve_ivp`,
+the compiled DOP853 of :mod:`attnflow.solvers.integrator` or the compiled Rodas4P2 of
+:mod:`attnflow.solvers.rosenbrock`.
+"""
 
 import math
 import time
@@ -24,9 +28,10 @@ LSODA_SHORTEST_AUTOMATIC = 1e-150     # shorter intervals underflow LSODA's auto
 
 
 def auto_method(system):
-    """The compiled method "auto" stands for: Rodas4P2-compiled for a finite prompt without the
-    query in the softmax, DOP853-compiled otherwise.
+    """Choose the compiled method that "auto" stands for.
 
+    Rodas4P2-compiled for a finite prompt without the query in the softmax,
+    DOP853-compiled otherwise.
     Where the loss has no floor (large prompt, or the query token in the softmax) the scores
     grow without bound, the Jacobian's eigenvalues decay like 1/t and (1 + t)·max|Re λ(J)|
     stays O(1): the flow is not stiff and DOP853's 8th order takes the fewest steps.  Without
@@ -35,6 +40,26 @@ def auto_method(system):
     and is stiff once t ≫ 1/|λ| (N = 2, K = 3: DOP853 needs ~80 000 steps to t = 10⁷, Rodas4P2
     ~360).  A system without compiled kernels then runs the method's solve_ivp fallback
     (DOP853, or Radau for the stiff case); the separate factors follow their scores' prompt.
+
+    Parameters
+    ----------
+    system : ScoreSystem, SeparateSystem or NoisySystem
+        The system to integrate (the separate factors' system is judged by its ``scores``).
+
+    Returns
+    -------
+    str
+        ``"Rodas4P2-compiled"`` or ``"DOP853-compiled"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from attnflow.solvers.system import ScoreSystem
+    >>> moments = (np.eye(3), np.eye(3), np.full(3, 1 / 3))
+    >>> auto_method(ScoreSystem(*moments))
+    'DOP853-compiled'
+    >>> auto_method(ScoreSystem(*moments, N=8)), auto_method(ScoreSystem(*moments, N=8, include_query=True))
+    ('Rodas4P2-compiled', 'DOP853-compiled')
     """
     scores = getattr(system, "scores", system)
     if isinstance(scores, ScoreSystem) and scores.finite and not scores.query_in_softmax:
@@ -56,13 +81,18 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
 
     Parameters
     ----------
-    system : :class:`attnflow.solvers.system.ScoreSystem`, :class:`attnflow.solvers.separate.SeparateSystem` or
+    system : ScoreSystem, SeparateSystem or NoisySystem
+        :class:`attnflow.solvers.system.ScoreSystem`, :class:`attnflow.solvers.separate.SeparateSystem` or
         :class:`attnflow.solvers.noisy.NoisySystem`: anything with the flat interface (``flatten``,
         ``flat_rhs``, ``flat_jacobian``, ``flat_event_values``, ``flat_loss``,
         ``flat_attention``, ``scores_of``, ``state_is_scores``).
-    S0 : (K, K) initial scores; the initial factors ``(B0, C0)`` for a SeparateSystem,
-        the initial d×d Q for a NoisySystem.
-    method : a :func:`solve_ivp` method (LSODA, Radau and BDF get the analytic Jacobian),
+    S0 : (K, K) array_like
+        Initial scores; the initial factors ``(B0, C0)`` for a SeparateSystem, the initial
+        d×d Q for a NoisySystem.
+    t_end : float
+        Final time (finite, positive).
+    method : str, optional
+        A :func:`solve_ivp` method (LSODA, Radau and BDF get the analytic Jacobian),
         "DOP853-compiled": SciPy's DOP853 step for step in compiled code
         (:mod:`attnflow.solvers.integrator`), "Rodas4P2-compiled": the stiff Rosenbrock method Rodas4P2
         with the kernels' analytic Jacobian in compiled code (:mod:`attnflow.solvers.rosenbrock`), or
@@ -70,24 +100,56 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
         stiff (:func:`auto_method`).  The compiled methods need a ScoreSystem; the separate
         and noisy systems have NumPy right-hand sides, so for them DOP853-compiled runs
         solve_ivp's DOP853, Rodas4P2-compiled solve_ivp's Radau, and the message says so.
-    eps : levels ε for the crossing times of attention ``1 − ε`` and loss ``ε``.
-    stop_loss : if positive, a terminal event stops the run when the loss reaches it.
-    n_out : output points: ``t = 0`` and a log-spaced grid up to the final time, from the
+    rtol, atol : float, optional
+        The integrator's relative and absolute tolerances.
+    eps : tuple of float, optional
+        Levels ε for the crossing times of attention ``1 − ε`` and loss ``ε``.
+    stop_loss : float, optional
+        If positive, a terminal event stops the run when the loss reaches it.
+    n_out : int, optional
+        Output points: ``t = 0`` and a log-spaced grid up to the final time, from the
         first solver step or 10⁻³ of the initial time scale ``1/max|dS/dt(0)|``, whichever
         is later (from the dense interpolant, so the grid spans the whole run).  The
         compiled method knows only its first step size before the run: its grid goes from
         there to t_end and, when the run ends early (stop_loss, failure), is cut at the
         final time, which is appended as the last point.
-    progress : optional callable ``progress(fraction)`` with fraction in [0, 1] of log-time.
+    progress : callable, optional
+        ``progress(fraction)`` with fraction in [0, 1] of log-time.
 
     Returns
     -------
-    :class:`Trajectory` with counters ``nfev``, ``njev``, ``nlu``, ``nsteps`` (the compiled
-    methods add ``nrejected``, ``ndense`` and ``nevents``); when the
-    state is not the scores (separate factors, the noisy model's Q) the trajectory's
-    ``state`` holds it on the output grid.  ``status`` is ``"finished"``, ``"stop_loss"``,
-    ``"failed"`` (the solver's message) or ``"t_end"`` when it reached t_end far from
-    convergence (:func:`attnflow.solvers.trajectory.far_from_convergence`).
+    Trajectory
+        With counters ``nfev``, ``njev``, ``nlu``, ``nsteps`` (the compiled methods add
+        ``nrejected``, ``ndense`` and ``nevents``); when the state is not the scores
+        (separate factors, the noisy model's Q) the trajectory's ``state`` holds it on the
+        output grid.  ``status`` is ``"finished"``, ``"stop_loss"``, ``"failed"`` (the
+        solver's message) or ``"t_end"`` when it reached t_end far from convergence
+        (:func:`attnflow.solvers.trajectory.far_from_convergence`).
+
+    Raises
+    ------
+    ValueError
+        If method is not one of ``METHODS``, t_end is not finite and positive, or S0 is not
+        a valid initial state of the system (the message starts with the field's name).
+
+    Examples
+    --------
+    The default method is compiled DOP853 for a large prompt; SciPy's Radau agrees on the
+    time at which the attention reaches one half.
+
+    >>> import numpy as np
+    >>> from attnflow.solvers.system import ScoreSystem
+    >>> system = ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))
+    >>> run = integrate_flow(system, np.zeros((3, 3)), t_end=1e4)
+    >>> run.status, run.message
+    ('finished', 'reached t_end = 10000')
+    >>> radau = integrate_flow(system, np.zeros((3, 3)), t_end=1e4, method="Radau")
+    >>> abs(run.crossings["t_half"] / radau.crossings["t_half"] - 1) < 1e-6
+    True
+    >>> integrate_flow(system, np.zeros((3, 3)), t_end=-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: t_end: expected a finite positive time, got -1.0
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")

@@ -391,15 +391,19 @@ def _entry_point(dispatcher):
 
 
 def dispatchers(compile_loops=None):
-    """The compiled loops made so far by ``compile_loops`` (DOP853's by default), one start and
-    one run per combination of argument types."""
+    """List the compiled loops made so far by ``compile_loops`` (DOP853's by default).
+
+    There is one start and one run per combination of argument types.
+    """
     return list(_LOOPS.get(compile_loops or _compiled, ()))
 
 
 def score_callbacks(system):
-    """``(rhs, events, rhs_args, event_args)`` of a :class:`ScoreSystem`, or None for a system
-    without compiled callbacks: its kernel set's ``flow_rhs`` and ``event_values`` (the flow's
-    event quantities, whatever their definition) with their runtime arrays.
+    """Return the compiled callbacks ``(rhs, events, rhs_args, event_args)`` of a system.
+
+    For a :class:`ScoreSystem`: its kernel set's ``flow_rhs`` and ``event_values`` (the
+    flow's event quantities, whatever their definition) with their runtime arrays; None for
+    a system without compiled callbacks.
     """
     if not isinstance(system, ScoreSystem):
         return None
@@ -466,19 +470,60 @@ def _compiled_for(compile_loops, rhs, events, args, event_args, y0, jac=None):
 class CompiledRun:
     """One DOP853 integration in compiled code, started at t = 0.
 
-    Parameters
-    ----------
-    rhs, events : Numba functions ``rhs(y, *args) -> dy/dt``, ``events(y, *event_args) ->
-        tuple of floats`` (see the module docstring).
-    args, event_args : their runtime arrays (tuples).
-    y0 : initial state.  t_end : final time.  rtol, atol : SciPy's tolerances.
-    levels, which, terminal : the events (see :func:`_run`).
-    fixed_step : if positive, every step has this size and is accepted (no error control).
-
     After construction ``f0`` (dy/dt at y0) and ``first_step`` are known, so the caller
     can choose the output grid; then :meth:`run` integrates.
 
+    Parameters
+    ----------
+    rhs, events : numba.core.registry.CPUDispatcher
+        Numba functions ``rhs(y, *args) -> dy/dt``, ``events(y, *event_args) -> tuple of
+        floats`` (see the module docstring).
+    args, event_args : tuple of ndarray
+        Their runtime arrays.
+    y0 : (n,) array_like
+        Initial state.
+    t_end : float
+        Final time.
+    rtol, atol : float
+        SciPy's tolerances.
+    levels, which, terminal : sequence, optional
+        The events (see :func:`_run`): event i crosses where ``events(y)[which[i]]``
+        falls through ``levels[i]``, and ends the run if ``terminal[i]``.
+    fixed_step : float, optional
+        If positive, every step has this size and is accepted (no error control).
+
+    Raises
+    ------
+    ValueError
+        If an index in which is not below the number of event values.
+
+    Notes
+    -----
     Subclasses (other methods) override ``error_order``, :meth:`_compile` and :meth:`_advance`.
+
+    Examples
+    --------
+    ``y' = −y`` from y(0) = 1 against the exact exponential.  The callbacks take the
+    argument types of the kernels (``y, G, Ms, p, logp, prompt`` and two event values),
+    so the loop compiled for the kernels (cached on disk) runs them.
+
+    >>> import numpy as np
+    >>> from numba import njit
+    >>> @njit
+    ... def linear(y, A, Ms, p, logp, prompt):
+    ...     return A @ y
+    >>> @njit
+    ... def no_events(y, Ms, p, logp, prompt):
+    ...     return 0.0, 0.0
+    >>> rest = (np.zeros((1, 1, 1)), np.zeros(1), np.zeros(1), np.zeros(1))
+    >>> run = CompiledRun(linear, no_events, (np.array([[-1.0]]), *rest), rest, np.array([1.0]),
+    ...                   t_end=2.0, rtol=1e-10, atol=1e-12)
+    >>> t_out = np.array([0.0, 1.0, 2.0])
+    >>> status, t_final, y_final, Y = run.run(t_out)
+    >>> status == FINISHED, t_final
+    (True, 2.0)
+    >>> bool(np.abs(Y[:, 0] - np.exp(-t_out)).max() < 1e-9)
+    True
     """
 
     error_order = 7            # of the error estimate, for the first step size
@@ -524,11 +569,27 @@ class CompiledRun:
     def run(self, t_out, pauses=(), on_pause=None):
         """Integrate, writing the solution at the times ``t_out`` (increasing, from 0).
 
-        pauses : increasing times at which control returns to Python after the step
-            that passes them, to call ``on_pause(t)`` (progress reports); the steps
-            taken do not depend on them.
-        Returns ``(status, t_final, y_final, Y)`` with Y (len(t_out), n) filled for the
-        times ≤ t_final (rows beyond it are NaN).
+        Parameters
+        ----------
+        t_out : array_like
+            Output times, increasing, from 0.
+        pauses : sequence of float, optional
+            Increasing times at which control returns to Python after the step that
+            passes them, to call ``on_pause(t)`` (progress reports); the steps taken do
+            not depend on them.
+        on_pause : callable, optional
+            Called with the current time at each pause.
+
+        Returns
+        -------
+        status : int
+            ``FINISHED``, ``STOPPED`` (a terminal event) or a failure (``STATUS_NAMES``).
+        t_final : float
+            The time reached.
+        y_final : ndarray
+            The state there.
+        Y : (len(t_out), n) ndarray
+            The solution at t_out, filled for the times ≤ t_final (rows beyond it are NaN).
         """
         t_out = np.ascontiguousarray(t_out, dtype=np.float64)
         Y = np.full((len(t_out), len(self.y)), np.nan)

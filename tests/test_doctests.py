@@ -17,7 +17,8 @@ WITH_EXAMPLES = ["attnflow", "attnflow.dynamics.problem.config", "attnflow.dynam
                  "attnflow.dynamics.analysis.solve", "attnflow.dynamics.analysis.phases",
                  "attnflow.dynamics.commands.run", "attnflow.dynamics.commands.sweep", "attnflow.derivations.stages",
                  "attnflow.solvers.ensemble", "attnflow.solvers.gd", "attnflow.solvers.stability",
-                 "attnflow.solvers.finite_prompt"]
+                 "attnflow.solvers.finite_prompt", "attnflow.solvers.flow", "attnflow.solvers.system",
+                 "attnflow.solvers.integrator"]
 
 
 def _run(name):
