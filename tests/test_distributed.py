@@ -4,6 +4,8 @@ loses no point and writes none twice (a real LocalCluster of two worker processe
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -83,6 +85,18 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --scheduler: cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'")
     assert err.count("\n") == 1
+
+
+def test_a_malformed_scheduler_address_is_one_line_and_nothing_else(tmp_path):
+    """Checked before any Client exists: a half-built Client would print a traceback at exit."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    out = subprocess.run([sys.executable, "-m", "attnflow", "sweep", str(cfg), "--param", "task.L=1,2", "--out",
+                          str(tmp_path / "o"), "--scheduler", "not an address", "--quiet"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: --scheduler: expected a scheduler address such as tcp://HOST:8786, "
+                                 "got 'not an address'") and out.stderr.count("\n") == 1, out.stderr
 
 
 def test_without_the_extra_the_error_names_it(monkeypatch):

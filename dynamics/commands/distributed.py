@@ -30,6 +30,16 @@ def client_for(address, timeout=10.0):
         from distributed import Client
     except ImportError:
         raise AttnflowError("--scheduler", f"needs dask.distributed, an optional extra: {EXTRA}") from None
+    from distributed.comm import parse_address, parse_host_port
+    try:
+        # A malformed address is refused here: a Client that fails to parse it leaves a
+        # half-built object whose finaliser prints a traceback at exit.
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except (TypeError, ValueError) as e:
+        raise AttnflowError("--scheduler", f"expected a scheduler address such as tcp://HOST:8786, got {address!r} "
+                                           f"({e})") from None
     try:
         return Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e:
