@@ -8,12 +8,14 @@ sweep's own files.  :func:`phase_diagram_from_table` draws from an existing swee
 directory instead, without running anything.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import AttnflowError
 from ..files import dump_json, prepare_out_dir
+from ..problem import config
 from ..reporting.phase_diagram import grid_of, plot_phase_diagram
 from .sweep import read_table, sweep
 
@@ -60,8 +62,6 @@ def phase_diagram_from_table(sweep_dir, x_field, y_field, z, out_dir=None):
     spec_path, table_path = sweep_dir / "sweep.json", sweep_dir / "table.csv"
     if not table_path.is_file() or not spec_path.is_file():
         raise AttnflowError("--from", f"{sweep_dir} is not a sweep directory (no table.csv and sweep.json)")
-    import json
-    from ..problem import config
     spec = json.loads(spec_path.read_text())
     swept = {field: values for field, values in spec["params"]}
     for field in (x_field, y_field):

@@ -58,7 +58,7 @@ from ..files import dump_json, prepare_out_dir, remove_stale_temps, write_csv, w
 from ..problem import Problem
 from ..progress import progress_bar
 from ..reporting.summary import versions
-from ..reporting.tables import write_parquet
+from ..reporting.tables import columns_of, write_parquet
 from .distributed import client_for, run_chunks, worker_threads
 
 
@@ -417,8 +417,11 @@ def _run_points(args, jobs, lock_fd, done, report, client=None):
         # Workers return records; this process writes them, so each is written once and
         # the workers need no shared file system.
         cfg, out = args[0][0], args[0][2]
-        run_chunks(client, chunk_records, cfg, [a[1] for a in args],
-                   lambda records: (_save_chunk(out, records), finished_chunk(records)))
+        def saved_chunk(records):
+            _save_chunk(out, records)
+            finished_chunk(records)
+
+        run_chunks(client, chunk_records, cfg, [a[1] for a in args], saved_chunk)
         return
     if jobs == 1 or len(args) <= 1:
         for a in args:
@@ -568,10 +571,8 @@ def _sigint_ignored(enabled=True):
 
 
 def _write_table(path, rows):
-    columns = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    write_csv(path, columns, rows)
+    """Write the rows as CSV, columns in first-seen order (as table.parquet has them)."""
+    write_csv(path, columns_of(rows), rows)
 
 
 def read_table(path):

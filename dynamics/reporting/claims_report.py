@@ -50,9 +50,10 @@ def write_report(out, cfg, ctx, verdicts):
         In report order.
     """
     c = ctx.base_constants
+    note = ctx.base.score_system_note()
     data = {"versions": versions(), "config": cfg.raw, "quick": ctx.quick,
             "model": {"system": f"score system, {_prompt(ctx.base)}, merged parameters, no noise",
-                      "note": ctx.base.score_system_note()},
+                      "note": note},
             "base": {"L": c.L, "Delta": c.Delta, "delta": c.delta, "L_Delta_delta": c.L_Delta_delta, "regime": c.regime},
             "verdicts": [asdict(v) for v in verdicts]}
     dump_json(out / "report.json", data)
@@ -60,7 +61,7 @@ def write_report(out, cfg, ctx, verdicts):
              f"Base problem: K = {ctx.base.K}, {ctx.base.features.kind} features, {ctx.base.function_class.describe()}; "
              f"LΔδ = {c.L_Delta_delta:.3g} ({c.regime}). The score system: {_prompt(ctx.base)}, merged "
              f"parameters, no noise. {'Quick grids (CI).' if ctx.quick else 'Full grids.'}",
-             *(["", f"Note: {ctx.base.score_system_note()}."] if ctx.base.score_system_note() else []),
+             *(["", f"Note: {note}."] if note else []),
              "", "Δ, δ and the threshold c* are this project's reconstruction (docs/model.md §11); claims marked † depend on them.",
              "", "| claim | verdict | with the windows halved | statement |", "|---|---|---|---|"]
     lines += [f"| {v.claim}{' †' if v.reconstructed else ''} | **{v.verdict}** | "
