@@ -184,7 +184,7 @@ def _flow_run(b, rhs, events, loss, attention, A, Bt, C, E3, E5, D, G, Ms, p, lo
     counters[b, integrator.NRECORDED] = rec
     values = np.empty(2)
     status[b] = _run_loop(rhs, events, args, event_args, A, Bt, C, E3, E5, D, t_end, np.inf, rtol, atol, False,
-                          clock[b], y[b], f[b], t_out[b], Y, levels, which, terminal, g[b], hits[b], values,
+                          clock[b], y[b], f[b], t_out[b], Y, levels[b], which, terminal, g[b], hits[b], values,
                           counters[b])
     t_final = clock[b, 0]
     kept = 0
@@ -319,8 +319,11 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
         prompt model (N, quadrature step, query); only their arrays G, F, p differ.
     S0 : array_like, shape (B, K, K) or (K, K)
         Initial scores.
-    t_end, rtol, atol, eps, stop_loss, n_out
+    t_end, rtol, atol, eps, n_out
         As in :func:`attnflow.solvers.flow.integrate_flow`.
+    stop_loss : float or array_like, shape (B,), optional
+        As in :func:`attnflow.solvers.flow.integrate_flow`, one for all problems or one per
+        problem (e.g. a fraction of each problem's initial loss); 0 never stops.
     parallel : bool, optional
         Run the problems on Numba's threads; False runs them on the calling thread
         (a process forked from one that used Numba's OpenMP threads must not use them).
@@ -392,16 +395,21 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
                                                               kernels.event_values, args0, event_args0, y[0])
     loss, attention = _loss_and_attention_callbacks(kernels, y[0].reshape(K, K), *event_args0)
 
-    # The events of integrate_flow: target attention 1/2 and 1 − ε, loss ε, and the stop.
+    # The events of integrate_flow: target attention 1/2 and 1 − ε, loss ε, and the stop,
+    # one row of levels per problem (a problem that does not stop has the stop at −inf).
     eps = [float(e) for e in eps]
+    stop_loss = np.broadcast_to(np.asarray(stop_loss, dtype=np.float64), (B,))
+    if not np.all(np.isfinite(stop_loss) & (stop_loss >= 0)):
+        raise ValueError("stop_loss: expected finite losses ≥ 0")
     levels = [math.log(0.5)] + [math.log(e) for e in eps] + [math.log(e) for e in eps]
     which = [0] * (1 + len(eps)) + [1] * len(eps)
-    if stop_loss > 0:
-        levels.append(math.log(stop_loss))
+    levels = np.repeat(np.array([levels]), B, axis=0)
+    if np.any(stop_loss > 0):
+        with np.errstate(divide="ignore"):
+            levels = np.hstack([levels, np.log(stop_loss)[:, None]])
         which.append(1)
-    levels = np.array(levels)
     which = np.array(which, dtype=np.int64)
-    terminal = np.zeros(len(levels), dtype=np.bool_)
+    terminal = np.zeros(levels.shape[1], dtype=np.bool_)
     terminal[1 + 2 * len(eps):] = True
 
     f = np.empty((B, n))
@@ -418,7 +426,7 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
     t_first = np.where(speed == 0, first_step, np.maximum(first_step, 1e-3 / np.where(speed == 0, 1.0, speed)))
     t_out = np.stack([_log_grid(t, t_end, n_out) for t in t_first])
     g = values0[:, which] - levels
-    hits = np.full((B, len(levels)), np.nan)
+    hits = np.full(levels.shape, np.nan)
     clock = np.stack([np.zeros(B), first_step], axis=1)
     status = np.empty(B, dtype=np.int64)
     loss_out = np.full((B, n_out), np.nan)

@@ -68,9 +68,11 @@ def auto_method(system):
 
 
 def _log_grid(t_first, t_last, n):
-    """``0`` followed by ``n − 1`` log-spaced times from ``t_first`` to ``t_last``."""
+    """``0`` followed by ``n − 1`` log-spaced times from ``t_first`` to ``t_last`` (just ``t_last`` if n = 2)."""
     if not t_last > 0:
         return np.array([0.0])
+    if n == 2:               # geomspace of one point would give t_first, and the grid would miss t_last
+        return np.array([0.0, t_last])
     t_first = min(max(t_first, t_last * 1e-12), t_last)
     return np.concatenate([[0.0], np.geomspace(t_first, t_last, n - 1)])
 

@@ -128,6 +128,23 @@ def test_flow_ensemble_equals_integrate_flow_one_by_one_to_the_bit(K, kernels, p
         assert "stop_loss" in result.status and {"t_end", "finished"} & set(result.status), result.status
 
 
+def test_flow_ensemble_stops_each_problem_at_its_own_loss():
+    """stop_loss per problem (a fraction of each initial loss, as check's L sweep asks):
+    every run stops at its own level, and its numbers equal integrate_flow's with that level."""
+    systems = [ScoreSystem(s.G, s.F * scale, s.p) for s, scale in zip(systems_of(3, 4), (0.3, 1.0, 3.0, 10.0))]
+    S0 = np.zeros((3, 3))
+    stop = np.array([1e-2, 3e-2, 0.0, 1e-4]) * [s.loss(S0) for s in systems]
+    eps, t_end = (1e-2, 1e-3), 1e5
+    result = integrate_flow_ensemble(systems, S0, t_end, rtol=1e-9, atol=1e-11, eps=eps, stop_loss=stop, n_out=50)
+    assert result.status.tolist() == ["stop_loss", "stop_loss", "finished", "stop_loss"]
+    for b, system in enumerate(systems):
+        alone = integrate_flow(system, S0, t_end, method="DOP853-compiled", rtol=1e-9, atol=1e-11, eps=eps,
+                               stop_loss=float(stop[b]), n_out=50)
+        _assert_same_as_alone(result, b, alone, eps)
+    with pytest.raises(ValueError, match="^stop_loss: expected"):
+        integrate_flow_ensemble(systems, S0, t_end, stop_loss=[1e-3, np.nan, 0.0, 0.0])
+
+
 def test_flow_ensemble_rejects_mixed_or_empty_batches():
     three, four = systems_of(3, 2), systems_of(4, 1)
     with pytest.raises(ValueError, match="^systems: expected at least one problem$"):
@@ -169,3 +186,18 @@ def test_the_flow_ensemble_is_cached_on_disk_a_second_process_does_not_compile()
     assert all(r.returncode == 0 for r in runs), runs[-1].stderr
     misses, hits = map(int, runs[1].stdout.split())
     assert misses == 0 and hits == 4, runs[1].stdout
+
+
+def test_two_output_points_are_the_start_and_the_end():
+    """n_out = 2 keeps t = 0 and the final time, alone and in an ensemble (a log grid of one
+    point used to be the first step, and a run stopped early overflowed the ensemble's rows)."""
+    systems = systems_of(3, 2)
+    S0 = np.zeros((3, 3))
+    alone = integrate_flow(systems[1], S0, 1e3, method="DOP853-compiled", n_out=2)
+    assert alone.t.tolist() == [0.0, 1e3]
+    stop = 0.5 * systems[0].loss(S0)
+    stopped = integrate_flow(systems[0], S0, 1e3, method="DOP853-compiled", n_out=2, stop_loss=stop)
+    result = integrate_flow_ensemble(systems, S0, 1e3, n_out=2, stop_loss=[stop, 0.0])
+    assert stopped.status == "stop_loss" and result.status[0] == "stop_loss" and result.status[1] != "stop_loss"
+    np.testing.assert_array_equal(result.t_out[0], stopped.t)
+    np.testing.assert_array_equal(result.t_out[1], alone.t)

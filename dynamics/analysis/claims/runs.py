@@ -15,11 +15,17 @@ from ...problem import Problem
 from ...progress import progress_bar
 from ...reporting import figures
 from ....solvers import integrate_flow, iterate_gd
+from ....solvers.ensemble import integrate_flow_ensemble
+from ....solvers.flow import auto_method
 
 from ..phases import log_slope
 
 
-def flow_to_convergence(problem, t_end=1e9, stop_rel=1e-8, method="auto"):
+FLOW_T_END = 1e9
+FLOW_TOLERANCES = {"rtol": 1e-9, "atol": 1e-12}
+
+
+def flow_to_convergence(problem, t_end=FLOW_T_END, stop_rel=1e-8, method="auto"):
     """Integrate the score system's flow until the loss is ``stop_rel`` times its initial value (or ``t_end``).
 
     Parameters
@@ -39,7 +45,7 @@ def flow_to_convergence(problem, t_end=1e9, stop_rel=1e-8, method="auto"):
         400 output points, rtol 1e-9, atol 1e-12.
     """
     system = problem.score_system()
-    return integrate_flow(system, problem.S0, t_end, method=method, rtol=1e-9, atol=1e-12,
+    return integrate_flow(system, problem.S0, t_end, method=method, **FLOW_TOLERANCES,
                           stop_loss=stop_rel * system.loss(problem.S0), n_out=400)
 
 def problem_with(cfg, **overrides):
@@ -86,8 +92,7 @@ def l_sweep(ctx, kind, link=None):
     -------
     (float, list of dict)
         L*, and one row per L (``ctx.points`` of them): ``L``, ``L_Delta_delta``,
-        ``regime``, ``t_half``, ``grad_norm`` and ``stable_step`` at the start, and the
-        ``trajectory``.
+        ``regime``, ``t_half``, ``grad_norm`` and ``stable_step`` at the start.
     """
     if (kind, link) not in ctx.sweeps:
         ctx.sweeps[kind, link] = _l_sweep(ctx, kind, link)
@@ -104,19 +109,39 @@ def _l_sweep(ctx, kind, link):
         task["task.link"] = link
     L_star = threshold_L(ctx, task)
     Ls = L_star * np.geomspace(10 ** (-ctx.decades / 2), 10 ** (ctx.decades / 2), ctx.points)
+    problems = [Problem.from_config(ctx.cfg.with_overrides({**task, "task.L": float(L)})) for L in Ls]
+    t_half = _flows_t_half(problems, ctx.progress, f"L sweep ({kind})")
     rows = []
-    with progress_bar(f"L sweep ({kind})", ctx.progress) as report:
-        for i, L in enumerate(Ls):
-            pr = Problem.from_config(ctx.cfg.with_overrides({**task, "task.L": float(L)}))
-            s = pr.score_system()
-            tr = flow_to_convergence(pr, stop_rel=1e-4)
-            pc = pr.constants()
-            rows.append({"L": float(L), "L_Delta_delta": pc.L_Delta_delta, "regime": pc.regime,
-                         "t_half": tr.crossings["t_half"], "grad_norm": float(np.abs(s.rhs(pr.S0)).max()),
-                         "stable_step": s.stable_step(pr.S0), "trajectory": tr})
-            if report:
-                report((i + 1) / len(Ls))
+    for L, pr, t in zip(Ls, problems, t_half):
+        s = pr.score_system()
+        pc = pr.constants()
+        rows.append({"L": float(L), "L_Delta_delta": pc.L_Delta_delta, "regime": pc.regime, "t_half": t,
+                     "grad_norm": float(np.abs(s.rhs(pr.S0)).max()), "stable_step": s.stable_step(pr.S0)})
     return L_star, rows
+
+
+def _flows_t_half(problems, progress, label, stop_rel=1e-4):
+    """``t_half`` of :func:`flow_to_convergence` (to ``stop_rel``) of each problem.
+
+    The problems of an L sweep share K, kernels and prompt model, so where their flow is
+    the compiled DOP853 (large prompt) they run as one ensemble, in parallel, with the very
+    numbers of one run each (:func:`attnflow.solvers.integrate_flow_ensemble`); otherwise
+    one by one.
+    """
+    systems = [pr.score_system() for pr in problems]
+    if all(auto_method(s) == "DOP853-compiled" for s in systems):
+        S0 = np.stack([pr.S0 for pr in problems])
+        stop = [stop_rel * s.loss(x) for s, x in zip(systems, S0)]
+        result = integrate_flow_ensemble(systems, S0, FLOW_T_END, **FLOW_TOLERANCES, stop_loss=stop, n_out=2)
+        return [None if np.isnan(t) else float(t) for t in result.t_half]
+    times = []
+    with progress_bar(label, progress) as report:
+        for i, pr in enumerate(problems):
+            times.append(flow_to_convergence(pr, stop_rel=stop_rel).crossings["t_half"])
+            if report:
+                report((i + 1) / len(problems))
+    return times
+
 
 def orthonormal_linear(ctx, K=4, p="uniform"):
     """The predecessor paper's setting: orthonormal features, linear task with σ = 1."""
