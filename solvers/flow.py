@@ -86,7 +86,7 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
     system : ScoreSystem, SeparateSystem or NoisySystem
         :class:`attnflow.solvers.system.ScoreSystem`, :class:`attnflow.solvers.separate.SeparateSystem` or
         :class:`attnflow.solvers.noisy.NoisySystem`: anything with the flat interface (``flatten``,
-        ``flat_rhs``, ``flat_jacobian``, ``flat_event_values``, ``flat_loss``,
+        ``flat_rhs``, ``flat_jacobian``, ``flat_event_values``, ``flat_loss``, ``flat_losses``,
         ``flat_attention``, ``scores_of``, ``state_is_scores``).
     S0 : (K, K) array_like
         Initial scores; the initial factors ``(B0, C0)`` for a SeparateSystem, the initial
@@ -232,7 +232,7 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
     t = _log_grid(t_first, t_final, n_out)
     Y = sol.sol(t).T if len(sol.t) > 1 else y0[None, :]
     S = system.scores_of(Y)
-    loss = np.array([system.flat_loss(y) for y in Y])
+    loss = system.flat_losses(Y)
 
     crossings = _crossings(levels, flat_event_values(y0), [float(h[0]) if len(h) else None for h in sol.t_events])
 
@@ -304,7 +304,7 @@ def _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels
         keep = t < t_final
         t, Y = np.append(t[keep], t_final), np.vstack([Y[keep], y_final])
     S = system.scores_of(Y)
-    loss = np.array([system.flat_loss(y) for y in Y])
+    loss = system.flat_losses(Y)
     crossings = _crossings(levels, system.flat_event_values(y0),
                            [None if np.isnan(h) else float(h) for h in run.hits])
     counters = {"njev": 0, "nlu": 0, **run.counts}      # DOP853 has neither

@@ -261,6 +261,10 @@ class NoisySystem:
         """Loss at the flat state."""
         return self.loss_of(y.reshape(self.d, self.d))
 
+    def flat_losses(self, Y):
+        """Loss at each state of Y (T, d²)."""
+        return np.array([self.flat_loss(y) for y in Y])
+
     def flat_attention(self, y):
         """Expected attention ``A[n, k]`` (K×K) at the flat state."""
         return self._evaluate(y.reshape(self.d, self.d), gradient=False)[2]

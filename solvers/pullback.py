@@ -13,10 +13,30 @@ import numpy as np
 from numba import njit
 
 
+# Up to this K the sandwich is two loop nests into one output array; above it two BLAS
+# products (each call of which costs about as much as the whole loop at K = 4).
+SANDWICH_LOOPS_MAX_K = 8
+
+
 @njit(cache=True)
 def flow_sandwich(G, Gamma):
     """``dS/dt = −G Γ G``, flattened in C order."""
-    return -(G @ Gamma @ G).ravel()
+    K = G.shape[0]
+    if K > SANDWICH_LOOPS_MAX_K:
+        return -(G @ Gamma @ G).ravel()
+    T = np.zeros((K, K))                 # T = Γ G, row by row (contiguous reads and writes)
+    for n in range(K):
+        for m in range(K):
+            c = Gamma[n, m]
+            for l in range(K):
+                T[n, l] += c * G[m, l]
+    out = np.zeros(K * K)
+    for i in range(K):
+        for n in range(K):
+            c = -G[i, n]
+            for l in range(K):
+                out[i * K + l] += c * T[n, l]
+    return out
 
 
 @njit(cache=True)

@@ -122,6 +122,10 @@ class SeparateSystem:
         """Population loss at the state y."""
         return self.scores.loss(self.scores_of(y)[0])
 
+    def flat_losses(self, Y):
+        """Population loss at each state of Y (T, 2hK)."""
+        return self.scores.flat_losses(self.scores_of(Y).reshape(len(Y), -1))
+
     def flat_attention(self, y):
         """Attention matrix A (K×K) at the state y."""
         return self.scores.attention(self.scores_of(y)[0])
