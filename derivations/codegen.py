@@ -31,20 +31,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from importlib.metadata import version
+
 import numba
 import numpy
-import sympy as sp
-from sympy.printing.pycode import PythonCodePrinter
 
 from ..solvers import assembly, columns, finite_prompt, pullback
 
-from . import checks, indexed, stages
-
-ASSEMBLY_MARKER = "# ---- ASSEMBLY"
+# SymPy is imported only to generate a module (kernel_source): loading one that is on disk,
+# the path of every run after the first, does not pay its import (about a second).
+_HERE = Path(__file__).parent
 # Numba's cache tracks only each function's own file, so everything the generated module
 # calls into is part of the key: a change anywhere gives a new module and fresh machine code.
 # stages.py is among them: generation checks the indexed column against the unrolled stages.
-_SOURCES = (Path(indexed.__file__), Path(checks.__file__), Path(stages.__file__), Path(__file__),
+_SOURCES = (_HERE / "indexed.py", _HERE / "checks.py", _HERE / "stages.py", Path(__file__), _HERE / "kernel_source.py",
             Path(assembly.__file__), Path(columns.__file__), Path(finite_prompt.__file__), Path(pullback.__file__))
 
 
@@ -69,173 +69,11 @@ def kernel_key():
         of the source files the generated module is printed from or calls into.
     """
     h = hashlib.sha256()
-    h.update(f"sympy={sp.__version__};numba={numba.__version__};numpy={numpy.__version__};"
+    h.update(f"sympy={version('sympy')};numba={numba.__version__};numpy={numpy.__version__};"
              f"python={sys.version_info[:3]}".encode())
     for path in _SOURCES:
         h.update(path.read_bytes())
     return h.hexdigest()
-
-
-class _LoopPrinter(PythonCodePrinter):
-    """Prints indexed expressions as Python for Numba: ``a[n]``, ``M[i, n]``, δ as a comparison."""
-
-    def __init__(self):
-        super().__init__({"fully_qualified_modules": False})
-
-    def _print_Idx(self, expr):
-        return self._print(expr.label)
-
-    def _print_Indexed(self, expr):
-        return f"{expr.base.label}[{', '.join(self._print(x) for x in expr.indices)}]"
-
-    def _print_KroneckerDelta(self, expr):
-        x, y = (self._print(arg) for arg in expr.args)
-        return f"(1.0 if {x} == {y} else 0.0)"
-
-
-_PRINTER = _LoopPrinter()
-
-
-class _Sums:
-    """The sums of one kernel, each hoisted into a temporary indexed by its free indices.
-
-    ``Σ_m M[i, m] a[m]`` in ``g_i`` and ``Σ_m M[j, m] a[m]`` in ``H_ij`` are one
-    temporary ``sum0[p0]`` (free indices renamed to placeholders ``p0, p1, …``
-    before comparing normal forms); a sum inside a sum refers to the inner one's
-    temporary, so each is computed once per call, in O(K^(free indices + 1)).
-    """
-
-    def __init__(self):
-        self.temporaries = []      # (name, placeholders, bound index, summand), in dependency order
-        self._names = {}
-
-    def hoist(self, expr):
-        """``expr`` with every sum replaced by a reference to its temporary."""
-        if isinstance(expr, (sp.Idx, sp.Indexed)) or not expr.args:
-            return expr
-        if not isinstance(expr, sp.Sum):
-            return expr.func(*[self.hoist(arg) for arg in expr.args])
-        summand = self.hoist(expr.function)
-        for x, lo, hi in expr.limits:                 # innermost first
-            if (lo, hi) != (0, indexed.K - 1):
-                raise ValueError(f"sum over {x} from {lo} to {hi}: expected 0 … K−1")
-            summand = self._temporary(summand, x)
-        return summand
-
-    def _temporary(self, summand, x):
-        free = sorted(summand.atoms(sp.Idx) - {x}, key=str)
-        placeholders = [indexed.index(f"p{k}") for k in range(len(free))]
-        definition = summand.xreplace(dict(zip(free, placeholders)))
-        key = indexed.canonical(sp.Sum(definition, (x, 0, indexed.K - 1)))
-        if key not in self._names:
-            self._names[key] = f"sum{len(self.temporaries)}"
-            self.temporaries.append((self._names[key], placeholders, x, definition))
-        name = self._names[key]
-        return sp.IndexedBase(name)[tuple(free)] if free else sp.Symbol(name)
-
-    def lines(self):
-        """Allocation (once per call, outside every loop) and computation of the temporaries."""
-        out = []
-        for name, placeholders, _, _ in self.temporaries:
-            if placeholders:
-                shape = "K" if len(placeholders) == 1 else "(" + ", ".join(["K"] * len(placeholders)) + ")"
-                out.append(f"{name} = np.empty({shape})")
-        for name, placeholders, x, summand in self.temporaries:
-            depth = len(placeholders)
-            out += [" " * 4 * d + f"for {_PRINTER.doprint(p)} in range(K):" for d, p in enumerate(placeholders)]
-            pad = " " * 4 * depth
-            acc = "acc" if placeholders else name
-            out += [pad + f"{acc} = 0.0", pad + f"for {_PRINTER.doprint(x)} in range(K):",
-                    pad + f"    {acc} += {_PRINTER.doprint(summand)}"]
-            if placeholders:
-                out.append(pad + f"{name}[{', '.join(_PRINTER.doprint(p) for p in placeholders)}] = acc")
-        return out
-
-
-def _output_lines(target, indices, expr, symmetric=False):
-    """Loops writing ``target[indices] = expr``; common subexpressions sit in the outermost loop they can.
-
-    symmetric : the derivation proved ``target[i, j] = target[j, i]``: fill j ≥ i and mirror.
-    """
-    temps, (reduced,) = sp.cse([expr], symbols=sp.numbered_symbols("x"))
-    level = {}
-    for sym, value in temps:
-        uses = [indices.index(x) + 1 for x in value.atoms(sp.Idx) if x in indices]
-        uses += [level[t] for t in value.free_symbols if t in level]
-        level[sym] = max(uses, default=0)
-    out = [f"{sym} = {_PRINTER.doprint(value)}" for sym, value in temps if level[sym] == 0]
-    for depth, x in enumerate(indices, start=1):
-        pad = " " * 4 * (depth - 1)
-        start = _PRINTER.doprint(indices[depth - 2]) if symmetric and depth == 2 else "0"
-        out.append(pad + f"for {_PRINTER.doprint(x)} in range({start}, K):")
-        out += [pad + f"    {sym} = {_PRINTER.doprint(value)}" for sym, value in temps if level[sym] == depth]
-    pad = " " * 4 * len(indices)
-    entry = f"{target}[{', '.join(_PRINTER.doprint(x) for x in indices)}]"
-    if symmetric:
-        mirror = f"{target}[{', '.join(_PRINTER.doprint(x) for x in reversed(indices))}]"
-        out += [pad + f"value = {_PRINTER.doprint(reduced)}", pad + f"{entry} = value", pad + f"{mirror} = value"]
-    else:
-        out.append(pad + f"{entry} = {_PRINTER.doprint(reduced)}")
-    return out
-
-
-def _kernel_source(name, arguments, doc, outputs, result=None):
-    """One ``@njit`` loop kernel: K from ``a.shape``, temporaries, output loops, optional returned scalar."""
-    sums = _Sums()
-    outputs = [(target, indices, sums.hoist(expr), symmetric) for target, indices, expr, symmetric in outputs]
-    result = None if result is None else sums.hoist(result)
-    body = ["K = a.shape[0]"] + sums.lines()
-    for target, indices, expr, symmetric in outputs:
-        body += _output_lines(target, indices, expr, symmetric)
-    if result is not None:
-        body.append(f"return {_PRINTER.doprint(result)}")
-    return (f"@njit(cache=True)\ndef {name}({arguments}):\n    \"\"\"{doc}\"\"\"\n"
-            + "".join(f"    {line}\n" for line in body))
-
-
-def column_source():
-    """Python source of the loop kernels ``column_loss_gradient`` and ``column_hessian``, for every K."""
-    col, _ = indexed.column()
-    I, J = indexed.I, indexed.J
-    return (
-        _kernel_source("column_loss_gradient", "a, M, g",
-                       "Generated: return ℓ = ½ aᵀMa and write g = ∂ℓ/∂s into g (K = a.shape[0]).",
-                       [("g", (I,), col.gradient, False)], result=col.loss)
-        + "\n\n"
-        + _kernel_source("column_hessian", "a, M, H", "Generated: write H = ∂²ℓ/∂s∂s into H (K = a.shape[0]).",
-                         [("H", (I, J), col.hessian, True)])
-    )
-
-
-def module_source(key=None):
-    """Return the full text of the generated kernel module (one for every K).
-
-    Parameters
-    ----------
-    key : str, optional
-        The :func:`kernel_key` written into the module (computed when not given).
-
-    Returns
-    -------
-    str
-        A header with the key, the derived column kernels (:func:`column_source`) and the
-        assembly of :mod:`attnflow.solvers.assembly` from its ``# ---- ASSEMBLY`` marker on.
-    """
-    key = key or kernel_key()
-    assembly_source = Path(assembly.__file__).read_text()
-    shared = assembly_source[assembly_source.index(ASSEMBLY_MARKER):]
-    header = (
-        '"""attnflow kernels for every K, generated by derivations.codegen from the indexed SymPy derivation.\n\n'
-        f"Key {key}; sympy {sp.__version__}, numba {numba.__version__}. Do not edit: regenerated\n"
-        'whenever the derivation, the assembly or a library version changes.\n"""\n\n'
-        "import numpy as np\n"
-        "from numba import njit, prange\n\n"
-        "from attnflow.solvers.columns import column_attention, label_gap_moments, target_log_gap\n"
-        "from attnflow.solvers.finite_prompt import finite_attention, finite_column, finite_column_hessian\n"
-        "from attnflow.solvers.pullback import flow_sandwich, jacobian_from_hessians, log_loss\n\n"
-        f'NAME = "generated"\nKEY = "{key}"\n\n\n'
-    )
-    return header + column_source() + "\n\n" + shared
 
 
 def module_path(key=None):
@@ -277,6 +115,8 @@ def load_kernels(K=None):
         return module
     generated_now, seconds = False, 0.0
     if not path.exists():
+        from .kernel_source import module_source
+
         start = time.perf_counter()
         text = module_source(key)
         seconds = time.perf_counter() - start
@@ -293,6 +133,16 @@ def load_kernels(K=None):
     spec.loader.exec_module(module)
     module.generated_now, module.generation_time, module.path = generated_now, seconds, path
     return module
+
+
+def __getattr__(name):
+    # The printing half (column_source, module_source, ASSEMBLY_MARKER) lives in kernel_source,
+    # imported with SymPy only when asked for.
+    if name in ("column_source", "module_source", "ASSEMBLY_MARKER"):
+        from . import kernel_source
+
+        return getattr(kernel_source, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def dispatchers(module):

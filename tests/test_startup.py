@@ -72,3 +72,22 @@ def test_cold_warm_up_compiles_each_kernel_once_and_nothing_it_does_not_need(tmp
     generated = [name for module, name, _ in result["compiled"] if module == result["module"]]
     assert len(generated) == len(set(generated)) and len(generated) >= 6
     assert not [name for module, name, _ in result["compiled"] if "unicode" in module or "shape_context" in name]
+
+
+def test_a_run_on_generated_kernels_already_on_disk_does_not_import_sympy(tmp_path):
+    """SymPy (about a second of import) is needed to generate the kernel module, not to load it:
+    the second process solves a problem on the generated kernels without importing it."""
+    script = textwrap.dedent("""
+        import sys
+        from attnflow import default_config, Problem, solve
+        cfg = default_config().with_overrides({"training.t_end": 10.0})
+        run = solve(Problem.from_config(cfg), cfg.training, progress=False)
+        print(run.kernels["set"], run.trajectories["flow"].status, "sympy" in sys.modules)
+    """)
+    env = dict(os.environ, ATTNFLOW_CACHE_DIR=str(tmp_path / "kernels"), PYTHONPATH=str(ROOT))
+    first, second = (subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                    timeout=600, cwd=ROOT) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split()[::2] == ["generated", "True"]        # generated here, with SymPy
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split()[::2] == ["generated", "False"]
