@@ -18,10 +18,10 @@ and the flow's Jacobian is ``J[(h,i,l), (h',m,k)] = −p_k (G ∂g^h/∂s^{h'})_
 :func:`attnflow.derivations.variants.multi_head` derives Γ^h and the Hessian blocks with SymPy
 and checks them against differentiating the explicit loss.
 
-H identical heads stay identical (their gradients are equal) and then follow the
-single-head flow exactly: ``ā = a`` and ``Γ^h = Γ/H``, but each head moves by −GΓG/H and
-the mean of identical heads is one head.  Hence ``H = 1`` is today's model and a start
-with H > 1 needs distinct heads (a random start).
+H identical heads stay identical (their gradients are equal): then ``ā = a`` and
+``Γ^h = Γ/H``, so each head follows the one-head flow slowed down by H, ``S^h(t) = S(t/H)``
+(GD with step η is one-head GD with step η/H).  ``H = 1`` is the one-head model exactly,
+and H > 1 needs distinct heads: a random start.
 
 "Attention" of a multi-head state, in reports, events and crossings, is the mean
 attention ā; :meth:`MultiHeadSystem.scores_of` returns scores whose softmax is ā
