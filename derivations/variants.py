@@ -4,7 +4,8 @@
   integrals (the route of :mod:`attnflow.solvers.finite_prompt`);
 - :func:`query_in_softmax`: the query token (value 0) inside the softmax;
 - :func:`separate_matrices`: ``Q = W_Kᵀ W_Q`` trained as two factors (:mod:`attnflow.solvers.separate`);
-- :func:`token_noise`: Gaussian token noise, the tilting identities behind :mod:`attnflow.solvers.noisy`.
+- :func:`token_noise`: Gaussian token noise, the tilting identities behind :mod:`attnflow.solvers.noisy`;
+- :func:`multi_head`: H heads with averaged outputs (:mod:`attnflow.solvers.multihead`).
 
 Each check is made on a small instance where SymPy can do it exactly.
 """
@@ -14,7 +15,7 @@ from itertools import product
 import sympy as sp
 
 from .checks import require
-from .stages import Stage, _is_zero
+from .stages import Stage, _is_zero, explicit_softmax, moment_matrix, score_symbols
 
 
 def _compositions(N, K):
@@ -184,3 +185,87 @@ def token_noise():
             "noise both are tilted Gaussians, and the common factor $e^{\\nu^2 |b|^2/2}$ cancels. Only the query's "
             "own noise is left to integrate (Gauss–Hermite, or Monte Carlo with its standard error).")
     return Stage("token_noise", "Token noise", text, eqs, checks)
+
+
+def multi_head(K=2, H=2):
+    """Stage: H heads whose outputs are averaged, the gradient and Hessian checked against SymPy differentiation.
+
+    The explicit large-prompt loss ``½ Σ_k p_k (ā_k − e_k)ᵀ F (ā_k − e_k)`` of H score
+    matrices (every score, probability and moment a symbol, the softmax written out) is
+    differentiated by SymPy and compared with ``Γ^h[:, k] = (p_k/H) D^h_k F (ā_k − e_k)``; the
+    column Hessian blocks ``∂g^h/∂s^{h'}`` (what the stiff solvers' Jacobian is built from)
+    are compared with differentiating the column gradient.
+
+    Parameters
+    ----------
+    K, H : int
+        Features and heads of the check.
+
+    Returns
+    -------
+    Stage
+        ``data`` holds the symbols (``scores``: H matrices, ``F``, ``p``) and the expressions
+        ``loss`` and ``gradient`` (H matrices), for numerical comparisons.
+    """
+    S = [sp.Matrix(K, K, lambda n, k, h=h: sp.Symbol(f"s^{h + 1}_{n + 1}{k + 1}", real=True)) for h in range(H)]
+    F = sp.Matrix(K, K, lambda i, j: sp.Symbol(f"F_{min(i, j) + 1}{max(i, j) + 1}", real=True))
+    p = sp.symbols(f"p_1:{K + 1}", positive=True)
+    logp = [sp.log(pk) for pk in p]
+    # a[h][k]: head h's attention of query k, explicit softmax quotients.
+    a = [[sp.Matrix(explicit_softmax(S[h][:, k], logp)) for k in range(K)] for h in range(H)]
+    abar = [sum((a[h][k] for h in range(H)), sp.zeros(K, 1)) / H for k in range(K)]
+    errors = [abar[k] - sp.eye(K)[:, k] for k in range(K)]
+    loss = sum(p[k] * (errors[k].T * F * errors[k])[0, 0] for k in range(K)) / 2
+    gradient = []
+    for h in range(H):
+        Gh = sp.zeros(K, K)
+        for k in range(K):
+            D = sp.diag(*a[h][k]) - a[h][k] * a[h][k].T
+            Gh[:, k] = p[k] * D * F * errors[k] / H
+        gradient.append(Gh)
+    for h in range(H):
+        for n in range(K):
+            for k in range(K):
+                require(_is_zero(sp.diff(loss, S[h][n, k]) - gradient[h][n, k]),
+                        f"∂ℒ/∂S^{h + 1}_{n + 1}{k + 1} = (p_k/H)(D^h F (ā − e_k))_n")
+    checks = [f"$\\partial\\mathcal{{L}}/\\partial S^h = \\Gamma^h$, $\\Gamma^h_{{\\cdot k}} = \\frac{{p_k}}{{H}}"
+              f"(\\mathrm{{diag}}\\,a^h_k - a^h_k a^{{h\\top}}_k) F (\\bar a_k - e_k)$, by differentiating the "
+              f"explicit loss ($K = {K}$, $H = {H}$, every score, $p_k$ and $F_{{nm}}$ a symbol)"]
+    # One column (query 1) in the label-gap form the kernels use: ℓ = ½ āᵀ M ā, g^h = (1/H) D^h M ā.
+    s = [sp.Matrix(score_symbols(K)).subs({sym: sp.Symbol(f"t^{h + 1}_{i + 1}", real=True)
+                                           for i, sym in enumerate(score_symbols(K))}) for h in range(H)]
+    M = moment_matrix(K)
+    col = [sp.Matrix(explicit_softmax(s[h], logp)) for h in range(H)]
+    cbar = sum(col, sp.zeros(K, 1)) / H
+    u = M * cbar
+    D = [sp.diag(*col[h]) - col[h] * col[h].T for h in range(H)]
+    g = [D[h] * u / H for h in range(H)]
+    for h in range(H):
+        beta_h = (col[h].T * u)[0, 0]
+        for hh in range(H):
+            block = D[h] * M * D[hh] / H**2
+            if h == hh:
+                block += sp.diag(*g[h]) - g[h] * col[h].T - col[h] * g[h].T
+            require(_is_zero(g[h][0] - col[h][0] * (u[0] - beta_h) / H), "g^h_n = a^h_n (u_n − a^hᵀu)/H")
+            for n in range(K):
+                for m in range(K):
+                    require(_is_zero(sp.diff(g[h][n], s[hh][m]) - block[n, m]),
+                            f"Hessian block ({h + 1}, {hh + 1}) entry ({n + 1}, {m + 1})")
+    checks.append(f"the column Hessian blocks $\\partial g^h/\\partial s^{{h'}} = D^h M D^{{h'}}/H^2 + "
+                  f"\\delta_{{hh'}}(\\mathrm{{diag}}\\,g^h - g^h a^{{h\\top}} - a^h g^{{h\\top}})$ by differentiating "
+                  f"$g^h = D^h M \\bar a / H$ ($K = {K}$, $H = {H}$)")
+    eqs = [r"\hat y = \frac1H \sum_h \sum_i y_i\, \mathrm{softmax}_i(x_i^\top Q_h x_q), \qquad S^h = V Q_h V^\top",
+           r"a^h_k = \mathrm{softmax}(S^h_{\cdot k} + \log p), \quad \bar a_k = \frac1H \sum_h a^h_k, \quad "
+           r"\mathcal{L} = \tfrac12 \sum_k p_k (\bar a_k - e_k)^\top F (\bar a_k - e_k)",
+           r"\Gamma^h_{\cdot k} = \frac{p_k}{H} (\mathrm{diag}\, a^h_k - a^h_k a^{h\top}_k) F (\bar a_k - e_k), \qquad "
+           r"\dot S^h = -G\, \Gamma^h G",
+           r"\frac{\partial g^h}{\partial s^{h'}} = \frac{D^h M D^{h'}}{H^2} + \delta_{hh'}\big(\mathrm{diag}\, g^h - "
+           r"g^h a^{h\top} - a^h g^{h\top}\big), \quad g^h = \frac{D^h M \bar a}{H}"]
+    text = ("With $H$ heads whose outputs are averaged, the loss depends on each $Q_h$ only through its scores "
+            "$S^h = VQ_hV^\\top$, so the state is the $H$ score matrices. At $N = \\infty$ the prediction uses the mean "
+            "attention $\\bar a$; the heads are coupled through it alone. Heads started equal get equal gradients and "
+            "stay equal, following the one-head flow slowed down by $H$ (each moves by $\\Gamma/H$): training needs "
+            "a random start. `solvers/multihead.py` runs these formulas in Numba loops, $O(HK^2)$ per query for "
+            "the gradient and $O(H^2K^3)$ for the Hessian.")
+    return Stage("multi_head", "Several attention heads", text, eqs, checks,
+                 data={"scores": S, "F": F, "p": p, "loss": loss, "gradient": gradient})

@@ -4,8 +4,8 @@ Knows arrays, not configurations: everything here takes ``G``, ``F``, ``p`` and
 initial scores, so it can be used without :mod:`attnflow.dynamics`.
 
 * :mod:`.system` — :class:`ScoreSystem`, the derived system the kernels run on;
-  :mod:`.separate` and :mod:`.noisy` — the separate key/query factors and the token
-  noise model, with the same flat interface;
+  :mod:`.separate`, :mod:`.noisy` and :mod:`.multihead` — the separate key/query factors,
+  the token noise model and several attention heads, with the same flat interface;
 * :mod:`.columns`, :mod:`.assembly`, :mod:`.finite_prompt` — the per-query pieces, their
   assembly into the K×K dynamics, the exact finite-N expectation; :mod:`.kernels` — the
   hand-written kernel set;

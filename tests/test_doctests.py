@@ -18,7 +18,7 @@ WITH_EXAMPLES = ["attnflow", "attnflow.dynamics.problem.config", "attnflow.dynam
                  "attnflow.dynamics.commands.run", "attnflow.dynamics.commands.sweep", "attnflow.derivations.stages",
                  "attnflow.solvers.ensemble", "attnflow.solvers.gd", "attnflow.solvers.stability",
                  "attnflow.solvers.finite_prompt", "attnflow.solvers.flow", "attnflow.solvers.system",
-                 "attnflow.solvers.integrator"]
+                 "attnflow.solvers.integrator", "attnflow.solvers.multihead"]
 
 
 def _run(name):

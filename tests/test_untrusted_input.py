@@ -72,6 +72,7 @@ VALID = {
     "model.head_dim": st.integers(1, 4),
     "model.init_scale": st.floats(0, 1),
     "model.seed": st.integers(0, 3),
+    "model.heads": st.integers(1, 3),
     "training.mode": st.sampled_from(["flow", "gd", "both"]),
     "training.eta": st.one_of(st.just("auto"), st.floats(1e-3, 10)),
     "training.steps": st.integers(1, 50),

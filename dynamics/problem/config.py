@@ -58,6 +58,8 @@ MAX_CONFIG_BYTES = 10**7     # a config file (a 256×4096 matrix in TOML fits)
 MAX_PARAMETERS = 16          # random parameters of an expression task
 MAX_HEAD_DIM = 64            # separate W_K, W_Q: the factors' Jacobian has (2·h·K)² entries (MAX_DENSE_JACOBIAN)
 MAX_NOISY_D = 64             # token noise trains the d×d matrix Q: its Jacobian has d⁴ entries
+MAX_HEADS = 64               # attention heads (solvers.multihead.MAX_HEADS)
+MAX_RECORDED_HEADS = 2.5e8   # H·K²·n_out recorded head scores (2 GB), checked before a run allocates them
 
 
 def _describe(value):
@@ -245,6 +247,7 @@ SCHEMA = {
         "head_dim": (optional(integer(1, MAX_HEAD_DIM)), None),
         "init_scale": (real(0.0, strict=False, at_most=1e3), 0.0),
         "seed": (integer(0, MAX_SEED), 0),
+        "heads": (integer(1, MAX_HEADS), 1),
     },
     "training": {
         "mode": (choice(("flow", "gd", "both")), "flow"),
@@ -404,6 +407,8 @@ def _check_supported(cfg):
         raise AttnflowError("features.d", f"token noise trains the d×d matrix Q: d ≤ {MAX_NOISY_D} is supported, "
                                           f"got {cols}")
     _check_dense_jacobians(cfg, rows, cols)
+    if cfg.model.heads > 1:
+        _check_heads(cfg, rows)
     if cfg.prompt.noise > 0:
         # The noisy model integrates the context tokens' noise in closed form, which needs
         # a linear class and the large-prompt limit (solvers/noisy.py).
@@ -415,6 +420,34 @@ def _check_supported(cfg):
         if missing:
             raise AttnflowError("prompt.noise", "token noise is supported with " + ", ".join(missing)
                                 + " only in this version")
+
+
+def _check_heads(cfg, K):
+    """Refuse several heads where they are not modelled (solvers/multihead.py), or that would not fit in memory."""
+    model, training, H = cfg.model, cfg.training, cfg.model.heads
+    needs = [(cfg.prompt.N != math.inf, "prompt.N = \"inf\" (the finite-prompt expectation of a product of two "
+                                        "heads' softmaxes is not derived)"),
+             (cfg.prompt.include_query, "prompt.include_query = false"),
+             (model.parametrization != "merged", "model.parametrization = \"merged\""),
+             (cfg.prompt.noise > 0, "prompt.noise = 0")]
+    missing = [what for bad, what in needs if bad]
+    if missing:
+        raise AttnflowError("model.heads", f"{H} heads are supported with " + ", ".join(missing) + " only in this version")
+    if model.init_scale == 0:
+        raise AttnflowError("model.init_scale", f"{H} heads need a random start (> 0): heads started equal get equal "
+                                                "gradients and stay identical, one head's dynamics")
+    if H * K * K * training.n_out > MAX_RECORDED_HEADS:
+        raise AttnflowError("model.heads", f"{H} heads of K² = {K * K} scores at {training.n_out} output points are "
+                                           f"{H * K * K * training.n_out:,} numbers; at most {MAX_RECORDED_HEADS:,.0f} "
+                                           "are supported (fewer heads or training.n_out)")
+    # Implicit flows form the (H·K²)² Jacobian; GD's step size needs the K·(HK)² column Hessians.
+    implicit = training.mode != "gd" and training.method in ("LSODA", "Radau", "BDF", "Rodas4P2-compiled")
+    if implicit and H * K * K > MAX_DENSE_JACOBIAN:
+        raise AttnflowError("model.heads", f"{training.method} needs the dense (H·K²)² Jacobian, {_gigabytes(H * K * K)} "
+                                           f"at H = {H}, K = {K}; use \"auto\" or H·K² ≤ {MAX_DENSE_JACOBIAN}")
+    if training.mode != "flow" and H * H * K**3 > MAX_K**3:
+        raise AttnflowError("model.heads", f"GD's step size needs the column Hessians of {H} heads, H²K³ = "
+                                           f"{H * H * K**3:,} numbers; at most {MAX_K**3:,} are supported")
 
 
 def _gigabytes(side):

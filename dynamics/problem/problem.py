@@ -17,6 +17,7 @@ import numpy as np
 from ...derivations import load_kernels
 from ...solvers import ScoreSystem
 from ...solvers import kernels as hand_written
+from ...solvers.multihead import MultiHeadSystem, effective_scores, random_heads
 from ...solvers.noisy import NoisySystem
 from ...solvers.separate import SeparateSystem, random_factors
 
@@ -186,7 +187,8 @@ class Problem:
     p : array, shape (K,)
         Feature probabilities.
     S0 : array, shape (K, K)
-        Initial scores ``V Q₀ Vᵀ``.
+        Initial scores ``V Q₀ Vᵀ``; with several heads, the effective scores of their mean
+        attention (:func:`attnflow.solvers.multihead.effective_scores`).
     threshold : float
         The regime constant c*.
     kernels : {"generated", "hand-written"}
@@ -202,7 +204,9 @@ class Problem:
     noise : float
         Token noise scale ν (0: noise-free, the score reduction is exact).
     Q0 : array, shape (d, d)
-        The initial d×d matrix (what the noisy model trains).
+        The initial d×d matrix (what the noisy model trains; the first head's with several heads).
+    head_scores : array, shape (H, K, K) or None
+        The heads' initial scores ``V Q_h(0) Vᵀ`` with ``model.heads`` = H > 1, else None.
 
     Examples
     --------
@@ -230,6 +234,7 @@ class Problem:
     factors: tuple = None
     noise: float = 0.0
     Q0: np.ndarray = None
+    head_scores: np.ndarray = None
 
     @classmethod
     def from_config(cls, cfg):
@@ -269,12 +274,17 @@ class Problem:
             factors = random_factors(model.head_dim or fs.d, fs.d, model.init_scale, model.seed)
             Q0 = factors[0].T @ factors[1]
         elif model.init_scale > 0:
-            rng = np.random.default_rng(model.seed)
-            Q0 = model.init_scale * rng.standard_normal((fs.d, fs.d)) / np.sqrt(fs.d)
+            # One head's draw is the single-head random start's (random_heads says so).
+            Qs = random_heads(model.heads, fs.d, model.init_scale, model.seed)
+            Q0 = Qs[0]
         S0 = fs.V @ Q0 @ fs.V.T
+        head_scores = None
+        if model.heads > 1:      # config refused several heads without a random start
+            head_scores = fs.V @ Qs @ fs.V.T
+            S0 = effective_scores(head_scores, np.log(p))
         return cls(fs, fclass, moments, p, S0, cfg.regime.threshold, cfg.training.kernels,
                    cfg.prompt.N, cfg.prompt.quadrature_step, cfg.prompt.include_query, factors,
-                   cfg.prompt.noise, Q0)
+                   cfg.prompt.noise, Q0, head_scores)
 
     @property
     def K(self):
@@ -287,6 +297,11 @@ class Problem:
         return self.moments.F
 
     @property
+    def heads(self):
+        """Number of attention heads H."""
+        return 1 if self.head_scores is None else len(self.head_scores)
+
+    @property
     def separate(self):
         """Whether ``W_K`` and ``W_Q`` are trained as separate factors."""
         return self.factors is not None
@@ -295,8 +310,8 @@ class Problem:
         """Return the system that is trained, as configured, built once: its state starts at :attr:`start`.
 
         The score system (:meth:`score_system`) for merged, noise-free parameters; the
-        factors' system on top of it for separate ``W_K``, ``W_Q``; the full d×d model
-        with token noise.
+        factors' system on top of it for separate ``W_K``, ``W_Q``; the heads' system on top
+        of it for several heads; the full d×d model with token noise.
         """
         return self._system
 
@@ -306,15 +321,19 @@ class Problem:
             return NoisySystem(self.features.V, self.p, self.function_class.sigma, self.noise)
         if self.separate:
             return SeparateSystem(self.score_system(), self.factors[0].shape[0])
+        if self.heads > 1:
+            return MultiHeadSystem(self.score_system(), self.heads)
         return self.score_system()
 
     @property
     def start(self):
-        """The trained system's initial state: the scores S₀, the factors ``(W_K Vᵀ, W_Q Vᵀ)``, or Q₀ with noise."""
+        """The trained system's initial state: the scores S₀, the factors ``(W_K Vᵀ, W_Q Vᵀ)``, the heads' scores, or Q₀ with noise."""
         if self.noise > 0:
             return self.Q0
         if self.separate:
             return tuple(W @ self.features.V.T for W in self.factors)
+        if self.heads > 1:
+            return self.head_scores
         return self.S0
 
     def score_system(self):
@@ -338,7 +357,9 @@ class Problem:
     def score_system_note(self):
         """Return one line saying what of the configured model the score system leaves out (None: nothing)."""
         left_out = [name for name, present in (("separate W_K, W_Q", self.separate),
-                                               (f"token noise {self.noise:g}", self.noise > 0)) if present]
+                                               (f"token noise {self.noise:g}", self.noise > 0),
+                                               (f"{self.heads} heads (it starts from their mean attention)",
+                                                self.heads > 1)) if present]
         if not left_out:
             return None
         return ("the score system (merged parameters, no noise) stands in for the configured model; "

@@ -130,6 +130,8 @@ def _model_words(problem):
         words.append(f"separate key and query matrices ($h = {problem.factors[0].shape[0]}$)")
     if problem.noise > 0:
         words.append(f"token noise $\\nu = {problem.noise:g}$")
+    if problem.heads > 1:
+        words.append(f"{problem.heads} heads, outputs averaged")
     return ", ".join(words)
 
 
@@ -144,6 +146,8 @@ def _variant_stages(problem):
         out.append(variants.separate_matrices())
     if problem.noise > 0:
         out.append(variants.token_noise())
+    if problem.heads > 1:
+        out.append(variants.multi_head())
     return out
 
 

@@ -60,6 +60,12 @@ def run_report(summary, heading=None):
         lines.append(f"- prompts of N = {fp['N']} tokens (exact expectation, quadrature error ≤ "
                      f"{fp['quadrature_error_at_end']:.1e}); probability that a query's feature is missing: "
                      + ", ".join(f"{x:.3g}" for x in fp["missing_query_probability"]))
+    if "heads" in summary:
+        hs = summary["heads"]
+        index = "; ".join(f"{kind} {hs[kind]['specialisation_at_start']:.3g} → {hs[kind]['specialisation_at_end']:.3g}"
+                          for kind in ("flow", "gd") if kind in hs)
+        lines.append(f"- {hs['H']} heads, outputs averaged: attention below is their mean; specialisation index "
+                     f"(0: the heads attend alike) at the start → the end: {index}")
     if not c["nondegenerate"]:
         lines.append(f"- warning: the class is degenerate (smallest off-target eigenvalue of M⁽ᵏ⁾ = "
                      f"{c['min_offtarget_eigenvalue']:.3g}): attention need not concentrate")

@@ -85,6 +85,38 @@ def large_prompt_convergence(system, S, multiples=(1, 2, 4, 8)):
     exponent = float(np.polyfit(np.log(Ns), np.log(gaps), 1)[0]) if min(gaps) > 0 else None
     return {"N": Ns, "loss_gap": gaps, "exponent": exponent}
 
+def heads_summary(problem, result):
+    """Return what ``summary.json`` says about several heads: how far they specialise.
+
+    The reports' attention is the heads' mean ā (what the prediction uses); here each head's
+    own attention at the start and the end, and the specialisation index (the mean over
+    queries of the mean total-variation distance between two heads' attention,
+    :func:`attnflow.solvers.multihead.specialisation_index`).
+
+    Parameters
+    ----------
+    problem : Problem
+        A problem with ``heads > 1``.
+    result : RunResult
+        Its solved run.
+
+    Returns
+    -------
+    dict
+        ``H``, the note on what "attention" means, and per trajectory the index at the
+        start and the end with the heads' final attention.
+    """
+    from ...solvers.multihead import specialisation_index
+    system = problem.system()
+    out = {"H": problem.heads,
+           "attention_note": "attention elsewhere in this summary is the heads' mean attention (the prediction's)"}
+    for kind, tr in result.trajectories.items():
+        start, end = system.head_attention(tr.state[0]), system.head_attention(tr.state[-1])
+        out[kind] = {"specialisation_at_start": specialisation_index(start),
+                     "specialisation_at_end": specialisation_index(end),
+                     "final_head_attention": end.tolist()}
+    return out
+
 def summarize(cfg, problem, result):
     """Return the content of ``summary.json`` for a solved run.
 
@@ -124,6 +156,7 @@ def summarize(cfg, problem, result):
             "include_query": problem.include_query,
             "parametrization": "separate" if problem.separate else "merged",
             "head_dim": problem.factors[0].shape[0] if problem.separate else None,
+            "heads": problem.heads,
             "noise": problem.noise,
             "query_in_softmax": problem.score_system().query_in_softmax,
         },
@@ -149,6 +182,8 @@ def summarize(cfg, problem, result):
                                                                 - result.trajectories[kind].final_attention).max()),
             } for kind, free in result.noise_free.items()},
         }
+    if problem.heads > 1:
+        summary["heads"] = heads_summary(problem, result)
     if math.isfinite(problem.N):
         from ...solvers import finite_prompt
         summary["finite_prompt"] = {
@@ -216,8 +251,8 @@ def write_outputs(out_dir, cfg, problem, result, plots=True):
     remove_stale_temps(out, OUTPUT_NAMES)        # left by a run killed while writing
     trs = result.trajectories
     main = main_trajectory(result)
-    # The trained state when it is not S: factors [W_K Vᵀ, W_Q Vᵀ] (separate), or Q (token noise).
-    state_name = "Q" if problem.noise > 0 else "factors"
+    # The trained state when it is not S: factors [W_K Vᵀ, W_Q Vᵀ] (separate), Q (token noise), the heads' scores.
+    state_name = "Q" if problem.noise > 0 else "head_scores" if problem.heads > 1 else "factors"
     save_trajectory(out / "trajectory.npz", main, state_name)
     if "flow" in trs and "gd" in trs:
         save_trajectory(out / "trajectory_gd.npz", trs["gd"], state_name)

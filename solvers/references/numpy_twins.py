@@ -61,3 +61,18 @@ def gd_iterate(S0, G, F, p, logp, eta, steps):
         if it < steps:
             S = S - eta * (G @ Gamma @ G)
     return S, history
+
+
+def multihead_loss_and_gradient(S, F, p, logp):
+    """Return ``(ℒ, Γ)`` of H heads at N = ∞, S and Γ of shape (H, K, K), from F directly.
+
+    ``ℒ = ½ Σ_k p_k (ā_k − e_k)ᵀ F (ā_k − e_k)`` with the mean attention ``ā``, and
+    ``Γ^h[:, k] = (p_k / H) (diag a^h_k − a^h_k a^h_kᵀ) F (ā_k − e_k)``.
+    """
+    H, K = S.shape[0], S.shape[1]
+    A = np.stack([attention(Sh, logp) for Sh in S])            # (H, K, K)
+    E = A.mean(axis=0) - np.eye(K)                               # ā_k − e_k in column k
+    FE = F @ E
+    value = 0.5 * p @ np.einsum("nk,nk->k", E, FE)
+    Gamma = p[None, None, :] * (A * FE[None] - A * np.einsum("hnk,nk->hk", A, FE)[:, None, :]) / H
+    return value, Gamma

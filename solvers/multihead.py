@@ -1,0 +1,490 @@
+"""Multi-head attention: H merged key-query matrices, the network's output the heads' mean.
+
+The network is ``ŷ = (1/H) Σ_h Σ_i y_i softmax_i(x_iᵀ Q_h x_q)``.  Each head has its
+scores ``S^h = V Q_h Vᵀ``; the loss depends on the Q_h only through them, so the state
+is the H score matrices (H·K² numbers) and ``dS^h/dt = −G Γ^h G`` with ``Γ^h = ∂ℒ/∂S^h``.
+In the large-prompt limit, for query k, with ``a^h = softmax(S^h[:, k] + log p)`` and the
+mean attention ``ā = (1/H) Σ_h a^h`` (what the prediction uses):
+
+    ℓ_k = ½ (ā − e_k)ᵀ F (ā − e_k) = ½ āᵀ M⁽ᵏ⁾ ā,      ℒ = Σ_k p_k ℓ_k,
+    Γ^h[:, k] = p_k g^h,   g^h = (1/H) D^h u = (1/H) a^h ∘ (u − a^hᵀ u),   u = M⁽ᵏ⁾ ā,
+
+with ``D^h = diag(a^h) − a^h a^hᵀ``.  The heads are coupled through ā alone.  The column
+Hessian is an H×H array of K×K blocks,
+
+    ∂g^h/∂s^{h'} = D^h M D^{h'} / H² + δ_{hh'} (diag(g^h) − g^h a^hᵀ − a^h g^hᵀ),
+
+and the flow's Jacobian is ``J[(h,i,l), (h',m,k)] = −p_k (G ∂g^h/∂s^{h'})_im G_kl``.
+:func:`attnflow.derivations.variants.multi_head` derives Γ^h and the Hessian blocks with SymPy
+and checks them against differentiating the explicit loss.
+
+H identical heads stay identical (their gradients are equal): then ``ā = a`` and
+``Γ^h = Γ/H``, so each head follows the one-head flow slowed down by H, ``S^h(t) = S(t/H)``
+(GD with step η is one-head GD with step η/H).  ``H = 1`` is the one-head model exactly,
+and H > 1 needs distinct heads: a random start.
+
+"Attention" of a multi-head state, in reports, events and crossings, is the mean
+attention ā; :meth:`MultiHeadSystem.scores_of` returns scores whose softmax is ā
+(:func:`effective_scores`), so every score-space analysis sees what the prediction uses.
+:meth:`MultiHeadSystem.head_attention` keeps each head's attention for
+:func:`specialisation_index`.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from numba import njit
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+from .columns import column_attention
+from .system import ScoreSystem
+
+MAX_HEADS = 64   # dynamics.problem.config documents the same bound
+
+
+@njit(cache=True)
+def multihead_loss_gradient_gap(S, Ms, p, logp, Gamma):
+    """ℒ of H heads and ``max_k log(1 − ā_kk)``; writes ``Γ^h = ∂ℒ/∂S^h`` into ``Gamma``.
+
+    Parameters
+    ----------
+    S : ndarray, shape (H, K, K)
+        The heads' scores.
+    Ms : ndarray, shape (K, K, K)
+        Label-gap moment stack (:func:`attnflow.solvers.columns.label_gap_stack`).
+    p, logp : ndarray, shape (K,)
+        Feature probabilities and their logs.
+    Gamma : ndarray, shape (H, K, K)
+        Output: the gradient of each head.
+
+    Returns
+    -------
+    loss : float
+    gap : float
+        ``max_k log Σ_{n≠k} ā_nk``, each term to full relative precision.
+    """
+    H, K = S.shape[0], S.shape[1]
+    a = np.empty((H, K))
+    s = np.empty(K)
+    abar = np.empty(K)
+    u = np.empty(K)
+    loss = 0.0
+    gap = -np.inf
+    for k in range(K):
+        off = 0.0
+        for n in range(K):
+            abar[n] = 0.0
+        for h in range(H):
+            for n in range(K):
+                s[n] = S[h, n, k]
+            column_attention(s, logp, a[h])
+            for n in range(K):
+                abar[n] += a[h, n] / H
+                if n != k:
+                    off += a[h, n] / H
+        M = Ms[k]
+        beta = 0.0
+        for n in range(K):
+            acc = 0.0
+            for m in range(K):
+                acc += M[n, m] * abar[m]
+            u[n] = acc
+            beta += abar[n] * acc
+        loss += p[k] * 0.5 * beta
+        for h in range(H):
+            beta_h = 0.0
+            for n in range(K):
+                beta_h += a[h, n] * u[n]
+            for n in range(K):
+                # the single-head kernel's order of operations, so that one head is it bit for bit
+                Gamma[h, n, k] = p[k] * (a[h, n] * (u[n] - beta_h) / H)
+        gap = max(gap, np.log(off))
+    return loss, gap
+
+
+@njit(cache=True)
+def multihead_hessians(S, Ms, p, logp, Hs):
+    """Write ``Hs[k, h, n, h', m] = p_k ∂g^h_n/∂s^{h'}_m`` (query k's column Hessian) into Hs.
+
+    Parameters
+    ----------
+    S : ndarray, shape (H, K, K)
+    Ms, p, logp : ndarray
+        As :func:`multihead_loss_gradient_gap`.
+    Hs : ndarray, shape (K, H, K, H, K)
+        Output; each ``Hs[k]`` reshaped (HK, HK) is symmetric.
+    """
+    H, K = S.shape[0], S.shape[1]
+    a = np.empty((H, K))
+    s = np.empty(K)
+    abar = np.empty(K)
+    u = np.empty(K)
+    g = np.empty((H, K))
+    DM = np.empty((H, K, K))          # DM[h] = D^h M
+    for k in range(K):
+        for n in range(K):
+            abar[n] = 0.0
+        for h in range(H):
+            for n in range(K):
+                s[n] = S[h, n, k]
+            column_attention(s, logp, a[h])
+            for n in range(K):
+                abar[n] += a[h, n] / H
+        M = Ms[k]
+        for n in range(K):
+            acc = 0.0
+            for m in range(K):
+                acc += M[n, m] * abar[m]
+            u[n] = acc
+        for h in range(H):
+            beta_h = 0.0
+            for n in range(K):
+                beta_h += a[h, n] * u[n]
+            for n in range(K):
+                g[h, n] = a[h, n] * (u[n] - beta_h) / H
+            # (D M)_nm = a_n (M_nm − Σ_j a_j M_jm)
+            for m in range(K):
+                col = 0.0
+                for j in range(K):
+                    col += a[h, j] * M[j, m]
+                for n in range(K):
+                    DM[h, n, m] = a[h, n] * (M[n, m] - col)
+        scale = p[k] / (H * H)
+        for h in range(H):
+            for hh in range(H):
+                # (D^h M D^{h'})_nm = (DM[h] D^{h'})_nm = a'_m (DM[h]_nm − Σ_j DM[h]_nj a'_j)
+                for n in range(K):
+                    row = 0.0
+                    for j in range(K):
+                        row += DM[h, n, j] * a[hh, j]
+                    for m in range(K):
+                        Hs[k, h, n, hh, m] = scale * a[hh, m] * (DM[h, n, m] - row)
+            for n in range(K):
+                for m in range(K):
+                    Hs[k, h, n, h, m] -= p[k] * (g[h, n] * a[h, m] + a[h, n] * g[h, m])
+                Hs[k, h, n, h, n] += p[k] * g[h, n]
+
+
+@njit(cache=True)
+def multihead_attention(S, logp, A):
+    """Write every head's attention ``A[h, n, k] = softmax(S^h[:, k] + log p)[n]`` into A (H, K, K)."""
+    H, K = S.shape[0], S.shape[1]
+    s = np.empty(K)
+    a = np.empty(K)
+    for h in range(H):
+        for k in range(K):
+            for n in range(K):
+                s[n] = S[h, n, k]
+            column_attention(s, logp, a)
+            for n in range(K):
+                A[h, n, k] = a[n]
+
+
+def effective_scores(S, logp):
+    """Scores whose attention is the heads' mean attention ā, column by column.
+
+    ``S_eff[n, k] = log((1/H) Σ_h exp(S^h_nk − Z^h_k)) + (1/H) Σ_h Z^h_k`` with
+    ``Z^h_k = log Σ_n exp(S^h_nk + log p_n)``, by log-sum-exp: ``softmax(S_eff[:, k] + log p) = ā_k``.
+    One head gives its scores back exactly; identical heads to rounding (an absolute
+    1e-16 of the column's largest ``|S^h_nk − Z^h_k|``).
+
+    Parameters
+    ----------
+    S : ndarray, shape (..., H, K, K)
+        The heads' scores.
+    logp : ndarray, shape (K,)
+
+    Returns
+    -------
+    ndarray, shape (..., K, K)
+
+    Examples
+    --------
+    >>> S = np.array([[[2.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [1.0, 3.0]]])
+    >>> logp = np.log([0.5, 0.5])
+    >>> A = np.exp(effective_scores(S, logp) + logp[:, None])
+    >>> (A / A.sum(axis=0)).round(6).tolist()          # the mean of the heads' softmaxes
+    [[0.574869, 0.158184], [0.425131, 0.841816]]
+    >>> bool(np.array_equal(effective_scores(S[:1], logp), S[0]))
+    True
+    """
+    S = np.asarray(S, dtype=np.float64)
+    H, K = S.shape[-3], S.shape[-1]
+    if H == 1:
+        return S[..., 0, :, :].copy()
+    stack = np.ascontiguousarray(S.reshape(-1, H, K, K))
+    out = np.empty((len(stack), K, K))
+    logp = np.ascontiguousarray(logp, dtype=np.float64)
+    for i in range(len(stack)):            # a compiled loop: SciPy's logsumexp took 2 ms a state, GD calls it each step
+        _effective_scores(stack[i], logp, out[i])
+    return out.reshape(S.shape[:-3] + (K, K))
+
+
+@njit(cache=True)
+def _effective_scores(S, logp, out):
+    """:func:`effective_scores` of one state S (H, K, K) into out (K, K)."""
+    H, K = S.shape[0], S.shape[1]
+    Z = np.empty(H)
+    for k in range(K):
+        mean_Z = 0.0
+        for h in range(H):
+            top = -np.inf
+            for n in range(K):
+                top = max(top, S[h, n, k] + logp[n])
+            total = 0.0
+            for n in range(K):
+                total += np.exp(S[h, n, k] + logp[n] - top)
+            Z[h] = top + np.log(total)
+            mean_Z += Z[h] / H
+        for n in range(K):
+            top = -np.inf
+            for h in range(H):
+                top = max(top, S[h, n, k] - Z[h])
+            total = 0.0
+            for h in range(H):
+                total += np.exp(S[h, n, k] - Z[h] - top)
+            out[n, k] = top + np.log(total / H) + mean_Z
+
+
+def specialisation_index(A):
+    """How differently the heads attend: the mean over queries of the mean total-variation distance between heads.
+
+    ``(1/K) Σ_k (2/(H(H−1))) Σ_{h<h'} ½ Σ_n |A[h, n, k] − A[h', n, k]|``, in [0, 1]:
+    0 when every head attends alike, 1 when each query's heads attend to disjoint features.
+
+    Parameters
+    ----------
+    A : ndarray, shape (H, K, K)
+        Every head's attention (:meth:`MultiHeadSystem.head_attention`).
+
+    Returns
+    -------
+    float
+        0 for one head.
+
+    Examples
+    --------
+    >>> A = np.array([np.eye(2), np.full((2, 2), 0.5)])
+    >>> specialisation_index(A)
+    0.5
+    """
+    A = np.asarray(A, dtype=np.float64)
+    H = A.shape[0]
+    if H < 2:
+        return 0.0
+    total = 0.0
+    for h in range(H):
+        for hh in range(h + 1, H):
+            total += 0.5 * np.abs(A[h] - A[hh]).sum(axis=0).mean()
+    return float(total / (H * (H - 1) / 2))
+
+
+def random_heads(H, d, scale, seed=0):
+    """H random d×d key-query matrices ``Q_h(0)``, i.i.d. N(0, scale²/d) entries.
+
+    The draws are the ones the single-head random start makes for H = 1 (one
+    ``standard_normal((d, d))`` call per head from one generator).
+
+    Parameters
+    ----------
+    H, d : int
+        Number of heads and token dimension.
+    scale : float
+        Scale of the entries (``model.init_scale``).
+    seed : int, optional
+        Seed of the generator (``model.seed``).
+
+    Returns
+    -------
+    ndarray, shape (H, d, d)
+    """
+    rng = np.random.default_rng(seed)
+    return np.stack([scale * rng.standard_normal((d, d)) / math.sqrt(d) for _ in range(H)])
+
+
+@dataclass(frozen=True)
+class MultiHeadSystem:
+    """The flow and GD map of H attention heads on top of a large-prompt :class:`ScoreSystem`.
+
+    Parameters
+    ----------
+    scores : ScoreSystem
+        The single-head score system (G, F, p; N = ∞).
+    H : int
+        Number of heads, 1 ≤ H ≤ ``MAX_HEADS``.
+
+    Raises
+    ------
+    ValueError
+        If H is not an integer in [1, MAX_HEADS] or the score system's prompt is finite.
+
+    The state is ``y = [S^1.ravel(), …, S^H.ravel()]`` (H·K²); the flat interface is the one
+    :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_state_gd` run.
+
+    Examples
+    --------
+    >>> from attnflow.solvers.system import ScoreSystem
+    >>> system = MultiHeadSystem(ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3)), 2)
+    >>> S = np.zeros((2, 3, 3))
+    >>> round(float(system.loss(S)), 12), system.flatten(S).shape
+    (0.333333333333, (18,))
+    """
+
+    scores: ScoreSystem
+    H: int
+
+    state_is_scores = False
+
+    def __post_init__(self):
+        if isinstance(self.H, bool) or int(self.H) != self.H or not 1 <= self.H <= MAX_HEADS:
+            raise ValueError(f"H: expected a number of heads from 1 to {MAX_HEADS}, got {self.H}")
+        object.__setattr__(self, "H", int(self.H))
+        if self.scores.finite or self.scores.include_query:
+            raise ValueError("N: several heads are modelled in the large-prompt limit only (N = inf, no query "
+                             "in the softmax)")
+
+    @property
+    def K(self):
+        """Number of features."""
+        return self.scores.K
+
+    def heads(self, y):
+        """The heads' scores (H, K, K) of the flat state y (a view)."""
+        return np.ascontiguousarray(y, dtype=np.float64).reshape(self.H, self.K, self.K)
+
+    def flatten(self, start):
+        """The state for the heads' initial scores ``start`` (H, K, K) (validated).
+
+        Raises
+        ------
+        ValueError
+            If start is not a finite (H, K, K) array.
+        """
+        S0 = np.ascontiguousarray(start, dtype=np.float64)
+        if S0.shape != (self.H, self.K, self.K) or not np.all(np.isfinite(S0)):
+            raise ValueError(f"S0: expected the finite scores of {self.H} heads, shape ({self.H}, {self.K}, "
+                             f"{self.K}), got shape {S0.shape}")
+        return S0.ravel().copy()
+
+    def loss_and_gradient(self, S):
+        """``(ℒ, Γ)`` at the heads' scores S (H, K, K); Γ (H, K, K) holds ``∂ℒ/∂S^h``."""
+        S = np.ascontiguousarray(S, dtype=np.float64)
+        Gamma = np.empty_like(S)
+        sc = self.scores
+        value, _ = multihead_loss_gradient_gap(S, sc.Ms, sc.p, sc.logp, Gamma)
+        return value, Gamma
+
+    def loss(self, S):
+        """Population loss at the heads' scores S (H, K, K)."""
+        return self.loss_and_gradient(S)[0]
+
+    def gradient(self, S):
+        """``Γ^h = ∂ℒ/∂S^h``, (H, K, K)."""
+        return self.loss_and_gradient(S)[1]
+
+    def hessians(self, S):
+        """Column Hessians ``Hs[k, h, n, h', m] = ∂Γ^h[n, k]/∂S^{h'}[m, k]``, (K, H, K, H, K)."""
+        K, H, sc = self.K, self.H, self.scores
+        Hs = np.empty((K, H, K, H, K))
+        multihead_hessians(np.ascontiguousarray(S, dtype=np.float64), sc.Ms, sc.p, sc.logp, Hs)
+        return Hs
+
+    def head_attention(self, y):
+        """Every head's attention ``A[h, n, k]`` (H, K, K) at the flat state y."""
+        A = np.empty((self.H, self.K, self.K))
+        multihead_attention(self.heads(y), self.scores.logp, A)
+        return A
+
+    def flat_attention(self, y):
+        """The mean attention ā (K, K), what the prediction uses, at the flat state y."""
+        return self.head_attention(y).mean(axis=0)
+
+    def flat_loss(self, y):
+        """Population loss at the flat state y."""
+        return self.loss(self.heads(y))
+
+    def _rhs(self, Gamma):
+        G = self.scores.G
+        return (-(G @ Gamma @ G)).ravel()
+
+    def flat_rhs(self, y):
+        """``dS^h/dt = −G Γ^h G`` for every head, flattened (H·K²,)."""
+        return self._rhs(self.gradient(self.heads(y)))
+
+    def flat_event_values(self, y):
+        """``(max_k log(1 − ā_kk), log ℒ)`` at the state y: the events see the mean attention."""
+        sc = self.scores
+        value, gap = multihead_loss_gradient_gap(self.heads(y), sc.Ms, sc.p, sc.logp, np.empty((self.H, self.K, self.K)))
+        return gap, math.log(max(value, 1e-300))
+
+    def flat_event_values_and_rhs(self, y):
+        """:meth:`flat_event_values` and :meth:`flat_rhs` from one kernel call (the GD loop needs both)."""
+        sc = self.scores
+        Gamma = np.empty((self.H, self.K, self.K))
+        value, gap = multihead_loss_gradient_gap(self.heads(y), sc.Ms, sc.p, sc.logp, Gamma)
+        return gap, math.log(max(value, 1e-300)), self._rhs(Gamma)
+
+    def flat_jacobian(self, y):
+        """Analytic Jacobian of :meth:`flat_rhs`, (H·K², H·K²): ``J[(h,i,l), (h',m,k)] = −(G Hs[k]^{hh'})_im G_kl``."""
+        G, n = self.scores.G, self.H * self.K * self.K
+        Hs = self.hessians(self.heads(y))
+        GH = np.einsum("in,kanbm->kaibm", G, Hs)
+        return -np.einsum("kaibm,kl->ailbmk", GH, G).reshape(n, n)
+
+    def scores_of(self, Y):
+        """Effective scores (T, K, K) of states Y (T, H·K²): softmax gives the mean attention ā."""
+        Y = np.atleast_2d(Y)
+        return effective_scores(Y.reshape(-1, self.H, self.K, self.K), self.scores.logp)
+
+    def largest_rate(self, start):
+        """λ_max of ``−J`` at the heads' scores ``start``, matrix-free (Lanczos).
+
+        ``−J = (I_H ⊗ G ⊗ G) Hbig`` with Hbig symmetric shares its nonzero eigenvalues with
+        ``X ↦ R Hcol(R X R) R`` per head (``R = G^½``), as :mod:`attnflow.solvers.stability`
+        has it for one head; each product costs O(H²K³).
+        """
+        H, K = self.H, self.K
+        Hs = self.hessians(np.asarray(start, dtype=np.float64).reshape(H, K, K))
+        Hs = 0.5 * (Hs + Hs.transpose(0, 3, 4, 1, 2))
+        if not np.any(Hs):
+            return 0.0
+        R = self.scores.gram_root
+
+        def product(x):
+            Y = R @ x.reshape(H, K, K) @ R
+            Z = np.einsum("kanbm,bmk->ank", Hs, Y)
+            return (R @ Z @ R).ravel()
+        n = H * K * K
+        operator = LinearOperator((n, n), matvec=product, dtype=np.float64)
+        start_vector = np.random.default_rng(0).standard_normal(n)
+        ncv = min(n, 20)
+        for _ in range(3):
+            try:
+                return float(eigsh(operator, k=1, which="LA", v0=start_vector, ncv=ncv, tol=1e-14,
+                                   maxiter=100 * n, return_eigenvectors=False)[0])
+            except ArpackNoConvergence:
+                ncv = min(n, 2 * ncv)
+        raise ArpackNoConvergence("Lanczos did not converge to the largest eigenvalue of the flow Jacobian", [], [])
+
+    def stable_step(self, start):
+        """Largest linearly stable GD step ``2 / λ_max(−J)`` at the heads' scores ``start`` (inf without curvature)."""
+        lam = self.largest_rate(start)
+        return 2.0 / lam if lam > 0 else np.inf
+
+    @cached_property
+    def _twin(self):
+        return MultiHeadSystem(ScoreSystem(np.eye(2), np.eye(2), np.full(2, 0.5)), 2)
+
+    def warm_up(self):
+        """Compile (or load from the on-disk cache) the multi-head kernels; return the seconds it took."""
+        start = time.perf_counter()
+        twin = self._twin
+        y = np.zeros(8)
+        twin.flat_event_values_and_rhs(y)
+        twin.flat_jacobian(y)
+        twin.flat_attention(y)
+        twin.scores_of(y)
+        return time.perf_counter() - start
