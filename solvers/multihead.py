@@ -40,6 +40,7 @@ from numba import njit
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .columns import column_attention
+from .pullback import flow_sandwich, log_loss
 from .system import ScoreSystem
 
 MAX_HEADS = 64   # dynamics.problem.config documents the same bound
@@ -249,6 +250,76 @@ def _effective_scores(S, logp, out):
             out[n, k] = top + np.log(total / H) + mean_Z
 
 
+# ---- compiled callbacks: the score flow's argument types (G, Ms, p, logp, prompt), H = y.size // K²,
+# so the integrators' and the GD loop's machine code compiled for the scores serves the heads.
+
+
+@njit(cache=True)
+def _head_gradients(y, Ms, p, logp):
+    K = logp.shape[0]
+    H = y.shape[0] // (K * K)
+    Gamma = np.empty((H, K, K))
+    value, gap = multihead_loss_gradient_gap(y.reshape((H, K, K)), Ms, p, logp, Gamma)
+    return value, gap, Gamma
+
+
+@njit(cache=True)
+def _head_velocity(G, Gamma, dy):
+    """``dy = [−(G Γ^h G).ravel() for each head]``."""
+    H, K = Gamma.shape[0], Gamma.shape[1]
+    for h in range(H):
+        step = flow_sandwich(G, Gamma[h])
+        for i in range(K * K):
+            dy[h * K * K + i] = step[i]
+
+
+@njit(cache=True)
+def multihead_rhs(y, G, Ms, p, logp, prompt):
+    """``dS^h/dt = −G Γ^h G`` for every head at the flat state y (H·K²,): the integrators' ``rhs``."""
+    _, _, Gamma = _head_gradients(y, Ms, p, logp)
+    dy = np.empty(y.shape[0])
+    _head_velocity(G, Gamma, dy)
+    return dy
+
+
+@njit(cache=True)
+def multihead_event_values(y, Ms, p, logp, prompt):
+    """``(max_k log(1 − ā_kk), log ℒ)`` at the flat state y: the integrators' ``events``."""
+    value, gap, _ = _head_gradients(y, Ms, p, logp)
+    return gap, log_loss(value)
+
+
+@njit(cache=True)
+def multihead_jacobian(y, G, Ms, p, logp, prompt):
+    """``J[(h,i,l), (h',m,k)] = −(G Hs[k]^{hh'})_im G_kl`` at the flat state y: the stiff integrator's ``jac``."""
+    K = G.shape[0]
+    H = y.shape[0] // (K * K)
+    Hs = np.empty((K, H, K, H, K))
+    multihead_hessians(y.reshape((H, K, K)), Ms, p, logp, Hs)
+    n = H * K * K
+    J = np.zeros((n, n))
+    for k in range(K):
+        for h in range(H):
+            for i in range(K):
+                for b in range(H):
+                    for m in range(K):
+                        gh = 0.0
+                        for j in range(K):
+                            gh += G[i, j] * Hs[k, h, j, b, m]
+                        for l in range(K):
+                            J[h * K * K + i * K + l, b * K * K + m * K + k] = -gh * G[k, l]
+    return J
+
+
+@njit(cache=True)
+def multihead_gd_step(y, G, Ms, p, logp, prompt, dy, S):
+    """The GD loop's ``step``: ``dy`` = :func:`multihead_rhs`, ``S`` the effective scores; returns ``(ℒ, gap)``."""
+    value, gap, Gamma = _head_gradients(y, Ms, p, logp)
+    _head_velocity(G, Gamma, dy)
+    _effective_scores(y.reshape(Gamma.shape), logp, S)
+    return value, gap
+
+
 def specialisation_index(A):
     """How differently the heads attend: the mean over queries of the mean total-variation distance between heads.
 
@@ -406,9 +477,18 @@ class MultiHeadSystem:
         """Population loss at the flat state y."""
         return self.loss(self.heads(y))
 
+    def flat_losses(self, Y):
+        """Population loss at each state of Y (T, H·K²)."""
+        sc = self.scores
+        Gamma = np.empty((self.H, self.K, self.K))
+        return np.array([multihead_loss_gradient_gap(S, sc.Ms, sc.p, sc.logp, Gamma)[0]
+                         for S in np.ascontiguousarray(Y, dtype=np.float64).reshape(-1, self.H, self.K, self.K)])
+
     def _rhs(self, Gamma):
-        G = self.scores.G
-        return (-(G @ Gamma @ G)).ravel()
+        # The single head's sandwich (solvers.pullback), head by head: one head is ScoreSystem to the bit.
+        dy = np.empty(Gamma.size)
+        _head_velocity(self.scores.G, Gamma, dy)
+        return dy
 
     def flat_rhs(self, y):
         """``dS^h/dt = −G Γ^h G`` for every head, flattened (H·K²,)."""
