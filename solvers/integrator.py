@@ -44,8 +44,6 @@ from numba import njit, types
 from numba.experimental.function_type import _get_wrapper_address
 from scipy.integrate._ivp import dop853_coefficients as _dop853
 
-from .system import ScoreSystem
-
 # Status codes returned by the compiled loop.
 FINISHED, STOPPED, PAUSED, STEP_UNDERFLOW, NON_FINITE = 0, 1, 2, -1, -2
 STATUS_NAMES = {FINISHED: "finished", STOPPED: "stopped by a terminal event", PAUSED: "paused",
@@ -396,19 +394,6 @@ def dispatchers(compile_loops=None):
     There is one start and one run per combination of argument types.
     """
     return list(_LOOPS.get(compile_loops or _compiled, ()))
-
-
-def score_callbacks(system):
-    """Return the compiled callbacks ``(rhs, events, rhs_args, event_args)`` of a system.
-
-    For a :class:`ScoreSystem`: its kernel set's ``flow_rhs`` and ``event_values`` (the
-    flow's event quantities, whatever their definition) with their runtime arrays; None for
-    a system without compiled callbacks.
-    """
-    if not isinstance(system, ScoreSystem):
-        return None
-    G, Ms, p, logp, prompt = (np.ascontiguousarray(a, dtype=np.float64) for a in system.args)
-    return system.kernels.flow_rhs, system.kernels.event_values, (G, Ms, p, logp, prompt), (Ms, p, logp, prompt)
 
 
 class _Callback(types.WrapperAddressProtocol):

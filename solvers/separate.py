@@ -188,6 +188,23 @@ class SeparateSystem:
         loss, gap = sc.kernels.loss_gradient_gap(B.T @ C, sc.Ms, sc.p, sc.logp, sc.prompt, Gamma)
         return gap, math.log(max(loss, 1e-300)), self._rhs(B, C, Gamma)
 
+    def callbacks(self):
+        """The compiled flow of the factors: the kernel set's ``separate_*`` functions.
+
+        They take the score flow's arguments (h comes from the state's size), so the
+        integrators run them in the loops compiled for the scores.
+
+        Returns
+        -------
+        tuple
+            ``(rhs, events, args, event_args, jac)`` as :meth:`ScoreSystem.callbacks`, with
+            :func:`attnflow.solvers.assembly.separate_rhs`, ``separate_event_values`` and
+            ``separate_jacobian``.
+        """
+        kernels = self.scores.kernels
+        _, _, args, event_args, _ = self.scores.callbacks()
+        return kernels.separate_rhs, kernels.separate_event_values, args, event_args, kernels.separate_jacobian
+
     def flat_jacobian(self, y):
         """Analytic Jacobian of :meth:`flat_rhs`, (2hK, 2hK).
 

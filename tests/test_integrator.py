@@ -202,15 +202,24 @@ def test_progress_is_reported_in_log_time_and_does_not_change_the_steps():
     np.testing.assert_array_equal(tr.S, quiet.S)
 
 
-def test_systems_without_compiled_kernels_fall_back_to_solve_ivp():
-    """The separate factors have a NumPy right-hand side: solve_ivp's DOP853 runs, and the message says so."""
+def test_separate_factors_run_in_the_loops_compiled_for_the_scores():
+    """The factors' callbacks take the score flow's argument types: after a score run, DOP853-compiled
+    and Rodas4P2-compiled run the separate system with no new loop, and agree with solve_ivp."""
+    from attnflow.solvers import rosenbrock
+
     problem = make_problem(features={"kind": "orthonormal", "K": 2}, task={"kind": "linear"})
-    system = SeparateSystem(problem.score_system(), h=4)
+    scores = problem.score_system()
+    system = SeparateSystem(scores, h=4)
     start = lazy_start(np.eye(2), 2.0)
-    tr = integrate_flow(system, start, 10.0, method="DOP853-compiled", n_out=20)
-    ref = integrate_flow(system, start, 10.0, method="DOP853", n_out=20)
-    assert tr.status == ref.status and "SeparateSystem" in tr.message and "solve_ivp's DOP853" in tr.message
-    np.testing.assert_array_equal(tr.S, ref.S)
+    for method, reference, loops in (("DOP853-compiled", "DOP853", integrator.dispatchers),
+                                     ("Rodas4P2-compiled", "Radau", rosenbrock.dispatchers)):
+        integrate_flow(scores, problem.S0, 10.0, method=method, n_out=5)
+        before = loops()
+        tr = integrate_flow(system, start, 10.0, method=method, n_out=20, rtol=1e-10, atol=1e-12)
+        assert loops() == before and len(before) == 2
+        assert tr.status in ("finished", "t_end") and tr.message.startswith("reached t_end")
+        ref = integrate_flow(system, start, 10.0, method=reference, n_out=20, rtol=1e-10, atol=1e-12)
+        assert np.abs(tr.state[-1] - ref.state[-1]).max() <= 1e-7 * np.abs(ref.state[-1]).max()
 
 
 def test_parameters_are_runtime_arguments_nothing_recompiles():
