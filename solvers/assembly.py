@@ -364,6 +364,51 @@ def separate_jacobian(y, G, Ms, p, logp, prompt):
     return J
 
 
+# The step callbacks of the compiled GD loop (attnflow.solvers.gd): at the state y, write the flow's
+# right-hand side into dy and the scores into S (K, K); return (ℒ, max_k log(1 − A_kk)).  One
+# kernel evaluation gives all three.
+
+@njit(cache=True)
+def score_gd_step(y, G, Ms, p, logp, prompt, dy, S):
+    """GD step callback of the scores: ``dy = −(G Γ G).ravel()``, ``S = y`` as K×K; returns ``(ℒ, gap)``."""
+    K = G.shape[0]
+    for n in range(K):
+        for m in range(K):
+            S[n, m] = y[n * K + m]
+    Gamma = np.empty((K, K))
+    value, gap = loss_gradient_gap(S, Ms, p, logp, prompt, Gamma)
+    identity = True          # orthonormal features: G = I and the sandwich is Γ itself
+    for n in range(K):
+        for m in range(K):
+            if G[n, m] != (1.0 if n == m else 0.0):
+                identity = False
+    if identity:
+        for n in range(K):
+            for m in range(K):
+                dy[n * K + m] = -Gamma[n, m]
+    else:
+        half = G @ Gamma
+        out = dy.reshape((K, K))
+        np.dot(half, G, out)
+        for i in range(K * K):
+            dy[i] = -dy[i]
+    return value, gap
+
+
+@njit(cache=True)
+def separate_gd_step(y, G, Ms, p, logp, prompt, dy, S):
+    """GD step callback of the separate factors: ``dy`` = :func:`separate_rhs`, ``S = BᵀC``; returns ``(ℒ, gap)``."""
+    K = G.shape[0]
+    B, C, scores = _factor_scores(y, K)
+    for n in range(K):
+        for m in range(K):
+            S[n, m] = scores[n, m]
+    Gamma = np.empty((K, K))
+    value, gap = loss_gradient_gap(scores, Ms, p, logp, prompt, Gamma)
+    _factor_velocity(B, C, G, Gamma, dy)
+    return value, gap
+
+
 GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS, GD_SATURATED = 0, 1, 2, 3, 4
 # log(2⁻⁵²): an off-target attention below double precision's epsilon makes the softmax one-hot.
 SATURATED_LOG_GAP = -36.04365338911715

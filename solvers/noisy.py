@@ -219,6 +219,32 @@ def noisy_event_values(y, V, points, weights, p, logp, params):
 
 
 @njit(cache=True)
+def noisy_gd_step(y, V, points, weights, p, logp, params, dy, S):
+    """GD step callback (:mod:`attnflow.solvers.gd`): ``dy`` = :func:`noisy_rhs`, the scores
+    ``S = V Q Vᵀ``; returns ``(ℒ, max_k log(1 − A_kk))``."""
+    K, d = V.shape
+    Q = y.reshape((d, d))
+    grad = np.empty((d, d))
+    A = np.empty((K, K))
+    value = noisy_evaluate(Q, V, points, weights, p, logp, params, grad, A, True)
+    for i in range(d):
+        for j in range(d):
+            dy[i * d + j] = -grad[i, j]
+    QV = np.zeros((d, K))
+    for i in range(d):
+        for j in range(d):
+            for k in range(K):
+                QV[i, k] += Q[i, j] * V[k, j]
+    for n in range(K):
+        for k in range(K):
+            acc = 0.0
+            for i in range(d):
+                acc += V[n, i] * QV[i, k]
+            S[n, k] = acc
+    return value, _noisy_gap(A)
+
+
+@njit(cache=True)
 def noisy_jacobian(y, V, points, weights, p, logp, params):
     """Jacobian of :func:`noisy_rhs`, ``−∂²ℒ/∂Q∂Q`` (d², d²): :meth:`NoisySystem.hessian` compiled.
 
@@ -461,11 +487,6 @@ class NoisySystem:
         loss, _, A = self._evaluate(y.reshape(self.d, self.d), gradient=False)
         return self._event_values(loss, A)
 
-    def flat_event_values_and_rhs(self, y):
-        """:meth:`flat_event_values` and :meth:`flat_rhs` from one evaluation (the GD loop needs both)."""
-        loss, grad, A = self._evaluate(y.reshape(self.d, self.d))
-        return (*self._event_values(loss, A), -grad.ravel())
-
     @cached_property
     def args(self):
         """The runtime arguments of the compiled kernels: ``(V, points, weights, p, logp, [σ, ν])``."""
@@ -485,6 +506,10 @@ class NoisySystem:
             once more for it (cached on disk).
         """
         return noisy_rhs, noisy_event_values, self.args, self.args, noisy_jacobian
+
+    def gd_callback(self):
+        """``(step, args)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`): :func:`noisy_gd_step` and :attr:`args`."""
+        return noisy_gd_step, self.args
 
     def scores_of(self, Y):
         """Scores ``V Q Vᵀ`` (T, K, K) of states Y (T, d²)."""

@@ -180,14 +180,6 @@ class SeparateSystem:
         B, C = self.split(y)
         return self.scores.flat_event_values((B.T @ C).ravel())
 
-    def flat_event_values_and_rhs(self, y):
-        """:meth:`flat_event_values` and :meth:`flat_rhs` from one kernel call (the GD loop needs both)."""
-        B, C = self.split(y)
-        sc = self.scores
-        Gamma = np.empty((self.K, self.K))
-        loss, gap = sc.kernels.loss_gradient_gap(B.T @ C, sc.Ms, sc.p, sc.logp, sc.prompt, Gamma)
-        return gap, math.log(max(loss, 1e-300)), self._rhs(B, C, Gamma)
-
     def callbacks(self):
         """The compiled flow of the factors: the kernel set's ``separate_*`` functions.
 
@@ -204,6 +196,13 @@ class SeparateSystem:
         kernels = self.scores.kernels
         _, _, args, event_args, _ = self.scores.callbacks()
         return kernels.separate_rhs, kernels.separate_event_values, args, event_args, kernels.separate_jacobian
+
+    def gd_callback(self):
+        """``(step, args)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`).
+
+        The kernel set's :func:`attnflow.solvers.assembly.separate_gd_step` with the score flow's arguments.
+        """
+        return self.scores.kernels.separate_gd_step, self.scores.callbacks()[2]
 
     def flat_jacobian(self, y):
         """Analytic Jacobian of :meth:`flat_rhs`, (2hK, 2hK).

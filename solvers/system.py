@@ -220,6 +220,13 @@ class ScoreSystem:
         args = tuple(np.ascontiguousarray(a, dtype=np.float64) for a in self.args)
         return self.kernels.flow_rhs, self.kernels.event_values, args, args[1:], self.kernels.flow_jacobian
 
+    def gd_callback(self):
+        """``(step, args)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`).
+
+        The kernel set's :func:`attnflow.solvers.assembly.score_gd_step` with ``(G, Ms, p, logp, prompt)``.
+        """
+        return self.kernels.score_gd_step, self.callbacks()[2]
+
     def scores_of(self, Y):
         """Scores (T, K, K) of states Y (T, K²)."""
         return Y.reshape(-1, self.K, self.K)
