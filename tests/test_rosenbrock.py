@@ -216,16 +216,16 @@ def test_parameters_are_runtime_arguments_nothing_recompiles():
         tr = integrate_flow(problem.score_system(), problem.S0, 100.0, method=METHOD, n_out=10)
         assert tr.status in ("finished", "t_end")
 
-    def counts():
-        return [len(d.signatures) for d in rosenbrock.dispatchers()]
-
     run(_sharp())
-    assert counts() == [1, 1]          # start and run, one signature each
+    # A start and a run, one signature each, for the scores' argument types (and as many for the
+    # noisy model's, if an earlier test of this session ran it).
+    before = rosenbrock.dispatchers()
+    assert len(before) in (2, 4) and all(len(d.signatures) == 1 for d in before)
     run(make_problem(features={"kind": "simplex", "K": 4, "d": 3}, task={"kind": "single-index", "L": 0.7}))
     run(_finite(False))
     run(_finite(True))
     run(make_problem(features={"kind": "random-unit", "K": 6, "d": 4, "seed": 3}, task={"kind": "linear"}))
-    assert counts() == [1, 1]
+    assert rosenbrock.dispatchers() == before and all(len(d.signatures) == 1 for d in before)
 
 
 def _same_run(a, b):
