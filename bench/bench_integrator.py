@@ -45,7 +45,7 @@ def problem(K):
 
 def configurations(system, S0):
     """name → a function running one trajectory and returning its (nfev, nsteps)."""
-    rhs, events, args, event_args = integrator.score_callbacks(system)
+    rhs, events, args, event_args, _ = system.callbacks()
     kernels = system.kernels
     y0 = system.flatten(S0)
     G, _, p, logp, _ = args

@@ -240,6 +240,175 @@ def flow_jacobian(y, G, Ms, p, logp, prompt):
     return jacobian_from_hessians(G, Hs)
 
 
+# The separate key and query factors (attnflow.solvers.separate): state y = [B.ravel(), C.ravel()],
+# B and C h×K, scores S = BᵀC.  The same arguments as flow_rhs / event_values / flow_jacobian
+# (K from the arrays, h = y.size // (2K)), so the compiled integrators run them in the loops
+# already compiled for the score flow.
+
+@njit(cache=True)
+def _factor_scores(y, K):
+    """``(B, C, S = BᵀC)`` of the factor state y: B and C are views, S a new (K, K) array."""
+    half = y.shape[0] // 2
+    h = half // K
+    B = y[:half].reshape((h, K))
+    C = y[half:].reshape((h, K))
+    S = np.zeros((K, K))
+    for i in range(h):
+        for n in range(K):
+            b = B[i, n]
+            for k in range(K):
+                S[n, k] += b * C[i, k]
+    return B, C, S
+
+
+@njit(cache=True)
+def _factor_velocity(B, C, G, Gamma, out):
+    """Write ``[−CΓᵀG, −BΓG]`` (flattened) into out, ``(ΓᵀG)_km = Σ_n Γ_nk G_nm``."""
+    h, K = B.shape
+    GammaTG = np.zeros((K, K))
+    GammaG = np.zeros((K, K))
+    for n in range(K):
+        for m in range(K):
+            g = G[n, m]
+            for k in range(K):
+                GammaTG[k, m] += Gamma[n, k] * g
+                GammaG[k, m] += Gamma[k, n] * g
+    half = h * K
+    for i in range(h):
+        for a in range(K):
+            db = 0.0
+            dc = 0.0
+            for k in range(K):
+                db += C[i, k] * GammaTG[k, a]
+                dc += B[i, k] * GammaG[k, a]
+            out[i * K + a] = -db
+            out[half + i * K + a] = -dc
+
+
+@njit(cache=True)
+def separate_rhs(y, G, Ms, p, logp, prompt):
+    """Flow of the factors, ``[dB/dt, dC/dt] = [−CΓᵀG, −BΓG]`` with ``Γ = ∂ℒ/∂S`` at ``S = BᵀC``."""
+    K = G.shape[0]
+    B, C, S = _factor_scores(y, K)
+    Gamma = np.empty((K, K))
+    loss_gradient_gap(S, Ms, p, logp, prompt, Gamma)
+    out = np.empty(y.shape[0])
+    _factor_velocity(B, C, G, Gamma, out)
+    return out
+
+
+@njit(cache=True)
+def separate_event_values(y, Ms, p, logp, prompt):
+    """:func:`event_values` at the scores ``BᵀC`` of the factor state y."""
+    K = logp.shape[0]
+    S = _factor_scores(y, K)[2]
+    value, gap = loss_gradient_gap(S, Ms, p, logp, prompt, np.empty((K, K)))
+    return gap, log_loss(value)
+
+
+@njit(cache=True)
+def separate_jacobian(y, G, Ms, p, logp, prompt):
+    """Jacobian of :func:`separate_rhs`, (2hK, 2hK), from the column Hessians ``Hs[k]`` at ``S = BᵀC``.
+
+    A change of ``B_jm`` moves row m of S by ``C[j]``, a change of ``C_jk`` moves column k
+    by ``B[j]``; with ``HG[k] = Hs[k] G``, ``BH[k] = B Hs[k]`` and ``BHG[k] = BH[k] G`` the
+    product rule gives the blocks (rows: the output; columns: the input)
+
+        ∂Ḃ_ia/∂B_jm = −Σ_k C_ik C_jk HG[k]_ma,
+        ∂Ḃ_ia/∂C_jk = −δ_ij (ΓᵀG)_ka − C_ik BHG[k]_ja,
+        ∂Ċ_ia/∂B_jm = −δ_ij (ΓG)_ma − Σ_k BH[k]_im C_jk G_ka,
+        ∂Ċ_ia/∂C_jk = −(Σ_n B_in BH[k]_jn) G_ka.
+    """
+    K = G.shape[0]
+    B, C, S = _factor_scores(y, K)
+    h = B.shape[0]
+    Gamma = np.empty((K, K))
+    loss_gradient_gap(S, Ms, p, logp, prompt, Gamma)
+    Hs = np.empty((K, K, K))
+    score_hessians(S, Ms, p, logp, prompt, Hs)
+    HG = np.empty((K, K, K))
+    BH = np.empty((K, h, K))
+    BHG = np.empty((K, h, K))
+    for k in range(K):
+        HG[k] = Hs[k] @ G
+        BH[k] = B @ Hs[k]
+        BHG[k] = BH[k] @ G
+    GammaG = Gamma @ G
+    GammaTG = Gamma.T @ G
+    half = h * K
+    J = np.zeros((2 * half, 2 * half))
+    for i in range(h):
+        for a in range(K):
+            row_b = i * K + a
+            row_c = half + i * K + a
+            for j in range(h):
+                for m in range(K):
+                    col = j * K + m
+                    bb = 0.0
+                    cb = 0.0
+                    for k in range(K):
+                        bb += C[i, k] * C[j, k] * HG[k, m, a]
+                        cb += BH[k, i, m] * C[j, k] * G[k, a]
+                    J[row_b, col] = -bb
+                    J[row_c, col] = -cb
+                for k in range(K):
+                    col = half + j * K + k
+                    bhb = 0.0
+                    for n in range(K):
+                        bhb += B[i, n] * BH[k, j, n]
+                    J[row_b, col] = -C[i, k] * BHG[k, j, a]
+                    J[row_c, col] = -bhb * G[k, a]
+            for m in range(K):
+                J[row_b, half + i * K + m] -= GammaTG[m, a]
+                J[row_c, i * K + m] -= GammaG[m, a]
+    return J
+
+
+# The step callbacks of the compiled GD loop (attnflow.solvers.gd): at the state y, write the flow's
+# right-hand side into dy and the scores into S (K, K); return (ℒ, max_k log(1 − A_kk)).  One
+# kernel evaluation gives all three.
+
+@njit(cache=True)
+def score_gd_step(y, G, Ms, p, logp, prompt, dy, S):
+    """GD step callback of the scores: ``dy = −(G Γ G).ravel()``, ``S = y`` as K×K; returns ``(ℒ, gap)``."""
+    K = G.shape[0]
+    for n in range(K):
+        for m in range(K):
+            S[n, m] = y[n * K + m]
+    Gamma = np.empty((K, K))
+    value, gap = loss_gradient_gap(S, Ms, p, logp, prompt, Gamma)
+    identity = True          # orthonormal features: G = I and the sandwich is Γ itself
+    for n in range(K):
+        for m in range(K):
+            if G[n, m] != (1.0 if n == m else 0.0):
+                identity = False
+    if identity:
+        for n in range(K):
+            for m in range(K):
+                dy[n * K + m] = -Gamma[n, m]
+    else:
+        half = G @ Gamma
+        out = dy.reshape((K, K))
+        np.dot(half, G, out)
+        for i in range(K * K):
+            dy[i] = -dy[i]
+    return value, gap
+
+
+@njit(cache=True)
+def separate_gd_step(y, G, Ms, p, logp, prompt, dy, S):
+    """GD step callback of the separate factors: ``dy`` = :func:`separate_rhs`, ``S = BᵀC``; returns ``(ℒ, gap)``."""
+    K = G.shape[0]
+    B, C, scores = _factor_scores(y, K)
+    for n in range(K):
+        for m in range(K):
+            S[n, m] = scores[n, m]
+    Gamma = np.empty((K, K))
+    value, gap = loss_gradient_gap(scores, Ms, p, logp, prompt, Gamma)
+    _factor_velocity(B, C, G, Gamma, dy)
+    return value, gap
+
+
 GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS, GD_SATURATED = 0, 1, 2, 3, 4
 # log(2⁻⁵²): an off-target attention below double precision's epsilon makes the softmax one-hot.
 SATURATED_LOG_GAP = -36.04365338911715

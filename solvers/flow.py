@@ -18,12 +18,12 @@ from .system import ScoreSystem
 from .trajectory import Trajectory, far_from_convergence
 
 IMPLICIT = ("LSODA", "Radau", "BDF")
-# Compiled methods run the whole integration in Numba (systems with compiled kernels only);
-# without them each falls back to the solve_ivp method of its kind.
-COMPILED = {"DOP853-compiled": "DOP853", "Rodas4P2-compiled": "Radau"}
+# Compiled methods run the whole integration in Numba, on the callbacks every system gives
+# (system.callbacks()); the solve_ivp methods stay selectable, the reference they are tested against.
+COMPILED = ("DOP853-compiled", "Rodas4P2-compiled")
 # "auto": see auto_method.
 AUTO = "auto"
-METHODS = (AUTO,) + IMPLICIT + ("RK45", "DOP853") + tuple(COMPILED)
+METHODS = (AUTO,) + IMPLICIT + ("RK45", "DOP853") + COMPILED
 LSODA_SHORTEST_AUTOMATIC = 1e-150     # shorter intervals underflow LSODA's automatic first step
 
 
@@ -38,8 +38,8 @@ def auto_method(system):
     the query a feature can be absent from a finite prompt, the loss has a floor reached at
     finite scores, the flow converges to them exponentially (λ(J) tends to a nonzero limit)
     and is stiff once t ≫ 1/|λ| (N = 2, K = 3: DOP853 needs ~80 000 steps to t = 10⁷, Rodas4P2
-    ~360).  A system without compiled kernels then runs the method's solve_ivp fallback
-    (DOP853, or Radau for the stiff case); the separate factors follow their scores' prompt.
+    ~360).  The separate factors follow their scores' prompt; the noisy model (N = ∞) takes
+    DOP853.
 
     Parameters
     ----------
@@ -83,11 +83,9 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
 
     Parameters
     ----------
-    system : ScoreSystem, SeparateSystem or NoisySystem
-        :class:`attnflow.solvers.system.ScoreSystem`, :class:`attnflow.solvers.separate.SeparateSystem` or
-        :class:`attnflow.solvers.noisy.NoisySystem`: anything with the flat interface (``flatten``,
-        ``flat_rhs``, ``flat_jacobian``, ``flat_event_values``, ``flat_loss``, ``flat_losses``,
-        ``flat_attention``, ``scores_of``, ``state_is_scores``).
+    system : System
+        Any implementation of :class:`attnflow.solvers.protocol.System` (the scores, the separate
+        factors, the noisy model, several heads, a training set).
     S0 : (K, K) array_like
         Initial scores; the initial factors ``(B0, C0)`` for a SeparateSystem, the initial
         d×d Q for a NoisySystem.
@@ -99,9 +97,9 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
         (:mod:`attnflow.solvers.integrator`), "Rodas4P2-compiled": the stiff Rosenbrock method Rodas4P2
         with the kernels' analytic Jacobian in compiled code (:mod:`attnflow.solvers.rosenbrock`), or
         "auto" (the default): one of the two compiled methods by whether the flow becomes
-        stiff (:func:`auto_method`).  The compiled methods need a ScoreSystem; the separate
-        and noisy systems have NumPy right-hand sides, so for them DOP853-compiled runs
-        solve_ivp's DOP853, Rodas4P2-compiled solve_ivp's Radau, and the message says so.
+        stiff (:func:`auto_method`).  Every system runs the compiled methods, on the
+        Numba callbacks of its ``callbacks()`` (the scores' kernel set, the factors'
+        ``separate_*`` functions of the same kernel set, the noisy model's quadrature kernels).
     rtol, atol : float, optional
         The integrator's relative and absolute tolerances.
     eps : tuple of float, optional
@@ -194,17 +192,11 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
     levels += [("t_loss", e, math.log(e), 1) for e in eps]
     if stop_loss > 0:
         levels.append(("stop", None, math.log(stop_loss), 1))
-    fallback = ""
     if method == AUTO:
         method = auto_method(system)
     if method in COMPILED:
-        callbacks = integrator.score_callbacks(system)
-        if callbacks is not None:
-            return _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels, stop_loss, n_out,
-                                       progress, speed, tau, log_span)
-        fallback = (f" ({method} needs compiled kernels, which {type(system).__name__} has not: "
-                    f"ran solve_ivp's {COMPILED[method]})")
-        method = COMPILED[method]
+        return _integrate_compiled(system, method, system.callbacks(), y0, t_end, rtol, atol, levels, stop_loss,
+                                   n_out, progress, speed, tau, log_span)
     events = []
     for name, _, level, which in levels:
         ev = (lambda level, which: lambda t, y: values(t, y)[which] - level)(level, which)
@@ -244,7 +236,6 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
         message = f"loss reached {stop_loss:g} at t = {t_final:.6g}"
     else:
         status, message = _reached_t_end(system, t_end, t, loss, Y[-1], eps)
-    message += fallback
     counters = {"nfev": int(sol.nfev), "njev": int(sol.njev), "nlu": int(sol.nlu),
                 "nsteps": int(len(sol.t) - 1)}
     state = None if system.state_is_scores else Y
@@ -276,15 +267,16 @@ def _crossings(levels, at_start, first_hits):
 def _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels, stop_loss, n_out, progress, speed,
                         tau, log_span):
     """:func:`integrate_flow` with a compiled method: DOP853 (:class:`attnflow.solvers.integrator.CompiledRun`)
-    or Rodas4P2 (:class:`attnflow.solvers.rosenbrock.RosenbrockRun`, with the kernels' ``flow_jacobian``)."""
+    or Rodas4P2 (:class:`attnflow.solvers.rosenbrock.RosenbrockRun`, with the system's analytic Jacobian);
+    callbacks: ``system.callbacks()``."""
     start = time.perf_counter()
-    rhs, *rest = callbacks
-    events = {"levels": [level for _, _, level, _ in levels], "which": [which for *_, which in levels],
-              "terminal": [name == "stop" for name, *_ in levels]}
+    rhs, events, args, event_args, jac = callbacks
+    options = {"levels": [level for _, _, level, _ in levels], "which": [which for *_, which in levels],
+               "terminal": [name == "stop" for name, *_ in levels]}
     if method == "Rodas4P2-compiled":
-        run = rosenbrock.RosenbrockRun(rhs, system.kernels.flow_jacobian, *rest, y0, t_end, rtol, atol, **events)
+        run = rosenbrock.RosenbrockRun(rhs, jac, events, args, event_args, y0, t_end, rtol, atol, **options)
     else:
-        run = integrator.CompiledRun(rhs, *rest, y0, t_end, rtol, atol, **events)
+        run = integrator.CompiledRun(rhs, events, args, event_args, y0, t_end, rtol, atol, **options)
     t_first = run.first_step if speed == 0 else max(run.first_step, 1e-3 / speed)
     t = _log_grid(t_first, t_end, n_out)
     pauses, on_pause = (), None

@@ -1,8 +1,12 @@
-"""The exact gradient-descent map of the population loss, compiled for the scores.
+"""The exact gradient-descent map of the population loss, in compiled loops.
 
-:func:`iterate_gd` runs ``S ← S − η G Γ(S) G`` in a compiled loop;
-:func:`iterate_state_gd` runs any other system's map ``y ← y + η·flat_rhs(y)``
-(separate factors, the noisy model) in a Python loop.
+:func:`iterate_state_gd` runs any system's map ``y ← y + η·flat_rhs(y)`` (the scores, the
+separate factors, the noisy model) in one compiled loop driven by the system's
+``gd_callback()``, compiled once per argument types like the integrators' loops (the
+factors share the scores' types; the noisy model adds one).  :func:`iterate_gd` runs the
+scores' ``S ← S − η G Γ(S) G`` in the kernel set's own loop
+(:func:`attnflow.solvers.assembly.gd_iterate`), which is still faster at small K: see the
+measurement in :func:`iterate_gd`.
 
 Examples
 --------
@@ -18,12 +22,16 @@ Examples
 (7.0, 80.0)
 """
 
+import functools
 import math
 import time
 
+import numba
 import numpy as np
+from numba import types
 
 from .assembly import GD_FINISHED, GD_NONFINITE, GD_SATURATED, GD_SCORE_LIMIT, GD_STOP_LOSS, SATURATED_LOG_GAP
+from .integrator import _array_key, _Callback, _entry_point
 from .trajectory import Trajectory, far_from_convergence
 
 _STATUS = {
@@ -103,6 +111,13 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     See the module's examples: K = 3 with orthonormal features from ``S0 = 0``.
     """
     _validate(eta, steps)
+    # The scores keep their own loop, gd_iterate, rather than the generic one of iterate_state_gd
+    # (identical iterates, losses, crossings and oscillation counts; tests/test_state_gd.py).
+    # Measured 2026-11-26 (min of 9 interleaved repeats, shared 2-core machine, random features,
+    # η = half the stable step): per iteration gd_iterate / generic = 1.9 / 2.5 µs at K = 4 (+32 %),
+    # 11.5 / 12.8 µs at K = 16 (+12 %), 280–360 / 330–345 µs at K = 64 (−4 % to +18 %).  The
+    # generic loop pays the call through a function pointer, the step's scratch allocations and
+    # a copy of the scores each iteration, more than the 10 % one loop was allowed to cost.
     K = system.K
     G, Ms, p, logp, prompt = system.args
     kernels = system.kernels
@@ -206,32 +221,144 @@ def _validate(eta, steps):
         raise ValueError(f"steps: expected a positive integer, got {steps}")
 
 
+def _gd_loop(step, args, y, eta, it0, it_end, record_at, Y_rec, loss_rec, attn_levels, attn_hits, loss_levels,
+             loss_hits, score_limit, stop_loss, last_sign, flips, dy, S, S_prev):
+    """Iterate ``y ← y + η·dy(y)`` in place from iteration it0 to it_end: the GD loop of every system.
+
+    ``step(y, *args, dy, S) -> (ℒ, gap)`` writes the flow's right-hand side at y into dy and
+    the scores into S (K, K), and returns the loss and ``max_k log(1 − A_kk)``: one kernel
+    evaluation per iteration.  Resumable by chunks (each call re-evaluates iteration it0).
+    The other arguments and the returned ``(status, last_iteration, n_recorded,
+    loss_increases)`` are those of :func:`attnflow.solvers.assembly.gd_iterate`, with the
+    states (rows of ``Y_rec``) recorded instead of the scores; dy, S and S_prev are scratch.
+    The oscillation counts follow the scores' actual change per step: for each irrelevant
+    pair (n ≠ k) the sign of ``Δ(S_nk − S_kk)``, each difference taken within an entry
+    (exact), against its previous non-zero sign.  Saturation: a step that leaves the scores
+    (all the loss sees) bit-identical while ``gap ≤ log 2⁻⁵²``.
+    """
+    n = y.shape[0]
+    K = S.shape[0]
+    R = record_at.shape[0]
+    rec = 0
+    increases = 0
+    prev = np.inf
+    it = it0
+    L, gap = step(y, *args, dy, S)
+    while True:
+        if not np.isfinite(L):
+            return GD_NONFINITE, it, rec, increases
+        if L > prev * (1.0 + 1e-12):
+            increases += 1
+        prev = L
+        for j in range(attn_levels.shape[0]):
+            if attn_hits[j] < 0 and gap <= attn_levels[j]:
+                attn_hits[j] = it
+        for j in range(loss_levels.shape[0]):
+            if loss_hits[j] < 0 and L <= loss_levels[j]:
+                loss_hits[j] = it
+        while rec < R and record_at[rec] == it:
+            for i in range(n):
+                Y_rec[rec, i] = y[i]
+            loss_rec[rec] = L
+            rec += 1
+        if stop_loss > 0.0 and L <= stop_loss:
+            return GD_STOP_LOSS, it, rec, increases
+        if it >= it_end:
+            return GD_FINISHED, it, rec, increases
+        finite = True
+        for i in range(n):
+            y[i] += eta * dy[i]
+            finite = finite and np.isfinite(y[i])
+        it += 1
+        if not finite:
+            return GD_NONFINITE, it, rec, increases
+        for a in range(K):
+            for b in range(K):
+                S_prev[a, b] = S[a, b]
+        gap_before = gap
+        L, gap = step(y, *args, dy, S)
+        big = 0.0
+        changed = False
+        for a in range(K):                                 # row by row: contiguous in C order
+            for k in range(K):
+                v = abs(S[a, k])
+                if not (v <= big):  # also catches NaN
+                    big = v
+                changed = changed or S[a, k] != S_prev[a, k]
+                if a != k:
+                    change = (S[a, k] - S_prev[a, k]) - (S[k, k] - S_prev[k, k])
+                    sign = 1 if change > 0 else (-1 if change < 0 else 0)
+                    if sign != 0:
+                        if last_sign[a, k] != 0 and sign != last_sign[a, k]:
+                            flips[a, k] += 1
+                        last_sign[a, k] = sign
+        if not np.isfinite(big):
+            return GD_NONFINITE, it, rec, increases
+        if big > score_limit:
+            return GD_SCORE_LIMIT, it, rec, increases
+        if not changed and gap_before <= SATURATED_LOG_GAP:
+            return GD_SATURATED, it, rec, increases
+
+
+@functools.cache
+def _compiled_gd(step_type, args_type):
+    """:func:`_gd_loop` compiled for a step callback and arguments of these types (cached on disk)."""
+    array, matrix = types.float64[::1], types.float64[:, ::1]
+    ints, int_matrix = types.int64[::1], types.int64[:, ::1]
+    signature = types.UniTuple(types.int64, 4)(
+        step_type, args_type, array, types.float64, types.int64, types.int64, ints, matrix, array, array, ints,
+        array, ints, types.float64, types.float64, int_matrix, int_matrix, array, matrix, matrix)
+    return numba.njit(signature, cache=True)(_gd_loop)
+
+
+_GD_LOOPS = {}
+
+
+def _gd_loop_for(step, args, y, S):
+    """The loop's entry point and the step as a typed function pointer, memoised by the step and
+    the arrays' dimensions, dtypes and layouts (see :func:`attnflow.solvers.integrator._compiled_for`)."""
+    key = (step, _array_key(args))
+    if key not in _GD_LOOPS:
+        args_type = numba.typeof(args)
+        returned = numba.typeof(step(y.copy(), *args, np.empty_like(y), S))      # compiles the step
+        step_type = types.FunctionType(returned(types.float64[::1], *args_type, types.float64[::1],
+                                                types.float64[:, ::1]))
+        loop = _compiled_gd(step_type, args_type)
+        _GD_LOOPS[key] = (loop, _entry_point(loop), _Callback(step, step_type.signature))
+    return _GD_LOOPS[key][1:]
+
+
+def dispatchers():
+    """List the compiled GD loops made so far (one per combination of argument types)."""
+    return list({id(loop): loop for loop, _, _ in _GD_LOOPS.values()}.values())
+
+
 def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_out=400,
-                     score_limit=700.0, progress=None):
-    """Gradient descent ``y ← y + η·flat_rhs(y)`` on a system whose state is not the scores.
+                     score_limit=700.0, progress=None, chunks=50):
+    """Gradient descent ``y ← y + η·flat_rhs(y)`` of any system, in one compiled loop.
 
     For :class:`attnflow.solvers.separate.SeparateSystem` that is ``(B, C) ← (B − ηCΓᵀG, C − ηBΓG)``,
-    for :class:`attnflow.solvers.noisy.NoisySystem` ``Q ← Q − η∇ℒ(Q)``.  Same records, crossings
-    and statuses as :func:`iterate_gd` (a Python loop around the system's compiled or
-    vectorised pieces; oscillations are not counted); ``state`` holds the recorded
-    states, and ``score_limit`` and saturation (a step that leaves them bit-identical
-    while the softmax is one-hot) apply to the scores ``scores_of(y)``.  Each iteration
-    makes one ``flat_event_values_and_rhs`` call: the loss, the attention gap and the step.
+    for :class:`attnflow.solvers.noisy.NoisySystem` ``Q ← Q − η∇ℒ(Q)``, for a
+    :class:`attnflow.solvers.system.ScoreSystem` ``S ← S − ηGΓG``.  The loop (:func:`_gd_loop`) is
+    compiled once per argument types and runs the system's ``gd_callback()``; same records,
+    crossings, statuses and oscillation counts as :func:`iterate_gd`, with ``score_limit``
+    and saturation applied to the scores ``scores_of(y)``; ``state`` holds the recorded
+    states when they are not the scores.
 
     Parameters
     ----------
-    system : SeparateSystem or NoisySystem
-        Any system with the flat interface (``flatten``, ``flat_event_values_and_rhs``,
-        ``scores_of``).
+    system : ScoreSystem, SeparateSystem or NoisySystem
+        Any system with ``flatten``, ``scores_of``, ``flat_loss``, ``flat_attention`` and
+        ``gd_callback``.
     start : object
-        Initial state as ``system.flatten`` takes it (the factors ``(B₀, C₀)``, or Q₀).
-    eta, steps, eps, stop_loss, n_out, score_limit, progress
+        Initial state as ``system.flatten`` takes it (the scores S₀, the factors ``(B₀, C₀)``, or Q₀).
+    eta, steps, eps, stop_loss, n_out, score_limit, progress, chunks
         As in :func:`iterate_gd`.
 
     Returns
     -------
     Trajectory
-        As :func:`iterate_gd`'s, with ``state`` (T, n) the recorded states.
+        As :func:`iterate_gd`'s, with ``state`` (T, n) the recorded states unless they are the scores.
 
     Raises
     ------
@@ -239,56 +366,43 @@ def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_los
         If eta or steps are invalid, or the start is rejected by ``system.flatten``.
     """
     _validate(eta, steps)
-    y = system.flatten(start).copy()
+    y = np.array(system.flatten(start), dtype=np.float64)          # a copy: advanced in place
+    K = system.K
+    step, args = system.gd_callback()
+    dy, S, S_prev = np.empty_like(y), np.empty((K, K)), np.empty((K, K))
+    loop, step = _gd_loop_for(step, args, y, S)
     record_at = log_iterations(steps, n_out)
-    states, loss_rec = [], []
+    Y_rec = np.zeros((len(record_at), len(y)))
+    loss_rec = np.full(len(record_at), np.nan)
     attn_levels = np.log(np.array([0.5, *eps]))
     attn_hits = np.full(len(attn_levels), -1, dtype=np.int64)
     loss_levels = np.array(eps, dtype=np.float64)
-    loss_hits = np.full(len(eps), -1, dtype=np.int64)
-    increases, prev, code, it = 0, np.inf, GD_FINISHED, 0
-    report_every = max(1, steps // 50)
-    S = system.scores_of(y)
+    loss_hits = np.full(len(loss_levels), -1, dtype=np.int64)
+    last_sign = np.zeros((K, K), dtype=np.int64)
+    flips = np.zeros((K, K), dtype=np.int64)
+
+    bounds = np.unique(np.linspace(0, steps, chunks + 1).astype(np.int64))
     clock = time.perf_counter()
-    while True:
-        gap, log_loss, rhs = system.flat_event_values_and_rhs(y)
-        L = math.exp(log_loss)
-        if not math.isfinite(log_loss):
-            code = GD_NONFINITE
-            break
-        increases += L > prev * (1.0 + 1e-12)
-        prev = L
-        attn_hits[(attn_hits < 0) & (gap <= attn_levels)] = it
-        loss_hits[(loss_hits < 0) & (L <= loss_levels)] = it
-        if len(states) < len(record_at) and record_at[len(states)] == it:
-            states.append(y.copy())
-            loss_rec.append(L)
-        if stop_loss > 0 and L <= stop_loss:
-            code = GD_STOP_LOSS
-            break
-        if it >= steps:
-            break
-        y += eta * rhs
-        it += 1
-        if progress is not None and it % report_every == 0:
-            progress(it / steps)
-        if not np.all(np.isfinite(y)):
-            code = GD_NONFINITE
-            break
-        S, S_before = system.scores_of(y), S
-        if np.abs(S).max() > score_limit:
-            code = GD_SCORE_LIMIT
-            break
-        # Frozen: the scores (all the loss sees) no longer change, though parameters that
-        # are exactly 0 may still move by 1e-300s.
-        if gap <= SATURATED_LOG_GAP and np.array_equal(S, S_before):
-            code = GD_SATURATED
+    n_rec, increases, it = 0, 0, 0
+    code = GD_FINISHED
+    for it0, it1 in zip(bounds[:-1], bounds[1:]):
+        # As in iterate_gd: each chunk re-evaluates iteration it0, recorded by the previous one.
+        first = n_rec
+        sel = record_at[first:]
+        sel = sel[sel <= it1]
+        code, it, got, inc = loop(step, args, y, float(eta), int(it0), int(it1), sel, Y_rec[first:],
+                                  loss_rec[first:], attn_levels, attn_hits, loss_levels, loss_hits,
+                                  float(score_limit), float(stop_loss), last_sign, flips, dy, S, S_prev)
+        n_rec += got
+        increases += inc
+        if progress is not None:
+            progress(it1 / steps)
+        if code != GD_FINISHED:
             break
     wall = time.perf_counter() - clock
-    n = len(states)
+    states = Y_rec[:n_rec]
     if code in (GD_NONFINITE, GD_SCORE_LIMIT, GD_SATURATED):
-        states.append(y.copy())            # the trajectory keeps the state that ended the run
-    states = np.array(states)
-    return _trajectory(system, eta, eps, code, it, record_at[:n], system.scores_of(states[:n]),
-                         np.array(loss_rec), system.scores_of(y)[0], attn_hits, loss_hits, increases, None,
-                         score_limit, stop_loss, wall, state=states)
+        states = np.vstack([states, y])            # the trajectory keeps the state that ended the run
+    return _trajectory(system, eta, eps, code, it, record_at[:n_rec], system.scores_of(Y_rec[:n_rec]),
+                       loss_rec[:n_rec], system.scores_of(y)[0], attn_hits, loss_hits, increases, flips,
+                       score_limit, stop_loss, wall, state=None if system.state_is_scores else states)

@@ -21,10 +21,14 @@ or generated, is passed as it is, with no adapter to compile.  The integrator is
 compiled for the *types* of the callbacks (``numba.types.FunctionType``: a function
 pointer) and of the arguments, not for the functions themselves, so one compiled loop,
 cached on disk, serves every kernel set and every K, and a parameter sweep never
-recompiles: the parameters are the values of the arguments.  :func:`score_callbacks`
-gives them for a :class:`attnflow.solvers.system.ScoreSystem` (large and finite N: one kernel
-set serves both).  The separate-factor and noisy systems evaluate their right-hand
-sides in NumPy, so they have no callbacks and stay on ``solve_ivp``.
+recompiles: the parameters are the values of the arguments.  Every system gives its
+callbacks through ``system.callbacks()`` -> ``(rhs, events, args, event_args, jac)``: a
+:class:`attnflow.solvers.system.ScoreSystem` its kernel set's ``flow_rhs``, ``event_values`` and
+``flow_jacobian`` (large and finite N: one kernel set serves both); the separate factors the
+same kernel set's ``separate_rhs``, ``separate_event_values``, ``separate_jacobian``, with the
+same argument types, so they run in the loops compiled for the scores; the noisy model its
+quadrature kernels (:mod:`attnflow.solvers.noisy`), a second argument type for which the loops
+compile once more.
 
 Events.  Event i is ``g_i(y) = values[which[i]] − levels[i]``; a downward crossing
 (``g ≥ 0`` before a step, ``g ≤ 0`` after it, SciPy's rule) is located on the dense
@@ -43,8 +47,6 @@ import numpy as np
 from numba import njit, types
 from numba.experimental.function_type import _get_wrapper_address
 from scipy.integrate._ivp import dop853_coefficients as _dop853
-
-from .system import ScoreSystem
 
 # Status codes returned by the compiled loop.
 FINISHED, STOPPED, PAUSED, STEP_UNDERFLOW, NON_FINITE = 0, 1, 2, -1, -2
@@ -396,19 +398,6 @@ def dispatchers(compile_loops=None):
     There is one start and one run per combination of argument types.
     """
     return list(_LOOPS.get(compile_loops or _compiled, ()))
-
-
-def score_callbacks(system):
-    """Return the compiled callbacks ``(rhs, events, rhs_args, event_args)`` of a system.
-
-    For a :class:`ScoreSystem`: its kernel set's ``flow_rhs`` and ``event_values`` (the
-    flow's event quantities, whatever their definition) with their runtime arrays; None for
-    a system without compiled callbacks.
-    """
-    if not isinstance(system, ScoreSystem):
-        return None
-    G, Ms, p, logp, prompt = (np.ascontiguousarray(a, dtype=np.float64) for a in system.args)
-    return system.kernels.flow_rhs, system.kernels.event_values, (G, Ms, p, logp, prompt), (Ms, p, logp, prompt)
 
 
 class _Callback(types.WrapperAddressProtocol):

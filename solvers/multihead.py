@@ -40,6 +40,7 @@ from numba import njit
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .columns import column_attention
+from .gd import iterate_state_gd
 from .pullback import flow_sandwich, log_loss
 from .system import ScoreSystem
 
@@ -500,12 +501,18 @@ class MultiHeadSystem:
         value, gap = multihead_loss_gradient_gap(self.heads(y), sc.Ms, sc.p, sc.logp, np.empty((self.H, self.K, self.K)))
         return gap, math.log(max(value, 1e-300))
 
-    def flat_event_values_and_rhs(self, y):
-        """:meth:`flat_event_values` and :meth:`flat_rhs` from one kernel call (the GD loop needs both)."""
-        sc = self.scores
-        Gamma = np.empty((self.H, self.K, self.K))
-        value, gap = multihead_loss_gradient_gap(self.heads(y), sc.Ms, sc.p, sc.logp, Gamma)
-        return gap, math.log(max(value, 1e-300)), self._rhs(Gamma)
+    def callbacks(self):
+        """``(rhs, events, args, event_args, jac)`` of the compiled integrators.
+
+        :func:`multihead_rhs`, :func:`multihead_event_values` and :func:`multihead_jacobian`
+        take the score system's arguments, so the loops compiled for the scores run them.
+        """
+        args = self.scores.callbacks()[2]
+        return multihead_rhs, multihead_event_values, args, args[1:], multihead_jacobian
+
+    def gd_callback(self):
+        """``(step, args)`` of the compiled GD loop: :func:`multihead_gd_step` with the score system's arguments."""
+        return multihead_gd_step, self.scores.callbacks()[2]
 
     def flat_jacobian(self, y):
         """Analytic Jacobian of :meth:`flat_rhs`, (H·K², H·K²): ``J[(h,i,l), (h',m,k)] = −(G Hs[k]^{hh'})_im G_kl``."""
@@ -563,7 +570,9 @@ class MultiHeadSystem:
         start = time.perf_counter()
         twin = self._twin
         y = np.zeros(8)
-        twin.flat_event_values_and_rhs(y)
+        rhs, events, args, event_args, jac = twin.callbacks()
+        rhs(y, *args), events(y, *event_args), jac(y, *args)
+        iterate_state_gd(twin, y.reshape(2, 2, 2), eta=1e-3, steps=1, n_out=2)
         twin.flat_jacobian(y)
         twin.flat_attention(y)
         twin.scores_of(y)

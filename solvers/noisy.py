@@ -19,11 +19,15 @@ tokens of feature n.  At ν = 0 this is the noise-free model with ``F = σ² G``
 """
 
 import math
+import time
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from numba import njit
 from scipy.special import log_softmax
+
+from .gd import iterate_state_gd
 
 MAX_TENSOR_NODES = 40_000
 MONTE_CARLO_SAMPLES = 20_000
@@ -95,6 +99,222 @@ def query_noise_rule(d, noise, nodes=None, samples=MONTE_CARLO_SAMPLES, seed=0):
         return points, weights, f"Gauss–Hermite, {nodes} nodes per dimension"
     rng = np.random.default_rng(seed)
     return noise * rng.standard_normal((samples, d)), np.full(samples, 1.0 / samples), f"Monte Carlo, {samples} samples"
+
+
+# ---- compiled kernels: the arithmetic of NoisySystem._evaluate and NoisySystem.hessian in loops,
+# one query point at a time (no per-point allocation).  Their arguments are those of
+# NoisySystem.callbacks: V (K, d), points (M, d), weights (M,), p, logp (K,), params = [σ, ν].
+
+@njit(cache=True)
+def _noisy_point(Q, V, logp, nu2, k, xi, x, b, z, pi, r):
+    """At the query ``x = v_k + ξ``: writes x, ``b = Q x``, the log-sum-exp softmax ``π`` of
+    ``V b + log p`` and the residual ``r = Vᵀπ + ν² b − x``; returns ``|r|²``."""
+    K, d = V.shape
+    for i in range(d):
+        x[i] = V[k, i] + xi[i]
+    for i in range(d):
+        acc = 0.0
+        for j in range(d):
+            acc += Q[i, j] * x[j]
+        b[i] = acc
+    top = -np.inf
+    for n in range(K):
+        acc = logp[n]
+        for i in range(d):
+            acc += V[n, i] * b[i]
+        z[n] = acc
+        top = max(top, acc)
+    total = 0.0
+    for n in range(K):
+        pi[n] = np.exp(z[n] - top)
+        total += pi[n]
+    for n in range(K):
+        pi[n] /= total
+    squared = 0.0
+    for i in range(d):
+        acc = nu2 * b[i] - x[i]
+        for n in range(K):
+            acc += pi[n] * V[n, i]
+        r[i] = acc
+        squared += acc * acc
+    return squared
+
+
+@njit(cache=True)
+def noisy_evaluate(Q, V, points, weights, p, logp, params, grad, A, with_gradient):
+    """Loss ℒ(Q) under the query-noise rule; writes the attention ``A[n, k] = E[π_n]`` and, if
+    with_gradient, ``∇_Q ℒ`` into grad (d×d): :meth:`NoisySystem._evaluate` compiled."""
+    K, d = V.shape
+    sigma2, nu2 = params[0] ** 2, params[1] ** 2
+    x = np.empty(d)
+    b = np.empty(d)
+    r = np.empty(d)
+    Jr = np.empty(d)
+    z = np.empty(K)
+    pi = np.empty(K)
+    u = np.empty(K)
+    loss = 0.0
+    for i in range(d):
+        for j in range(d):
+            grad[i, j] = 0.0
+    for k in range(K):
+        for n in range(K):
+            A[n, k] = 0.0
+        for m in range(points.shape[0]):
+            w = weights[m]
+            squared = _noisy_point(Q, V, logp, nu2, k, points[m], x, b, z, pi, r)
+            loss += 0.5 * sigma2 * p[k] * w * squared
+            for n in range(K):
+                A[n, k] += w * pi[n]
+            if with_gradient:
+                mean = 0.0
+                for n in range(K):
+                    acc = 0.0
+                    for i in range(d):
+                        acc += V[n, i] * r[i]
+                    u[n] = acc
+                    mean += pi[n] * acc
+                for i in range(d):
+                    acc = nu2 * r[i]
+                    for n in range(K):
+                        acc += pi[n] * (u[n] - mean) * V[n, i]
+                    Jr[i] = sigma2 * p[k] * w * acc
+                for i in range(d):
+                    for j in range(d):
+                        grad[i, j] += Jr[i] * x[j]
+    return loss
+
+
+@njit(cache=True)
+def _noisy_gap(A):
+    """``max_k log(1 − A_kk)``, 1 − A_kk as the sum of the other features' attention (exact near one)."""
+    K = A.shape[0]
+    gap = -np.inf
+    for k in range(K):
+        off = 0.0
+        for n in range(K):
+            if n != k:
+                off += A[n, k]
+        gap = max(gap, np.log(off))
+    return gap
+
+
+@njit(cache=True)
+def noisy_rhs(y, V, points, weights, p, logp, params):
+    """Flow of the noisy model, ``dQ/dt = −∇ℒ(Q)``, on the flat state ``y = Q.ravel()``."""
+    K, d = V.shape
+    grad = np.empty((d, d))
+    noisy_evaluate(y.reshape((d, d)), V, points, weights, p, logp, params, grad, np.empty((K, K)), True)
+    out = np.empty(d * d)
+    for i in range(d):
+        for j in range(d):
+            out[i * d + j] = -grad[i, j]
+    return out
+
+
+@njit(cache=True)
+def noisy_event_values(y, V, points, weights, p, logp, params):
+    """``(max_k log(1 − A_kk), log ℒ)`` at the flat state (the flow's events)."""
+    K, d = V.shape
+    A = np.empty((K, K))
+    loss = noisy_evaluate(y.reshape((d, d)), V, points, weights, p, logp, params, np.empty((d, d)), A, False)
+    return _noisy_gap(A), np.log(max(loss, 1e-300))
+
+
+@njit(cache=True)
+def noisy_gd_step(y, V, points, weights, p, logp, params, dy, S):
+    """GD step callback (:mod:`attnflow.solvers.gd`): ``dy`` = :func:`noisy_rhs`, the scores
+    ``S = V Q Vᵀ``; returns ``(ℒ, max_k log(1 − A_kk))``."""
+    K, d = V.shape
+    Q = y.reshape((d, d))
+    grad = np.empty((d, d))
+    A = np.empty((K, K))
+    value = noisy_evaluate(Q, V, points, weights, p, logp, params, grad, A, True)
+    for i in range(d):
+        for j in range(d):
+            dy[i * d + j] = -grad[i, j]
+    QV = np.zeros((d, K))
+    for i in range(d):
+        for j in range(d):
+            for k in range(K):
+                QV[i, k] += Q[i, j] * V[k, j]
+    for n in range(K):
+        for k in range(K):
+            acc = 0.0
+            for i in range(d):
+                acc += V[n, i] * QV[i, k]
+            S[n, k] = acc
+    return value, _noisy_gap(A)
+
+
+@njit(cache=True)
+def noisy_jacobian(y, V, points, weights, p, logp, params):
+    """Jacobian of :func:`noisy_rhs`, ``−∂²ℒ/∂Q∂Q`` (d², d²): :meth:`NoisySystem.hessian` compiled.
+
+    Per query point, with ``D = diag π − ππᵀ``, ``u = V r``, ``E = diag(u − πᵀu) − π uᵀ``,
+    ``J = VᵀDV + ν² I`` and ``P = VᵀEDV + J²``: ``H += σ² p_k w P ⊗ x xᵀ``.
+    """
+    K, d = V.shape
+    Q = y.reshape((d, d))
+    sigma2, nu2 = params[0] ** 2, params[1] ** 2
+    x = np.empty(d)
+    b = np.empty(d)
+    r = np.empty(d)
+    z = np.empty(K)
+    pi = np.empty(K)
+    u = np.empty(K)
+    piV = np.empty(d)
+    uDV = np.empty(d)
+    DV = np.empty((K, d))
+    EDV = np.empty((K, d))
+    J = np.empty((d, d))
+    P = np.empty((d, d))
+    H = np.zeros((d * d, d * d))
+    for k in range(K):
+        for m in range(points.shape[0]):
+            _noisy_point(Q, V, logp, nu2, k, points[m], x, b, z, pi, r)
+            c = sigma2 * p[k] * weights[m]
+            mean = 0.0
+            for n in range(K):
+                acc = 0.0
+                for i in range(d):
+                    acc += V[n, i] * r[i]
+                u[n] = acc
+                mean += pi[n] * acc
+            for e in range(d):
+                acc = 0.0
+                for n in range(K):
+                    acc += pi[n] * V[n, e]
+                piV[e] = acc
+            for e in range(d):
+                acc = 0.0
+                for n in range(K):
+                    DV[n, e] = pi[n] * (V[n, e] - piV[e])
+                    acc += u[n] * DV[n, e]
+                uDV[e] = acc
+            for n in range(K):
+                for e in range(d):
+                    EDV[n, e] = (u[n] - mean) * DV[n, e] - pi[n] * uDV[e]
+            for i in range(d):
+                for e in range(d):
+                    acc = nu2 if i == e else 0.0
+                    for n in range(K):
+                        acc += V[n, i] * DV[n, e]
+                    J[i, e] = acc
+            for i in range(d):
+                for e in range(d):
+                    acc = 0.0
+                    for n in range(K):
+                        acc += V[n, i] * EDV[n, e]
+                    for j in range(d):
+                        acc += J[i, j] * J[j, e]
+                    P[i, e] = c * acc
+            for i in range(d):
+                for a in range(d):
+                    for j in range(d):
+                        for bb in range(d):
+                            H[i * d + j, a * d + bb] -= P[i, a] * x[j] * x[bb]
+    return H
 
 
 @dataclass(frozen=True)
@@ -274,10 +494,29 @@ class NoisySystem:
         loss, _, A = self._evaluate(y.reshape(self.d, self.d), gradient=False)
         return self._event_values(loss, A)
 
-    def flat_event_values_and_rhs(self, y):
-        """:meth:`flat_event_values` and :meth:`flat_rhs` from one evaluation (the GD loop needs both)."""
-        loss, grad, A = self._evaluate(y.reshape(self.d, self.d))
-        return (*self._event_values(loss, A), -grad.ravel())
+    @cached_property
+    def args(self):
+        """The runtime arguments of the compiled kernels: ``(V, points, weights, p, logp, [σ, ν])``."""
+        points, weights = (np.ascontiguousarray(a, dtype=np.float64) for a in self.rule[:2])
+        return self.V, points, weights, np.ascontiguousarray(self.p), np.ascontiguousarray(self.logp), \
+            np.array([self.sigma, self.noise], dtype=np.float64)
+
+    def callbacks(self):
+        """The compiled flow for :mod:`attnflow.solvers.integrator` and :mod:`attnflow.solvers.rosenbrock`.
+
+        Returns
+        -------
+        tuple
+            ``(rhs, events, args, event_args, jac)``: :func:`noisy_rhs`,
+            :func:`noisy_event_values` and :func:`noisy_jacobian` with :attr:`args` (both
+            take the same arrays).  A new argument type for the integrators' loops, compiled
+            once more for it (cached on disk).
+        """
+        return noisy_rhs, noisy_event_values, self.args, self.args, noisy_jacobian
+
+    def gd_callback(self):
+        """``(step, args)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`): :func:`noisy_gd_step` and :attr:`args`."""
+        return noisy_gd_step, self.args
 
     def scores_of(self, Y):
         """Scores ``V Q Vᵀ`` (T, K, K) of states Y (T, d²)."""
@@ -290,5 +529,14 @@ class NoisySystem:
         return 2.0 / lam if lam > 0 else np.inf
 
     def warm_up(self):
-        """Compile nothing (plain NumPy) and return the seconds spent: 0."""
-        return 0.0
+        """Compile (or load from the on-disk cache) the compiled kernels and the GD loop; return the seconds it took.
+
+        On a K = 2, d = 2 twin with four quadrature points: Numba compiles for types, not sizes.
+        """
+        start = time.perf_counter()
+        twin = NoisySystem(np.eye(2), np.full(2, 0.5), 1.0, 0.5, nodes=2)
+        rhs, events, args, event_args, jac = twin.callbacks()
+        y = np.zeros(4)
+        rhs(y, *args), events(y, *event_args), jac(y, *args)
+        iterate_state_gd(twin, np.zeros((2, 2)), eta=1e-3, steps=1, n_out=2)
+        return time.perf_counter() - start

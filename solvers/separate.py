@@ -19,11 +19,13 @@ flow with an error O(α⁻⁴).
 """
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from .system import ScoreSystem  # noqa: F401  (the type of SeparateSystem.scores)
+from .gd import iterate_state_gd
+from .system import ScoreSystem
 
 
 def lazy_start(V, alpha):
@@ -131,8 +133,21 @@ class SeparateSystem:
         return self.scores.attention(self.scores_of(y)[0])
 
     def warm_up(self):
-        """Compile the score system's kernels; return the seconds it took."""
-        return self.scores.warm_up()
+        """Compile (or load from the on-disk cache) every kernel and loop the factors run; return the seconds.
+
+        The score system's kernels, the factors' and the GD loop.  As :meth:`ScoreSystem.warm_up`, on a K = 2, h = 1 twin: Numba compiles for types, not sizes.
+        """
+        start = time.perf_counter()
+        self.scores.warm_up()
+        sc = self.scores
+        twin = SeparateSystem(ScoreSystem(np.eye(2), np.eye(2), np.full(2, 0.5), kernels=sc.kernels, N=sc.N,
+                                          quadrature_step=sc.quadrature_step, include_query=sc.include_query), 1)
+        factors = (np.array([[1.0, 0.5]]), np.array([[0.5, 1.0]]))
+        rhs, events, args, event_args, jac = twin.callbacks()
+        y = twin.flatten(factors)
+        rhs(y, *args), events(y, *event_args), jac(y, *args)
+        iterate_state_gd(twin, factors, eta=1e-3, steps=1, n_out=2)
+        return time.perf_counter() - start
 
     def split(self, y):
         """``(B, C)``, each (h, K), as views of the state y."""
@@ -184,13 +199,29 @@ class SeparateSystem:
         B, C = self.split(y)
         return self.scores.flat_event_values((B.T @ C).ravel())
 
-    def flat_event_values_and_rhs(self, y):
-        """:meth:`flat_event_values` and :meth:`flat_rhs` from one kernel call (the GD loop needs both)."""
-        B, C = self.split(y)
-        sc = self.scores
-        Gamma = np.empty((self.K, self.K))
-        loss, gap = sc.kernels.loss_gradient_gap(B.T @ C, sc.Ms, sc.p, sc.logp, sc.prompt, Gamma)
-        return gap, math.log(max(loss, 1e-300)), self._rhs(B, C, Gamma)
+    def callbacks(self):
+        """The compiled flow of the factors: the kernel set's ``separate_*`` functions.
+
+        They take the score flow's arguments (h comes from the state's size), so the
+        integrators run them in the loops compiled for the scores.
+
+        Returns
+        -------
+        tuple
+            ``(rhs, events, args, event_args, jac)`` as :meth:`ScoreSystem.callbacks`, with
+            :func:`attnflow.solvers.assembly.separate_rhs`, ``separate_event_values`` and
+            ``separate_jacobian``.
+        """
+        kernels = self.scores.kernels
+        _, _, args, event_args, _ = self.scores.callbacks()
+        return kernels.separate_rhs, kernels.separate_event_values, args, event_args, kernels.separate_jacobian
+
+    def gd_callback(self):
+        """``(step, args)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`).
+
+        The kernel set's :func:`attnflow.solvers.assembly.separate_gd_step` with the score flow's arguments.
+        """
+        return self.scores.kernels.separate_gd_step, self.scores.callbacks()[2]
 
     def flat_jacobian(self, y):
         """Analytic Jacobian of :meth:`flat_rhs`, (2hK, 2hK).

@@ -218,6 +218,27 @@ class ScoreSystem:
                                                     np.empty((self.K, self.K)))
         return gap, log_loss(value)
 
+    def callbacks(self):
+        """The compiled flow for :mod:`attnflow.solvers.integrator` and :mod:`attnflow.solvers.rosenbrock`.
+
+        Returns
+        -------
+        tuple
+            ``(rhs, events, args, event_args, jac)``: the kernel set's ``flow_rhs``,
+            ``event_values`` and ``flow_jacobian`` with their runtime arrays ``args =
+            (G, Ms, p, logp, prompt)`` and ``event_args = (Ms, p, logp, prompt)`` (large and
+            finite N: one kernel set serves both).
+        """
+        args = tuple(np.ascontiguousarray(a, dtype=np.float64) for a in self.args)
+        return self.kernels.flow_rhs, self.kernels.event_values, args, args[1:], self.kernels.flow_jacobian
+
+    def gd_callback(self):
+        """``(step, args)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`).
+
+        The kernel set's :func:`attnflow.solvers.assembly.score_gd_step` with ``(G, Ms, p, logp, prompt)``.
+        """
+        return self.kernels.score_gd_step, self.callbacks()[2]
+
     def scores_of(self, Y):
         """Scores (T, K, K) of states Y (T, K²)."""
         return Y.reshape(-1, self.K, self.K)

@@ -94,3 +94,25 @@ def test_sampled_training_on_noisy_prompts_tracks_the_noisy_gd():
     mean, se = runs.mean(axis=0), runs.std(axis=0, ddof=1) / 4
     assert np.abs(free - expected).max() > 10 * se.max()
     assert np.all(np.abs(mean - expected) <= 4 * se)
+
+
+def test_compiled_kernels_equal_the_numpy_model():
+    """noisy_rhs, noisy_jacobian, noisy_event_values and noisy_evaluate against the NumPy
+    _evaluate / hessian they compile, 1e-12 relative: several K and d, with and without noise."""
+    from attnflow.solvers.noisy import noisy_evaluate, noisy_event_values, noisy_jacobian, noisy_rhs
+
+    for K, d, noise, nodes in ((2, 2, 0.0, None), (3, 2, 0.4, 7), (3, 3, 0.3, 5), (4, 3, 0.8, 6)):
+        V, p, Q = _case(K, d, seed=K + d)
+        system = NoisySystem(V, p, sigma=1.3, noise=noise, nodes=nodes)
+        y = system.flatten(2.0 * Q)
+        args = system.args
+        loss, grad, A = system._evaluate(2.0 * Q)
+        grad_c, A_c = np.empty((d, d)), np.empty((K, K))
+        assert noisy_evaluate(2.0 * Q, *args, grad_c, A_c, True) == pytest.approx(loss, rel=1e-12)
+        assert np.abs(grad_c - grad).max() <= 1e-12 * np.abs(grad).max()
+        assert np.abs(A_c - A).max() <= 1e-12
+        rhs = noisy_rhs(y, *args)
+        assert np.abs(rhs - system.flat_rhs(y)).max() <= 1e-12 * np.abs(rhs).max()
+        J, ref = noisy_jacobian(y, *args), system.flat_jacobian(y)
+        assert np.abs(J - ref).max() <= 1e-12 * np.abs(ref).max()
+        assert noisy_event_values(y, *args) == pytest.approx(system.flat_event_values(y), rel=1e-12)

@@ -1,5 +1,5 @@
 """The compiled Rodas4P2 (:mod:`solvers.rosenbrock`): order, agreement with closed forms and solve_ivp,
-events, stop_loss, counters, a stiff problem, fallback, no recompilation."""
+events, stop_loss, counters, a stiff problem, no recompilation."""
 
 import numpy as np
 import pytest
@@ -209,17 +209,6 @@ def test_failures_are_reported_with_their_time():
     assert np.isfinite(Y[1]).all() and np.isnan(Y[2:]).all()
 
 
-def test_systems_without_compiled_kernels_fall_back_to_radau():
-    """The separate factors have a NumPy right-hand side: solve_ivp's Radau runs, and the message says so."""
-    problem = make_problem(features={"kind": "orthonormal", "K": 2}, task={"kind": "linear"})
-    system = SeparateSystem(problem.score_system(), h=4)
-    start = lazy_start(np.eye(2), 2.0)
-    tr = integrate_flow(system, start, 10.0, method=METHOD, n_out=20)
-    ref = integrate_flow(system, start, 10.0, method="Radau", n_out=20)
-    assert tr.status == ref.status and "SeparateSystem" in tr.message and "solve_ivp's Radau" in tr.message
-    np.testing.assert_array_equal(tr.S, ref.S)
-
-
 def test_parameters_are_runtime_arguments_nothing_recompiles():
     """One compiled Rodas4P2 loop serves every problem: after a run at K = 4, other parameters,
     another K, finite N with and without the query token add no loop and no signature."""
@@ -227,16 +216,16 @@ def test_parameters_are_runtime_arguments_nothing_recompiles():
         tr = integrate_flow(problem.score_system(), problem.S0, 100.0, method=METHOD, n_out=10)
         assert tr.status in ("finished", "t_end")
 
-    def counts():
-        return [len(d.signatures) for d in rosenbrock.dispatchers()]
-
     run(_sharp())
-    assert counts() == [1, 1]          # start and run, one signature each
+    # A start and a run, one signature each, for the scores' argument types (and as many for the
+    # noisy model's, if an earlier test of this session ran it).
+    before = rosenbrock.dispatchers()
+    assert len(before) in (2, 4) and all(len(d.signatures) == 1 for d in before)
     run(make_problem(features={"kind": "simplex", "K": 4, "d": 3}, task={"kind": "single-index", "L": 0.7}))
     run(_finite(False))
     run(_finite(True))
     run(make_problem(features={"kind": "random-unit", "K": 6, "d": 4, "seed": 3}, task={"kind": "linear"}))
-    assert counts() == [1, 1]
+    assert rosenbrock.dispatchers() == before and all(len(d.signatures) == 1 for d in before)
 
 
 def _same_run(a, b):
@@ -246,9 +235,8 @@ def _same_run(a, b):
 
 def test_auto_is_the_compiled_dop853_where_the_flow_is_not_stiff():
     """method = "auto" (the default of integrate_flow and of training.method) runs DOP853-compiled, step
-    for step, at N = ∞ and at finite N with the query in the softmax, and solve_ivp's DOP853 with the
-    fallback note on separate factors at N = ∞; the configuration offers exactly the methods
-    integrate_flow knows."""
+    for step, at N = ∞, at finite N with the query in the softmax and on separate factors at N = ∞;
+    the configuration offers exactly the methods integrate_flow knows."""
     from attnflow.dynamics.problem import config
     from attnflow.solvers.flow import METHODS
 
@@ -260,9 +248,7 @@ def test_auto_is_the_compiled_dop853_where_the_flow_is_not_stiff():
                               h=4)
     start = lazy_start(np.eye(2), 2.0)
     tr = integrate_flow(separate, start, 10.0, method="auto", n_out=20)
-    ref = integrate_flow(separate, start, 10.0, method="DOP853", n_out=20)
-    assert "DOP853-compiled needs compiled kernels" in tr.message and "solve_ivp's DOP853" in tr.message
-    np.testing.assert_array_equal(tr.S, ref.S)
+    _same_run(tr, integrate_flow(separate, start, 10.0, method="DOP853-compiled", n_out=20))
 
 
 def test_auto_takes_rodas_where_the_flow_becomes_stiff():

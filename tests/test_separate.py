@@ -105,3 +105,25 @@ def test_diverging_step_size_is_reported_with_the_state_that_broke_the_run():
     assert tr.status in ("score-limit", "non-finite") and not tr.success
     assert len(tr.state) == len(tr.S) == len(tr.loss) and tr.counters["iterations"] < 100
     np.testing.assert_allclose(system.scores_of(tr.state[-1])[0], tr.S[-1])
+
+
+@pytest.mark.parametrize("N,include_query", [(np.inf, False), (7, False), (7, True)])
+def test_compiled_factor_kernels_equal_the_numpy_flow(N, include_query):
+    """The kernel set's separate_rhs / separate_jacobian / separate_event_values against
+    SeparateSystem's NumPy flat_rhs / flat_jacobian / flat_event_values, 1e-12 relative, several h and K."""
+    from attnflow.solvers import kernels
+
+    for K, d, h in ((2, 3, 1), (3, 4, 2), (4, 3, 5), (5, 5, 3)):
+        V, F, p = random_system_arrays(K, d, seed=10 * K + h)
+        scores = ScoreSystem(V @ V.T, F, p, N=N, include_query=include_query)
+        system = SeparateSystem(scores, h)
+        rng = np.random.default_rng(h)
+        y = system.flatten((rng.standard_normal((h, K)), 1.5 * rng.standard_normal((h, K))))
+        rhs = kernels.separate_rhs(y, *scores.args)
+        ref = system.flat_rhs(y)
+        assert rhs.shape == ref.shape and np.abs(rhs - ref).max() <= 1e-12 * np.abs(ref).max()
+        J = kernels.separate_jacobian(y, *scores.args)
+        ref = system.flat_jacobian(y)
+        assert J.shape == ref.shape and np.abs(J - ref).max() <= 1e-12 * np.abs(ref).max()
+        assert kernels.separate_event_values(y, *scores.args[1:]) == pytest.approx(system.flat_event_values(y),
+                                                                                    rel=1e-12)

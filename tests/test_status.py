@@ -38,7 +38,7 @@ def test_gd_far_above_the_stable_step_is_saturated_not_finished(base):
 
 
 def test_the_state_gd_loop_reports_saturation_too(base):
-    """The separate factors' GD (the Python loop) freezes the same way at 100× the stable step."""
+    """The separate factors' GD (the generic compiled loop) freezes the same way at 100× the stable step."""
     problem, system, _ = base
     separate = SeparateSystem(system, 2 * problem.features.d)
     start = lazy_start(problem.features.V, 1.0)

@@ -233,7 +233,7 @@ def _ensemble_member(cfg, overrides):
             return None
         problem = Problem.from_config(point_cfg)
         if not isinstance(problem.system(), ScoreSystem):
-            return None                  # separate factors or token noise: solve_ivp's DOP853
+            return None                  # separate factors or token noise: their own compiled flow, alone
         problem.constants()
     except Exception:  # noqa: BLE001 — point_row records the failure as it records any
         return None
