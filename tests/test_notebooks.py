@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ def _execute(name, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = jupytext.read(NOTEBOOKS / f"{name}.py")
-    nb.cells.append(nbformat.v4.new_code_cell("import attnflow; print('attnflow from', attnflow.__file__)"))
+    nb.cells.append(nbformat.v4.new_code_cell("import sys, attnflow\n"
+                                              "print('attnflow from', attnflow.__file__, 'in', sys.executable)"))
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, startup_timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": str(ROOT)}})
     client.execute()
@@ -37,7 +39,7 @@ def _execute(name, monkeypatch):
             images += "image/png" in data
             texts.append(data.get("text/plain", "") + data.get("text/html", ""))
     text = "\n".join(texts)
-    assert f"attnflow from {ROOT / 'attnflow' / '__init__.py'}" in text
+    assert f"attnflow from {ROOT / 'attnflow' / '__init__.py'} in {sys.executable}" in text    # this venv's python
     return nb, text, images
 
 
