@@ -215,7 +215,9 @@ def _characters(markup):
             return match.group(0)
         text = html.unescape(match.group(0))
         return html.escape(text) if text in "<>&" else text
-    return _ENTITY.sub(one, markup).replace("\u2146", "d")      # ⅆ: the differential, an upright d
+    markup = _ENTITY.sub(one, markup).replace("\u2146", "d")    # ⅆ: the differential, an upright d
+    # SymPy writes the ASCII hyphen; browsers draw it as a hyphen, not as the minus sign.
+    return markup.replace("<mo>-</mo>", "<mo>−</mo>").replace("<mn>-", "<mn>−")
 
 
 def expression_mathml(expr):
@@ -440,7 +442,7 @@ main { max-width: 54rem; margin: 0 auto; padding: 2rem 1.5rem 4rem; }
 h1 { font-size: 1.7rem; margin: 0 0 1rem; }
 h2 { font-size: 1.3rem; margin: 2.2rem 0 0.6rem; padding-bottom: 0.2rem; border-bottom: 1px solid #ccc; }
 h3 { font-size: 1.1rem; margin: 1.6rem 0 0.5rem; }
-math { font-family: "STIX Two Math", "Latin Modern Math", "Cambria Math", math; }
+math { font-family: "STIX Two Math", "Latin Modern Math", "Cambria Math", "DejaVu Math TeX Gyre", "TeX Gyre Pagella Math", math; }
 .eq { overflow-x: auto; overflow-y: hidden; margin: 0.5rem 0; padding: 0.3rem 0; }
 .eq math { font-size: 1.12em; }
 ul { padding-left: 1.4rem; }
