@@ -28,6 +28,7 @@ from scipy.optimize import brentq
 from ..solvers.columns import label_gap_stack
 
 from .checks import require
+from .notation import Display
 from .stages import Stage, column_gradient, column_loss, derive
 
 
@@ -178,9 +179,18 @@ def late_phase_stage(K=3):
     # ℒ = Σ_k p_k q_k / (2t); every term p_k q_k / 2 is the same, (K − 1)/(4γ²K).
     C = sp.simplify(Kq * pk * q_sol / 2)
     checks.append(rf"summing the $K-1$ self-similarity equations gives $q = {sp.latex(q_sol)}$")
-    eqs = [r"\varepsilon_n(t) = c_n / \sqrt{t}",
-           r"c_n (\tilde M c)_n + c^\top \tilde M c = " + sp.latex(1 / (2 * gam**2 * pk)),
-           r"\mathcal{L}(t) = " + sp.latex(C / sp.Symbol("t"))]
+    t = sp.Symbol("t", positive=True)
+    # The sums run over the features other than the query's (here k = 1).
+    m_, l_ = sp.symbols("m l", integer=True)
+    c_m, c_l = sp.Symbol("c_m"), sp.Symbol("c_l")
+    eqs = [Display(r"\varepsilon_n(t) = c_n / \sqrt{t}",
+                   (sp.Eq(sp.Function("varepsilon_n")(t), sp.Symbol("c_n") / sp.sqrt(t)),)),
+           Display(r"c_n (\tilde M c)_n + c^\top \tilde M c = " + sp.latex(1 / (2 * gam**2 * pk)),
+                   (sp.Eq(sp.Add(sp.Symbol("c_n") * sp.Sum(sp.Symbol("Mtilde_nm") * c_m, (m_, 2, K)),
+                                 sp.Sum(c_m * sp.Symbol("Mtilde_ml") * c_l, (l_, 2, K), (m_, 2, K)), evaluate=False),
+                          1 / (2 * gam**2 * pk)),)),
+           Display(r"\mathcal{L}(t) = " + sp.latex(C / sp.Symbol("t")),
+                   (sp.Eq(sp.Function("ℒ")(t), C / t),))]
     text = ("Near convergence query $k$ keeps $\\varepsilon_n = a_n$ on the wrong features. With $G = \\gamma I$, "
             "$\\frac{d}{dt}\\log\\varepsilon_n = -\\gamma^2 p_k (g_n - g_k)$, and the ansatz "
             "$\\varepsilon = c/\\sqrt t$ balances both sides. The loss then decays like $1/t$ and the attention "

@@ -2,12 +2,16 @@
 
 A document is a list of blocks, each ``(kind, content)``: ``"h1"``/``"h2"``/``"h3"``
 headings, ``"p"`` paragraphs (Markdown text with ``$…$`` math), ``"eq"`` display
-equations (LaTeX), ``"list"`` bullet lists, ``"code"`` verbatim text.
+equations (a SymPy object, a :class:`~attnflow.derivations.notation.Display` or, in
+Markdown and LaTeX only, a LaTeX string), ``"list"`` bullet lists, ``"code"`` verbatim
+text.  :mod:`attnflow.derivations.html` renders the same blocks as an HTML page.
 """
 
 import re
 
 import sympy as sp
+
+from .notation import Display
 
 _LATEX_HEADINGS = {"h1": "section*", "h2": "subsection*", "h3": "subsubsection*"}
 # Unicode the project's labels use (e.g. "RMS of ‖w‖ = σ√d"), for plain pdflatex.
@@ -19,8 +23,10 @@ _UNICODE = {"σ": r"$\sigma$", "√": r"$\surd$", "‖": r"$\|$", "−": "-", "�
 
 
 def equation_latex(eq):
-    """Return an equation as LaTeX: a string as it is, a SymPy object through :func:`sympy.latex`."""
-    return eq if isinstance(eq, str) else sp.latex(eq)
+    """Return an equation as LaTeX: a string as it is, a Display's LaTeX, a SymPy object through :func:`sympy.latex`."""
+    if isinstance(eq, str):
+        return eq
+    return eq.to_latex() if isinstance(eq, Display) else sp.latex(eq)
 
 
 def stage_blocks(stage, equations=None):
@@ -38,7 +44,7 @@ def stage_blocks(stage, equations=None):
     list of (str, object)
     """
     blocks = [("h2", stage.title), ("p", stage.text)]
-    blocks += [("eq", equation_latex(e)) for e in (stage.equations if equations is None else equations)]
+    blocks += [("eq", e) for e in (stage.equations if equations is None else equations)]
     if stage.checks:
         blocks.append(("list", [f"SymPy verified: {c}" for c in stage.checks]))
     return blocks
@@ -79,7 +85,7 @@ def to_markdown(blocks):
         elif kind == "p":
             out.append(content)
         elif kind == "eq":
-            out.append(f"$$\n{content}\n$$")
+            out.append(f"$$\n{equation_latex(content)}\n$$")
         elif kind == "list":
             out.append("\n".join(f"- {item}" for item in content))
         elif kind == "code":
@@ -132,7 +138,7 @@ def to_latex(blocks, title="attnflow derivation"):
         elif kind == "p":
             body.append(_latex_text(content))
         elif kind == "eq":
-            body.append(f"\\[\n{content}\n\\]")
+            body.append(f"\\[\n{equation_latex(content)}\n\\]")
         elif kind == "list":
             items = "\n".join(f"  \\item {_latex_text(item)}" for item in content)
             body.append(f"\\begin{{itemize}}\n{items}\n\\end{{itemize}}")

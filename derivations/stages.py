@@ -18,8 +18,10 @@ keeps every derived expression of size O(K²) so that code generation scales.
 from dataclasses import dataclass, field
 
 import sympy as sp
+from sympy.matrices.expressions.matexpr import MatrixElement
 
 from .checks import require
+from .notation import Display, Relation
 
 # Symbolic checks that expand explicit softmax quotients get expensive quickly; they
 # run for K up to this size, and the stage says so.
@@ -66,6 +68,11 @@ def score_symbols(K):
 def moment_matrix(K, name="M"):
     """A symmetric K×K matrix of symbols ``M_ij`` (``M_ji`` is the same symbol)."""
     return sp.Matrix(K, K, lambda i, j: sp.Symbol(f"{name}_{min(i, j) + 1}{max(i, j) + 1}", real=True))
+
+
+def _sum(expr, *indices, K):
+    """``Σ_{i=1}^{K}`` of ``expr`` over the named indices, the first written outermost."""
+    return sp.Sum(expr, *[(sp.Symbol(i, integer=True), 1, K) for i in reversed(indices)])
 
 
 def _is_zero(expr):
@@ -138,7 +145,12 @@ def network(K):
             "$\\hat y - f(v_k) = \\sum_n A_n (f(v_n) - f(v_k))$, and its mean square over the random "
             "function is a quadratic form in the label-gap moments $M_{nm} = E[(f_n - f_k)(f_m - f_k)]$, "
             "which depend on the class only through $F = E[f(V) f(V)^\\top]$. Row and column $k$ of $M$ vanish.")
-    indexed = [eqs[0], r"\hat{y} = \sum_n A_n f_n", r"\ell_k = \tfrac12 \sum_{n,m} A_n A_m M_{nm}", eqs[3]]
+    A_n, A_m, f_n, M_nm = sp.symbols("A_n A_m f_n M_nm")
+    indexed = [eqs[0],
+               Display(r"\hat{y} = \sum_n A_n f_n", (sp.Eq(sp.Symbol(r"\hat{y}"), _sum(A_n * f_n, "n", K=K)),)),
+               Display(r"\ell_k = \tfrac12 \sum_{n,m} A_n A_m M_{nm}",
+                       (sp.Eq(sp.Symbol(r"\ell_k"), sp.Rational(1, 2) * _sum(A_n * A_m * M_nm, "n", "m", K=K)),)),
+               eqs[3]]
     return Stage("network", "The network and its loss", text, eqs, checks, data={"indexed": indexed})
 
 
@@ -215,7 +227,10 @@ def column_loss(K):
     loss = sp.Rational(1, 2) * sp.Add(*[M[i, j] * a[i] * a[j] for i in range(K) for j in range(K)])
     text = "In the large-prompt limit the per-query loss is $\\ell = \\tfrac12 a^\\top M a$."
     return Stage("column_loss", "Per-query loss", text, [sp.Eq(sp.Symbol(r"\ell"), loss)],
-                 data={"a": a, "M": M, "loss": loss, "indexed": [r"\ell = \tfrac12 \sum_{n,m} M_{nm} a_n a_m"]})
+                 data={"a": a, "M": M, "loss": loss, "indexed": [Display(
+                     r"\ell = \tfrac12 \sum_{n,m} M_{nm} a_n a_m",
+                     (sp.Eq(sp.Symbol(r"\ell"), sp.Rational(1, 2) * _sum(sp.Symbol("M_nm") * sp.Symbol("a_n")
+                                                                        * sp.Symbol("a_m"), "n", "m", K=K)),))]})
 
 
 def column_gradient(loss_stage, run_checks=True):
@@ -262,7 +277,10 @@ def column_gradient(loss_stage, run_checks=True):
     text = ("With $u = \\partial\\ell/\\partial a = M a$ and $B = a^\\top M a = 2\\ell$, the gradient in the "
             "column's scores is $g_i = a_i (u_i - B)$. Its entries sum to zero: shifting all scores of a "
             "query changes nothing.")
-    indexed = [r"u_n = \sum_m M_{nm} a_m", r"B = \sum_n a_n u_n", r"g_n = a_n (u_n - B)"]
+    a_n, a_m, u_n, M_nm = sp.symbols("a_n a_m u_n M_nm")
+    indexed = [Display(r"u_n = \sum_m M_{nm} a_m", (sp.Eq(u_n, _sum(M_nm * a_m, "m", K=K)),)),
+               Display(r"B = \sum_n a_n u_n", (sp.Eq(Bs, _sum(a_n * u_n, "n", K=K)),)),
+               Display(r"g_n = a_n (u_n - B)", (sp.Eq(sp.Symbol("g_n"), a_n * (u_n - Bs)),))]
     return Stage("column_gradient", "Gradient in the scores", text, eqs, checks,
                  data={"a": a, "M": M, "loss": loss, "gradient": grad, "indexed": indexed})
 
@@ -302,7 +320,13 @@ def column_hessian(gradient_stage, run_checks=True):
         closed = D * M * D + sp.diag(*g) - sp.Matrix(g) * sp.Matrix(a).T - sp.Matrix(a) * sp.Matrix(g).T
         require(sp.expand(H - closed) == sp.zeros(K, K), "H = DMD + diag(g) − gaᵀ − agᵀ")
         checks.append(rf"$H = DMD + \mathrm{{diag}}(g) - g a^\top - a g^\top$ with $D = \mathrm{{diag}}(a) - a a^\top$ (expanded, $K = {K}$)")
-    eqs = [r"H = D M D + \mathrm{diag}(g) - g a^\top - a g^\top", r"D = \mathrm{diag}(a) - a a^\top"]
+    Hm, Dm, Mm = (sp.MatrixSymbol(x, K, K) for x in "HDM")
+    av, gv = sp.MatrixSymbol("a", K, 1), sp.MatrixSymbol("g", K, 1)
+    eqs = [Display(r"H = D M D + \mathrm{diag}(g) - g a^\top - a g^\top",
+                   (sp.Eq(Hm, sp.MatAdd(Dm * Mm * Dm, sp.DiagMatrix(gv), -gv * av.T, -av * gv.T, evaluate=False),
+                          evaluate=False),)),
+           Display(r"D = \mathrm{diag}(a) - a a^\top",
+                   (sp.Eq(Dm, sp.MatAdd(sp.DiagMatrix(av), -av * av.T, evaluate=False), evaluate=False),))]
     text = ("Applying the softmax rule to $g$ gives the Hessian of the per-query loss in its scores; "
             "in matrix form $H = D M D + \\mathrm{diag}(g) - g a^\\top - a g^\\top$ with the softmax "
             "Jacobian $D = \\mathrm{diag}(a) - a a^\\top$.")
@@ -327,10 +351,19 @@ def pull_back(K, d=None):
     d = d or K
     V, Q = sp.MatrixSymbol("V", K, d), sp.MatrixSymbol("Q", d, d)
     Gamma, G = sp.MatrixSymbol("Gamma", K, K), sp.MatrixSymbol("G", K, K)
-    eqs = [r"S_{nk} = v_n^\top Q v_k, \qquad S = V Q V^\top",
-           r"\nabla_Q \mathcal{L} = \sum_{n,k} \Gamma_{nk}\, v_n v_k^\top = V^\top \Gamma V",
-           r"\dot S = V \dot Q V^\top = -G \Gamma G, \qquad G = V V^\top",
-           r"\Gamma_{nk} = p_k\, g^{(k)}_n"]
+    S, Sdot, Qdot = sp.MatrixSymbol("S", K, K), sp.MatrixSymbol("Sdot", K, K), sp.MatrixSymbol("Qdot", d, d)
+    v_n, v_k = sp.MatrixSymbol("v_n", d, 1), sp.MatrixSymbol("v_k", d, 1)
+    Gamma_nk = sp.Symbol("Gamma_nk")
+    loss = sp.Symbol("ℒ")
+    eqs = [Display(r"S_{nk} = v_n^\top Q v_k, \qquad S = V Q V^\top",
+                   (sp.Eq(sp.Symbol("S_nk"), v_n.T * Q * v_k, evaluate=False), sp.Eq(S, V * Q * V.T))),
+           Display(r"\nabla_Q \mathcal{L} = \sum_{n,k} \Gamma_{nk}\, v_n v_k^\top = V^\top \Gamma V",
+                   (sp.Derivative(loss, Q, evaluate=False), _sum(Gamma_nk * v_n * v_k.T, "n", "k", K=K),
+                    V.T * Gamma * V), chain=True),
+           Display(r"\dot S = V \dot Q V^\top = -G \Gamma G, \qquad G = V V^\top",
+                   (Relation(Sdot, "=", sp.Eq(V * Qdot * V.T, -G * Gamma * G, evaluate=False)),
+                    sp.Eq(G, V * V.T, evaluate=False))),
+           Display(r"\Gamma_{nk} = p_k\, g^{(k)}_n", (sp.Eq(Gamma_nk, sp.Mul(sp.Symbol("p_k"), sp.Symbol("g^(k)_n"), evaluate=False)),))]
     text = ("Scores are linear in $Q$, so $\\partial\\mathcal{L}/\\partial Q = \\sum_{n,k} \\Gamma_{nk} v_n v_k^\\top"
             " = V^\\top \\Gamma V$ with $\\Gamma = \\partial\\mathcal{L}/\\partial S$, and the flow "
             "$\\dot Q = -\\nabla_Q\\mathcal{L}$ gives $\\dot S = V \\dot Q V^\\top = -G\\Gamma G$ with the Gram "
@@ -353,7 +386,11 @@ def flow_jacobian(K):
     -------
     Stage
     """
-    eqs = [r"\frac{\partial \dot S_{il}}{\partial S_{mk}} = -p_k\, (G H^{(k)})_{im}\, G_{kl}"]
+    G, H = sp.MatrixSymbol("G", K, K), sp.MatrixSymbol("H^(k)", K, K)
+    i, l, m, k = sp.symbols("i l m k", integer=True)
+    eqs = [Display(r"\frac{\partial \dot S_{il}}{\partial S_{mk}} = -p_k\, (G H^{(k)})_{im}\, G_{kl}",
+                   (sp.Eq(sp.Derivative(sp.Symbol("Sdot_il"), sp.Symbol("S_mk"), evaluate=False),
+                          -sp.Symbol("p_k") * MatrixElement(G * H, i, m) * G[k, l]),))]
     text = ("Column $k$ of $\\Gamma$ depends only on column $k$ of $S$, so the Jacobian of the flow is "
             "$-(G\\otimes G)$ times the block-diagonal matrix of $p_k H^{(k)}$. The stiff solvers "
             "(LSODA, Radau, BDF) receive it analytically.")
@@ -374,7 +411,9 @@ def gd_map(K):
     """
     S, G, Gamma = sp.MatrixSymbol("S", K, K), sp.MatrixSymbol("G", K, K), sp.MatrixSymbol("Gamma", K, K)
     eta = sp.Symbol("eta", positive=True)
-    eqs = [r"S^{+} = S - \eta\, G\, \Gamma(S)\, G"]
+    eqs = [Display(r"S^{+} = S - \eta\, G\, \Gamma(S)\, G",
+                   (sp.Eq(sp.MatrixSymbol("S^+", K, K), sp.MatAdd(S, -eta * G * Gamma * G, evaluate=False),
+                          evaluate=False),))]
     text = ("Gradient descent $Q \\leftarrow Q - \\eta \\nabla_Q\\mathcal{L}$ maps to "
             "$S \\leftarrow S - \\eta G\\Gamma(S)G$ exactly; with $t = \\eta \\cdot$ iteration it is the "
             "explicit Euler scheme of the flow, first-order accurate as $\\eta \\to 0$.")

@@ -15,6 +15,7 @@ from itertools import product
 import sympy as sp
 
 from .checks import require
+from .notation import Display, Norm, Relation
 from .stages import Stage, _is_zero, explicit_softmax, moment_matrix, score_symbols
 
 
@@ -56,15 +57,42 @@ def finite_prompt():
             "tilted moment E[c₀²c₁e^{−τZ}]")
     checks.append("the tilted moments $E[c_j c_m e^{-\\tau Z}]$ and $E[c_j^2 c_m e^{-\\tau Z}]$ equal the "
                   "falling-factorial forms, by enumerating the compositions of $N = 4$ into 3 counts")
-    eqs = [r"Z = \sum_m c_m w_m, \quad w_m = e^{s_m}, \qquad \frac{1}{Z^r} = \frac{1}{\Gamma(r)}\int_0^\infty "
-           r"\tau^{r-1} e^{-\tau Z}\, d\tau",
-           r"E\Big[\prod_m u_m^{c_m}\Big] = \Big(\sum_m p_m u_m\Big)^N, \qquad "
-           r"E[c_j c_m e^{-\tau Z}] = a_2 u_j u_m + \delta_{jm} a_1 u_j",
-           r"u_m = p_m e^{-\tau w_m}, \quad \Phi = \sum_m u_m, \quad a_r = N(N-1)\cdots(N-r+1)\, \Phi^{N-r}",
-           r"\ell = \tfrac12 \int_0^\infty \tau \,(a_2\, x^\top M x + a_1 \textstyle\sum_n M_{nn} w_n x_n)\, d\tau, "
-           r"\quad x = w \circ u",
-           r"g_j = \tfrac12\int_0^\infty \tau^2\, x_j \sum_m x_m \big[a_3 (y_j - y_m) + a_2\big((M_{jm} - M_{mm}) w_m "
-           r"+ (M_{jj} - M_{jm}) w_j\big)\big] d\tau, \quad y = M x"]
+    Kf, Nf, r = sp.Symbol("K", integer=True, positive=True), sp.Symbol("N", integer=True), sp.Symbol("r")
+    m_, n_, l_ = sp.symbols("m n l", integer=True)
+    c_m, w_m, u_m, u_j, p_m, w_j = sp.symbols("c_m w_m u_m u_j p_m w_j")
+    x_j, x_m, x_n, y_j, y_m, w_n = sp.symbols("x_j x_m x_n y_j y_m w_n")
+    a_1, a_2, a_3, a_r, Phi = sp.symbols("a_1 a_2 a_3 a_r Phi")
+    E = sp.Function("E")
+    Mv = sp.MatrixSymbol("M", Kf, Kf)
+    xv, wv, uv, yv = (sp.MatrixSymbol(name, Kf, 1) for name in "xwuy")
+
+    def total(expr, index):
+        return sp.Sum(expr, (index, 1, Kf))
+    eqs = [Display(r"Z = \sum_m c_m w_m, \quad w_m = e^{s_m}, \qquad \frac{1}{Z^r} = \frac{1}{\Gamma(r)}\int_0^\infty "
+                   r"\tau^{r-1} e^{-\tau Z}\, d\tau",
+                   (sp.Eq(Z, total(c_m * w_m, m_)), sp.Eq(w_m, sp.exp(sp.Symbol("s_m"))),
+                    sp.Eq(1 / Z ** r, sp.Integral(tau ** (r - 1) * sp.exp(-tau * Z), (tau, 0, sp.oo)) / sp.gamma(r)))),
+           Display(r"E\Big[\prod_m u_m^{c_m}\Big] = \Big(\sum_m p_m u_m\Big)^N, \qquad "
+                   r"E[c_j c_m e^{-\tau Z}] = a_2 u_j u_m + \delta_{jm} a_1 u_j",
+                   (sp.Eq(E(sp.Product(u_m ** c_m, (m_, 1, Kf))), total(p_m * u_m, m_) ** Nf),
+                    sp.Eq(E(sp.Symbol("c_j") * c_m * sp.exp(-tau * Z)),
+                          a_2 * u_j * u_m + sp.KroneckerDelta(sp.Symbol("j"), m_) * a_1 * u_j))),
+           Display(r"u_m = p_m e^{-\tau w_m}, \quad \Phi = \sum_m u_m, \quad a_r = N(N-1)\cdots(N-r+1)\, \Phi^{N-r}",
+                   (sp.Eq(u_m, p_m * sp.exp(-tau * w_m)), sp.Eq(Phi, total(u_m, m_)),
+                    sp.Eq(a_r, sp.factorial(Nf) / sp.factorial(Nf - r) * Phi ** (Nf - r)))),
+           Display(r"\ell = \tfrac12 \int_0^\infty \tau \,(a_2\, x^\top M x + a_1 \textstyle\sum_n M_{nn} w_n x_n)\, d\tau, "
+                   r"\quad x = w \circ u",
+                   (sp.Eq(sp.Symbol("ell"), sp.Integral(tau * (
+                       a_2 * sp.Sum(x_n * sp.Symbol("M_nl") * sp.Symbol("x_l"), (l_, 1, Kf), (n_, 1, Kf))
+                       + a_1 * total(sp.Symbol("M_nn") * w_n * x_n, n_)), (tau, 0, sp.oo)) / 2),
+                    sp.Eq(xv, sp.HadamardProduct(wv, uv), evaluate=False))),
+           Display(r"g_j = \tfrac12\int_0^\infty \tau^2\, x_j \sum_m x_m \big[a_3 (y_j - y_m) + a_2\big((M_{jm} - M_{mm}) w_m "
+                   r"+ (M_{jj} - M_{jm}) w_j\big)\big] d\tau, \quad y = M x",
+                   (sp.Eq(sp.Symbol("g_j"), sp.Integral(tau ** 2 * x_j * total(x_m * (
+                       a_3 * (y_j - y_m) + a_2 * ((sp.Symbol("M_jm") - sp.Symbol("M_mm")) * w_m
+                                                  + (sp.Symbol("M_jj") - sp.Symbol("M_jm")) * w_j)), m_),
+                       (tau, 0, sp.oo)) / 2),
+                    sp.Eq(yv, Mv * xv, evaluate=False)))]
     text = ("For a prompt of length $N$ the counts are multinomial and the attention random. Writing the inverse "
             "powers of the softmax denominator as integrals and the count moments through the generating function "
             "turns every expectation over prompts into a one-dimensional integral costing $O(K^2)$ per node, "
@@ -108,10 +136,23 @@ def query_in_softmax(K=3):
             "augmented moment M_nq = F_kk − F_nk")
     require(_is_zero(expectation(f[k] ** 2) - F[k, k]), "augmented moment M_qq = F_kk")
     checks.append("$E[(f_n - f_k)(-f_k)] = F_{kk} - F_{nk}$ and $E[f_k^2] = F_{kk}$ from $E[f_a f_b] = F_{ab}$")
-    eqs = [r"\hat y = \frac{\sum_i y_i e^{s_i} + 0\cdot e^{S_{kk}}}{\sum_i e^{s_i} + e^{S_{kk}}}, \qquad "
-           r"\hat y - f_k = \sum_n A_n (f_n - f_k) - A_q f_k",
-           r"\tilde M^{(k)} = \begin{pmatrix} M^{(k)} & m \\ m^\top & F_{kk} \end{pmatrix}, \quad "
-           r"m_n = F_{kk} - F_{nk}"]
+    i_, n_ = sp.symbols("i n", integer=True)
+    s_i, S_kk, f_k = sp.Symbol("s_i"), sp.Symbol("S_kk"), sp.Symbol("f_k")
+    Kf = sp.Symbol("K", integer=True, positive=True)
+    yhat = sp.Symbol("yhat")
+    Mk, mv, Fkk = sp.MatrixSymbol("M^(k)", Kf, Kf), sp.MatrixSymbol("m", Kf, 1), sp.MatrixSymbol("F_kk", 1, 1)
+    eqs = [Display(r"\hat y = \frac{\sum_i y_i e^{s_i} + 0\cdot e^{S_{kk}}}{\sum_i e^{s_i} + e^{S_{kk}}}, \qquad "
+                   r"\hat y - f_k = \sum_n A_n (f_n - f_k) - A_q f_k",
+                   (sp.Eq(yhat, sp.Mul(sp.Add(sp.Sum(sp.Symbol("y_i") * sp.exp(s_i), (i_, 1, Kf)),
+                                              sp.Mul(0, sp.exp(S_kk), evaluate=False), evaluate=False),
+                                       1 / (sp.Sum(sp.exp(s_i), (i_, 1, Kf)) + sp.exp(S_kk)), evaluate=False)),
+                    sp.Eq(yhat - f_k, sp.Sum(sp.Symbol("A_n") * (sp.Symbol("f_n") - f_k), (n_, 1, Kf))
+                          - sp.Symbol("A_q") * f_k))),
+           Display(r"\tilde M^{(k)} = \begin{pmatrix} M^{(k)} & m \\ m^\top & F_{kk} \end{pmatrix}, \quad "
+                   r"m_n = F_{kk} - F_{nk}",
+                   (sp.Eq(sp.MatrixSymbol("Mtilde^(k)", Kf + 1, Kf + 1), sp.BlockMatrix([[Mk, mv], [mv.T, Fkk]]),
+                          evaluate=False),
+                    sp.Eq(sp.Symbol("m_n"), sp.Symbol("F_kk") - sp.Symbol("F_nk"))))]
     text = ("The query token, value 0, joins the softmax with its own score $S_{kk}$, the score of its feature's "
             "tokens. The error gains the entry $-f_k$ with weight $A_q$, so each label-gap matrix gains a row and "
             "column and the loss depends on $F$, not only on label gaps. At finite $N$ the query is a token of count "
@@ -147,9 +188,21 @@ def separate_matrices(K=2, d=2, h=2):
     checks = [f"$\\nabla_{{W_K}}\\mathcal{{L}} = W_Q V^\\top \\Gamma^\\top V$ and "
               f"$\\nabla_{{W_Q}}\\mathcal{{L}} = W_K V^\\top \\Gamma V$ for $K = {K}$, $d = {d}$, $h = {h}$ with "
               "every entry a symbol"]
-    eqs = [r"Q = W_K^\top W_Q, \quad B = W_K V^\top,\ C = W_Q V^\top \in \mathbb{R}^{h\times K}, \quad S = B^\top C",
-           r"\dot B = -C\,\Gamma^\top G, \qquad \dot C = -B\,\Gamma\, G",
-           r"\dot S = -G\Gamma\, C^\top C - B^\top B\, \Gamma G"]
+    Kf, df, hf = (sp.Symbol(x, integer=True, positive=True) for x in "Kdh")
+    Qm, Vm = sp.MatrixSymbol("Q", df, df), sp.MatrixSymbol("V", Kf, df)
+    W_K, W_Q = sp.MatrixSymbol("W_K", hf, df), sp.MatrixSymbol("W_Q", hf, df)
+    Bm, Cm = sp.MatrixSymbol("B", hf, Kf), sp.MatrixSymbol("C", hf, Kf)
+    Gm, Gam = sp.MatrixSymbol("G", Kf, Kf), sp.MatrixSymbol("Gamma", Kf, Kf)
+    eqs = [Display(r"Q = W_K^\top W_Q, \quad B = W_K V^\top,\ C = W_Q V^\top \in \mathbb{R}^{h\times K}, \quad S = B^\top C",
+                   (sp.Eq(Qm, W_K.T * W_Q), sp.Eq(Bm, W_K * Vm.T), sp.Eq(Cm, W_Q * Vm.T),
+                    Relation(sp.Tuple(Bm, Cm), "∈", sp.MatrixSymbol("ℝ^h×K", 1, 1)),
+                    sp.Eq(sp.MatrixSymbol("S", Kf, Kf), Bm.T * Cm))),
+           Display(r"\dot B = -C\,\Gamma^\top G, \qquad \dot C = -B\,\Gamma\, G",
+                   (sp.Eq(sp.MatrixSymbol("Bdot", hf, Kf), -Cm * Gam.T * Gm),
+                    sp.Eq(sp.MatrixSymbol("Cdot", hf, Kf), -Bm * Gam * Gm))),
+           Display(r"\dot S = -G\Gamma\, C^\top C - B^\top B\, \Gamma G",
+                   (sp.Eq(sp.MatrixSymbol("Sdot", Kf, Kf),
+                          sp.MatAdd(-Gm * Gam * Cm.T * Cm, -Bm.T * Bm * Gam * Gm, evaluate=False)),))]
     text = ("With separate key and query matrices the loss still depends on them only through $S$, so the "
             "reduced factors $B$ and $C$ form a closed, exact system of $2hK$ equations (the parts of $W_K$, $W_Q$ "
             "outside the features' span never move). $B = C = 0$ is stationary: training starts from a random "
@@ -175,11 +228,27 @@ def token_noise():
     require(_is_zero(zeroth - tilt) and _is_zero(first - (v + nu ** 2 * b) * tilt), "Gaussian tilting identities")
     checks = ["$E_\\xi[e^{(v+\\xi) b}] = e^{vb + \\nu^2 b^2/2}$ and $E_\\xi[(v+\\xi) e^{(v+\\xi) b}] = "
               "(v + \\nu^2 b)\\, e^{vb + \\nu^2 b^2/2}$ by integration (one coordinate; coordinates are independent)"]
-    eqs = [r"x = v_n + \xi, \quad \xi \sim N(0, \nu^2 I), \quad b = Q x_q",
-           r"\hat y \to w^\top\big(V^\top \pi + \nu^2 b\big), \quad \pi = \mathrm{softmax}(V b + \log p) "
-           r"\quad (N \to \infty,\ f(x) = w^\top x)",
-           r"\mathcal{L}(Q) = \tfrac12 \sigma^2 \sum_k p_k\, E_{\xi_q} \big\| V^\top\pi + \nu^2 b - x_q \big\|^2, "
-           r"\quad x_q = v_k + \xi_q"]
+    Kf, df = (sp.Symbol(x, integer=True, positive=True) for x in "Kd")
+    vec = {name: sp.MatrixSymbol(name, df, 1) for name in ("x", "v_n", "xi", "b", "x_q", "w", "v_k", "xi_q")}
+    Qm, Vm = sp.MatrixSymbol("Q", df, df), sp.MatrixSymbol("V", Kf, df)
+    pi = sp.MatrixSymbol("pi", Kf, 1)
+    f, k_ = sp.Function("f"), sp.Symbol("k", integer=True)
+    eqs = [Display(r"x = v_n + \xi, \quad \xi \sim N(0, \nu^2 I), \quad b = Q x_q",
+                   (sp.Eq(vec["x"], vec["v_n"] + vec["xi"]),
+                    Relation(vec["xi"], "∼", sp.Function("N")(0, nu ** 2 * sp.Symbol("I"))),
+                    sp.Eq(vec["b"], Qm * vec["x_q"]))),
+           Display(r"\hat y \to w^\top\big(V^\top \pi + \nu^2 b\big), \quad \pi = \mathrm{softmax}(V b + \log p) "
+                   r"\quad (N \to \infty,\ f(x) = w^\top x)",
+                   (Relation(sp.Symbol("yhat"), "→", vec["w"].T * (Vm.T * pi + nu ** 2 * vec["b"])),
+                    sp.Eq(pi, sp.Function("softmax")(sp.Symbol("Vb") + sp.Symbol("log p")), evaluate=False),
+                    sp.Tuple(Relation(sp.Symbol("N"), "→", sp.oo), Relation(f(sp.Symbol("x")), "=",
+                                                                        vec["w"].T * vec["x"])))),
+           Display(r"\mathcal{L}(Q) = \tfrac12 \sigma^2 \sum_k p_k\, E_{\xi_q} \big\| V^\top\pi + \nu^2 b - x_q \big\|^2, "
+                   r"\quad x_q = v_k + \xi_q",
+                   (sp.Eq(sp.Function("ℒ")(Qm), sp.Symbol("sigma") ** 2 / 2 * sp.Sum(
+                       sp.Symbol("p_k") * sp.Function("E_xi_q")(Norm(Vm.T * pi + nu ** 2 * vec["b"] - vec["x_q"]) ** 2),
+                       (k_, 1, Kf))),
+                    sp.Eq(vec["x_q"], vec["v_k"] + vec["xi_q"])))]
     text = ("With noise the scores no longer close on the feature set, so the model is the full $d\\times d$ $Q$. "
             "In the large-prompt limit the prediction is a ratio of expectations over one token; for Gaussian "
             "noise both are tilted Gaussians, and the common factor $e^{\\nu^2 |b|^2/2}$ cancels. Only the query's "
@@ -254,13 +323,40 @@ def multi_head(K=2, H=2):
     checks.append(f"the column Hessian blocks $\\partial g^h/\\partial s^{{h'}} = D^h M D^{{h'}}/H^2 + "
                   f"\\delta_{{hh'}}(\\mathrm{{diag}}\\,g^h - g^h a^{{h\\top}} - a^h g^{{h\\top}})$ by differentiating "
                   f"$g^h = D^h M \\bar a / H$ ($K = {K}$, $H = {H}$)")
-    eqs = [r"\hat y = \frac1H \sum_h \sum_i y_i\, \mathrm{softmax}_i(x_i^\top Q_h x_q), \qquad S^h = V Q_h V^\top",
-           r"a^h_k = \mathrm{softmax}(S^h_{\cdot k} + \log p), \quad \bar a_k = \frac1H \sum_h a^h_k, \quad "
-           r"\mathcal{L} = \tfrac12 \sum_k p_k (\bar a_k - e_k)^\top F (\bar a_k - e_k)",
-           r"\Gamma^h_{\cdot k} = \frac{p_k}{H} (\mathrm{diag}\, a^h_k - a^h_k a^{h\top}_k) F (\bar a_k - e_k), \qquad "
-           r"\dot S^h = -G\, \Gamma^h G",
-           r"\frac{\partial g^h}{\partial s^{h'}} = \frac{D^h M D^{h'}}{H^2} + \delta_{hh'}\big(\mathrm{diag}\, g^h - "
-           r"g^h a^{h\top} - a^h g^{h\top}\big), \quad g^h = \frac{D^h M \bar a}{H}"]
+    Hs, Ns, Kf, ds = (sp.Symbol(x, integer=True, positive=True) for x in "HNKd")
+    h, i, k = (sp.Symbol(x, integer=True) for x in "hik")
+    vec = lambda name: sp.MatrixSymbol(name, Kf, 1)                       # noqa: E731
+    a_h, abar, e_k, g_h = vec("a^h_k"), vec(r"\bar{a}_k"), vec("e_k"), vec("g^h")
+    Fm, Gm, Vm = sp.MatrixSymbol("F", Kf, Kf), sp.MatrixSymbol("G", Kf, Kf), sp.MatrixSymbol("V", Kf, Kf)
+    Qh, Dh, Dh2 = sp.MatrixSymbol("Q_h", Kf, Kf), sp.MatrixSymbol("D^h", Kf, Kf), sp.MatrixSymbol("D^{h'}", Kf, Kf)
+    Gam_h, M_k = sp.MatrixSymbol(r"\Gamma^h", Kf, Kf), sp.MatrixSymbol("M", Kf, Kf)
+    softmax = sp.Function("softmax")
+    gap = abar - e_k
+    eqs = [Display(r"\hat y = \frac1H \sum_h \sum_i y_i\, \mathrm{softmax}_i(x_i^\top Q_h x_q), \qquad S^h = V Q_h V^\top",
+                   (sp.Eq(sp.Symbol(r"\hat{y}"), sp.Sum(sp.Symbol("y_i") * sp.Function("softmax_i")(
+                       sp.Symbol("s^h_i")), (i, 1, Ns), (h, 1, Hs)) / Hs),
+                    sp.Eq(sp.MatrixSymbol("s^h_i", 1, 1), sp.MatrixSymbol("x_i", ds, 1).T * sp.MatrixSymbol("Q_h", ds, ds)
+                          * sp.MatrixSymbol("x_q", ds, 1)),
+                    sp.Eq(sp.MatrixSymbol("S^h", Kf, Kf), Vm * Qh * Vm.T))),
+           Display(r"a^h_k = \mathrm{softmax}(S^h_{\cdot k} + \log p), \quad \bar a_k = \frac1H \sum_h a^h_k, \quad "
+                   r"\mathcal{L} = \tfrac12 \sum_k p_k (\bar a_k - e_k)^\top F (\bar a_k - e_k)",
+                   (sp.Eq(sp.Symbol("a^h_k"), softmax(sp.Symbol("S^h_·k") + sp.log(sp.Symbol("p")))),
+                    sp.Eq(sp.Symbol(r"\bar{a}_k"), sp.Sum(sp.Symbol("a^h_k"), (h, 1, Hs)) / Hs),
+                    sp.Eq(sp.Symbol("ℒ"), sp.MatMul(sp.Rational(1, 2), sp.Sum(
+                        sp.Symbol("p_k") * sp.Symbol(r"\ell_k"), (k, 1, Kf)))),
+                    sp.Eq(sp.MatrixSymbol(r"\ell_k", 1, 1), gap.T * Fm * gap))),
+           Display(r"\Gamma^h_{\cdot k} = \frac{p_k}{H} (\mathrm{diag}\, a^h_k - a^h_k a^{h\top}_k) F (\bar a_k - e_k), \qquad "
+                   r"\dot S^h = -G\, \Gamma^h G",
+                   (sp.Eq(sp.MatrixSymbol("Γ^h_·k", Kf, 1),
+                          sp.Symbol("p_k") / Hs * (Dh * Fm * gap)),
+                    sp.Eq(Dh, sp.MatAdd(sp.DiagMatrix(a_h), -a_h * a_h.T, evaluate=False)),
+                    sp.Eq(sp.MatrixSymbol(r"\dot{S}^h", Kf, Kf), -Gm * Gam_h * Gm))),
+           Display(r"\frac{\partial g^h}{\partial s^{h'}} = \frac{D^h M D^{h'}}{H^2} + \delta_{hh'}\big(\mathrm{diag}\, g^h - "
+                   r"g^h a^{h\top} - a^h g^{h\top}\big), \quad g^h = \frac{D^h M \bar a}{H}",
+                   (sp.Eq(sp.MatrixSymbol("H^hh'", Kf, Kf),
+                          Dh * M_k * Dh2 / Hs**2 + sp.KroneckerDelta(sp.Symbol("h"), sp.Symbol("h'"))
+                          * (sp.MatAdd(sp.DiagMatrix(g_h), -g_h * a_h.T, -a_h * g_h.T, evaluate=False))),
+                    sp.Eq(g_h, Dh * M_k * abar / Hs)))]
     text = ("With $H$ heads whose outputs are averaged, the loss depends on each $Q_h$ only through its scores "
             "$S^h = VQ_hV^\\top$, so the state is the $H$ score matrices. At $N = \\infty$ the prediction uses the mean "
             "attention $\\bar a$; the heads are coupled through it alone. Heads started equal get equal gradients and "

@@ -82,10 +82,11 @@ def build_parser():
                      help="override a configuration field (repeatable)")
     run.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    derive = sub.add_parser("derive", help="the derivation, step by step, as Markdown or LaTeX")
+    derive = sub.add_parser("derive", help="the derivation, step by step, as Markdown, LaTeX or an HTML page")
     derive.add_argument("config", help="TOML configuration")
-    derive.add_argument("--format", choices=("markdown", "latex"), default="markdown",
-                        help="Markdown with $…$ math, or a standalone LaTeX document (default: %(default)s)")
+    derive.add_argument("--format", choices=("markdown", "latex", "html"), default="markdown",
+                        help="Markdown with $…$ math, a standalone LaTeX document, or one self-contained HTML "
+                             "page with MathML equations that any browser opens offline (default: %(default)s)")
     derive.add_argument("--out", help="write to this file instead of standard output")
     derive.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a configuration field (repeatable)")

@@ -5,7 +5,7 @@ Run:  python examples/derivation_walkthrough.py [--out DIR]
 For each K it calls the SymPy stages of ``derivations.stages`` one by one, prints
 what each derived and what SymPy verified, checks the pull-back on the full d×d
 model for K = 2, shows the Numba code generated from the derived expressions, and
-writes the whole derivation as Markdown (and LaTeX) for a concrete problem.
+writes the whole derivation as Markdown, LaTeX and an HTML page for a concrete problem.
 """
 
 import argparse
@@ -14,6 +14,7 @@ from pathlib import Path
 import sympy as sp
 
 from attnflow.derivations import asymptotics, codegen, stages
+from attnflow.derivations.notation import Display
 from attnflow.dynamics.problem import config
 from attnflow.dynamics.reporting.derivation_report import render
 from attnflow.dynamics.files import write_text
@@ -23,7 +24,9 @@ from attnflow.dynamics.problem import Problem
 def show(stage):
     print(f"\n== {stage.title} ({stage.name})")
     for eq in stage.equations:
-        print("   ", eq if isinstance(eq, str) else sp.pretty(eq, use_unicode=True).replace("\n", "\n    "))
+        # A Display is an equation typeset by hand (its SymPy parts feed the HTML page); show its LaTeX.
+        text = eq.to_latex() if isinstance(eq, Display) else sp.pretty(eq, use_unicode=True)
+        print("   ", text.replace("\n", "\n    "))
     for check in stage.checks:
         print("    ✓ SymPy:", check)
 
@@ -48,13 +51,14 @@ def walk(K, out):
     problem = Problem.from_config(cfg)
     write_text(out / f"derivation_K{K}.md", render(problem, cfg.training, "markdown"))
     write_text(out / f"derivation_K{K}.tex", render(problem, cfg.training, "latex"))
-    print(f"\n   wrote {out / f'derivation_K{K}.md'} and .tex")
+    write_text(out / f"derivation_K{K}.html", render(problem, cfg.training, "html"))
+    print(f"\n   wrote {out / f'derivation_K{K}.md'}, .tex and .html (open it in a browser)")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="derivation-walkthrough",
-                        help="directory for the Markdown and LaTeX derivations, created if missing (default: %(default)s)")
+                        help="directory for the Markdown, LaTeX and HTML derivations, created if missing (default: %(default)s)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,8 @@ def main():
         s = pr.score_system()
         g = iterate_gd(s, pr.S0, 0.5 * s.stable_step(pr.S0), steps, n_out=50)
         gd_half.append(g.crossings["t_half"] or np.nan)
-        r["t_boundary"] = phase_boundary(r["trajectory"].t, r["trajectory"].loss)
+        flow = flow_to_convergence(pr, stop_rel=1e-4)          # the sweep keeps numbers only, not trajectories
+        r["t_boundary"] = phase_boundary(flow.t, flow.loss)
     print(figures.phase_diagram(out / "phase_diagram.png", rows, L_star_f, "frequency class: transition times against L",
                                 gd_rows={"t_half": gd_half}))
 

@@ -31,6 +31,7 @@ def test_quickstart_and_walkthrough(tmp_path):
                           env=ENV, capture_output=True, text=True, timeout=600)
     assert walk.returncode == 0, walk.stderr
     assert "✓ SymPy" in walk.stdout and (tmp_path / "derivation_K3.tex").exists()
+    assert (tmp_path / "derivation_K3.html").read_text(encoding="utf-8").count("<math display=\"block\">") > 20
 
 
 @pytest.mark.slow

@@ -308,4 +308,4 @@ def test_inputs_found_by_a_hostile_campaign_give_one_line(tmp_path, capsys, monk
     sweep_out.mkdir()
     (sweep_out / "sweep.json").write_text("garbage")
     _one_error_line(capsys, ["sweep", str(empty), "--param", "task.L=1,2", "--out", str(sweep_out)], "--out")
-    _one_error_line(capsys, ["derive", str(empty), "--format=html"], "--format")
+    _one_error_line(capsys, ["derive", str(empty), "--format=pdf"], "--format")

@@ -7,8 +7,9 @@ are rounded to four significant digits for reading; the solvers use the exact on
 import numpy as np
 import sympy as sp
 
-from ...derivations import asymptotics, export, stages, variants
+from ...derivations import asymptotics, export, html, stages, variants
 from ...derivations.codegen import module_path
+from ...derivations.notation import Display, Relation
 from ...solvers.columns import label_gap_stack
 
 from ..errors import AttnflowError
@@ -25,9 +26,16 @@ def _num(x):
     return sp.Float(float(x), 4)
 
 
-def _matrix(A):
+def _matrix_equation(name, A):
+    """``name = [[…]]`` with the entries rounded for reading, as a displayed equation."""
     A = np.atleast_2d(A)
-    return sp.latex(sp.Matrix(A.shape[0], A.shape[1], lambda i, j: _num(A[i, j])))
+    matrix = sp.ImmutableMatrix(A.shape[0], A.shape[1], lambda i, j: _num(A[i, j]))
+    return Display(f"{name} = " + sp.latex(matrix), (sp.Eq(sp.Symbol(name), matrix, evaluate=False),))
+
+
+def _entry(latex_name, symbol_name, value):
+    """``name = value`` with the hand-set LaTeX name (``\\dot S_{11}``) and a SymPy symbol for MathML."""
+    return Display(f"{latex_name} = " + sp.latex(value), (sp.Eq(sp.Symbol(symbol_name), value),))
 
 
 def derivation_blocks(problem, training=None):
@@ -71,7 +79,7 @@ def derivation_blocks(problem, training=None):
         if st.name == "column_hessian" and explicit:
             H = st.data["hessian"]
             blocks += [("p", "In full, entry by entry:")]
-            blocks += [("eq", f"H_{{{i + 1}{j + 1}}} = " + sp.latex(sp.factor(H[i, j])))
+            blocks += [("eq", _entry(f"H_{{{i + 1}{j + 1}}}", f"H_{i + 1}{j + 1}", sp.factor(H[i, j])))
                        for i in range(K) for j in range(i, K)]
 
     for st in variant_stages:
@@ -87,8 +95,8 @@ def derivation_blocks(problem, training=None):
                 + (f", error $\\le {problem.moments.error:.1e}$" if problem.moments.error else "")
                 + ") and feature probabilities $p$:")]
     if K <= MATRIX_MAX_K:
-        blocks += [("eq", "G = " + _matrix(problem.features.G)), ("eq", "F = " + _matrix(problem.F)),
-                   ("eq", "p = " + _matrix(problem.p[None, :]))]
+        blocks += [("eq", _matrix_equation("G", problem.features.G)), ("eq", _matrix_equation("F", problem.F)),
+                   ("eq", _matrix_equation("p", problem.p[None, :]))]
     else:
         blocks.append(("p", f"($K = {K}$: the matrices are in `summary.json` of `attnflow run`.)"))
     blocks.append(("list", [
@@ -100,8 +108,7 @@ def derivation_blocks(problem, training=None):
         f"**degenerate class**: smallest off-target eigenvalue of $M^{{(k)}}$ is {c.min_offtarget_eigenvalue:.3g}"]))
     blocks += _explicit_equations(problem, derivation) if explicit else [
         ("p", "The flow, with $a_{nk}$ the attention of query $k$ on feature $n$:"),
-        ("eq", r"\dot S = -G \Gamma G, \quad \Gamma_{nk} = p_k\, a_{nk} (u_{nk} - B_k), \quad "
-               r"u_{nk} = \sum_m M^{(k)}_{nm} a_{mk}, \quad B_k = \sum_n a_{nk} u_{nk}")]
+        ("eq", _indexed_flow(K))]
     if training is not None and training.mode in ("gd", "both"):
         eta = training.eta if training.eta == "auto" else f"{training.eta:g}"
         blocks.append(("p", f"Gradient descent iterates $S \\leftarrow S - \\eta\\, G\\Gamma(S)G$ with "
@@ -117,8 +124,24 @@ def derivation_blocks(problem, training=None):
 
 def _softmax_indexed(K):
     """The large-prompt softmax for every ``n = 1 … K`` in one line (the stage spells out only three)."""
-    return (rf"a_n = \frac{{e^{{l_n + s_n}}}}{{\sum_{{m=1}}^{{{K}}} e^{{l_m + s_m}}}}, "
-            rf"\qquad n = 1, \dots, {K}")
+    m = sp.Symbol("m", integer=True)
+    softmax = sp.exp(sp.Symbol("l_n") + sp.Symbol("s_n")) / sp.Sum(sp.exp(sp.Symbol("l_m") + sp.Symbol("s_m")), (m, 1, K))
+    return Display(rf"a_n = \frac{{e^{{l_n + s_n}}}}{{\sum_{{m=1}}^{{{K}}} e^{{l_m + s_m}}}}, "
+                   rf"\qquad n = 1, \dots, {K}",
+                   (sp.Eq(sp.Symbol("a_n"), softmax), Relation(sp.Symbol("n"), "∈", sp.Range(1, K + 1))))
+
+
+def _indexed_flow(K):
+    """The flow in indexed form, for K beyond the explicit equations."""
+    n, m = sp.symbols("n m", integer=True)
+    a_nk, a_mk, u_nk, B_k = sp.symbols("a_nk a_mk u_nk B_k")
+    G, Gamma = sp.MatrixSymbol("G", K, K), sp.MatrixSymbol("Gamma", K, K)
+    return Display(r"\dot S = -G \Gamma G, \quad \Gamma_{nk} = p_k\, a_{nk} (u_{nk} - B_k), \quad "
+                   r"u_{nk} = \sum_m M^{(k)}_{nm} a_{mk}, \quad B_k = \sum_n a_{nk} u_{nk}",
+                   (sp.Eq(sp.MatrixSymbol("Sdot", K, K), -G * Gamma * G),
+                    sp.Eq(sp.Symbol("Gamma_nk"), sp.Symbol("p_k") * a_nk * (u_nk - B_k)),
+                    sp.Eq(u_nk, sp.Sum(sp.Symbol("M^(k)_nm") * a_mk, (m, 1, K))),
+                    sp.Eq(B_k, sp.Sum(a_nk * u_nk, (n, 1, K)))))
 
 
 def _model_words(problem):
@@ -164,12 +187,14 @@ def _explicit_equations(problem, derivation):
         Mk = Ms[k]
         for n in range(K):
             u = sp.Add(*[_num(Mk[n, m]) * A[m, k] for m in range(K)])
-            blocks.append(("eq", f"u_{{{n + 1}{k + 1}}} = " + sp.latex(u)))
-        blocks.append(("eq", f"\\Gamma_{{n{k + 1}}} = {float(problem.p[k]):.4g}\\, a_{{n{k + 1}}}"
-                             f" (u_{{n{k + 1}}} - B_{k + 1})"))
+            blocks.append(("eq", _entry(f"u_{{{n + 1}{k + 1}}}", f"u_{n + 1}{k + 1}", u)))
+        gamma = sp.Mul(_num(problem.p[k]), sp.Symbol(f"a_n{k + 1}"),
+                       sp.Symbol(f"u_n{k + 1}") - sp.Symbol(f"B_{k + 1}"), evaluate=False)
+        blocks.append(("eq", Display(f"\\Gamma_{{n{k + 1}}} = {float(problem.p[k]):.4g}\\, a_{{n{k + 1}}}"
+                                     f" (u_{{n{k + 1}}} - B_{k + 1})", (sp.Eq(sp.Symbol(f"Gamma_n{k + 1}"), gamma),))))
     Gm = sp.Matrix(K, K, lambda i, j: _num(problem.features.G[i, j]))
     rhs = -(Gm * Gam * Gm)
-    blocks += [("eq", f"\\dot S_{{{n + 1}{k + 1}}} = " + sp.latex(sp.expand(rhs[n, k])))
+    blocks += [("eq", _entry(f"\\dot S_{{{n + 1}{k + 1}}}", f"Sdot_{n + 1}{k + 1}", sp.expand(rhs[n, k])))
                for n in range(K) for k in range(K)]
     return blocks
 
@@ -184,7 +209,7 @@ def _asymptotic_blocks(problem, derivation):
                     "initial velocity $V_0 = -G\\Gamma(0)G$ and the Jacobian $J(0)$; the linear drift $S \\approx V_0 t$ "
                     "estimates when the target attention reaches $1/2$.")]
     if K <= MATRIX_MAX_K:
-        blocks.append(("eq", "V_0 = " + _matrix(early.velocity)))
+        blocks.append(("eq", _matrix_equation("V_0", early.velocity)))
     top = ", ".join(f"{r:.4g}" for r in early.rates[:4])
     blocks.append(("list", [f"largest eigenvalues of $J(0)$: {top}",
                             f"drift estimate of the time to attention $1/2$: $t_{{1/2}} \\approx {early.t_half_drift:.4g}$"]))
@@ -208,7 +233,9 @@ def render(problem, training=None, fmt="markdown"):
     problem : Problem
     training : Section, optional
         The ``[training]`` section, for the GD map and its step size.
-    fmt : {"markdown", "latex"}
+    fmt : {"markdown", "latex", "html"}
+        Markdown with ``$…$`` math, a standalone LaTeX document, or one self-contained
+        HTML page whose equations are MathML printed from their SymPy expressions.
 
     Returns
     -------
@@ -217,4 +244,6 @@ def render(problem, training=None, fmt="markdown"):
     blocks = derivation_blocks(problem, training)
     if fmt == "latex":
         return export.to_latex(blocks, title=f"attnflow: score dynamics for K = {problem.K}")
+    if fmt == "html":
+        return html.to_html(blocks, title=f"attnflow: score dynamics for K = {problem.K}")
     return export.to_markdown(blocks)
