@@ -19,11 +19,13 @@ from ...solvers import ScoreSystem
 from ...solvers import kernels as hand_written
 from ...solvers.noisy import NoisySystem
 from ...solvers.separate import SeparateSystem, random_factors
+from ...solvers.training_set import TrainingSetSystem
 
 from ..errors import AttnflowError
 from . import features as feat
 from . import function_classes as fc
 from .regimes import Constants, constants
+from .training_set import draw_training_set
 
 
 MAX_MOMENT = 1e12       # |F| beyond it (|f| ≳ 10⁶ on the features) is an overflow, not a task
@@ -203,6 +205,10 @@ class Problem:
         Token noise scale ν (0: noise-free, the score reduction is exact).
     Q0 : array, shape (d, d)
         The initial d×d matrix (what the noisy model trains).
+    training_set : tuple of arrays or None
+        ``(query, log_weights, labels)`` of the M training prompts
+        (:func:`attnflow.dynamics.problem.training_set.draw_training_set`), or None: the
+        population loss is trained.
 
     Examples
     --------
@@ -230,6 +236,7 @@ class Problem:
     factors: tuple = None
     noise: float = 0.0
     Q0: np.ndarray = None
+    training_set: tuple = None
 
     @classmethod
     def from_config(cls, cfg):
@@ -272,9 +279,12 @@ class Problem:
             rng = np.random.default_rng(model.seed)
             Q0 = model.init_scale * rng.standard_normal((fs.d, fs.d)) / np.sqrt(fs.d)
         S0 = fs.V @ Q0 @ fs.V.T
+        training_set = None
+        if cfg.training.prompts is not None:
+            training_set = draw_training_set(fs.V, fclass, p, cfg.prompt.N, cfg.training.prompts, cfg.training.seed)
         return cls(fs, fclass, moments, p, S0, cfg.regime.threshold, cfg.training.kernels,
                    cfg.prompt.N, cfg.prompt.quadrature_step, cfg.prompt.include_query, factors,
-                   cfg.prompt.noise, Q0)
+                   cfg.prompt.noise, Q0, training_set)
 
     @property
     def K(self):
@@ -306,6 +316,8 @@ class Problem:
             return NoisySystem(self.features.V, self.p, self.function_class.sigma, self.noise)
         if self.separate:
             return SeparateSystem(self.score_system(), self.factors[0].shape[0])
+        if self.training_set is not None:
+            return TrainingSetSystem(self.score_system(), *self.training_set)
         return self.score_system()
 
     @property
