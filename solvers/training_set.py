@@ -119,6 +119,8 @@ class TrainingSetSystem:
         object.__setattr__(self, "_present", present)
         object.__setattr__(self, "_starts", starts)
         object.__setattr__(self, "_ends", np.append(starts[1:], M))
+        object.__setattr__(self, "_counts", np.diff(np.append(starts, M)))
+        object.__setattr__(self, "_group_first", np.repeat(starts, np.diff(np.append(starts, M))))
         # The query token: its logit is S[k, k] + 0 when it is in the softmax, −inf (weight 0) otherwise.
         object.__setattr__(self, "_query_offset", 0.0 if self.population.query_in_softmax else -np.inf)
 
@@ -160,6 +162,21 @@ class TrainingSetSystem:
         yhat = np.einsum("mn,mn->m", w, values)
         return w, values, yhat, yhat - self._y[self._rows, q]
 
+    def _group_means(self, X):
+        """Per query asked, the mean of the rows of X (M, …) over its prompts.
+
+        Summed as differences from the group's first row (an assumed mean): copies of one
+        prompt then give that prompt's values exactly, whatever their number.
+        """
+        first = X[self._starts]
+        return first + np.add.reduceat(X - X[self._group_first], self._starts, axis=0) / (
+            self._counts.reshape((-1,) + (1,) * (X.ndim - 1)))
+
+    def _mean_loss(self, e):
+        """``(1/M) Σ ½ e_m²``, as an assumed mean from the first prompt (exact for copies of one prompt)."""
+        sq = e * e
+        return 0.5 * float(sq[0] + np.mean(sq - sq[0]))
+
     def _fold(self, column, k):
         """Fold the query token's entry (index K) of a length-(K+1) column into feature k."""
         out = column[:-1].copy()
@@ -168,18 +185,21 @@ class TrainingSetSystem:
 
     def loss(self, S):
         """``ℒ̂(S)``, the empirical loss at scores S (K, K)."""
-        e = self._forward(S)[3]
-        return 0.5 * float(e @ e) / self.M
+        return self._mean_loss(self._forward(S)[3])
 
     def loss_and_gradient(self, S):
         """``(ℒ̂(S), Γ̂)`` with ``Γ̂ = ∂ℒ̂/∂S`` (K, K)."""
+        return self._loss_gradient_attention(S)[:2]
+
+    def _loss_gradient_attention(self, S):
+        """ℒ̂(S), Γ̂ and the per-prompt attention w (M, K+1)."""
         w, values, yhat, e = self._forward(S)
-        g = (e * (1.0 / self.M))[:, None] * w * (values - yhat[:, None])         # ∂ℓ_m/∂a / M, (M, K+1)
-        sums = np.add.reduceat(g, self._starts, axis=0)
+        g = e[:, None] * w * (values - yhat[:, None])           # ∂ℓ_m/∂a, (M, K+1)
+        means = self._group_means(g) * (self._counts / self.M)[:, None]
         Gamma = np.zeros((self.K, self.K))
-        for k, column in zip(self._present, sums):
+        for k, column in zip(self._present, means):
             Gamma[:, k] = self._fold(column, k)
-        return 0.5 * float(e @ e) / self.M, Gamma
+        return self._mean_loss(e), Gamma, w
 
     def gradient(self, S):
         """``Γ̂ = ∂ℒ̂/∂S``."""
@@ -206,18 +226,16 @@ class TrainingSetSystem:
         A query no prompt asks has its population (expected) attention.  With the query
         token in the softmax its share is in no entry (columns then sum to less than 1).
         """
-        w = self._forward(S)[0]
-        sums = np.add.reduceat(w, self._starts, axis=0)
-        counts = self._ends - self._starts
+        means = self._group_means(self._forward(S)[0])
         A = self.population.attention(S) if len(self._present) < self.K else np.empty((self.K, self.K))
-        A[:, self._present] = (sums[:, :-1] / counts[:, None]).T
+        A[:, self._present] = means[:, :-1].T
         return A
 
     def _gap(self, w):
         """``max_k log(1 − Â_kk)`` over the queries asked, each ``1 − Â_kk`` a sum of positive terms."""
         off = w.copy()
         off[self._rows, self._q] = 0.0
-        rest = np.add.reduceat(off.sum(axis=1), self._starts) / (self._ends - self._starts)
+        rest = self._group_means(off.sum(axis=1))
         with np.errstate(divide="ignore"):
             return float(np.log(rest.max()))
 
@@ -251,13 +269,11 @@ class TrainingSetSystem:
     def flat_event_values(self, y):
         """``(max_k log(1 − Â_kk), log ℒ̂)`` at the state y."""
         w, _, _, e = self._forward(y.reshape(self.K, self.K))
-        return self._gap(w), math.log(max(0.5 * float(e @ e) / self.M, 1e-300))
+        return self._gap(w), math.log(max(self._mean_loss(e), 1e-300))
 
     def flat_event_values_and_rhs(self, y):
         """:meth:`flat_event_values` and :meth:`flat_rhs` (the GD loop needs both)."""
-        S = y.reshape(self.K, self.K)
-        value, Gamma = self.loss_and_gradient(S)
-        w = self._forward(S)[0]
+        value, Gamma, w = self._loss_gradient_attention(y.reshape(self.K, self.K))
         return self._gap(w), math.log(max(value, 1e-300)), -(self.G @ Gamma @ self.G).ravel()
 
     @cached_property
@@ -272,8 +288,11 @@ class TrainingSetSystem:
 
     @property
     def auto_method(self):
-        """The solve_ivp method "auto" stands for: Radau where the loss has a floor (finite N without
-        the query token: a prompt may miss its query's feature, the flow turns stiff), else DOP853."""
+        """The solve_ivp method "auto" stands for: Radau where the loss has a floor, else DOP853.
+
+        The floor: at finite N without the query token a prompt may miss its query's feature,
+        and the flow turns stiff as it converges to finite scores.
+        """
         population = self.population
         return "Radau" if population.finite and not population.query_in_softmax else "DOP853"
 
@@ -304,8 +323,9 @@ def population_crossings(t, loss, eps):
 
     Examples
     --------
-    >>> population_crossings([0.0, 1.0, 100.0], [1.0, 0.1, 0.001], [0.01, 1e-4])
-    {0.01: 10.0, 0.0001: None}
+    >>> c = population_crossings([0.0, 1.0, 100.0], [1.0, 0.1, 0.001], [0.01, 1e-4])
+    >>> round(c[0.01], 12), c[1e-4]
+    (10.0, None)
     """
     t, loss = np.asarray(t, dtype=np.float64), np.asarray(loss, dtype=np.float64)
     out = {}

@@ -130,6 +130,8 @@ def _model_words(problem):
         words.append(f"separate key and query matrices ($h = {problem.factors[0].shape[0]}$)")
     if problem.noise > 0:
         words.append(f"token noise $\\nu = {problem.noise:g}$")
+    if problem.training_set is not None:
+        words.append(f"a finite training set of $M = {len(problem.training_set[0])}$ prompts")
     return ", ".join(words)
 
 
@@ -144,6 +146,8 @@ def _variant_stages(problem):
         out.append(variants.separate_matrices())
     if problem.noise > 0:
         out.append(variants.token_noise())
+    if problem.training_set is not None:
+        out.append(variants.training_set())
     return out
 
 
