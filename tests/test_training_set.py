@@ -175,6 +175,7 @@ def test_problem_trains_on_the_drawn_prompts_and_records_the_population_loss():
         assert np.allclose(tr.loss, [system.loss(S) for S in tr.S], rtol=1e-13, atol=0)
         assert np.allclose(tr.population_loss, [problem.score_system().loss(S) for S in tr.S], rtol=1e-13, atol=0)
         assert tr.population_loss[-1] > tr.loss[-1]          # 30 prompts: the training loss is the lower
+        assert tr.state is None                               # the state is S itself
     other = make_problem(**config.from_dict({**cfg.raw, "training": {**cfg.raw["training"], "seed": 5}}).raw).system()
     assert not np.array_equal(other.labels, system.labels)
 

@@ -138,6 +138,7 @@ def solve(problem: Problem, training, progress=True):
                                            training.stop_loss, training.n_out, progress=report)
     if problem.training_set is not None:
         for trajectory in result.trajectories.values():
+            trajectory.state = None        # iterate_state_gd keeps the flat states: here they are the scores S
             attach_population_loss(trajectory, problem.score_system(), training.eps)
     if problem.noise > 0:
         # How far the noise-free reduced model is: the same runs without noise, in score space.
