@@ -16,9 +16,11 @@ depends on Q only through the scores ``S = V Q Vᵀ``, so the flow is ``dS/dt = 
     ∂ℓ/∂a = e u,     ∂²ℓ/∂a² = u uᵀ + e (diag u − u wᵀ − w uᵀ)
 
 in the logits a; the query token's logit is the score ``S[k, k]``, so its entries fold into
-row and column k.  Evaluations are vectorised over the prompts, grouped by query:
-O(M K) for the loss and gradient, O(M K²) for the column Hessians (matrix products per
-group, no M×K×K array).  See docs/model.md, "Finite training sets".
+row and column k.  The prompts are grouped by query; the loss, gradient and attention gap
+(every right-hand side and event) come from one compiled pass, O(M K)
+(:func:`loss_gradient_gap`); the attention and the column Hessians (output points, the
+Jacobian) are vectorised NumPy, O(M K²) for the Hessians by matrix products per group, no
+M×K×K array.  See docs/model.md §12.
 """
 
 import math
@@ -27,10 +29,95 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from numba import njit
 
 from .pullback import jacobian_from_hessians
 from .stability import gram_square_root, largest_flow_eigenvalue
 from .system import ScoreSystem
+
+
+@njit(cache=True)
+def loss_gradient_gap(S, q, b, y, starts, query_offset, Gamma):
+    """Empirical loss ℒ̂(S) and ``max_k log(1 − Â_kk)``; writes ``Γ̂ = ∂ℒ̂/∂S`` into ``Gamma``.
+
+    One pass over the prompts, sorted by query (``starts``: where each query's block
+    begins).  Per prompt the softmax is taken with its maximum subtracted; sums over a
+    block, and the loss's over all prompts, are accumulated as differences from the
+    block's (the set's) first prompt, so copies of one prompt give it exactly.
+
+    Parameters
+    ----------
+    S : (K, K) ndarray
+        Scores.
+    q : (M,) int64 ndarray
+        Queries, sorted.
+    b, y : (M, K) ndarrays
+        Log-weights and labels in the same order.
+    starts : (B,) int64 ndarray
+        First prompt of each query's block.
+    query_offset : float
+        0 when the query token (value 0) is in the softmax, −inf otherwise.
+    Gamma : (K, K) ndarray
+        Output.
+
+    Returns
+    -------
+    loss, gap : float
+    """
+    M, K = b.shape
+    a = np.empty(K + 1)
+    g = np.empty(K + 1)
+    g0 = np.empty(K + 1)
+    acc = np.empty(K + 1)
+    Gamma[:, :] = 0.0
+    loss0, loss_acc, gap = 0.0, 0.0, -np.inf
+    for block in range(starts.shape[0]):
+        lo = starts[block]
+        hi = starts[block + 1] if block + 1 < starts.shape[0] else M
+        k = q[lo]
+        rest0, rest_acc = 0.0, 0.0
+        acc[:] = 0.0
+        for m in range(lo, hi):
+            top = S[k, k] + query_offset
+            for n in range(K):
+                a[n] = S[n, k] + b[m, n]
+                top = max(top, a[n])
+            a[K] = S[k, k] + query_offset
+            Z = 0.0
+            for n in range(K + 1):
+                a[n] = math.exp(a[n] - top)
+                Z += a[n]
+            yhat, rest = 0.0, 0.0
+            for n in range(K + 1):
+                a[n] /= Z
+                if n < K:
+                    yhat += a[n] * y[m, n]
+                if n != k:
+                    rest += a[n]
+            e = yhat - y[m, k]
+            for n in range(K):
+                g[n] = e * a[n] * (y[m, n] - yhat)
+            g[K] = -e * a[K] * yhat
+            if m == lo:
+                g0[:] = g
+                rest0 = rest
+            else:
+                for n in range(K + 1):
+                    acc[n] += g[n] - g0[n]
+                rest_acc += rest - rest0
+            if m == 0:
+                loss0 = e * e
+            else:
+                loss_acc += e * e - loss0
+        count = hi - lo
+        share = count / M
+        for n in range(K + 1):
+            mean = (g0[n] + acc[n] / count) * share
+            Gamma[k if n == K else n, k] += mean          # the query token's logit is S[k, k]
+        rest_mean = rest0 + rest_acc / count
+        if rest_mean > 0:
+            gap = max(gap, math.log(rest_mean))
+    return 0.5 * (loss0 + loss_acc / M), gap
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,34 +259,20 @@ class TrainingSetSystem:
         return first + np.add.reduceat(X - X[self._group_first], self._starts, axis=0) / (
             self._counts.reshape((-1,) + (1,) * (X.ndim - 1)))
 
-    def _mean_loss(self, e):
-        """``(1/M) Σ ½ e_m²``, as an assumed mean from the first prompt (exact for copies of one prompt)."""
-        sq = e * e
-        return 0.5 * float(sq[0] + np.mean(sq - sq[0]))
-
-    def _fold(self, column, k):
-        """Fold the query token's entry (index K) of a length-(K+1) column into feature k."""
-        out = column[:-1].copy()
-        out[k] += column[-1]
-        return out
-
     def loss(self, S):
         """``ℒ̂(S)``, the empirical loss at scores S (K, K)."""
-        return self._mean_loss(self._forward(S)[3])
+        return self._compiled(S)[0]
 
     def loss_and_gradient(self, S):
         """``(ℒ̂(S), Γ̂)`` with ``Γ̂ = ∂ℒ̂/∂S`` (K, K)."""
-        return self._loss_gradient_attention(S)[:2]
+        return self._compiled(S)[:2]
 
-    def _loss_gradient_attention(self, S):
-        """ℒ̂(S), Γ̂ and the per-prompt attention w (M, K+1)."""
-        w, values, yhat, e = self._forward(S)
-        g = e[:, None] * w * (values - yhat[:, None])           # ∂ℓ_m/∂a, (M, K+1)
-        means = self._group_means(g) * (self._counts / self.M)[:, None]
-        Gamma = np.zeros((self.K, self.K))
-        for k, column in zip(self._present, means):
-            Gamma[:, k] = self._fold(column, k)
-        return self._mean_loss(e), Gamma, w
+    def _compiled(self, S):
+        """``(ℒ̂, Γ̂, max_k log(1 − Â_kk))`` from the compiled :func:`loss_gradient_gap`."""
+        Gamma = np.empty((self.K, self.K))
+        loss, gap = loss_gradient_gap(np.ascontiguousarray(S, dtype=np.float64), self._q, self._b, self._y,
+                                      self._starts, self._query_offset, Gamma)
+        return loss, Gamma, gap
 
     def gradient(self, S):
         """``Γ̂ = ∂ℒ̂/∂S``."""
@@ -231,14 +304,6 @@ class TrainingSetSystem:
         A[:, self._present] = means[:, :-1].T
         return A
 
-    def _gap(self, w):
-        """``max_k log(1 − Â_kk)`` over the queries asked, each ``1 − Â_kk`` a sum of positive terms."""
-        off = w.copy()
-        off[self._rows, self._q] = 0.0
-        rest = self._group_means(off.sum(axis=1))
-        with np.errstate(divide="ignore"):
-            return float(np.log(rest.max()))
-
     # --- the flat interface the solvers run -----------------------------------------------
 
     def flatten(self, S0):
@@ -268,13 +333,13 @@ class TrainingSetSystem:
 
     def flat_event_values(self, y):
         """``(max_k log(1 − Â_kk), log ℒ̂)`` at the state y."""
-        w, _, _, e = self._forward(y.reshape(self.K, self.K))
-        return self._gap(w), math.log(max(self._mean_loss(e), 1e-300))
+        loss, _, gap = self._compiled(y.reshape(self.K, self.K))
+        return gap, math.log(max(loss, 1e-300))
 
     def flat_event_values_and_rhs(self, y):
         """:meth:`flat_event_values` and :meth:`flat_rhs` (the GD loop needs both)."""
-        value, Gamma, w = self._loss_gradient_attention(y.reshape(self.K, self.K))
-        return self._gap(w), math.log(max(value, 1e-300)), -(self.G @ Gamma @ self.G).ravel()
+        loss, Gamma, gap = self._compiled(y.reshape(self.K, self.K))
+        return gap, math.log(max(loss, 1e-300)), -(self.G @ Gamma @ self.G).ravel()
 
     @cached_property
     def gram_root(self):
@@ -297,8 +362,9 @@ class TrainingSetSystem:
         return "Radau" if population.finite and not population.query_in_softmax else "DOP853"
 
     def warm_up(self):
-        """Compile the population system's kernels (population loss, attention); return the seconds."""
+        """Compile :func:`loss_gradient_gap` and the population system's kernels; return the seconds."""
         start = time.perf_counter()
+        self._compiled(np.zeros((self.K, self.K)))
         self.population.warm_up()
         return time.perf_counter() - start
 

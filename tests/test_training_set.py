@@ -61,6 +61,11 @@ def test_loss_and_gradient_equal_the_token_level_network(case):
     token_loss, token_grad = _token_level(V, system, Q)
     assert abs(loss - token_loss) <= 1e-12 * token_loss
     assert np.abs(V.T @ Gamma @ V - token_grad).max() <= 1e-12 * np.abs(token_grad).max()
+    # The compiled pass's attention gap is the NumPy attention's: 1 − A_kk is the rest of column k
+    # (with the query token in the softmax, its share included).
+    gap, log_loss = system.flat_event_values(S.ravel())
+    rest = 1 - np.diag(system.attention(S))
+    assert abs(np.exp(gap) - rest.max()) <= 1e-13 and abs(np.exp(log_loss) / loss - 1) <= 1e-14
 
 
 @pytest.mark.parametrize("case", CASES)
