@@ -351,6 +351,9 @@ class Problem:
         """Return one line saying what of the configured model the score system leaves out (None: nothing)."""
         left_out = [name for name, present in (("separate W_K, W_Q", self.separate),
                                                (f"token noise {self.noise:g}", self.noise > 0)) if present]
+        if self.training_set is not None:
+            left_out.append(f"the finite training set of {len(self.training_set[0])} prompts "
+                            "(the score system is the population loss)")
         if not left_out:
             return None
         return ("the score system (merged parameters, no noise) stands in for the configured model; "
