@@ -222,3 +222,22 @@ def test_derivation_stage_checks_the_pull_back_on_two_prompts():
     from attnflow.derivations import variants
     stage = variants.training_set()
     assert stage.name == "training_set" and len(stage.checks) == 2
+
+
+@pytest.mark.parametrize("task", [{"kind": "linear"}, {"kind": "finite", "functions": [[1, 2, 3], [0, 1, 0]],
+                                                       "weights": [1, 3]},
+                                  {"kind": "expression", "expression": "sin(w*x0)", "parameters": {"w": "normal(0, 1)"}}])
+def test_drawn_prompts_have_the_class_moments_and_the_prompt_law(task):
+    """Label second moments → F, query frequencies → p, counts → N p: each within 5 standard errors."""
+    M = 20_000
+    problem = make_problem(features={"K": 3}, task=task, prompt={"N": 6, "p": [0.5, 0.3, 0.2]},
+                           training={"prompts": M, "seed": 3})
+    system = problem.system()
+    products = system.labels[:, :, None] * system.labels[:, None, :]
+    se = products.std(axis=0) / np.sqrt(M) + 1e-15
+    assert np.all(np.abs(products.mean(axis=0) - problem.F) <= 5 * se)
+    share = np.bincount(system.query, minlength=3) / M
+    assert np.all(np.abs(share - problem.p) <= 5 * np.sqrt(problem.p * (1 - problem.p) / M))
+    counts = np.round(np.exp(system.log_weights))
+    assert np.all(counts.sum(axis=1) == 6)
+    assert np.all(np.abs(counts.mean(axis=0) - 6 * problem.p) <= 5 * counts.std(axis=0) / np.sqrt(M))

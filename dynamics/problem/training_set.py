@@ -49,7 +49,7 @@ def draw_training_set(V, function_class, p, N, M, seed):
     >>> q, b, y = draw_training_set(np.eye(3), fc.Linear(1.0), np.full(3, 1 / 3), 5, 4, seed=0)
     >>> q.shape, b.shape, y.shape
     ((4,), (4, 3), (4, 3))
-    >>> bool(np.all(np.exp(b).sum(axis=1) == 5))           # the counts of 5 context tokens
+    >>> bool(np.all(np.round(np.exp(b)).sum(axis=1) == 5))     # the counts of 5 context tokens
     True
     """
     K, d = V.shape
