@@ -247,5 +247,5 @@ def training_set(K=2, M=2, d=2):
            r"\dot S = -G\,\hat\Gamma\,G"]
     text = ("On a finite training set the loss is a mean over the M prompts drawn once; without token noise it "
             "still depends on $Q$ only through $S = VQV^\\top$, so the flow and GD stay in score space with "
-            "$\\hat\\Gamma = \\partial\\hat{\\mathcal L}/\\partial S$ in place of $\\Gamma$ (docs/model.md §12).")
+            "$\\hat\\Gamma = \\partial\\hat{\\mathcal L}/\\partial S$ in place of $\\Gamma$ (docs/model.md §13).")
     return Stage("training_set", "A finite training set", text, eqs, checks)

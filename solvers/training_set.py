@@ -20,7 +20,7 @@ row and column k.  The prompts are grouped by query; the loss, gradient and atte
 (every right-hand side and event) come from one compiled pass, O(M K)
 (:func:`loss_gradient_gap`); the attention and the column Hessians (output points, the
 Jacobian) are vectorised NumPy, O(M K²) for the Hessians by matrix products per group, no
-M×K×K array.  See docs/model.md §12.
+M×K×K array.  See docs/model.md §13.
 """
 
 import math
