@@ -6,6 +6,7 @@
 - :func:`separate_matrices`: ``Q = W_Kᵀ W_Q`` trained as two factors (:mod:`attnflow.solvers.separate`);
 - :func:`token_noise`: Gaussian token noise, the tilting identities behind :mod:`attnflow.solvers.noisy`;
 - :func:`multi_head`: H heads with averaged outputs (:mod:`attnflow.solvers.multihead`).
+- :func:`training_set`: the empirical loss of M prompts, ``∇_Q ℒ̂ = Vᵀ Γ̂ V`` (:mod:`attnflow.solvers.training_set`).
 
 Each check is made on a small instance where SymPy can do it exactly.
 """
@@ -365,3 +366,81 @@ def multi_head(K=2, H=2):
             "the gradient and $O(H^2K^3)$ for the Hessian.")
     return Stage("multi_head", "Several attention heads", text, eqs, checks,
                  data={"scores": S, "F": F, "p": p, "loss": loss, "gradient": gradient})
+
+
+def training_set(K=2, M=2, d=2):
+    """Stage: the empirical loss of M prompts, ``∇_Q ℒ̂ = Vᵀ Γ̂ V``, checked symbolically.
+
+    Every entry of V, Q, the prompts' counts and labels is a symbol; prompt m asks query
+    ``m mod K`` and has the query token (value 0) in its softmax, the hardest case.  ℒ̂(Q)
+    is written from the network and differentiated in Q; Γ̂ from the per-prompt rule
+    ``∂ℓ/∂a = e u``, ``u = w∘(y − ŷ)``, with the query token's entry folded into S[k, k]
+    (:mod:`attnflow.solvers.training_set`).  The Hessian rule
+    ``∂²ℓ/∂a² = uuᵀ + e(diag u − uwᵀ − wuᵀ)`` is checked on three logits.
+
+    Parameters
+    ----------
+    K, M, d : int
+        Features, prompts and dimension of the check (keep them small: it is symbolic).
+
+    Returns
+    -------
+    Stage
+    """
+    V = sp.Matrix(K, d, lambda n, i: sp.Symbol(f"v_{n + 1}{i + 1}", real=True))
+    Q = sp.Matrix(d, d, lambda i, j: sp.Symbol(f"q_{i + 1}{j + 1}", real=True))
+    S = V * Q * V.T
+    loss, Gamma = 0, sp.zeros(K, K)
+    for m in range(M):
+        k = m % K
+        c = sp.symbols(f"c_{m + 1}_1:{K + 1}", positive=True)
+        y = sp.symbols(f"y_{m + 1}_1:{K + 1}", real=True)
+        logits = [S[n, k] + sp.log(c[n]) for n in range(K)] + [S[k, k]]
+        values = list(y) + [0]
+        expo = [sp.exp(a) for a in logits]
+        w = [x / sp.Add(*expo) for x in expo]
+        yhat = sum(wi * vi for wi, vi in zip(w, values))
+        e = yhat - y[k]
+        loss += sp.Rational(1, 2) * e ** 2 / M
+        u = [wi * (vi - yhat) for wi, vi in zip(w, values)]
+        for n in range(K):
+            Gamma[n, k] += e * u[n] / M
+        Gamma[k, k] += e * u[K] / M                  # the query token's logit is S[k, k]
+    grad_Q = sp.Matrix(d, d, lambda i, j: sp.diff(loss, Q[i, j]))
+    require(all(_is_zero(x) for x in grad_Q - V.T * Gamma * V), "∇_Q ℒ̂ = Vᵀ Γ̂ V on the training set")
+    a = sp.symbols("a_1:4", real=True)
+    z = sp.symbols("z_1:4", real=True)
+    y_target = sp.Symbol("y_t", real=True)
+    expo = [sp.exp(x) for x in a]
+    w = [x / sp.Add(*expo) for x in expo]
+    yhat = sum(wi * zi for wi, zi in zip(w, z))
+    e = yhat - y_target
+    u = [wi * (zi - yhat) for wi, zi in zip(w, z)]
+    hessian = sp.Matrix(3, 3, lambda i, j: sp.diff(e ** 2 / 2, a[i], a[j]))
+    rule = sp.Matrix(3, 3, lambda i, j: u[i] * u[j] + e * ((u[i] if i == j else 0) - u[i] * w[j] - w[i] * u[j]))
+    require(all(_is_zero(x) for x in hessian - rule), "∂²ℓ/∂a² = uuᵀ + e(diag u − uwᵀ − wuᵀ)")
+    checks = [f"$\\nabla_Q\\hat{{\\mathcal L}} = V^\\top\\hat\\Gamma V$ for $K = {K}$, $M = {M}$, $d = {d}$, finite N "
+              "with the query token in the softmax, every entry of $V$, $Q$, the counts and the labels a symbol",
+              "$\\partial^2\\ell/\\partial a^2 = uu^\\top + e(\\mathrm{diag}\\,u - uw^\\top - wu^\\top)$ on three logits"]
+    Mf, Kf = (sp.Symbol(x, integer=True, positive=True) for x in "MK")
+    m_, n_ = sp.Symbol("m", integer=True), sp.Symbol("n", integer=True)
+    yhat_m, e_m = sp.Symbol("ŷ_m"), sp.Symbol("e_m")
+    f_m = sp.Function("f_m")
+    G_, Gam = sp.MatrixSymbol("G", Kf, Kf), sp.MatrixSymbol("Γ̂", Kf, Kf)
+    eqs = [Display(r"\hat y_m = \sum_n w_{m,n} f_m(v_n), \quad w_m = \mathrm{softmax}_n(S_{n k_m} + \log c_{m,n}), "
+                   r"\quad \hat{\mathcal L} = \frac1M \sum_m \tfrac12 (\hat y_m - f_m(v_{k_m}))^2",
+                   (sp.Eq(yhat_m, sp.Sum(sp.Symbol("w_m,n") * f_m(sp.Symbol("v_n")), (n_, 1, Kf))),
+                    sp.Eq(sp.Symbol("w_m,n"), sp.Function("softmax_n")(sp.Symbol("S_n,k_m") + sp.log(sp.Symbol("c_m,n")))),
+                    sp.Eq(sp.Symbol("ℒ̂"), sp.Sum(sp.Rational(1, 2) * (yhat_m - f_m(sp.Symbol("v_k_m"))) ** 2,
+                                                 (m_, 1, Mf)) / Mf))),
+           Display(r"\hat\Gamma_{n,k} = \frac1M \sum_{m:\,k_m = k} e_m\, w_{m,n} (y_{m,n} - \hat y_m), \qquad "
+                   r"\dot S = -G\,\hat\Gamma\,G",
+                   (sp.Eq(sp.Symbol("Γ̂_n,k"), sp.Sum(sp.KroneckerDelta(sp.Symbol("k_m"), sp.Symbol("k")) * e_m * sp.Symbol("w_m,n")
+                                                     * (sp.Symbol("y_m,n") - yhat_m),
+                                                     (m_, 1, Mf)) / Mf),
+                    sp.Eq(e_m, yhat_m - f_m(sp.Symbol("v_k_m"))),
+                    sp.Eq(sp.MatrixSymbol("Ṡ", Kf, Kf), -G_ * Gam * G_)))]
+    text = ("On a finite training set the loss is a mean over the M prompts drawn once; without token noise it "
+            "still depends on $Q$ only through $S = VQV^\\top$, so the flow and GD stay in score space with "
+            "$\\hat\\Gamma = \\partial\\hat{\\mathcal L}/\\partial S$ in place of $\\Gamma$ (docs/model.md §13).")
+    return Stage("training_set", "A finite training set", text, eqs, checks)

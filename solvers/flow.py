@@ -194,9 +194,16 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
         levels.append(("stop", None, math.log(stop_loss), 1))
     if method == AUTO:
         method = auto_method(system)
+    fallback = ""
     if method in COMPILED:
-        return _integrate_compiled(system, method, system.callbacks(), y0, t_end, rtol, atol, levels, stop_loss,
-                                   n_out, progress, speed, tau, log_span)
+        callbacks = system.callbacks()
+        if callbacks is not None:
+            return _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels, stop_loss,
+                                       n_out, progress, speed, tau, log_span)
+        # A system with NumPy kernels only (a finite training set today) runs the SciPy twin.
+        twin = "Radau" if method == "Rodas4P2-compiled" else "DOP853"
+        fallback = f" ({method} needs compiled callbacks, which {type(system).__name__} has not: ran solve_ivp's {twin})"
+        method = twin
     events = []
     for name, _, level, which in levels:
         ev = (lambda level, which: lambda t, y: values(t, y)[which] - level)(level, which)
@@ -236,6 +243,7 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
         message = f"loss reached {stop_loss:g} at t = {t_final:.6g}"
     else:
         status, message = _reached_t_end(system, t_end, t, loss, Y[-1], eps)
+    message += fallback
     counters = {"nfev": int(sol.nfev), "njev": int(sol.njev), "nlu": int(sol.nlu),
                 "nsteps": int(len(sol.t) - 1)}
     state = None if system.state_is_scores else Y

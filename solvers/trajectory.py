@@ -107,6 +107,10 @@ class Trajectory:
         The trained parameters when they are not the scores themselves
         (the flattened factors ``(B, C)`` of the separate parametrisation, the noisy
         model's Q), else None.
+    population_loss : ndarray, shape (T,) or None
+        With a finite training set (:mod:`attnflow.solvers.training_set`), where ``loss``
+        is the training loss ℒ̂: the population loss ℒ(S) of the same scores; its
+        crossings are ``crossings["t_population_loss"]`` (→ {ε: t}).  Else None.
     """
 
     kind: str
@@ -122,6 +126,7 @@ class Trajectory:
     counters: dict = field(default_factory=dict)
     wall_time: float = 0.0
     state: np.ndarray = None
+    population_loss: np.ndarray = None
 
     @property
     def success(self):

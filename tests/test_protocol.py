@@ -8,6 +8,7 @@ from attnflow.solvers.noisy import NoisySystem
 from attnflow.solvers.protocol import System, members
 from attnflow.solvers.separate import SeparateSystem
 from attnflow.solvers.system import ScoreSystem
+from attnflow.solvers.training_set import TrainingSetSystem
 
 SCORES = ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))
 SYSTEMS = {
@@ -15,6 +16,8 @@ SYSTEMS = {
     "separate": SeparateSystem(SCORES, 2),
     "noisy": NoisySystem(np.eye(3), np.full(3, 1 / 3), 1.0, 0.1),
     "heads": MultiHeadSystem(SCORES, 2),
+    "training set": TrainingSetSystem(SCORES, [0, 2, 2], np.log(np.full((3, 3), 1 / 3)),
+                                      np.random.default_rng(1).standard_normal((3, 3))),
 }
 
 
@@ -31,8 +34,17 @@ def test_each_system_defines_every_member_itself(name):
     cls = type(system)
     missing = [m for m in members() if not any(m in vars(c) for c in cls.__mro__ if c not in (object, System))]
     assert not missing, f"{cls.__name__} does not define {missing}"
-    rhs, events, args, event_args, jac = system.callbacks()
     y = system.flatten(_start(name))
+    step, args = system.gd_callback()
+    dy, S = np.empty_like(y), np.empty((3, 3))
+    value, gap = step(y, *args, dy, S)
+    np.testing.assert_allclose(dy, system.flat_rhs(y), rtol=0, atol=1e-12)
+    assert np.allclose((gap, np.log(value)), system.flat_event_values(y), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(S, system.scores_of(y)[0], rtol=0, atol=1e-12)
+    if system.callbacks() is None:         # NumPy kernels only: the flow runs SciPy's integrators
+        assert name == "training set"
+        return
+    rhs, events, args, event_args, jac = system.callbacks()
     np.testing.assert_allclose(rhs(y, *args), system.flat_rhs(y), rtol=0, atol=1e-12)   # the noisy model: NumPy vs compiled sums
     assert np.allclose(events(y, *event_args), system.flat_event_values(y), rtol=1e-12, atol=0)
     np.testing.assert_allclose(jac(y, *args), system.flat_jacobian(y), rtol=0, atol=1e-12)

@@ -90,6 +90,7 @@ def test_one_loop_per_argument_types():
     assert gd.dispatchers() == before and all(len(d.signatures) == 1 for d in before)
     iterate_state_gd(*_noisy(), 0.1, 5)
     noisy = gd.dispatchers()
-    assert len(noisy) == 2          # this session's two argument types: the scores' and the noisy model's
+    # The noisy model's argument types add one loop (none if an earlier test compiled it already).
+    assert set(before) <= set(noisy) and len(noisy) - len(before) <= 1
     iterate_state_gd(*_noisy(3), 0.1, 5)
     assert gd.dispatchers() == noisy

@@ -84,6 +84,8 @@ VALID = {
     "training.stop_loss": st.floats(0, 1e-3),
     "training.n_out": st.integers(2, 50),
     "training.kernels": st.sampled_from(["generated", "hand-written"]),
+    "training.prompts": st.integers(1, 40),
+    "training.seed": st.integers(0, 3),
     "regime.threshold": st.floats(0.1, 10),
 }
 

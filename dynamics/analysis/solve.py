@@ -25,8 +25,9 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from ...solvers import integrate_flow, iterate_gd
+from ...solvers import ScoreSystem, integrate_flow, iterate_gd
 from ...solvers.gd import iterate_state_gd
+from ...solvers.training_set import attach_population_loss
 
 from ..errors import AttnflowError
 from ..problem import Problem
@@ -121,17 +122,24 @@ def solve(problem: Problem, training, progress=True):
         "generated_now": getattr(kernels, "generated_now", False),
         "generation_time_s": getattr(kernels, "generation_time", 0.0), "compile_time_s": compile_time})
     if training.mode in ("flow", "both"):
+        method = training.method
+        if problem.training_set is not None and method == "auto":
+            method = system.auto_method          # no compiled kernels: solve_ivp's DOP853 or Radau
         with progress_bar("gradient flow", progress) as report:
             result.trajectories["flow"] = integrate_flow(
-                system, problem.start, training.t_end, training.method, training.rtol, training.atol,
+                system, problem.start, training.t_end, method, training.rtol, training.atol,
                 training.eps, training.stop_loss, training.n_out, report)
     if training.mode in ("gd", "both"):
         eta, source, stable = choose_step_size(system, problem.start, training.eta)
         result.eta, result.eta_source, result.stable_step_at_start = eta, source, stable
-        gd = iterate_gd if system.state_is_scores else iterate_state_gd
+        gd = iterate_gd if isinstance(system, ScoreSystem) else iterate_state_gd
         with progress_bar("gradient descent", progress) as report:
             result.trajectories["gd"] = gd(system, problem.start, eta, training.steps, training.eps,
                                            training.stop_loss, training.n_out, progress=report)
+    if problem.training_set is not None:
+        for trajectory in result.trajectories.values():
+            trajectory.state = None        # iterate_state_gd keeps the flat states: here they are the scores S
+            attach_population_loss(trajectory, problem.score_system(), training.eps)
     if problem.noise > 0:
         # How far the noise-free reduced model is: the same runs without noise, in score space.
         reduced = problem.score_system()

@@ -24,7 +24,9 @@ refused; the kernel releases the lock however the process ends.  Every file is
 written atomically (:mod:`attnflow.dynamics.files`).
 
 Columns: the parameters, the problem's constants, and per trajectory its status,
-crossing times, fast/slow boundary, final loss and target attention and solver counters;
+crossing times, fast/slow boundary, final loss and target attention and solver counters
+(with a finite training set, ``training.prompts``, the loss is the training loss, and
+``final_population_loss``, ``generalization_gap`` and ``t_population_loss_ε`` follow);
 ``flow:stable_step_final`` is the stable GD step ``2/λ_max`` of the score system at the flow's final scores.
 (The minimum of that step along the flow, once a column, cost a dense K²×K² eigenvalue
 problem at every output point — 90 % of a K = 8 point's time — and is no longer in the
@@ -175,6 +177,15 @@ def _trajectory_columns(row, kind, status, crossings, t, loss, final_min_target_
         row[f"{kind}:{name}"] = value
 
 
+def _training_set_columns(row, kind, tr):
+    """With a finite training set: the population loss of the final scores, the generalisation
+    gap ``ℒ(S) − ℒ̂(S)`` there, and the population loss's crossing times."""
+    row[f"{kind}:final_population_loss"] = float(tr.population_loss[-1])
+    row[f"{kind}:generalization_gap"] = float(tr.population_loss[-1] - tr.loss[-1])
+    for e, when in tr.crossings["t_population_loss"].items():
+        row[f"{kind}:t_population_loss_{e:g}"] = _maybe(when)
+
+
 def point_row(cfg, overrides):
     """Run one grid point; return the table row (deterministic values) and its timings.
 
@@ -203,6 +214,8 @@ def point_row(cfg, overrides):
         for kind, tr in result.trajectories.items():
             _trajectory_columns(row, kind, tr.status, tr.crossings, tr.t, tr.loss,
                                 np.diagonal(tr.final_attention).min(), tr.counters)
+            if tr.population_loss is not None:
+                _training_set_columns(row, kind, tr)
         if "gd" in result.trajectories:
             row["gd:eta"] = result.eta
             row["gd:stable_step_at_start"] = result.stable_step_at_start

@@ -60,6 +60,8 @@ MAX_HEAD_DIM = 64            # separate W_K, W_Q: the factors' Jacobian has (2·
 MAX_NOISY_D = 64             # token noise trains the d×d matrix Q: its Jacobian has d⁴ entries
 MAX_HEADS = 64               # attention heads (solvers.multihead.MAX_HEADS)
 MAX_RECORDED_HEADS = 2.5e8   # H·K²·n_out recorded head scores (2 GB), checked before a run allocates them
+MAX_PROMPTS = 10**6          # prompts of a finite training set (training.prompts)
+MAX_TRAINING_SET_BYTES = 2 * 10**9   # an evaluation on M prompts holds about 10 arrays of M×(K+1) floats
 
 
 def _describe(value):
@@ -206,6 +208,17 @@ def probabilities(name, v):
     return p
 
 
+def prompt_count(name, v):
+    """Parse a number of training prompts M: an integer in ``[1, MAX_PROMPTS]``.
+
+    A float within 1e-9 (relative) of an integer counts as that integer, so a sweep's
+    log-spaced grid (``training.prompts=100:1600:log:5``) gives prompt counts.
+    """
+    if isinstance(v, float) and math.isfinite(v) and abs(v - round(v)) <= 1e-9 * max(1.0, abs(v)):
+        v = int(round(v))
+    return integer(1, MAX_PROMPTS)(name, v)
+
+
 def step_size(name, v):
     """Parse a GD step size: a positive number, or ``"auto"``."""
     return "auto" if v == "auto" else real(0.0, at_most=MAX_MAGNITUDE)(name, v)
@@ -261,6 +274,8 @@ SCHEMA = {
         "stop_loss": (real(0.0, strict=False, at_most=MAX_MAGNITUDE**2), 0.0),
         "n_out": (integer(2, MAX_OUT), 400),
         "kernels": (choice(("generated", "hand-written")), "generated"),
+        "prompts": (optional(prompt_count), None),
+        "seed": (integer(0, MAX_SEED), 0),
     },
     "regime": {
         "threshold": (real(0.0, at_most=MAX_MAGNITUDE), 1.0),
@@ -409,6 +424,8 @@ def _check_supported(cfg):
     _check_dense_jacobians(cfg, rows, cols)
     if cfg.model.heads > 1:
         _check_heads(cfg, rows)
+    if cfg.training.prompts is not None:
+        _check_training_set(cfg, rows)
     if cfg.prompt.noise > 0:
         # The noisy model integrates the context tokens' noise in closed form, which needs
         # a linear class and the large-prompt limit (solvers/noisy.py).
@@ -448,6 +465,24 @@ def _check_heads(cfg, K):
     if training.mode != "flow" and H * H * K**3 > MAX_K**3:
         raise AttnflowError("model.heads", f"GD's step size needs the column Hessians of {H} heads, H²K³ = "
                                            f"{H * H * K**3:,} numbers; at most {MAX_K**3:,} are supported")
+def _check_training_set(cfg, K):
+    """Refuse a finite training set this version cannot train on, or one too large to hold."""
+    M = cfg.training.prompts
+    if cfg.prompt.noise > 0:
+        raise AttnflowError("training.prompts", "a finite training set with token noise (prompt.noise > 0) is not "
+                                                "supported yet; leave out one of them")
+    if cfg.model.parametrization != "merged":
+        raise AttnflowError("training.prompts", "a finite training set is supported with model.parametrization = "
+                                                "\"merged\" only in this version")
+    if cfg.model.heads > 1:
+        raise AttnflowError("training.prompts", "a finite training set is supported with one head (model.heads = 1) "
+                                                "only in this version")
+    need = 10 * M * (K + 1) * 8
+    if need > MAX_TRAINING_SET_BYTES:
+        raise AttnflowError("training.prompts", f"M = {M:,} prompts of K = {K} features need about "
+                                                f"{need / 1e9:.3g} GB per evaluation (10 arrays of M×(K+1) floats); "
+                                                f"at most {MAX_TRAINING_SET_BYTES / 1e9:g} GB: give M ≤ "
+                                                f"{MAX_TRAINING_SET_BYTES // (80 * (K + 1)):,}")
 
 
 def _gigabytes(side):
@@ -495,6 +530,7 @@ _EFFECTIVE_ONLY_IF = [
     ("task.link", lambda c: c.task.kind == "single-index", "unless task.kind = \"single-index\""),
     ("task.mc_samples", lambda c: c.task.moment_method == "monte-carlo", "unless task.moment_method = \"monte-carlo\""),
     ("model.seed", lambda c: c.model.init_scale > 0, "without a random start (model.init_scale > 0)"),
+    ("training.seed", lambda c: c.training.prompts is not None, "without training.prompts (it draws the training set)"),
 ]
 _EFFECTIVE_ONLY_IF += [(f"training.{key}", lambda c: c.training.mode != "gd", "when training.mode = \"gd\"")
                        for key in ("t_end", "method", "rtol", "atol")]

@@ -20,11 +20,13 @@ from ...solvers import kernels as hand_written
 from ...solvers.multihead import MultiHeadSystem, effective_scores, random_heads
 from ...solvers.noisy import NoisySystem
 from ...solvers.separate import SeparateSystem, random_factors
+from ...solvers.training_set import TrainingSetSystem
 
 from ..errors import AttnflowError
 from . import features as feat
 from . import function_classes as fc
 from .regimes import Constants, constants
+from .training_set import draw_training_set
 
 
 MAX_MOMENT = 1e12       # |F| beyond it (|f| ≳ 10⁶ on the features) is an overflow, not a task
@@ -207,6 +209,10 @@ class Problem:
         The initial d×d matrix (what the noisy model trains; the first head's with several heads).
     head_scores : array, shape (H, K, K) or None
         The heads' initial scores ``V Q_h(0) Vᵀ`` with ``model.heads`` = H > 1, else None.
+    training_set : tuple of arrays or None
+        ``(query, log_weights, labels)`` of the M training prompts
+        (:func:`attnflow.dynamics.problem.training_set.draw_training_set`), or None: the
+        population loss is trained.
 
     Examples
     --------
@@ -235,6 +241,7 @@ class Problem:
     noise: float = 0.0
     Q0: np.ndarray = None
     head_scores: np.ndarray = None
+    training_set: tuple = None
 
     @classmethod
     def from_config(cls, cfg):
@@ -282,9 +289,12 @@ class Problem:
         if model.heads > 1:      # config refused several heads without a random start
             head_scores = fs.V @ Qs @ fs.V.T
             S0 = effective_scores(head_scores, np.log(p))
+        training_set = None
+        if cfg.training.prompts is not None:
+            training_set = draw_training_set(fs.V, fclass, p, cfg.prompt.N, cfg.training.prompts, cfg.training.seed)
         return cls(fs, fclass, moments, p, S0, cfg.regime.threshold, cfg.training.kernels,
                    cfg.prompt.N, cfg.prompt.quadrature_step, cfg.prompt.include_query, factors,
-                   cfg.prompt.noise, Q0, head_scores)
+                   cfg.prompt.noise, Q0, head_scores, training_set)
 
     @property
     def K(self):
@@ -323,6 +333,8 @@ class Problem:
             return SeparateSystem(self.score_system(), self.factors[0].shape[0])
         if self.heads > 1:
             return MultiHeadSystem(self.score_system(), self.heads)
+        if self.training_set is not None:
+            return TrainingSetSystem(self.score_system(), *self.training_set)
         return self.score_system()
 
     @property
@@ -360,6 +372,9 @@ class Problem:
                                                (f"token noise {self.noise:g}", self.noise > 0),
                                                (f"{self.heads} heads (it starts from their mean attention)",
                                                 self.heads > 1)) if present]
+        if self.training_set is not None:
+            left_out.append(f"the finite training set of {len(self.training_set[0])} prompts "
+                            "(the score system is the population loss)")
         if not left_out:
             return None
         return ("the score system (merged parameters, no noise) stands in for the configured model; "

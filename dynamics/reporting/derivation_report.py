@@ -155,6 +155,8 @@ def _model_words(problem):
         words.append(f"token noise $\\nu = {problem.noise:g}$")
     if problem.heads > 1:
         words.append(f"{problem.heads} heads, outputs averaged")
+    if problem.training_set is not None:
+        words.append(f"a finite training set of $M = {len(problem.training_set[0])}$ prompts")
     return ", ".join(words)
 
 
@@ -171,6 +173,8 @@ def _variant_stages(problem):
         out.append(variants.token_noise())
     if problem.heads > 1:
         out.append(variants.multi_head())
+    if problem.training_set is not None:
+        out.append(variants.training_set())
     return out
 
 

@@ -30,11 +30,21 @@ def draw_loss(ax, trajectories, color=None):
     color : str, optional
         One colour for every line; matplotlib's cycle when None.
     """
+    training_set = False
     for kind, tr in trajectories.items():
         t, loss = positive_times(tr.t, tr.loss)
-        ax.loglog(t, np.maximum(loss, 1e-300), color=color, label=_NAMES[kind], **_STYLE[kind])
+        if tr.population_loss is None:
+            ax.loglog(t, np.maximum(loss, 1e-300), color=color, label=_NAMES[kind], **_STYLE[kind])
+            continue
+        # A finite training set: its loss, and the population loss of the same scores, fainter.
+        training_set = True
+        line, = ax.loglog(t, np.maximum(loss, 1e-300), color=color, label=f"{_NAMES[kind]}, training",
+                          **_STYLE[kind])
+        t, population = positive_times(tr.t, tr.population_loss)
+        ax.loglog(t, np.maximum(population, 1e-300), color=line.get_color(), alpha=0.5,
+                  label=f"{_NAMES[kind]}, population", **_STYLE[kind])
     ax.set_xlabel("time t  (GD: η · iteration)")
-    ax.set_ylabel("population loss")
+    ax.set_ylabel("training and population loss" if training_set else "population loss")
     ax.grid(True, which="major", alpha=0.3)
 
 

@@ -66,6 +66,13 @@ def run_report(summary, heading=None):
                           for kind in ("flow", "gd") if kind in hs)
         lines.append(f"- {hs['H']} heads, outputs averaged: attention below is their mean; specialisation index "
                      f"(0: the heads attend alike) at the start → the end: {index}")
+    if "training_set" in summary:
+        ts = summary["training_set"]
+        runs = [(name, ts[kind]) for name, kind in (("flow", "flow"), ("GD", "gd")) if kind in ts]
+        lines.append(f"- trained on a finite set of M = {ts['prompts']} prompts (the losses below are training "
+                     "losses); at the end " + "; ".join(
+                         f"{name}: population loss {r['final_population_loss']:.4g}, generalisation gap "
+                         f"{r['generalization_gap']:.3g}" for name, r in runs))
     if not c["nondegenerate"]:
         lines.append(f"- warning: the class is degenerate (smallest off-target eigenvalue of M⁽ᵏ⁾ = "
                      f"{c['min_offtarget_eigenvalue']:.3g}): attention need not concentrate")

@@ -117,6 +117,37 @@ def heads_summary(problem, result):
                      "final_head_attention": end.tolist()}
     return out
 
+
+def training_set_summary(problem, result):
+    """Return what ``summary.json`` says about a run on a finite training set.
+
+    Parameters
+    ----------
+    problem : Problem
+        A problem with a training set (``training.prompts``).
+    result : RunResult
+        Its solved trajectories (their ``loss`` is the training loss).
+
+    Returns
+    -------
+    dict
+        ``prompts`` M, ``queries_asked`` (the features that are some prompt's query), and per
+        trajectory the final training and population losses, the generalisation gap
+        ``ℒ(S) − ℒ̂(S)`` at the end and both losses' crossing times (keyed by ε; the
+        population's located on the output grid).
+    """
+    system = problem.system()
+    out = {"prompts": system.M, "queries_asked": system.queries_asked.tolist(),
+           "note": ("the trajectories' loss is the training loss on these prompts; the population loss is "
+                    "the score system's at the same scores")}
+    for kind, tr in result.trajectories.items():
+        out[kind] = {"final_training_loss": float(tr.loss[-1]), "final_population_loss": float(tr.population_loss[-1]),
+                     "generalization_gap": float(tr.population_loss[-1] - tr.loss[-1]),
+                     "t_training_loss_eps": _keyed(tr.crossings["t_loss"]),
+                     "t_population_loss_eps": _keyed(tr.crossings["t_population_loss"])}
+    return out
+
+
 def summarize(cfg, problem, result):
     """Return the content of ``summary.json`` for a solved run.
 
@@ -197,6 +228,8 @@ def summarize(cfg, problem, result):
                 "at_start": large_prompt_convergence(problem.score_system(), problem.S0),
                 "at_end": large_prompt_convergence(problem.score_system(), main_trajectory(result).S[-1])},
         }
+    if problem.training_set is not None:
+        summary["training_set"] = training_set_summary(problem, result)
     if "flow" in result.trajectories:
         summary["flow"] = trajectory_summary(result.trajectories["flow"])
     if "gd" in result.trajectories:
@@ -206,7 +239,7 @@ def summarize(cfg, problem, result):
     return summary
 
 def save_trajectory(path, tr, state_name="state"):
-    """Write a trajectory's arrays (t, S, attention, loss, and iteration and state when present) to ``path``.
+    """Write a trajectory's arrays (t, S, attention, loss, and iteration, state and population_loss when present).
 
     Parameters
     ----------
@@ -221,6 +254,8 @@ def save_trajectory(path, tr, state_name="state"):
         arrays["iteration"] = tr.iteration
     if tr.state is not None:
         arrays[state_name] = tr.state
+    if tr.population_loss is not None:
+        arrays["population_loss"] = tr.population_loss
     write_npz(path, **arrays)
 
 OUTPUT_NAMES = ("trajectory.npz", "trajectory_gd.npz", "summary.json", "loss.png", "attention.png")
