@@ -428,7 +428,7 @@ def search_oscillation(cfg, space=QUICK_SPACE, progress=None):
             for factor, tr in _step_runs(problem, stable, space):
                 ok = converged(tr)
                 counts, second = trajectory_reversals(tr)
-                row = {"K": K, "setting": setting, "eta_factor": factor, "eta": factor * stable, "converged": ok,
+                row = {"K": K, "setting": setting, "eta_factor": float(factor), "eta": float(factor * stable), "converged": ok,
                        "iterations": int(tr.iteration[-1]), "status": tr.status,
                        "reversals": int(counts.max())}
                 runs.append(row)
