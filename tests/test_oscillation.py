@@ -65,6 +65,11 @@ def test_the_example_is_minimal_in_the_searched_order(found):
     assert s["K_searched"] == [2]
     assert s["runs"] == len(found.runs) == s["settings"] * len(osc.QUICK_SPACE.eta_factors)
     assert s["oscillating_runs"] == len(oscillating) <= s["runs_with_two_or_more_reversals"] <= s["converging_runs"]
+    # The per-axis counts partition the runs; orthonormal features never oscillate (one log-odds per query at K = 2).
+    for axis, values in s["by_axis"].items():
+        assert sum(v["runs"] for v in values.values()) == s["runs"], axis
+        assert sum(v["oscillating"] for v in values.values()) == s["oscillating_runs"], axis
+    assert s["by_axis"]["gram_off_diagonal"]["0.0"]["oscillating"] == 0
 
 
 def test_a_space_without_oscillation_reports_what_it_searched():

@@ -266,7 +266,8 @@ class OscillationResult:
     space : dict
         The axes searched (:meth:`SearchSpace.describe`) and the counts: settings, runs,
         converging runs, runs with one reversal (transient) and with two or more, flows
-        run and how many showed one or two or more reversals, the K values searched.
+        run and how many showed one or two or more reversals, the K values searched, and
+        ``by_axis``: for every value of every axis, its runs, converging and oscillating ones.
     runs : list of dict
         Every GD run: K, setting index, step factor, converged, iterations, worst reversals.
     trajectory : Trajectory or None
@@ -454,6 +455,7 @@ def search_oscillation(cfg, space=QUICK_SPACE, progress=None):
                     "transient_runs": sum(r["converged"] and r["reversals"] == 1 for r in runs),
                     "runs_with_two_or_more_reversals": sum(r["converged"] and r["reversals"] >= 2 for r in runs),
                     "oscillating_runs": sum(bool(r.get("oscillates")) for r in runs),
+                    "by_axis": _by_axis(runs, stats.get("overrides", [])),
                     "flows_run": stats["flows"], "flows_with_one_reversal": stats["flow_transient"],
                     "flows_with_two_or_more_reversals": stats["flow_oscillating"]}
     if best is None:
@@ -473,6 +475,29 @@ def search_oscillation(cfg, space=QUICK_SPACE, progress=None):
                 "period_two": bool(np.any(np.diff(flips) == 1)),
                 "largest_step_of_log_odds": float(np.abs(np.diff(X)).max())}
     return OscillationResult(OSCILLATES, example, evidence, space_report, runs, tr, flow)
+
+
+def _axis_values(o):
+    """The axis values of a setting's overrides, for the per-axis counts."""
+    V = np.array(o["features.matrix"])
+    return {"gram_off_diagonal": round(float((V @ V.T)[0, 1]), 6),
+            "p": "uniform" if o["prompt.p"] == "uniform" else "dominant",
+            "prompt": f"N = {o['prompt.N']}" + (" with the query" if o["prompt.include_query"] else ""),
+            "parametrization": o["model.parametrization"], "init_scale": o["model.init_scale"]}
+
+
+def _by_axis(runs, overrides):
+    """``{axis: {value: {"runs", "converging", "oscillating"}}}`` over the GD runs (step factors rounded)."""
+    out = {}
+    for r in runs:
+        values = {**_axis_values(overrides[r["setting"]]), "K": r["K"],
+                  "eta_factor": float(f"{r['eta_factor']:.3g}")}
+        for axis, value in values.items():
+            c = out.setdefault(axis, {}).setdefault(str(value), {"runs": 0, "converging": 0, "oscillating": 0})
+            c["runs"] += 1
+            c["converging"] += int(r["converged"])
+            c["oscillating"] += int(bool(r.get("oscillates")))
+    return out
 
 
 def _flow_counts(problem, stats):
