@@ -106,6 +106,19 @@ def test_separate_factors_are_searched_from_their_recorded_states():
         assert result.example["model"]["parametrization"] == "separate"
 
 
+def test_a_finite_prompt_run_at_its_loss_floor_counts_as_converged():
+    # At N = 16 the prompts missing the rare feature (p = 0.2) set a floor above 1 % of the initial loss: a run
+    # that settles there converges, one that blows up does not.
+    space = osc.SearchSpace(K=(2,), gram=(0.5,), p=("dominant",), prompt=((16, False),), parametrization=("merged",),
+                            init_scale=(0.0,))
+    problem = Problem.from_config(config.default().with_overrides(space.settings(2)[0]))
+    stable = problem.system().stable_step(problem.start)
+    tr = osc.run_gd(problem, 2 * stable, 300)
+    assert tr.status == "finished" and osc.CONVERGED * tr.loss[0] < tr.loss[-1] < 0.1 * tr.loss[0]
+    assert osc.converged(tr)
+    assert not osc.converged(osc.run_gd(problem, 1e5 * stable, 50))
+
+
 def test_count_reversals_ignores_round_off_and_counts_period_two():
     T = 40
     S = np.zeros((T, 3, 3))

@@ -9,8 +9,8 @@ the largest ``|ΔX|`` of that pair in the run and ``1e-12·(1 + |X|)`` (round-of
 *reversal* is a counted direction opposite to the previous counted one.  One reversal
 is a transient (a rise then a fall, which even the flow can show); an *oscillation*
 is at least two reversals of one pair in a GD run that converges (its loss reaches
-:data:`CONVERGED` times its initial loss within the step budget; the run stops
-there) and more reversals of that pair than the flow of the same problem shows, so
+:data:`CONVERGED` times its initial loss within the step budget, and the run stops
+there, or a finite prompt's run ends at its loss floor, :func:`converged`) and more reversals of that pair than the flow of the same problem shows, so
 they come from the discrete step, not from a wobble GD merely follows.
 
 The space.  Every point is a configuration built from the user's by overriding the
@@ -383,8 +383,15 @@ def run_flow(problem, n_out=2000):
 
 
 def converged(tr):
-    """Whether a run reached :data:`CONVERGED` times its initial loss without breaking."""
-    return tr.status == "stop_loss" or (tr.success and tr.loss[-1] <= CONVERGED * tr.loss[0])
+    """Whether a GD run converged: it reached :data:`CONVERGED` times its initial loss, or it used its
+    whole budget and ended at a floor below its initial loss.
+
+    The second case is a finite prompt's: prompts missing a feature set a loss floor,
+    reached at finite scores, often above 1 % of the initial loss.  The status
+    ``"finished"`` says the run is not diverged and not still falling far from
+    convergence (:func:`attnflow.solvers.trajectory.far_from_convergence`).
+    """
+    return bool(tr.status == "stop_loss" or (tr.status == "finished" and tr.loss[-1] < tr.loss[0]))
 
 
 def search_oscillation(cfg, space=QUICK_SPACE, progress=None):

@@ -43,9 +43,9 @@ def claim_c2(ctx):
                "starts and steps built from the base configuration (docs/findings.md, C2)",
                "decay rates: lines fitted over the last 1.5 decades of the flow to the largest irrelevant attention and to "
                "the loss: the late laws are power laws (derived)",
-               f"a run counts if GD's loss reaches {CONVERGED:g} of the initial one within {space.steps} iterations (a "
-               "diverging or stalled run says nothing about oscillation during convergence); its reversals are counted "
-               "up to there",
+               f"a run counts if GD's loss reaches {CONVERGED:g} of the initial one within {space.steps} iterations "
+               "(its reversals are counted up to there), or, at a finite prompt's loss floor, if it ends there below its "
+               "initial loss; a diverging or stalled run says nothing about oscillation during convergence",
                "an oscillation: two or more reversals of the direction of change of one irrelevant log-odds S_nk − S_kk "
                "between consecutive iterations (changes below 1e-6 of the pair's largest are round-off), and more than "
                "the flow of the same problem shows; the smallest example: smallest K, then fewest iterations"]
