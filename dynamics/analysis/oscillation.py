@@ -267,7 +267,8 @@ class OscillationResult:
         The axes searched (:meth:`SearchSpace.describe`) and the counts: settings, runs,
         converging runs, runs with one reversal (transient) and with two or more, flows
         run and how many showed one or two or more reversals, the K values searched, and
-        ``by_axis``: for every value of every axis, its runs, converging and oscillating ones.
+        ``by_axis``: for every value of every axis, its runs, converging and oscillating ones;
+        ``nonmonotone_flows``: the settings whose flow showed a reversal, with the count.
     runs : list of dict
         Every GD run: K, setting index, step factor, converged, iterations, worst reversals.
     trajectory : Trajectory or None
@@ -431,7 +432,7 @@ def search_oscillation(cfg, space=QUICK_SPACE, progress=None):
             setting = len(stats.setdefault("overrides", []))
             stats["overrides"].append(overrides)
             if space.flows == "all":
-                flows[setting] = _flow_counts(problem, stats)
+                flows[setting] = _flow_counts(problem, stats, overrides)
             stable = problem.system().stable_step(problem.start)
             for factor, tr in _step_runs(problem, stable, space):
                 ok = converged(tr)
@@ -443,7 +444,7 @@ def search_oscillation(cfg, space=QUICK_SPACE, progress=None):
                 if not ok or counts.max() < 2:
                     continue
                 if setting not in flows:
-                    flows[setting] = _flow_counts(problem, stats)
+                    flows[setting] = _flow_counts(problem, stats, overrides)
                 flow_counts = flows[setting][0]
                 beyond = (counts >= 2) & (counts > flow_counts)
                 if not beyond.any():
@@ -464,7 +465,8 @@ def search_oscillation(cfg, space=QUICK_SPACE, progress=None):
                     "oscillating_runs": sum(bool(r.get("oscillates")) for r in runs),
                     "by_axis": _by_axis(runs, stats.get("overrides", [])),
                     "flows_run": stats["flows"], "flows_with_one_reversal": stats["flow_transient"],
-                    "flows_with_two_or_more_reversals": stats["flow_oscillating"]}
+                    "flows_with_two_or_more_reversals": stats["flow_oscillating"],
+                    "nonmonotone_flows": stats.get("nonmonotone_flows", [])}
     if best is None:
         return OscillationResult(NOT_FOUND, None, {}, space_report, runs)
     row, problem, tr, (n, k), counts, second, (flow_counts, flow) = best
@@ -507,10 +509,13 @@ def _by_axis(runs, overrides):
     return out
 
 
-def _flow_counts(problem, stats):
+def _flow_counts(problem, stats, overrides):
     flow = run_flow(problem)
     counts, _ = trajectory_reversals(flow)
     stats["flows"] += 1
+    if counts.max() > 0:
+        stats.setdefault("nonmonotone_flows", []).append(
+            {"K": problem.K, "setting": describe_setting(overrides), "reversals": int(counts.max())})
     stats["flow_transient"] += int(counts.max() == 1)
     stats["flow_oscillating"] += int(counts.max() >= 2)
     return counts, flow
