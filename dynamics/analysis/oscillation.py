@@ -295,7 +295,7 @@ class OscillationResult:
             return (f"GD oscillates: K = {e['K']}, {e['setting']}, η = {e['eta_factor']:.4g}× the stable step: the "
                     f"log-odds of query {k}'s attention to feature {n} reverses {e['reversals']} times "
                     f"({'period-2' if e['period_two'] else 'not period-2'}; the flow {e['flow_reversals']} times) "
-                    f"in {e['iterations']} iterations to loss {CONVERGED:g}·ℒ0; searched {counts}")
+                    f"in {e['iterations']} iterations to {e['converged_to']}; searched {counts}")
         return (f"no converging GD run showed two or more reversals beyond the flow's: {counts}; "
                 f"{s['transient_runs']} runs showed one (a transient)")
 
@@ -437,8 +437,8 @@ def search_oscillation(cfg, space=QUICK_SPACE, progress=None):
             for factor, tr in _step_runs(problem, stable, space):
                 ok = converged(tr)
                 counts, second = trajectory_reversals(tr)
-                row = {"K": K, "setting": setting, "eta_factor": float(factor), "eta": float(factor * stable), "converged": ok,
-                       "iterations": int(tr.iteration[-1]), "status": tr.status,
+                row = {"K": K, "setting": setting, "eta_factor": float(factor), "eta": float(factor * stable),
+                       "converged": ok, "iterations": int(tr.iteration[-1]), "status": tr.status,
                        "reversals": int(counts.max())}
                 runs.append(row)
                 if not ok or counts.max() < 2:
@@ -478,7 +478,9 @@ def search_oscillation(cfg, space=QUICK_SPACE, progress=None):
     evidence = {"K": problem.K, "setting": describe_setting(overrides), "pair": [n, k],
                 "reversals": int(counts[n, k]), "flow_reversals": int(flow_counts[n, k]),
                 "second_reversal_at_iteration": int(tr.iteration[second[n, k]]),
-                "iterations": iterations, "eta": row["eta"], "eta_factor": row["eta_factor"],
+                "iterations": iterations,
+                "converged_to": (f"{CONVERGED:g}·ℒ0" if tr.status == "stop_loss" else "its loss floor"),
+                "eta": row["eta"], "eta_factor": row["eta_factor"],
                 "stable_step": row["eta"] / row["eta_factor"],
                 "initial_loss": float(tr.loss[0]), "final_loss": float(tr.loss[-1]),
                 "period_two": bool(np.any(np.diff(flips) == 1)),
