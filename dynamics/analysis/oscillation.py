@@ -80,7 +80,7 @@ class SearchSpace:
         converging factor and the next, and run the largest converging step found:
         GD at the edge of convergence.
     steps : int
-        Iteration budget of a run.
+        Iteration budget of a run (:data:`FULL_SPACE`: 1000, so the search takes minutes).
     seed : int
         ``model.seed`` of the random starts.
     flows : str
@@ -145,8 +145,8 @@ class SearchSpace:
 QUICK_SPACE = SearchSpace(K=(2,), gram=(0.0, 0.5, 0.9), p=("uniform", "dominant"), prompt=((math.inf, False),),
                           parametrization=("merged",), init_scale=(0.0,), eta_factors=(0.5, 1.0, 2.0, 4.0),
                           edge=False, steps=2000, flows="candidates")
-FULL_SPACE = SearchSpace()
-EDGE_BISECTIONS = 6
+FULL_SPACE = SearchSpace(steps=1000)
+EDGE_BISECTIONS = 4
 
 
 def _product(*axes):
@@ -365,13 +365,15 @@ def run_gd(problem, eta, steps):
     return loop(system, problem.start, eta, steps, stop_loss=CONVERGED * problem.initial_loss(), n_out=steps + 1)
 
 
-def run_flow(problem, n_out=2000):
+def run_flow(problem, t_end=1e8, n_out=2000):
     """The flow of the configured system to :data:`CONVERGED` times its initial loss, densely recorded.
 
     Parameters
     ----------
     problem : Problem
         The problem (merged scores or separate factors).
+    t_end : float, optional
+        Last time, if the loss level is not reached first (a finite prompt's floor).
     n_out : int, optional
         Output points (log-spaced in t).
 
@@ -379,7 +381,7 @@ def run_flow(problem, n_out=2000):
     -------
     Trajectory
     """
-    return integrate_flow(problem.system(), problem.start, 1e8, rtol=1e-10, atol=1e-12,
+    return integrate_flow(problem.system(), problem.start, t_end, rtol=1e-10, atol=1e-12,
                           stop_loss=CONVERGED * problem.initial_loss(), n_out=n_out)
 
 
@@ -431,20 +433,21 @@ def search_oscillation(cfg, space=QUICK_SPACE, progress=None):
             stats["settings"] += 1
             setting = len(stats.setdefault("overrides", []))
             stats["overrides"].append(overrides)
-            if space.flows == "all":
-                flows[setting] = _flow_counts(problem, stats, overrides)
             stable = problem.system().stable_step(problem.start)
+            done = []
             for factor, tr in _step_runs(problem, stable, space):
-                ok = converged(tr)
                 counts, second = trajectory_reversals(tr)
+                done.append((factor, tr, converged(tr), counts, second))
+            candidates = [tr.t[-1] for _, tr, ok, counts, _ in done if ok and counts.max() >= 2]
+            if space.flows == "all" or candidates:
+                flows[setting] = _flow_counts(problem, stats, overrides, _flow_horizon(done, candidates))
+            for factor, tr, ok, counts, second in done:
                 row = {"K": K, "setting": setting, "eta_factor": float(factor), "eta": float(factor * stable),
                        "converged": ok, "iterations": int(tr.iteration[-1]), "status": tr.status,
                        "reversals": int(counts.max())}
                 runs.append(row)
                 if not ok or counts.max() < 2:
                     continue
-                if setting not in flows:
-                    flows[setting] = _flow_counts(problem, stats, overrides)
                 flow_counts = flows[setting][0]
                 beyond = (counts >= 2) & (counts > flow_counts)
                 if not beyond.any():
@@ -511,8 +514,23 @@ def _by_axis(runs, overrides):
     return out
 
 
-def _flow_counts(problem, stats, overrides):
-    flow = run_flow(problem)
+def _flow_horizon(done, candidates):
+    """How long the flow of a setting is followed: as long as the GD runs it is compared with.
+
+    The longest candidate (a converging run with two or more reversals) in time; without
+    one, the converging run with the smallest step, the closest to the flow; else the
+    smallest step's run.  Reversals of the flow after that time cannot explain GD's, and a
+    finite prompt's plateau is slow to integrate; counting the flow over a longer time
+    than a run's only raises the bar the run must clear.
+    """
+    if candidates:
+        return max(candidates)
+    converging = [tr for _, tr, ok, _, _ in done if ok]
+    return max((converging or [tr for _, tr, *_ in done])[0].t[-1], 1e-300)
+
+
+def _flow_counts(problem, stats, overrides, horizon):
+    flow = run_flow(problem, horizon)
     counts, _ = trajectory_reversals(flow)
     stats["flows"] += 1
     if counts.max() > 0:
