@@ -145,3 +145,10 @@ def test_check_rejects_an_unknown_search(capsys, tmp_path):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "--search" in err[0]
+
+
+def test_the_example_figure_is_written(found, tmp_path):
+    from attnflow.dynamics.reporting import figures
+    path = figures.oscillating_attention(tmp_path / "oscillation.png", found.trajectory, found.evidence["pair"],
+                                         found.flow, found.evidence["setting"])
+    assert path.stat().st_size > 10_000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
