@@ -43,6 +43,8 @@ from ...solvers.gd import iterate_state_gd
 
 
 REL_TOL = 1e-6            # a step smaller than this fraction of the pair's largest step has no direction
+ROUND_OFF = 1e-12         # ... or smaller than this times 1 + |X|: GD's round-off
+FLOW_NOISE = 1e-6         # the flow's floor instead: rtol 1e-10 accumulated over up to ~10⁴ steps near a fixed point
 CONVERGED = 1e-2          # a converging run reaches this fraction of its initial loss
 OSCILLATES, NOT_FOUND = "oscillates", "not found"
 # Axes another change adds later (finite training sets, multi-head models): each is a
@@ -183,7 +185,7 @@ def equicorrelated_features(K, c):
     return (U * np.sqrt(np.clip(w, 0.0, None))) @ U.T
 
 
-def reversal_steps(x, rel_tol=REL_TOL):
+def reversal_steps(x, rel_tol=REL_TOL, noise=ROUND_OFF):
     """The steps of the series ``x`` whose direction reverses the previous counted direction.
 
     Parameters
@@ -191,8 +193,10 @@ def reversal_steps(x, rel_tol=REL_TOL):
     x : array_like, shape (T,)
         Consecutive values (one irrelevant log-odds).
     rel_tol : float, optional
-        A change smaller than this fraction of the largest change (or than
-        ``1e-12·(1 + |x|)``, round-off) has no direction.
+        A change smaller than this fraction of the largest change has no direction.
+    noise : float, optional
+        Nor has a change smaller than ``noise·(1 + |x|)``: :data:`ROUND_OFF` for GD,
+        :data:`FLOW_NOISE` for an integrated flow.
 
     Returns
     -------
@@ -208,19 +212,19 @@ def reversal_steps(x, rel_tol=REL_TOL):
     d = np.diff(x)
     if len(d) == 0:
         return np.zeros(0, dtype=np.int64)
-    keep = np.flatnonzero((np.abs(d) > rel_tol * np.abs(d).max()) & (np.abs(d) > 1e-12 * (1.0 + np.abs(x[1:]))))
+    keep = np.flatnonzero((np.abs(d) > rel_tol * np.abs(d).max()) & (np.abs(d) > noise * (1.0 + np.abs(x[1:]))))
     signs = np.sign(d[keep])
     return keep[1:][signs[1:] != signs[:-1]]
 
 
-def count_reversals(S, rel_tol=REL_TOL):
+def count_reversals(S, rel_tol=REL_TOL, noise=ROUND_OFF):
     """Count the reversals (:func:`reversal_steps`) of each irrelevant log-odds ``S_nk − S_kk``.
 
     Parameters
     ----------
     S : array_like, shape (T, K, K)
         Consecutive scores (every GD iteration, or the flow's dense output).
-    rel_tol : float, optional
+    rel_tol, noise : float, optional
         As in :func:`reversal_steps`.
 
     Returns
@@ -237,7 +241,7 @@ def count_reversals(S, rel_tol=REL_TOL):
     for n in range(K):
         for k in range(K):
             if n != k:
-                flips = reversal_steps(S[:, n, k] - S[:, k, k], rel_tol)
+                flips = reversal_steps(S[:, n, k] - S[:, k, k], rel_tol, noise)
                 counts[n, k] = len(flips)
                 if len(flips) >= 2:
                     second[n, k] = flips[1] + 1
@@ -245,8 +249,12 @@ def count_reversals(S, rel_tol=REL_TOL):
 
 
 def trajectory_reversals(tr):
-    """:func:`count_reversals` of a trajectory's recorded scores (every record consecutive)."""
-    return count_reversals(tr.S)
+    """:func:`count_reversals` of a trajectory's recorded scores (every record consecutive).
+
+    A flow's changes below :data:`FLOW_NOISE` (relative) have no direction: near a fixed
+    point (a finite prompt's floor) the integrator's error makes its own wiggles.
+    """
+    return count_reversals(tr.S, noise=FLOW_NOISE if tr.kind == "flow" else ROUND_OFF)
 
 
 @dataclass
