@@ -127,6 +127,10 @@ def test_count_reversals_ignores_round_off_and_counts_period_two():
     counts, second = osc.count_reversals(S)
     assert counts[1, 0] == 0 and counts[2, 1] == T - 2 and second[2, 1] == 3
     assert np.all(np.diag(counts) == 0) and second[1, 0] == -1
+    # A flow settled at a fixed point wiggles by the integrator's error (1e-8 at |X| = 3.7 seen at N = 16):
+    # GD's round-off floor counts those, the flow's floor does not.
+    settled = -3.7 - np.r_[np.linspace(0, 0.005, 20), 0.005 + 1e-8 * (-1) ** np.arange(20)]
+    assert len(osc.reversal_steps(settled)) > 10 and len(osc.reversal_steps(settled, noise=osc.FLOW_NOISE)) == 0
 
 
 def test_equicorrelated_features_have_the_asked_gram():
