@@ -394,10 +394,10 @@ def run_flow(problem, t_end=1e8, n_out=2000):
 
 
 def converged(tr):
-    """Whether a GD run converged: it reached :data:`CONVERGED` times its initial loss, or it used its
-    whole budget and ended at a floor below its initial loss.
+    """Whether a GD run converged: to :data:`CONVERGED` times its initial loss, or to a loss floor.
 
-    The second case is a finite prompt's: prompts missing a feature set a loss floor,
+    A run converges when it reaches that level, or when it used its whole budget and
+    ended at a floor below its initial loss.  The second case is a finite prompt's: prompts missing a feature set a loss floor,
     reached at finite scores, often above 1 % of the initial loss.  The status
     ``"finished"`` says the run is not diverged and not still falling far from
     convergence (:func:`attnflow.solvers.trajectory.far_from_convergence`).
