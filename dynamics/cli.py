@@ -124,6 +124,9 @@ def build_parser():
     check.add_argument("--claims", help="comma-separated subset, e.g. C1,C3,H2")
     check.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a configuration field of the base problem (repeatable)")
+    check.add_argument("--search", choices=("quick", "full"), default="quick",
+                       help="C2's search for an oscillating irrelevant attention: quick (seconds, the default) or "
+                            "full (every axis of docs/findings.md, minutes)")
     check.add_argument("--quiet", action="store_true", help="no progress bars")
     for command in sub.choices.values():
         command.add_argument("--debug", action="store_true",
@@ -192,7 +195,8 @@ def _dispatch(args):
             unknown = [c for c in names if c not in CLAIMS]
             if unknown:
                 raise AttnflowError("--claims", f"unknown claim(s) {', '.join(unknown)}; known: {', '.join(CLAIMS)}")
-        verdicts = check(cfg, args.out, quick=args.quick, claims=names, progress=not args.quiet, warn=_warn)
+        verdicts = check(cfg, args.out, quick=args.quick, claims=names, progress=not args.quiet, warn=_warn,
+                         search=args.search)
         width = max(len(v.claim) for v in verdicts)
         for v in verdicts:
             print(f"{v.claim:<{width}}  {v.verdict:<12}  {v.statement}")

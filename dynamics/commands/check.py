@@ -12,7 +12,7 @@ from ..progress import progress_bar
 from ..reporting.claims_report import write_report
 
 
-def check(cfg, out_dir, quick=False, claims=None, progress=True, warn=None):
+def check(cfg, out_dir, quick=False, claims=None, progress=True, warn=None, search="quick"):
     """Run the protocols; write ``report.md``, ``report.json`` and figures; return the verdicts.
 
     The protocols run the configured problem's score system
@@ -34,6 +34,9 @@ def check(cfg, out_dir, quick=False, claims=None, progress=True, warn=None):
         Whether to show a progress bar on stderr.
     warn : callable, optional
         Called with one line when the score system stands in for the configured model.
+    search : {"quick", "full"}
+        C2's search for an oscillating irrelevant attention (``--search``,
+        :mod:`attnflow.dynamics.analysis.oscillation`).
 
     Returns
     -------
@@ -58,7 +61,7 @@ def check(cfg, out_dir, quick=False, claims=None, progress=True, warn=None):
                                           f"which needs the dense K²×K² Jacobian ({K ** 4 * 8 / 1e9:.3g} GB at "
                                           f"K = {K}); at most K = {math.isqrt(MAX_DENSE_JACOBIAN)} there")
     out = prepare_out_dir(out_dir)              # a bad --out fails before any work
-    ctx = Context(cfg, out, quick, progress)
+    ctx = Context(cfg, out, quick, progress, search)
     note = ctx.base.score_system_note()
     if note and warn:
         warn(f"check: {note}")

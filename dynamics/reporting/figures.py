@@ -46,33 +46,76 @@ def two_phases(path, tr, boundary):
     return _save(fig, path)
 
 
-def irrelevant_attention(path, flow, gd, factor):
-    """Draw C2's figure: the flow's irrelevant attention against its loss, and GD's irrelevant attention.
+def irrelevant_attention(path, flow, gd=None, pair=None, gd_flow=None, label=""):
+    """Draw C2's figure: the flow's late decay and, when given, an oscillating GD run beside its loss.
 
     Parameters
     ----------
     path : Path
         The PNG to write.
-    flow, gd : Trajectory
-        The flow, and GD run at ``factor`` times the stable step.
-    factor : float
-        GD's step as a multiple of the stable step (in the title, with its reversals).
+    flow : Trajectory
+        The base problem's flow (irrelevant attention and loss against t, log-log).
+    gd, pair, gd_flow, label : optional
+        As in :func:`oscillating_attention`: the two panels of the oscillation example.
+
+    Returns
+    -------
+    Path
+    """
+    fig, axes = plt.subplots(1, 3 if gd is not None else 1, figsize=(13 if gd is not None else 4.5, 3.4),
+                             squeeze=False)
+    a = axes[0, 0]
+    t, irr, loss = positive_times(flow.t, flow.irrelevant_attention, flow.loss)
+    a.loglog(t, irr, label="max irrelevant A_nk")
+    a.loglog(t, loss / loss[0], label="loss / initial loss")
+    a.set(xlabel="time t", title="flow: late decay")
+    a.legend(fontsize=7)
+    if gd is not None:
+        _draw_oscillation(axes[0, 1], axes[0, 2], gd, pair, gd_flow, label)
+    return _save(fig, path)
+
+
+def oscillating_attention(path, gd, pair, flow=None, label=""):
+    """Draw an irrelevant attention against GD iterations beside the loss (the oscillation example).
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write.
+    gd : Trajectory
+        A GD run with every iteration recorded.
+    pair : (int, int)
+        ``(n, k)``: query k's attention to feature n is drawn.
+    flow : Trajectory, optional
+        The flow of the same problem, drawn against ``t / η`` (iterations).
+    label : str, optional
+        The setting, in the title.
 
     Returns
     -------
     Path
     """
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    t, irr, loss = positive_times(flow.t, flow.irrelevant_attention, flow.loss)
-    a.loglog(t, irr, label="max irrelevant A_nk")
-    a.loglog(t, loss / loss[0], label="loss / initial loss")
-    a.set(xlabel="time t", title="flow: late decay")
-    a.legend(fontsize=7)
-    it, irr_gd = positive_times(gd.iteration.astype(float), gd.irrelevant_attention)
-    b.loglog(it, irr_gd, color="C2")
-    b.set(xlabel="GD iteration", ylabel="max irrelevant A_nk",
-          title=f"GD, η = {factor:g}× stable step: {gd.counters['max_oscillations_per_feature']} reversals")
+    _draw_oscillation(a, b, gd, pair, flow, label)
     return _save(fig, path)
+
+
+def _draw_oscillation(a, b, gd, pair, flow, label):
+    n, k = pair
+    eta = gd.t[-1] / gd.iteration[-1] if gd.iteration[-1] > 0 else 1.0
+    it = gd.iteration.astype(float)
+    a.plot(it, gd.attention[:, n, k], "o-", ms=3, color="C2", label="GD")
+    b.semilogy(it, gd.loss, "o-", ms=3, color="C2", label="GD")
+    if flow is not None:
+        keep = flow.t <= gd.t[-1]
+        a.plot(flow.t[keep] / eta, flow.attention[keep, n, k], color="0.4", lw=1, label="flow (t / η)")
+        b.semilogy(flow.t[keep] / eta, flow.loss[keep], color="0.4", lw=1, label="flow (t / η)")
+    a.set(xlabel="GD iteration", ylabel=f"A[{n}, {k}]",
+          title=f"query {k}'s attention to feature {n}" + (f"\n{label}" if label else ""))
+    b.set(xlabel="GD iteration", ylabel="population loss", title="loss")
+    for ax in (a, b):
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=7)
 
 
 def phase_diagram(path, rows, L_star, title, gd_rows=None):

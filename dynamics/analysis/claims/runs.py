@@ -163,11 +163,15 @@ class Context:
         Smaller sweeps and budgets (``--quick``).
     progress : bool
         Whether to show progress bars.
+    search : str
+        C2's oscillation search: ``"quick"`` (a few seconds) or ``"full"``
+        (:data:`attnflow.dynamics.analysis.oscillation.FULL_SPACE`, ``--search full``).
     """
     cfg: object
     out: Path
     quick: bool = False
     progress: bool = True
+    search: str = "quick"
 
     def __post_init__(self):
         self.base = Problem.from_config(self.cfg)
@@ -175,8 +179,6 @@ class Context:
         self.threshold = self.cfg.regime.threshold
         self.decades = 3.0 if self.quick else 4.0
         self.points = 9 if self.quick else 21
-        self.eta_factors = (0.5, 2.0, 8.0, 32.0, 128.0)
-        self.gd_steps = 3000 if self.quick else 20000
         self.gd_steps_long = 20000 if self.quick else 200000
         # C5: loss levels in half decades (the smallest within reach of the automatic step), the GD
         # budget, and the L sweep from flat to sharp (multiples of L*; it holds the flat and sharp pair).
