@@ -328,7 +328,7 @@ def describe_setting(o):
 
 
 def base_overrides(cfg):
-    """The task overrides the search applies to the user's configuration.
+    """The task overrides the search applies to the user's configuration (one head, no training set).
 
     A task defined for every K (linear, single-index, frequency) is kept; any other
     (finite, moments, expression: tied to the user's K or d) is replaced by the linear
@@ -344,9 +344,11 @@ def base_overrides(cfg):
     dict
         ``{"SECTION.KEY": value}``.
     """
+    # One head, the population loss: the axes PENDING_AXES names are not searched yet.
+    one_model = {"model.heads": 1, "training.prompts": None}
     if cfg.task.kind in _KINDS_KEPT:
-        return {}
-    return {"task.kind": "linear", "task.sigma": 1.0, "task.L": None, "task.functions": None, "task.weights": None,
+        return one_model
+    return {**one_model, "task.kind": "linear", "task.sigma": 1.0, "task.L": None, "task.functions": None, "task.weights": None,
             "task.F": None, "task.expression": None, "task.parameters": None}
 
 
