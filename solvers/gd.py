@@ -125,30 +125,46 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
     if S.shape != (K, K) or not np.all(np.isfinite(S)):
         raise ValueError(f"S0: expected a finite {K}×{K} matrix, got shape {S.shape}")
 
+    def advance(it0, it1, record_at, S_rec, loss_rec, attn_levels, attn_hits, loss_levels, loss_hits, last_sign,
+                flips):
+        return kernels.gd_iterate(S, G, Ms, p, logp, prompt, float(eta), it0, it1, record_at, S_rec, loss_rec,
+                                  attn_levels, attn_hits, loss_levels, loss_hits, float(score_limit),
+                                  float(stop_loss), last_sign, flips)
+
+    code, it, iteration, S_rec, loss_rec, attn_hits, loss_hits, increases, flips, wall = _in_chunks(
+        advance, (K, K), K, steps, n_out, eps, progress, chunks)
+    return _trajectory(system, eta, eps, code, it, iteration, S_rec, loss_rec, S, attn_hits, loss_hits, increases,
+                       flips, score_limit, stop_loss, wall)
+
+
+def _in_chunks(advance, row_shape, K, steps, n_out, eps, progress, chunks):
+    """Drive a compiled GD loop (``gd_iterate`` or :func:`_gd_loop`) in ``chunks`` calls, for progress.
+
+    ``advance(it0, it1, record_at, rows, losses, attn_levels, attn_hits, loss_levels, loss_hits,
+    last_sign, flips) -> (code, it, recorded, increases)`` runs iterations it0 to it1.  Each
+    chunk re-evaluates iteration it0, which the previous chunk recorded already, so only the
+    records after it are handed on.  Returns ``(code, it, iteration, rows, losses, attn_hits,
+    loss_hits, increases, flips, wall)`` with the records cut to those written.
+    """
     record_at = log_iterations(steps, n_out)
-    S_rec = np.zeros((len(record_at), K, K))
-    loss_rec = np.full(len(record_at), np.nan)
+    rows = np.zeros((len(record_at), *row_shape))
+    losses = np.full(len(record_at), np.nan)
     attn_levels = np.log(np.array([0.5, *eps]))
     attn_hits = np.full(len(attn_levels), -1, dtype=np.int64)
     loss_levels = np.array(eps, dtype=np.float64)
     loss_hits = np.full(len(loss_levels), -1, dtype=np.int64)
     last_sign = np.zeros((K, K), dtype=np.int64)
     flips = np.zeros((K, K), dtype=np.int64)
-
     bounds = np.unique(np.linspace(0, steps, chunks + 1).astype(np.int64))
     start = time.perf_counter()
     n_rec, increases, it = 0, 0, 0
     code = GD_FINISHED
     for it0, it1 in zip(bounds[:-1], bounds[1:]):
-        # Each chunk starts by re-evaluating iteration it0, which the previous chunk
-        # recorded already, so only the records after it are handed on.
         first = n_rec
         sel = record_at[first:]
         sel = sel[sel <= it1]
-        code, it, got, inc = kernels.gd_iterate(
-            S, G, Ms, p, logp, prompt, float(eta), int(it0), int(it1), sel,
-            S_rec[first:], loss_rec[first:], attn_levels, attn_hits, loss_levels, loss_hits,
-            float(score_limit), float(stop_loss), last_sign, flips)
+        code, it, got, inc = advance(int(it0), int(it1), sel, rows[first:], losses[first:], attn_levels, attn_hits,
+                                     loss_levels, loss_hits, last_sign, flips)
         n_rec += got
         increases += inc
         if progress is not None:
@@ -156,8 +172,8 @@ def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_
         if code != GD_FINISHED:
             break
     wall = time.perf_counter() - start
-    return _trajectory(system, eta, eps, code, it, record_at[:n_rec], S_rec[:n_rec], loss_rec[:n_rec], S,
-                         attn_hits, loss_hits, increases, flips, score_limit, stop_loss, wall)
+    return (code, it, record_at[:n_rec], rows[:n_rec], losses[:n_rec], attn_hits, loss_hits, increases, flips,
+            wall)
 
 
 def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last, attn_hits, loss_hits,
@@ -371,38 +387,17 @@ def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_los
     step, args = system.gd_callback()
     dy, S, S_prev = np.empty_like(y), np.empty((K, K)), np.empty((K, K))
     loop, step = _gd_loop_for(step, args, y, S)
-    record_at = log_iterations(steps, n_out)
-    Y_rec = np.zeros((len(record_at), len(y)))
-    loss_rec = np.full(len(record_at), np.nan)
-    attn_levels = np.log(np.array([0.5, *eps]))
-    attn_hits = np.full(len(attn_levels), -1, dtype=np.int64)
-    loss_levels = np.array(eps, dtype=np.float64)
-    loss_hits = np.full(len(loss_levels), -1, dtype=np.int64)
-    last_sign = np.zeros((K, K), dtype=np.int64)
-    flips = np.zeros((K, K), dtype=np.int64)
 
-    bounds = np.unique(np.linspace(0, steps, chunks + 1).astype(np.int64))
-    clock = time.perf_counter()
-    n_rec, increases, it = 0, 0, 0
-    code = GD_FINISHED
-    for it0, it1 in zip(bounds[:-1], bounds[1:]):
-        # As in iterate_gd: each chunk re-evaluates iteration it0, recorded by the previous one.
-        first = n_rec
-        sel = record_at[first:]
-        sel = sel[sel <= it1]
-        code, it, got, inc = loop(step, args, y, float(eta), int(it0), int(it1), sel, Y_rec[first:],
-                                  loss_rec[first:], attn_levels, attn_hits, loss_levels, loss_hits,
-                                  float(score_limit), float(stop_loss), last_sign, flips, dy, S, S_prev)
-        n_rec += got
-        increases += inc
-        if progress is not None:
-            progress(it1 / steps)
-        if code != GD_FINISHED:
-            break
-    wall = time.perf_counter() - clock
-    states = Y_rec[:n_rec]
+    def advance(it0, it1, record_at, Y_rec, loss_rec, attn_levels, attn_hits, loss_levels, loss_hits, last_sign,
+                flips):
+        return loop(step, args, y, float(eta), it0, it1, record_at, Y_rec, loss_rec, attn_levels, attn_hits,
+                    loss_levels, loss_hits, float(score_limit), float(stop_loss), last_sign, flips, dy, S, S_prev)
+
+    code, it, iteration, states, loss_rec, attn_hits, loss_hits, increases, flips, wall = _in_chunks(
+        advance, (len(y),), K, steps, n_out, eps, progress, chunks)
+    scores = system.scores_of(states)
     if code in (GD_NONFINITE, GD_SCORE_LIMIT, GD_SATURATED):
         states = np.vstack([states, y])            # the trajectory keeps the state that ended the run
-    return _trajectory(system, eta, eps, code, it, record_at[:n_rec], system.scores_of(Y_rec[:n_rec]),
-                       loss_rec[:n_rec], system.scores_of(y)[0], attn_hits, loss_hits, increases, flips,
-                       score_limit, stop_loss, wall, state=None if system.state_is_scores else states)
+    return _trajectory(system, eta, eps, code, it, iteration, scores, loss_rec, system.scores_of(y)[0], attn_hits,
+                       loss_hits, increases, flips, score_limit, stop_loss, wall,
+                       state=None if system.state_is_scores else states)
