@@ -48,6 +48,26 @@ MAX_HEADS = 64   # dynamics.problem.config documents the same bound
 
 
 @njit(cache=True)
+def _head_columns(S, logp, k, s, a, abar):
+    """Query k's attention of every head into ``a`` (H, K) and their mean into ``abar``; returns
+    the mean's share off feature k, ``Σ_{n≠k} ā_n``, each term to full relative precision
+    (``s`` is scratch of length K)."""
+    H, K = S.shape[0], S.shape[1]
+    off = 0.0
+    for n in range(K):
+        abar[n] = 0.0
+    for h in range(H):
+        for n in range(K):
+            s[n] = S[h, n, k]
+        column_attention(s, logp, a[h])
+        for n in range(K):
+            abar[n] += a[h, n] / H
+            if n != k:
+                off += a[h, n] / H
+    return off
+
+
+@njit(cache=True)
 def multihead_loss_gradient_gap(S, Ms, p, logp, Gamma):
     """ℒ of H heads and ``max_k log(1 − ā_kk)``; writes ``Γ^h = ∂ℒ/∂S^h`` into ``Gamma``.
 
@@ -76,17 +96,7 @@ def multihead_loss_gradient_gap(S, Ms, p, logp, Gamma):
     loss = 0.0
     gap = -np.inf
     for k in range(K):
-        off = 0.0
-        for n in range(K):
-            abar[n] = 0.0
-        for h in range(H):
-            for n in range(K):
-                s[n] = S[h, n, k]
-            column_attention(s, logp, a[h])
-            for n in range(K):
-                abar[n] += a[h, n] / H
-                if n != k:
-                    off += a[h, n] / H
+        off = _head_columns(S, logp, k, s, a, abar)
         M = Ms[k]
         beta = 0.0
         for n in range(K):
@@ -127,14 +137,7 @@ def multihead_hessians(S, Ms, p, logp, Hs):
     g = np.empty((H, K))
     DM = np.empty((H, K, K))          # DM[h] = D^h M
     for k in range(K):
-        for n in range(K):
-            abar[n] = 0.0
-        for h in range(H):
-            for n in range(K):
-                s[n] = S[h, n, k]
-            column_attention(s, logp, a[h])
-            for n in range(K):
-                abar[n] += a[h, n] / H
+        _head_columns(S, logp, k, s, a, abar)
         M = Ms[k]
         for n in range(K):
             acc = 0.0
