@@ -190,7 +190,7 @@ def test_problem_trains_on_the_drawn_prompts_and_records_the_population_loss():
 
 BAD = [("0", "training.prompts: expected an integer ≥ 1, got 0"),
        ("-1", "training.prompts: expected an integer ≥ 1, got -1"),
-       ("1e300", "training.prompts: expected an integer ≤ 1,000,000"),
+       ("1e300", "training.prompts: expected an integer ≤ 1,000,000, got 1e+300"),
        ('"100"', "training.prompts: expected an integer, got '100'"),
        ("2.5", "training.prompts: expected an integer, got 2.5"),
        ("1000000\n[features]\nK = 256", "training.prompts: M = 1,000,000 prompts of K = 256 features need about"),

@@ -215,6 +215,8 @@ def prompt_count(name, v):
     log-spaced grid (``training.prompts=100:1600:log:5``) gives prompt counts.
     """
     if isinstance(v, float) and math.isfinite(v) and abs(v - round(v)) <= 1e-9 * max(1.0, abs(v)):
+        if v > MAX_PROMPTS:           # said as given: 1e300 as an integer is a 301-digit line
+            raise AttnflowError(name, f"expected an integer ≤ {MAX_PROMPTS:,}, got {v:g}")
         v = int(round(v))
     return integer(1, MAX_PROMPTS)(name, v)
 
