@@ -1,0 +1,113 @@
+"""The compiled DOP853 against numbalsoda's LSODA and DOP853 with the same right-hand side.
+
+numbalsoda (https://github.com/Nicholaswogan/numbalsoda) runs LSODA and a DOP853 in
+compiled C++/Fortran and calls the right-hand side through a Numba ``cfunc`` pointer,
+so neither side pays Python per step.  Here both call the same compiled kernel,
+``flow_rhs`` of the problem's kernel set: numbalsoda through a ``cfunc`` that wraps it
+(the problem's arrays captured as constants, the result copied into ``du``), attnflow
+through :class:`attnflow.solvers.integrator.CompiledRun`.
+
+For K = 4, 8, 16 (random unit features, single-index sin task, L = 3, S(0) = 0), one
+trajectory from t = 0 to t = 10⁶ at rtol = 1e-8, atol = 1e-10, end point only, no
+events; the configurations take turns within each repeat.  The table gives min and
+median seconds and each one's ratio to attnflow (min / min), right-hand-side counts and
+the end point's largest difference from attnflow's.
+
+numbalsoda is not a dependency of attnflow; install it to run this (it builds from
+source and needs a Fortran compiler: ``apt-get install gfortran && pip install numbalsoda``).
+Run: ``python bench/bench_numbalsoda.py``.
+"""
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from attnflow.dynamics.problem import config  # noqa: E402
+from attnflow.dynamics.problem import Problem  # noqa: E402
+from attnflow.solvers import integrator  # noqa: E402
+
+try:
+    import numba
+    import numbalsoda
+except ImportError:
+    sys.exit("bench_numbalsoda: numbalsoda is not installed (pip install numbalsoda; it needs gfortran)")
+
+T_END, RTOL, ATOL = 1e6, 1e-8, 1e-10
+REPEATS = 7
+
+
+def problem(K):
+    cfg = config.from_dict({"features": {"kind": "random-unit", "K": K, "d": K, "seed": 0},
+                            "task": {"kind": "single-index", "L": 3.0}})
+    return Problem.from_config(cfg)
+
+
+def numbalsoda_rhs(flow_rhs, args, n):
+    """A numbalsoda ``cfunc`` ``(t, u, du, data)`` that calls ``flow_rhs(u, *args)``."""
+    G, Ms, p, logp, prompt = args
+
+    @numba.cfunc(numbalsoda.lsoda_sig)
+    def rhs(t, u, du, data):
+        y = numba.carray(u, (n,))
+        dy = numba.carray(du, (n,))
+        f = flow_rhs(y, G, Ms, p, logp, prompt)
+        for i in range(n):
+            dy[i] = f[i]
+    return rhs
+
+
+def configurations(system, S0):
+    """name → a function running one trajectory and returning (end point, nfev)."""
+    rhs, events, args, event_args, _ = system.callbacks()
+    y0 = system.flatten(S0)
+    t_eval = np.array([0.0, T_END])
+    pointer = numbalsoda_rhs(system.kernels.flow_rhs, args, y0.size).address
+
+    def attnflow():
+        run = integrator.CompiledRun(rhs, events, args, event_args, y0, T_END, RTOL, ATOL)
+        status, _, y_end, _ = run.run(t_eval)
+        assert status == integrator.FINISHED
+        return y_end, run.counts["nfev"]
+
+    def external(solve):
+        def go():
+            Y, success = solve(pointer, y0, t_eval, rtol=RTOL, atol=ATOL)[:2]
+            assert success
+            return Y[-1], None
+        return go
+
+    return {"attnflow DOP853": attnflow, "numbalsoda LSODA": external(numbalsoda.lsoda),
+            "numbalsoda DOP853": external(numbalsoda.dop853)}
+
+
+def main():
+    print(f"One trajectory to t = {T_END:g} at rtol = {RTOL:g}, atol = {ATOL:g}; {REPEATS} interleaved repeats.")
+    print("Seconds: min / median; ratio: min of the configuration / min of attnflow's compiled DOP853.")
+    print(f"{'K':>3} {'configuration':>18} {'min s':>10} {'median s':>10} {'ratio':>7} {'nfev':>6} {'|Δ end|':>9}")
+    for K in (4, 8, 16):
+        pr = problem(K)
+        system = pr.score_system()
+        system.warm_up()
+        runs = configurations(system, pr.S0)
+        results = {name: go() for name, go in runs.items()}            # warm-up (and compilation)
+        reference = results["attnflow DOP853"][0]
+        seconds = {name: [] for name in runs}
+        for _ in range(REPEATS):
+            for name, go in runs.items():
+                start = time.perf_counter()
+                go()
+                seconds[name].append(time.perf_counter() - start)
+        base = min(seconds["attnflow DOP853"])
+        for name, (end, nfev) in results.items():
+            print(f"{K:>3} {name:>18} {min(seconds[name]):10.5f} {statistics.median(seconds[name]):10.5f} "
+                  f"{min(seconds[name]) / base:7.2f} {nfev if nfev is not None else '—':>6} "
+                  f"{np.max(np.abs(end - reference)):9.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
