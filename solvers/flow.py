@@ -38,8 +38,8 @@ def auto_method(system):
     the query a feature can be absent from a finite prompt, the loss has a floor reached at
     finite scores, the flow converges to them exponentially (λ(J) tends to a nonzero limit)
     and is stiff once t ≫ 1/|λ| (N = 2, K = 3: DOP853 needs ~80 000 steps to t = 10⁷, Rodas4P2
-    ~360).  The separate factors follow their scores' prompt; the noisy model (N = ∞) takes
-    DOP853.
+    ~360).  The separate factors follow their scores' prompt, a training set its population's
+    (a prompt missing its query's feature gives the floor); the noisy model (N = ∞) takes DOP853.
 
     Parameters
     ----------
@@ -61,7 +61,7 @@ def auto_method(system):
     >>> auto_method(ScoreSystem(*moments, N=8)), auto_method(ScoreSystem(*moments, N=8, include_query=True))
     ('Rodas4P2-compiled', 'DOP853-compiled')
     """
-    scores = getattr(system, "scores", system)
+    scores = getattr(system, "scores", getattr(system, "population", system))    # a training set: its population's
     if isinstance(scores, ScoreSystem) and scores.finite and not scores.query_in_softmax:
         return "Rodas4P2-compiled"
     return "DOP853-compiled"
@@ -200,7 +200,7 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
         if callbacks is not None:
             return _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels, stop_loss,
                                        n_out, progress, speed, tau, log_span)
-        # A system with NumPy kernels only (a finite training set today) runs the SciPy twin.
+        # A system with NumPy kernels only (none today) runs the SciPy twin.
         twin = "Radau" if method == "Rodas4P2-compiled" else "DOP853"
         fallback = f" ({method} needs compiled callbacks, which {type(system).__name__} has not: ran solve_ivp's {twin})"
         method = twin

@@ -18,9 +18,12 @@ depends on Q only through the scores ``S = V Q Vᵀ``, so the flow is ``dS/dt = 
 in the logits a; the query token's logit is the score ``S[k, k]``, so its entries fold into
 row and column k.  The prompts are grouped by query; the loss, gradient and attention gap
 (every right-hand side and event) come from one compiled pass, O(M K)
-(:func:`loss_gradient_gap`); the attention and the column Hessians (output points, the
-Jacobian) are vectorised NumPy, O(M K²) for the Hessians by matrix products per group, no
-M×K×K array.  See docs/model.md §13.
+(:func:`loss_gradient_gap`), the column Hessians of the stiff integrator's Jacobian from
+another, O(M K²) (:func:`training_set_hessians`).  Both take the score flow's argument types
+(:attr:`TrainingSetSystem.packed`), so the compiled DOP853, Rodas4P2 and GD loops built for
+the scores run a training set without compiling a loop of their own.  The flat methods'
+attention and Hessians are vectorised NumPy (the Hessians by matrix products per group, no
+M×K×K array): the reference the compiled kernels are tested against.  See docs/model.md §13.
 """
 
 import math
@@ -31,30 +34,68 @@ from functools import cached_property
 import numpy as np
 from numba import njit
 
-from .pullback import flow_sandwich, jacobian_from_hessians
+from .pullback import flow_sandwich, jacobian_from_hessians, log_loss
 from .stability import gram_square_root, largest_flow_eigenvalue
 from .system import ScoreSystem
 
 
+# The compiled kernels take the score flow's argument types ``(G, Ms, p, logp, prompt)`` =
+# (2-D, 3-D, 1-D, 1-D, 1-D float64), packed as ``(G, prompts, queries, starts, query_offset)``
+# (:meth:`TrainingSetSystem.packed`): the integrators' and the GD loop's machine code compiled
+# for the scores then runs the training set, no new loop is compiled.
+
+
 @njit(cache=True)
-def loss_gradient_gap(S, q, b, y, starts, query_offset, Gamma):
+def _block_softmax(S, b, y, m, k, query_offset, w):
+    """Prompt m's attention into ``w`` (K+1,), the query token's last; returns ``(ŷ, rest)``,
+    rest the share off feature k (the query token's included).  The maximum is subtracted."""
+    K = b.shape[1]
+    top = S[k, k] + query_offset
+    for n in range(K):
+        w[n] = S[n, k] + b[m, n]
+        top = max(top, w[n])
+    w[K] = S[k, k] + query_offset
+    Z = 0.0
+    for n in range(K + 1):
+        w[n] = math.exp(w[n] - top)
+        Z += w[n]
+    yhat, rest = 0.0, 0.0
+    for n in range(K + 1):
+        w[n] /= Z
+        if n < K:
+            yhat += w[n] * y[m, n]
+        if n != k:
+            rest += w[n]
+    return yhat, rest
+
+
+@njit(cache=True)
+def _block(queries, starts, block, M):
+    """``(lo, hi, k)``: the prompts ``lo:hi`` of the block-th query asked, and that query."""
+    lo = int(starts[block])
+    hi = int(starts[block + 1]) if block + 1 < starts.shape[0] else M
+    return lo, hi, int(queries[lo])
+
+
+@njit(cache=True)
+def loss_gradient_gap(S, prompts, queries, starts, query_offset, Gamma):
     """Empirical loss ℒ̂(S) and ``max_k log(1 − Â_kk)``; writes ``Γ̂ = ∂ℒ̂/∂S`` into ``Gamma``.
 
-    One pass over the prompts, sorted by query (``starts``: where each query's block
-    begins).  Per prompt the softmax is taken with its maximum subtracted; sums over a
-    block, and the loss's over all prompts, are accumulated as differences from the
-    block's (the set's) first prompt, so copies of one prompt give it exactly.
+    One pass over the prompts, sorted by query.  Per prompt the softmax is taken with its
+    maximum subtracted; sums over a block, and the loss's over all prompts, are
+    accumulated as differences from the block's (the set's) first prompt, so copies of one
+    prompt give it exactly.
 
     Parameters
     ----------
     S : (K, K) ndarray
         Scores.
-    q : (M,) int64 ndarray
-        Queries, sorted.
-    b, y : (M, K) ndarrays
-        Log-weights and labels in the same order.
-    starts : (B,) int64 ndarray
-        First prompt of each query's block.
+    prompts : (2, M, K) ndarray
+        The log-weights ``b`` and the labels ``y`` of the prompts, sorted by query.
+    queries : (M,) ndarray
+        Their queries (whole numbers, as float64).
+    starts : (B,) ndarray
+        First prompt of each query's block (whole numbers, as float64).
     query_offset : float
         0 when the query token (value 0) is in the softmax, −inf otherwise.
     Gamma : (K, K) ndarray
@@ -64,6 +105,7 @@ def loss_gradient_gap(S, q, b, y, starts, query_offset, Gamma):
     -------
     loss, gap : float
     """
+    b, y = prompts[0], prompts[1]
     M, K = b.shape
     a = np.empty(K + 1)
     g = np.empty(K + 1)
@@ -72,28 +114,11 @@ def loss_gradient_gap(S, q, b, y, starts, query_offset, Gamma):
     Gamma[:, :] = 0.0
     loss0, loss_acc, gap = 0.0, 0.0, -np.inf
     for block in range(starts.shape[0]):
-        lo = starts[block]
-        hi = starts[block + 1] if block + 1 < starts.shape[0] else M
-        k = q[lo]
+        lo, hi, k = _block(queries, starts, block, M)
         rest0, rest_acc = 0.0, 0.0
         acc[:] = 0.0
         for m in range(lo, hi):
-            top = S[k, k] + query_offset
-            for n in range(K):
-                a[n] = S[n, k] + b[m, n]
-                top = max(top, a[n])
-            a[K] = S[k, k] + query_offset
-            Z = 0.0
-            for n in range(K + 1):
-                a[n] = math.exp(a[n] - top)
-                Z += a[n]
-            yhat, rest = 0.0, 0.0
-            for n in range(K + 1):
-                a[n] /= Z
-                if n < K:
-                    yhat += a[n] * y[m, n]
-                if n != k:
-                    rest += a[n]
+            yhat, rest = _block_softmax(S, b, y, m, k, query_offset, a)
             e = yhat - y[m, k]
             for n in range(K):
                 g[n] = e * a[n] * (y[m, n] - yhat)
@@ -121,17 +146,81 @@ def loss_gradient_gap(S, q, b, y, starts, query_offset, Gamma):
 
 
 @njit(cache=True)
-def training_set_gd_step(y, G, q, b, labels, starts, query_offset, dy, S):
-    """The compiled GD loop's ``step``: ``dy = −(G Γ̂ G).ravel()``, ``S = y`` as K×K; returns ``(ℒ̂, gap)``.
+def training_set_hessians(S, prompts, queries, starts, query_offset, Hs):
+    """Write the column Hessians ``Hs[k] = ∂Γ̂[:, k]/∂S[:, k]`` (K, K, K) into Hs; zero for a query no prompt asks.
 
-    ``query_offset`` is the one-element array ``[0]`` or ``[−inf]`` (see :func:`loss_gradient_gap`).
+    Per prompt, in the logits (the query token's last), ``u uᵀ + e (diag u − u wᵀ − w uᵀ)``
+    with ``u = w ∘ (y − ŷ)``; summed over the query's block, the query token's row and
+    column folded into k's (its logit is ``S[k, k]``), divided by M.  Arguments as
+    :func:`loss_gradient_gap`.
     """
+    b, y = prompts[0], prompts[1]
+    M, K = b.shape
+    w = np.empty(K + 1)
+    u = np.empty(K + 1)
+    H = np.empty((K + 1, K + 1))
+    Hs[:, :, :] = 0.0
+    for block in range(starts.shape[0]):
+        lo, hi, k = _block(queries, starts, block, M)
+        H[:, :] = 0.0
+        for m in range(lo, hi):
+            yhat, _ = _block_softmax(S, b, y, m, k, query_offset, w)
+            e = yhat - y[m, k]
+            for n in range(K):
+                u[n] = w[n] * (y[m, n] - yhat)
+            u[K] = -w[K] * yhat
+            for i in range(K + 1):
+                for j in range(K + 1):
+                    H[i, j] += u[i] * u[j] - e * (u[i] * w[j] + w[i] * u[j])
+                H[i, i] += e * u[i]
+        for i in range(K + 1):             # the query token's logit is S[k, k]: column, then row
+            H[i, k] += H[i, K]
+        for j in range(K + 1):
+            H[k, j] += H[K, j]
+        for i in range(K):
+            for j in range(K):
+                Hs[k, i, j] = H[i, j] / M
+
+
+@njit(cache=True)
+def _gradient(y, prompts, queries, starts, query_offset):
+    """``(ℒ̂, gap, Γ̂)`` at the flat scores y (K²,)."""
+    K = prompts.shape[2]
+    Gamma = np.empty((K, K))
+    value, gap = loss_gradient_gap(y.reshape((K, K)), prompts, queries, starts, query_offset[0], Gamma)
+    return value, gap, Gamma
+
+
+@njit(cache=True)
+def training_set_rhs(y, G, prompts, queries, starts, query_offset):
+    """``dS/dt = −G Γ̂ G`` at the flat scores y: the integrators' ``rhs`` (arguments: :meth:`TrainingSetSystem.packed`)."""
+    return flow_sandwich(G, _gradient(y, prompts, queries, starts, query_offset)[2])
+
+
+@njit(cache=True)
+def training_set_event_values(y, prompts, queries, starts, query_offset):
+    """``(max_k log(1 − Â_kk), log ℒ̂)`` at the flat scores y: the integrators' ``events``."""
+    value, gap, _ = _gradient(y, prompts, queries, starts, query_offset)
+    return gap, log_loss(value)
+
+
+@njit(cache=True)
+def training_set_jacobian(y, G, prompts, queries, starts, query_offset):
+    """``J[(i,l), (m,k)] = −(G Hs[k])_im G_kl`` at the flat scores y: the stiff integrator's ``jac``."""
+    K = G.shape[0]
+    Hs = np.empty((K, K, K))
+    training_set_hessians(y.reshape((K, K)), prompts, queries, starts, query_offset[0], Hs)
+    return jacobian_from_hessians(G, Hs)
+
+
+@njit(cache=True)
+def training_set_gd_step(y, G, prompts, queries, starts, query_offset, dy, S):
+    """The compiled GD loop's ``step``: ``dy = −(G Γ̂ G).ravel()``, ``S = y`` as K×K; returns ``(ℒ̂, gap)``."""
     K = G.shape[0]
     for n in range(K):
         for m in range(K):
             S[n, m] = y[n * K + m]
-    Gamma = np.empty((K, K))
-    value, gap = loss_gradient_gap(S, q, b, labels, starts, query_offset[0], Gamma)
+    value, gap, Gamma = _gradient(y, prompts, queries, starts, query_offset)
     step = flow_sandwich(G, Gamma)
     for i in range(K * K):
         dy[i] = step[i]
@@ -166,9 +255,9 @@ class TrainingSetSystem:
     -----
     The query token is in the softmax exactly when ``population.query_in_softmax``
     (``include_query`` at finite N).  The state is the flat scores, as for
-    :class:`ScoreSystem`; the flat interface is the one :func:`attnflow.solvers.integrate_flow`
-    (solve_ivp's methods, the analytic Jacobian for the implicit ones) and
-    :func:`attnflow.solvers.gd.iterate_state_gd` run.
+    :class:`ScoreSystem`; :func:`attnflow.solvers.integrate_flow` runs :meth:`callbacks` (the
+    compiled methods) or the flat interface (solve_ivp's, the analytic Jacobian for the implicit
+    ones), :func:`attnflow.solvers.gd.iterate_state_gd` runs :meth:`gd_callback`.
 
     Examples
     --------
@@ -228,6 +317,10 @@ class TrainingSetSystem:
         object.__setattr__(self, "_group_first", np.repeat(starts, np.diff(np.append(starts, M))))
         # The query token: its logit is S[k, k] + 0 when it is in the softmax, −inf (weight 0) otherwise.
         object.__setattr__(self, "_query_offset", 0.0 if self.population.query_in_softmax else -np.inf)
+        object.__setattr__(self, "_packed", (np.ascontiguousarray(self.population.G, dtype=np.float64),
+                                             np.ascontiguousarray(np.stack([self._b, self._y])),
+                                             q.astype(np.float64), starts.astype(np.float64),
+                                             np.array([self._query_offset])))
 
     @property
     def K(self):
@@ -288,9 +381,22 @@ class TrainingSetSystem:
     def _compiled(self, S):
         """``(ℒ̂, Γ̂, max_k log(1 − Â_kk))`` from the compiled :func:`loss_gradient_gap`."""
         Gamma = np.empty((self.K, self.K))
-        loss, gap = loss_gradient_gap(np.ascontiguousarray(S, dtype=np.float64), self._q, self._b, self._y,
-                                      self._starts, self._query_offset, Gamma)
+        _, prompts, queries, starts, _ = self._packed
+        loss, gap = loss_gradient_gap(np.ascontiguousarray(S, dtype=np.float64), prompts, queries, starts,
+                                      self._query_offset, Gamma)
         return loss, Gamma, gap
+
+    @property
+    def packed(self):
+        """The compiled kernels' arguments ``(G, prompts, queries, starts, query_offset)``.
+
+        The score flow's argument types ``(G, Ms, p, logp, prompt)`` (2-D, 3-D, 1-D, 1-D,
+        1-D float64), so the loops compiled for the scores run the training set: ``prompts``
+        (2, M, K) stacks the log-weights and the labels sorted by query, ``queries`` (M,) and
+        ``starts`` (one per query asked: its block's first prompt) are whole numbers as float64,
+        ``query_offset`` is ``[0]`` with the query token in the softmax, ``[−inf]`` without.
+        """
+        return self._packed
 
     def gradient(self, S):
         """``Γ̂ = ∂ℒ̂/∂S``."""
@@ -359,13 +465,18 @@ class TrainingSetSystem:
         return np.array([self.flat_loss(y) for y in np.asarray(Y, dtype=np.float64)])
 
     def callbacks(self):
-        """None: the flow of a training set runs SciPy's integrators (no compiled callbacks yet)."""
-        return None
+        """``(rhs, events, args, event_args, jac)`` of the compiled integrators.
+
+        :func:`training_set_rhs`, :func:`training_set_event_values` and
+        :func:`training_set_jacobian` with :attr:`packed`, the score flow's argument types:
+        the DOP853 and Rodas4P2 loops compiled for the scores run them.
+        """
+        args = self._packed
+        return training_set_rhs, training_set_event_values, args, args[1:], training_set_jacobian
 
     def gd_callback(self):
-        """``(step, args)`` of the compiled GD loop: :func:`training_set_gd_step` on the sorted prompts."""
-        return training_set_gd_step, (np.ascontiguousarray(self.G), self._q, self._b, self._y, self._starts,
-                                      np.array([self._query_offset]))
+        """``(step, args)`` of the compiled GD loop: :func:`training_set_gd_step` with :attr:`packed`."""
+        return training_set_gd_step, self._packed
 
     @cached_property
     def gram_root(self):
@@ -377,20 +488,14 @@ class TrainingSetSystem:
         lam = largest_flow_eigenvalue(self.hessians(S), self.gram_root)
         return 2.0 / lam if lam > 0 else np.inf
 
-    @property
-    def auto_method(self):
-        """The solve_ivp method "auto" stands for: Radau where the loss has a floor, else DOP853.
-
-        The floor: at finite N without the query token a prompt may miss its query's feature,
-        and the flow turns stiff as it converges to finite scores.
-        """
-        population = self.population
-        return "Radau" if population.finite and not population.query_in_softmax else "DOP853"
-
     def warm_up(self):
-        """Compile :func:`loss_gradient_gap` and the population system's kernels; return the seconds."""
+        """Compile (or load) the training set's callbacks and the population system's kernels; return the seconds."""
         start = time.perf_counter()
-        self._compiled(np.zeros((self.K, self.K)))
+        y = np.zeros(self.K * self.K)
+        rhs, events, args, event_args, jac = self.callbacks()
+        rhs(y, *args), events(y, *event_args), jac(y, *args)
+        step, args = self.gd_callback()
+        step(y, *args, np.empty_like(y), np.empty((self.K, self.K)))
         self.population.warm_up()
         return time.perf_counter() - start
 

@@ -76,8 +76,8 @@ def test_a_space_without_oscillation_reports_what_it_searched():
     # Orthonormal K = 2, uniform p: each query's log-odds is one variable on a loss decreasing in it, so GD moves
     # it one way at every step whatever η; the large factor fails, so the edge is bisected too.
     space = osc.SearchSpace(K=(2,), gram=(0.0,), p=("uniform",), prompt=((math.inf, False),),
-                            parametrization=("merged",), init_scale=(0.0,), eta_factors=(0.5, 4.0, 1e4),
-                            steps=400, flows="all")
+                            parametrization=("merged",), init_scale=(0.0,), prompts=(None,), heads=(1,),
+                            eta_factors=(0.5, 4.0, 1e4), steps=400, flows="all")
     result = osc.search_oscillation(config.default(), space)
     assert result.verdict == osc.NOT_FOUND and result.example is None and result.trajectory is None
     s = result.space
@@ -85,16 +85,18 @@ def test_a_space_without_oscillation_reports_what_it_searched():
     assert s["runs"] == 3 + osc.EDGE_BISECTIONS
     assert 2 <= s["converging_runs"] < s["runs"] and s["oscillating_runs"] == 0
     assert all(r["reversals"] == 0 for r in result.runs if r["converged"])
-    assert s["gram_off_diagonal"] == [0.0] and s["pending_axes"] == list(osc.PENDING_AXES)
+    assert s["gram_off_diagonal"] == [0.0] and s["training_prompts"] == [None] and s["heads"] == [1]
+    assert s["skipped_settings"] == 0 and s["skipped_by_reason"] == {}
     assert result.summary().startswith("no converging GD run")
 
 
 def test_separate_factors_are_searched_from_their_recorded_states():
     space = osc.SearchSpace(K=(2,), gram=(0.9,), p=("dominant",), prompt=((math.inf, False),),
-                            parametrization=("separate",), init_scale=(0.0, 0.5), eta_factors=(1.0,),
-                            edge=False, steps=300, flows="candidates")
+                            parametrization=("separate",), init_scale=(0.0, 0.5), prompts=(None,), heads=(1,),
+                            eta_factors=(1.0,), edge=False, steps=300, flows="candidates")
     result = osc.search_oscillation(config.default(), space)
     assert result.space["settings"] == 1                    # the zero start is no start for separate factors
+    assert result.space["skipped_by_reason"] == {"separate factors need a random start (init_scale > 0)": 1}
     (row,) = result.runs
     cfg = config.default().with_overrides({**osc.base_overrides(config.default()),
                                            **space.settings(2)[0]})
@@ -104,6 +106,48 @@ def test_separate_factors_are_searched_from_their_recorded_states():
     assert osc.count_reversals(tr.S)[0].max() == row["reversals"]
     if result.verdict == osc.OSCILLATES:
         assert result.example["model"]["parametrization"] == "separate"
+
+
+def test_training_sets_and_heads_are_searched_and_impossible_combinations_are_skipped_by_reason():
+    """A small space with both new axes: 16 combinations, 7 the model has not (named and counted),
+    9 settings run; the training-set and two-head settings were run, and a two-head run's reversals are
+    those of the heads' mean attention ā, recounted here from the recorded ā itself."""
+    space = osc.SearchSpace(K=(2,), gram=(0.5,), p=("dominant",), prompt=((math.inf, False), (16, False)),
+                            parametrization=("merged",), init_scale=(0.0, 0.5), prompts=(None, 4), heads=(1, 2),
+                            eta_factors=(1.0, 2.0), edge=False, steps=300, flows="candidates")
+    result = osc.search_oscillation(config.default(), space)
+    s = result.space
+    assert s["skipped_by_reason"] == {"several heads are modelled at N = inf without the query only": 4,
+                                      "several heads need a random start (init_scale > 0): equal heads stay equal": 2,
+                                      "a training set takes one head only": 1}
+    assert s["skipped_settings"] == 7 and s["settings"] == 9 and s["invalid_settings"] == 0
+    assert s["runs"] == 9 * 2 and "7 combinations the model has not skipped" in result.summary()
+    assert s["training_prompts"] == [None, 4] and s["heads"] == [1, 2]
+    by_prompts, by_heads = s["by_axis"]["training_prompts"], s["by_axis"]["heads"]
+    assert by_prompts["4"]["runs"] == 8 and by_prompts["4"]["converging"] >= 1          # 4 settings × 2 steps
+    assert by_heads["2"]["runs"] == 2 and by_heads["2"]["converging"] >= 1              # N = ∞, init 0.5, population
+    # The population setting of the quick space's example (cosine 0.5, dominant p, S = 0, 2×) is in the space.
+    assert result.verdict == osc.OSCILLATES and result.evidence["reversals"] >= 2
+    assert result.evidence["reversals"] > result.evidence["flow_reversals"]
+    settings = space.settings(2)
+    (two_heads,) = [i for i, o in enumerate(settings) if o["model.heads"] == 2]
+    for row in (r for r in result.runs if r["setting"] == two_heads):
+        problem = Problem.from_config(config.default().with_overrides(settings[two_heads]))
+        tr = osc.run_gd(problem, row["eta"], space.steps)
+        assert tr.state.shape[1] == 2 * 4                                  # the two heads' scores were the state
+        worst = 0
+        for n, k in ((0, 1), (1, 0)):
+            abar = tr.attention                                              # the heads' mean attention
+            worst = max(worst, _sign_changes(np.log(abar[:, n, k]) - np.log(abar[:, k, k])))
+        assert worst == row["reversals"]
+    training = [i for i, o in enumerate(settings) if o["training.prompts"] == 4]
+    assert len(training) == 4 and all(settings[i]["training.seed"] == space.seed for i in training)
+    example = next(r for r in result.runs if r["setting"] == training[0])
+    problem = Problem.from_config(config.default().with_overrides(settings[training[0]]))
+    assert problem.system().M == 4
+    tr = osc.run_gd(problem, example["eta"], space.steps)
+    assert tr.loss[0] == problem.initial_loss() == problem.system().loss(problem.start)     # the training loss
+    assert osc.count_reversals(tr.S)[0].max() == example["reversals"]
 
 
 def test_a_finite_prompt_run_at_its_loss_floor_counts_as_converged():

@@ -93,6 +93,62 @@ def test_gradient_hessians_and_jacobian_equal_central_differences(case):
     assert np.abs(J - central_differences(system.flat_rhs, y)).max() <= 1e-8 * max(1.0, np.abs(J).max())
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_compiled_callbacks_equal_the_numpy_flat_methods_and_central_differences(case):
+    """The integrators' rhs, events and Jacobian (compiled, on the packed arrays) against the flat
+    NumPy methods, and the compiled Jacobian against central differences of the compiled rhs."""
+    N, include_query = CASES[case]
+    V, system = _system(N, include_query, M=40, seed=8)
+    rhs, events, args, event_args, jac = system.callbacks()
+    for y in np.random.default_rng(9).standard_normal((3, 9)) * [[0.3], [1.0], [4.0]]:
+        dy = system.flat_rhs(y)
+        assert np.abs(rhs(y, *args) - dy).max() <= 1e-12 * np.abs(dy).max()
+        assert np.allclose(events(y, *event_args), system.flat_event_values(y), rtol=1e-12, atol=0)
+        J = jac(y, *args)
+        assert np.abs(J - system.flat_jacobian(y)).max() <= 1e-12 * np.abs(J).max()
+        fd = central_differences(lambda z: rhs(z, *args), y)
+        assert np.abs(J - fd).max() <= 1e-7 * max(1.0, np.abs(J).max())
+    step, gd_args = system.gd_callback()
+    assert gd_args is args                                  # GD takes the same packed arrays
+
+
+@pytest.mark.parametrize("N", [np.inf, 4])
+def test_compiled_flows_equal_radau_on_the_whole_grid_and_run_in_the_score_loops(N):
+    """DOP853-compiled and Rodas4P2-compiled on a training set against solve_ivp's Radau (analytic
+    Jacobian, rtol 1e-12) at every output point, crossing times to 1e-8; after a score run with each
+    method neither compiles a loop of its own (the packed arrays have the score flow's types), nor GD."""
+    from scipy.integrate import solve_ivp
+
+    from attnflow.solvers import gd, integrator, rosenbrock
+    from attnflow.solvers.flow import auto_method
+
+    V, system = _system(N, False, M=50, seed=5)
+    assert auto_method(system) == ("DOP853-compiled" if np.isinf(N) else "Rodas4P2-compiled")
+    S0, t_end = np.zeros((3, 3)), 200.0
+    radau = integrate_flow(system, S0, t_end, "Radau", rtol=1e-12, atol=1e-14, n_out=30)
+    iterate_state_gd(system.population, S0, 0.1, 3)
+    gd_before = gd.dispatchers()
+    for method, loops in (("DOP853-compiled", integrator.dispatchers), ("Rodas4P2-compiled", rosenbrock.dispatchers)):
+        integrate_flow(system.population, S0, 10.0, method=method, n_out=5)
+        before = loops()
+        tr = integrate_flow(system, S0, t_end, method, rtol=1e-12, atol=1e-14, n_out=30)
+        assert loops() == before
+        assert tr.status in ("finished", "t_end") and tr.message.startswith("reached t_end")
+        reference = solve_ivp(lambda t, y: system.flat_rhs(y), (0.0, t_end), S0.ravel(), method="Radau",
+                              t_eval=tr.t, rtol=1e-12, atol=1e-14, jac=lambda t, y: system.flat_jacobian(y))
+        S_ref = reference.y.T.reshape(-1, 3, 3)
+        assert np.abs(tr.S - S_ref).max() <= 1e-8 * max(1.0, np.abs(S_ref).max()), method
+        assert np.abs(tr.loss / [system.loss(S) for S in S_ref] - 1).max() <= 1e-8
+        assert tr.crossings["t_half"] is not None
+        pairs = [(tr.crossings["t_half"], radau.crossings["t_half"])]
+        pairs += [(tr.crossings[k][e], radau.crossings[k][e]) for k in ("t_attention", "t_loss")
+                  for e in radau.crossings[k]]
+        for got, want in pairs:
+            assert (got is None) == (want is None) and (got is None or abs(got / want - 1) <= 1e-8), (method, pairs)
+    iterate_state_gd(system, S0, 0.1, 3)
+    assert gd.dispatchers() == gd_before
+
+
 def test_training_flow_approaches_the_population_flow_at_the_monte_carlo_rate():
     """‖S_M(t) − S(t)‖ at t = 20, averaged over 32 seeds: log-log slope in M within 0.15 of −1/2.
 

@@ -13,11 +13,24 @@ is at least two reversals of one pair in a GD run that converges (its loss reach
 there, or a finite prompt's run ends at its loss floor, :func:`converged`) and more reversals of that pair than the flow of the same problem shows, so
 they come from the discrete step, not from a wobble GD merely follows.
 
+Several heads and training sets.  The series followed is always the recorded scores'
+``S_nk − S_kk`` (:attr:`Trajectory.S`).  With several heads those are the effective scores
+whose softmax is the heads' *mean* attention ā (:meth:`MultiHeadSystem.scores_of`), what the
+prediction uses and every report shows: X is ``log(ā_nk/ā_kk)`` up to ``log(p_n/p_k)``, and
+"the irrelevant attention oscillates" means the mean attention does (a single head may swing
+while the mean does not; that is not counted).  On a finite training set the scores are the
+state: prompt m asking k has the log-odds ``X_nk + b_mn − b_mk``, X shifted by a constant, so
+X reverses exactly when every prompt's own log-odds does.
+
 The space.  Every point is a configuration built from the user's by overriding the
-axes of :class:`SearchSpace` (features, p, prompt, parametrisation, start, step), so
-the example found is a configuration ``attnflow run`` takes as it is.  The search goes
-through K in increasing order and stops at the first K with an oscillation; the
-example is the oscillating run there with the fewest iterations (to convergence).
+axes of :class:`SearchSpace` (features, p, prompt, parametrisation, start, training set,
+heads, step), so the example found is a configuration ``attnflow run`` takes as it is.
+Combinations the model does not have (several heads at finite N, with the query, with
+separate factors or from S = 0; a training set with separate factors or several heads;
+separate factors from zero) are skipped and counted by reason (``skipped_by_reason``).
+The search goes through K in increasing order and stops at the first K with an
+oscillation; the example is the oscillating run there with the fewest iterations (to
+convergence).
 
 Examples
 --------
@@ -31,14 +44,14 @@ Examples
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import AttnflowError
 from ..problem import Problem
 from ..problem.config import SCHEMA
-from ...solvers import integrate_flow, iterate_gd
+from ...solvers import ScoreSystem, integrate_flow, iterate_gd
 from ...solvers.gd import iterate_state_gd
 
 
@@ -47,10 +60,6 @@ ROUND_OFF = 1e-12         # ... or smaller than this times 1 + |X|: GD's round-o
 FLOW_NOISE = 1e-6         # the flow's floor instead: rtol 1e-10 accumulated over up to ~10⁴ steps near a fixed point
 CONVERGED = 1e-2          # a converging run reaches this fraction of its initial loss
 OSCILLATES, NOT_FOUND = "oscillates", "not found"
-# Axes another change adds later (finite training sets, multi-head models): each is a
-# ``SECTION.KEY`` of the configuration; SearchSpace.extra takes their values as
-# ``{"training.prompts": (…), …}`` once the configuration knows them.
-PENDING_AXES = ("training.prompts", "model.heads")
 _KINDS_KEPT = ("linear", "single-index", "frequency")     # tasks defined for every K and d
 
 
@@ -74,7 +83,13 @@ class SearchSpace:
         ``"merged"`` or ``"separate"`` (W_K, W_Q trained apart, head dimension K).
     init_scale : tuple of float
         ``model.init_scale`` of a seeded random start (0: S = 0; the separate factors
-        need a positive one, so 0 is skipped for them).
+        and several heads need a positive one, so 0 is skipped for them).
+    prompts : tuple of int or None
+        ``training.prompts``: None is the population loss, M a finite training set of M
+        prompts drawn with ``training.seed = seed`` (merged Q, one head only).
+    heads : tuple of int
+        ``model.heads``: H > 1 heads start at random (``init_scale > 0``), merged, N = ∞
+        without the query; the oscillation is the mean attention's (module docstring).
     eta_factors : tuple of float
         Step sizes as multiples of the linearly stable step at the start.
     edge : bool
@@ -88,8 +103,6 @@ class SearchSpace:
     flows : str
         ``"candidates"``: the flow runs only where GD showed two or more reversals;
         ``"all"``: for every setting (the flow searched the same way).
-    extra : dict
-        ``{"SECTION.KEY": values}`` for the :data:`PENDING_AXES`, empty until they exist.
     """
     K: tuple = (2, 3, 4)
     gram: tuple = ("simplex", 0.0, 0.5, 0.9, 0.99)
@@ -97,12 +110,35 @@ class SearchSpace:
     prompt: tuple = ((math.inf, False), (16, False), (16, True))
     parametrization: tuple = ("merged", "separate")
     init_scale: tuple = (0.0, 0.1, 1.0)
+    prompts: tuple = (None, 1, 4, 32)
+    heads: tuple = (1, 2)
     eta_factors: tuple = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
     edge: bool = True
     steps: int = 2000
     seed: int = 0
     flows: str = "all"
-    extra: dict = field(default_factory=dict)
+
+    def _combinations(self, K):
+        """``(overrides, why_skipped)`` for every point of the axes but the step at K; why_skipped
+        is None for a setting the model has, else the first reason it has not."""
+        for c, p, (N, query), param, scale, M, H in _product(self.gram, self.p, self.prompt, self.parametrization,
+                                                              self.init_scale, self.prompts, self.heads):
+            c_value = -1.0 / (K - 1) if c == "simplex" else float(c)
+            overrides = {"features.kind": "explicit", "features.K": K, "features.d": K,
+                         "features.matrix": equicorrelated_features(K, c_value).tolist(),
+                         "prompt.p": "uniform" if p == "uniform" else [0.8] + [0.2 / (K - 1)] * (K - 1),
+                         "prompt.N": "inf" if N == math.inf else int(N), "prompt.include_query": bool(query),
+                         "prompt.noise": 0.0, "model.parametrization": param,
+                         "model.head_dim": K if param == "separate" else None,
+                         "model.init_scale": float(scale), "model.seed": self.seed, "model.heads": int(H),
+                         "training.prompts": None if M is None else int(M), "training.seed": self.seed}
+            reasons = [(param == "separate" and scale == 0, "separate factors need a random start (init_scale > 0)"),
+                       (H > 1 and (N != math.inf or query), "several heads are modelled at N = inf without the query only"),
+                       (H > 1 and param != "merged", "several heads take merged Q only"),
+                       (H > 1 and scale == 0, "several heads need a random start (init_scale > 0): equal heads stay equal"),
+                       (M is not None and param != "merged", "a training set takes merged Q only"),
+                       (M is not None and H > 1, "a training set takes one head only")]
+            yield overrides, next((why for bad, why in reasons if bad), None)
 
     def settings(self, K):
         """Every setting (one point of all axes but the step) at K, as config overrides.
@@ -115,22 +151,28 @@ class SearchSpace:
         Returns
         -------
         list of dict
-            ``{"SECTION.KEY": value}`` overrides, in the axes' order.
+            ``{"SECTION.KEY": value}`` overrides, in the axes' order; combinations the model
+            has not are left out (:meth:`skipped`).
         """
-        out = []
-        extra = [dict(zip(self.extra, values)) for values in _product(*self.extra.values())]
-        for c, p, (N, query), param, scale, more in _product(self.gram, self.p, self.prompt, self.parametrization,
-                                                              self.init_scale, extra):
-            if param == "separate" and scale == 0:
-                continue
-            c_value = -1.0 / (K - 1) if c == "simplex" else float(c)
-            out.append({"features.kind": "explicit", "features.K": K, "features.d": K,
-                        "features.matrix": equicorrelated_features(K, c_value).tolist(),
-                        "prompt.p": "uniform" if p == "uniform" else [0.8] + [0.2 / (K - 1)] * (K - 1),
-                        "prompt.N": "inf" if N == math.inf else int(N), "prompt.include_query": bool(query),
-                        "prompt.noise": 0.0, "model.parametrization": param,
-                        "model.head_dim": K if param == "separate" else None,
-                        "model.init_scale": float(scale), "model.seed": self.seed, **more})
+        return [overrides for overrides, why in self._combinations(K) if why is None]
+
+    def skipped(self, K):
+        """The combinations of the axes at K that :meth:`settings` leaves out, counted by reason.
+
+        Parameters
+        ----------
+        K : int
+            Number of features.
+
+        Returns
+        -------
+        dict
+            ``{reason: count}``, the first reason of each combination.
+        """
+        out = {}
+        for _, why in self._combinations(K):
+            if why is not None:
+                out[why] = out.get(why, 0) + 1
         return out
 
     def describe(self):
@@ -138,15 +180,15 @@ class SearchSpace:
         return {"K": list(self.K), "gram_off_diagonal": list(self.gram), "p": list(self.p),
                 "prompt_N_include_query": [[("inf" if N == math.inf else N), q] for N, q in self.prompt],
                 "parametrization": list(self.parametrization), "init_scale": list(self.init_scale),
+                "training_prompts": list(self.prompts), "heads": list(self.heads),
                 "eta_factors_of_stable_step": list(self.eta_factors), "edge_bisection": self.edge,
-                "steps": self.steps, "seed": self.seed, "flows": self.flows,
-                "pending_axes": list(PENDING_AXES), "extra": {k: list(v) for k, v in self.extra.items()}}
+                "steps": self.steps, "seed": self.seed, "flows": self.flows}
 
 
 # What `attnflow check` searches: a few seconds.  K = 2 is the smallest K there is.
 QUICK_SPACE = SearchSpace(K=(2,), gram=(0.0, 0.5, 0.9), p=("uniform", "dominant"), prompt=((math.inf, False),),
-                          parametrization=("merged",), init_scale=(0.0,), eta_factors=(0.5, 1.0, 2.0, 4.0),
-                          edge=False, steps=2000, flows="candidates")
+                          parametrization=("merged",), init_scale=(0.0,), prompts=(None,), heads=(1,),
+                          eta_factors=(0.5, 1.0, 2.0, 4.0), edge=False, steps=2000, flows="candidates")
 FULL_SPACE = SearchSpace(steps=1000)
 EDGE_BISECTIONS = 4
 
@@ -276,7 +318,9 @@ class OscillationResult:
         converging runs, runs with one reversal (transient) and with two or more, flows
         run and how many showed one or two or more reversals, the K values searched, and
         ``by_axis``: for every value of every axis, its runs, converging and oscillating ones;
-        ``nonmonotone_flows``: the settings whose flow showed a reversal, with the count.
+        ``nonmonotone_flows``: the settings whose flow showed a reversal, with the count;
+        ``skipped_settings`` and ``skipped_by_reason``: the combinations of the axes the model
+        has not (:meth:`SearchSpace.skipped`), never run.
     runs : list of dict
         Every GD run: K, setting index, step factor, converged, iterations, worst reversals.
     trajectory : Trajectory or None
@@ -297,6 +341,8 @@ class OscillationResult:
         s = self.space
         counts = (f"{s['runs']} GD runs ({s['converging_runs']} converging) over {s['settings']} settings, "
                   f"K = {', '.join(map(str, s['K_searched']))}")
+        if s["skipped_settings"]:
+            counts += f" ({s['skipped_settings']} combinations the model has not skipped)"
         if self.verdict == OSCILLATES:
             e = self.evidence
             n, k = e["pair"]
@@ -322,13 +368,15 @@ def describe_setting(o):
     """
     G = np.array(o["features.matrix"]) @ np.array(o["features.matrix"]).T
     c = float(G[0, 1])
+    M, H = o.get("training.prompts"), o.get("model.heads", 1)
     return (f"Gram off-diagonal {c:.3g}, p {'uniform' if o['prompt.p'] == 'uniform' else 'dominant 0.8'}, "
             f"N = {o['prompt.N']}{' with the query' if o['prompt.include_query'] else ''}, "
-            f"{o['model.parametrization']}, init_scale {o['model.init_scale']:g}")
+            f"{o['model.parametrization']}, init_scale {o['model.init_scale']:g}"
+            + (f", {M} training prompts" if M is not None else "") + (f", {H} heads" if H > 1 else ""))
 
 
 def base_overrides(cfg):
-    """The task overrides the search applies to the user's configuration (one head, no training set).
+    """The task overrides the search applies to the user's configuration.
 
     A task defined for every K (linear, single-index, frequency) is kept; any other
     (finite, moments, expression: tied to the user's K or d) is replaced by the linear
@@ -344,11 +392,9 @@ def base_overrides(cfg):
     dict
         ``{"SECTION.KEY": value}``.
     """
-    # One head, the population loss: the axes PENDING_AXES names are not searched yet.
-    one_model = {"model.heads": 1, "training.prompts": None}
     if cfg.task.kind in _KINDS_KEPT:
-        return one_model
-    return {**one_model, "task.kind": "linear", "task.sigma": 1.0, "task.L": None, "task.functions": None, "task.weights": None,
+        return {}
+    return {"task.kind": "linear", "task.sigma": 1.0, "task.L": None, "task.functions": None, "task.weights": None,
             "task.F": None, "task.expression": None, "task.parameters": None}
 
 
@@ -358,7 +404,8 @@ def run_gd(problem, eta, steps):
     Parameters
     ----------
     problem : Problem
-        Merged scores (:func:`attnflow.solvers.iterate_gd`) or separate factors
+        Merged scores of the population loss (:func:`attnflow.solvers.iterate_gd`), or any
+        other system: separate factors, several heads, a training set
         (:func:`attnflow.solvers.gd.iterate_state_gd`).
     eta : float
         Step size.
@@ -371,7 +418,7 @@ def run_gd(problem, eta, steps):
         Stopped once the loss reaches :data:`CONVERGED` times its initial value.
     """
     system = problem.system()
-    loop = iterate_gd if system.state_is_scores else iterate_state_gd
+    loop = iterate_gd if isinstance(system, ScoreSystem) else iterate_state_gd
     return loop(system, problem.start, eta, steps, stop_loss=CONVERGED * problem.initial_loss(), n_out=steps + 1)
 
 
@@ -381,7 +428,7 @@ def run_flow(problem, t_end=1e8, n_out=2000):
     Parameters
     ----------
     problem : Problem
-        The problem (merged scores or separate factors).
+        The problem (any system: its compiled flow).
     t_end : float, optional
         Last time, if the loss level is not reached first (a finite prompt's floor).
     n_out : int, optional
@@ -430,10 +477,12 @@ def search_oscillation(cfg, space=QUICK_SPACE, progress=None):
     runs, flows, stats = [], {}, {"settings": 0, "invalid_settings": 0, "flows": 0, "flow_transient": 0,
                                    "flow_oscillating": 0}
     task = base_overrides(cfg)
-    searched, best = [], None
+    searched, best, skipped = [], None, {}
     for K in space.K:
         searched.append(K)
         settings = space.settings(K)
+        for why, count in space.skipped(K).items():
+            skipped[why] = skipped.get(why, 0) + count
         for i, overrides in enumerate(settings):
             try:
                 problem = Problem.from_config(cfg.with_overrides({**task, **overrides}))
@@ -471,7 +520,8 @@ def search_oscillation(cfg, space=QUICK_SPACE, progress=None):
         if best is not None:
             break
     space_report = {**space.describe(), "K_searched": searched, "settings": stats["settings"],
-                    "invalid_settings": stats["invalid_settings"], "runs": len(runs),
+                    "invalid_settings": stats["invalid_settings"], "skipped_settings": sum(skipped.values()),
+                    "skipped_by_reason": skipped, "runs": len(runs),
                     "converging_runs": sum(r["converged"] for r in runs),
                     "transient_runs": sum(r["converged"] and r["reversals"] == 1 for r in runs),
                     "runs_with_two_or_more_reversals": sum(r["converged"] and r["reversals"] >= 2 for r in runs),
@@ -507,7 +557,9 @@ def _axis_values(o):
     return {"gram_off_diagonal": round(float((V @ V.T)[0, 1]), 6),
             "p": "uniform" if o["prompt.p"] == "uniform" else "dominant",
             "prompt": f"N = {o['prompt.N']}" + (" with the query" if o["prompt.include_query"] else ""),
-            "parametrization": o["model.parametrization"], "init_scale": o["model.init_scale"]}
+            "parametrization": o["model.parametrization"], "init_scale": o["model.init_scale"],
+            "training_prompts": "population" if o.get("training.prompts") is None else o["training.prompts"],
+            "heads": o.get("model.heads", 1)}
 
 
 def _by_axis(runs, overrides):

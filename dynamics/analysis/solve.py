@@ -122,12 +122,9 @@ def solve(problem: Problem, training, progress=True):
         "generated_now": getattr(kernels, "generated_now", False),
         "generation_time_s": getattr(kernels, "generation_time", 0.0), "compile_time_s": compile_time})
     if training.mode in ("flow", "both"):
-        method = training.method
-        if problem.training_set is not None and method == "auto":
-            method = system.auto_method          # no compiled kernels: solve_ivp's DOP853 or Radau
         with progress_bar("gradient flow", progress) as report:
             result.trajectories["flow"] = integrate_flow(
-                system, problem.start, training.t_end, method, training.rtol, training.atol,
+                system, problem.start, training.t_end, training.method, training.rtol, training.atol,
                 training.eps, training.stop_loss, training.n_out, report)
     if training.mode in ("gd", "both"):
         eta, source, stable = choose_step_size(system, problem.start, training.eta)

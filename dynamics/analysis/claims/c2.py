@@ -40,7 +40,7 @@ def claim_c2(ctx):
               f"({'slower' if slower else 'not slower'}, as derived: −1/2 against −1). " + found.summary() + ".")
     choices = ["the setting: the base problem's flow for the decay rates (as C1); for the oscillation a search "
                f"({'full' if space is FULL_SPACE else 'quick'} space) over Gram matrices, p, prompts, parametrisations, "
-               "starts and steps built from the base configuration (docs/findings.md, C2)",
+               "starts, training sets, heads and steps built from the base configuration (docs/findings.md, C2)",
                "decay rates: lines fitted over the last 1.5 decades of the flow to the largest irrelevant attention and to "
                "the loss: the late laws are power laws (derived)",
                f"a run counts if GD's loss reaches {CONVERGED:g} of the initial one within {space.steps} iterations "
