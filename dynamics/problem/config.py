@@ -443,15 +443,19 @@ def _check_supported(cfg):
 
 def _check_heads(cfg, K):
     """Refuse several heads where they are not modelled (solvers/multihead.py), or that would not fit in memory."""
+    from ...solvers.multihead import composition_excess   # the solver's own bound, one definition
     model, training, H = cfg.model, cfg.training, cfg.model.heads
-    needs = [(cfg.prompt.N != math.inf, "prompt.N = \"inf\" (the finite-prompt expectation of a product of two "
-                                        "heads' softmaxes is not derived)"),
-             (cfg.prompt.include_query, "prompt.include_query = false"),
+    needs = [(cfg.prompt.include_query, "prompt.include_query = false (the query's weight in two heads' "
+                                        "softmaxes is not modelled)"),
              (model.parametrization != "merged", "model.parametrization = \"merged\""),
              (cfg.prompt.noise > 0, "prompt.noise = 0")]
     missing = [what for bad, what in needs if bad]
     if missing:
         raise AttnflowError("model.heads", f"{H} heads are supported with " + ", ".join(missing) + " only in this version")
+    if cfg.prompt.N != math.inf and not cfg.prompt.include_query:
+        too_many = composition_excess(cfg.prompt.N, K)
+        if too_many:
+            raise AttnflowError("prompt.N", too_many)
     if model.init_scale == 0:
         raise AttnflowError("model.init_scale", f"{H} heads need a random start (> 0): heads started equal get equal "
                                                 "gradients and stay identical, one head's dynamics")
@@ -460,10 +464,15 @@ def _check_heads(cfg, K):
                                            f"{H * K * K * training.n_out:,} numbers; at most {MAX_RECORDED_HEADS:,.0f} "
                                            "are supported (fewer heads or training.n_out)")
     # Implicit flows form the (H·K²)² Jacobian; GD's step size needs the K·(HK)² column Hessians.
-    implicit = training.mode != "gd" and training.method in ("LSODA", "Radau", "BDF", "Rodas4P2-compiled")
+    # "auto" is Rodas4P2 at finite N (solvers.flow.auto_method judges the heads by their score system).
+    stiff_auto = training.method == "auto" and cfg.prompt.N != math.inf
+    implicit = training.mode != "gd" and (training.method in ("LSODA", "Radau", "BDF", "Rodas4P2-compiled")
+                                          or stiff_auto)
     if implicit and H * K * K > MAX_DENSE_JACOBIAN:
-        raise AttnflowError("model.heads", f"{training.method} needs the dense (H·K²)² Jacobian, {_gigabytes(H * K * K)} "
-                                           f"at H = {H}, K = {K}; use \"auto\" or H·K² ≤ {MAX_DENSE_JACOBIAN}")
+        which, instead = (("auto (Rodas4P2 at finite N)", "\"DOP853-compiled\"") if stiff_auto else
+                          (training.method, "\"auto\""))
+        raise AttnflowError("model.heads", f"{which} needs the dense (H·K²)² Jacobian, {_gigabytes(H * K * K)} "
+                                           f"at H = {H}, K = {K}; use {instead} or H·K² ≤ {MAX_DENSE_JACOBIAN}")
     if training.mode != "flow" and H * H * K**3 > MAX_K**3:
         raise AttnflowError("model.heads", f"GD's step size needs the column Hessians of {H} heads, H²K³ = "
                                            f"{H * H * K**3:,} numbers; at most {MAX_K**3:,} are supported")
