@@ -458,7 +458,7 @@ def prompt_counts(N, p):
     Examples
     --------
     >>> weights, log_counts = prompt_counts(2, [0.5, 0.5])
-    >>> weights.tolist(), np.exp(log_counts).tolist()
+    >>> weights.round(15).tolist(), np.exp(log_counts).tolist()
     ([0.25, 0.5, 0.25], [[0.0, 2.0], [1.0, 1.0], [2.0, 0.0]])
     """
     p = np.ascontiguousarray(p, dtype=np.float64)

@@ -10,8 +10,10 @@ import sympy as sp
 from scipy.special import log_softmax
 
 from attnflow.dynamics.cli import main
+from attnflow.dynamics.problem import config
 from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
 from attnflow.solvers import kernels as hand_written
+from attnflow.solvers import multihead
 from attnflow.solvers.gd import iterate_state_gd
 from attnflow.solvers.multihead import (MultiHeadSystem, composition_limit, effective_scores, prompt_counts,
                                         specialisation_index)
@@ -375,3 +377,4 @@ def test_too_many_count_vectors_are_refused_with_one_line(tmp_path, capsys):
     with pytest.raises(ValueError, match="^N: .* at most 250,000"):
         MultiHeadSystem(ScoreSystem(V @ V.T, F, p, N=200), 2)
     assert composition_limit(4) == 250_000 and math.comb(200 + 3, 3) > composition_limit(4) > math.comb(112 + 3, 3)
+    assert config.MAX_COMPOSITION_ENTRIES == multihead.MAX_COMPOSITION_ENTRIES     # the documented bound is the solver's

@@ -59,6 +59,7 @@ MAX_PARAMETERS = 16          # random parameters of an expression task
 MAX_HEAD_DIM = 64            # separate W_K, W_Q: the factors' Jacobian has (2·h·K)² entries (MAX_DENSE_JACOBIAN)
 MAX_NOISY_D = 64             # token noise trains the d×d matrix Q: its Jacobian has d⁴ entries
 MAX_HEADS = 64               # attention heads (solvers.multihead.MAX_HEADS)
+MAX_COMPOSITION_ENTRIES = 10**6   # K·C(N+K−1, K−1) count-vector entries of several heads at finite N (solvers.multihead)
 MAX_RECORDED_HEADS = 2.5e8   # H·K²·n_out recorded head scores (2 GB), checked before a run allocates them
 MAX_PROMPTS = 10**6          # prompts of a finite training set (training.prompts)
 MAX_TRAINING_SET_BYTES = 2 * 10**9   # an evaluation on M prompts holds about 10 arrays of M×(K+1) floats
