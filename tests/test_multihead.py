@@ -349,9 +349,14 @@ def test_run_of_two_heads_at_finite_n_writes_its_summary(tmp_path, capsys):
     path.write_text("[features]\nK = 3\n[model]\nheads = 2\ninit_scale = 0.5\n[prompt]\nN = 16\n"
                     "[training]\nn_out = 50\n")
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--no-plots"]) == 0
-    assert "2 heads, outputs averaged" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 heads, outputs averaged" in out and "exact sum over 153 count vectors" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["problem"]["heads"] == 2 and summary["problem"]["N"] == 16
+    prompt = summary["finite_prompt"]
+    assert prompt["count_vectors"] == 153 and prompt["quadrature_error_at_end"] == 0.0     # C(18, 2): no quadrature
+    approach = prompt["approach_to_large_prompt_limit"]["at_end"]
+    assert approach["N"] == [16, 32, 64, 128] and approach["loss_gap"][-1] < approach["loss_gap"][0]
     assert summary["flow"]["status"] == "finished" and summary["flow"]["counters"]["njev"] > 0     # auto: Rodas4P2
     problem = make_problem(features={"K": 3}, model={"heads": 2, "init_scale": 0.5}, prompt={"N": 16})
     with np.load(tmp_path / "out" / "trajectory.npz") as z:
