@@ -383,3 +383,12 @@ def test_too_many_count_vectors_are_refused_with_one_line(tmp_path, capsys):
         MultiHeadSystem(ScoreSystem(V @ V.T, F, p, N=200), 2)
     assert composition_limit(4) == 250_000 and math.comb(200 + 3, 3) > composition_limit(4) > math.comb(112 + 3, 3)
     assert config.MAX_COMPOSITION_ENTRIES == multihead.MAX_COMPOSITION_ENTRIES     # the documented bound is the solver's
+
+
+def test_the_quadrature_step_is_inert_for_several_heads_at_finite_n():
+    """Several heads sum over the count vectors exactly: prompt.quadrature_step is accepted and said to do nothing."""
+    def notes(heads):
+        return config.inert_settings(config.from_dict({"model": {"heads": heads, "init_scale": 0.5},
+                                                       "prompt": {"N": 8, "quadrature_step": 0.1}}))
+    assert any(note.startswith("prompt.quadrature_step has no effect at N = inf or with several heads") for note in notes(2))
+    assert not notes(1)

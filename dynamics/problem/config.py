@@ -535,7 +535,9 @@ def _check_dense_jacobians(cfg, K, d):
 # chosen mode or model never reads.  They are accepted, and the run says so (summary and stderr).
 _EFFECTIVE_ONLY_IF = [
     ("model.head_dim", lambda c: c.model.parametrization == "separate", "unless model.parametrization = \"separate\""),
-    ("prompt.quadrature_step", lambda c: c.prompt.N != math.inf, "at N = inf (it is the step of the finite-N quadrature)"),
+    ("prompt.quadrature_step", lambda c: c.prompt.N != math.inf and c.model.heads == 1,
+     "at N = inf or with several heads (it is the step of the one-head finite-N quadrature; several heads sum "
+     "over the prompt's count vectors exactly)"),
     ("prompt.include_query", lambda c: c.prompt.N != math.inf,
      "at N = inf: the query's share of the softmax is O(1/N); give a finite N to see it"),
     ("features.seed", lambda c: c.features.kind == "random-unit", "unless features.kind = \"random-unit\""),
