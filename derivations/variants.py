@@ -363,7 +363,9 @@ def multi_head(K=2, H=2):
             "attention $\\bar a$; the heads are coupled through it alone. Heads started equal get equal gradients and "
             "stay equal, following the one-head flow slowed down by $H$ (each moves by $\\Gamma/H$): training needs "
             "a random start. `solvers/multihead.py` runs these formulas in Numba loops, $O(HK^2)$ per query for "
-            "the gradient and $O(H^2K^3)$ for the Hessian.")
+            "the gradient and $O(H^2K^3)$ for the Hessian. At finite $N$ they hold for each count vector $c$ of the "
+            "prompt with $\\log c$ in place of $\\log p$, and the expectation over prompts is their exact sum "
+            "weighted by the multinomial probabilities, over all $\\binom{N+K-1}{K-1}$ count vectors.")
     return Stage("multi_head", "Several attention heads", text, eqs, checks,
                  data={"scores": S, "F": F, "p": p, "loss": loss, "gradient": gradient})
 

@@ -23,11 +23,23 @@ H identical heads stay identical (their gradients are equal): then ``ā = a`` an
 (GD with step η is one-head GD with step η/H).  ``H = 1`` is the one-head model exactly,
 and H > 1 needs distinct heads: a random start.
 
+**Finite prompts.**  At prompt length N the counts ``c ~ Multinomial(N, p)`` are random and
+every head's attention is ``a^h = softmax(S^h[:, k] + log c)`` over the same counts, so the
+loss has products of two heads' random softmax denominators.  Each formula above holds per
+count vector with ``log p`` replaced by ``log c`` (−inf where a feature is absent), and the
+expectation is the sum over all ``C(N+K−1, K−1)`` count vectors with their multinomial
+probabilities (:func:`prompt_counts`): exact to rounding, loss, Γ^h, Hessian blocks and
+Jacobian alike.  N = ∞ is the one "count vector" ``log p`` of weight 1, so one set of
+kernels serves both.  The cost is C·H·K² exponentials per gradient, so C·K is capped
+(:data:`MAX_COMPOSITION_ENTRIES`; :func:`composition_excess` says why a prompt is too long).
+The query token in the softmax is not modelled with several heads.
+
 "Attention" of a multi-head state, in reports, events and crossings, is the mean
-attention ā; :meth:`MultiHeadSystem.scores_of` returns scores whose softmax is ā
-(:func:`effective_scores`), so every score-space analysis sees what the prediction uses.
-:meth:`MultiHeadSystem.head_attention` keeps each head's attention for
-:func:`specialisation_index`.
+attention ā (expected over prompts at finite N); :meth:`MultiHeadSystem.scores_of`
+returns scores whose large-prompt softmax is the mean of the heads' large-prompt
+softmaxes (:func:`effective_scores`; one head's are its scores), so every score-space
+analysis sees what the prediction uses.  :meth:`MultiHeadSystem.head_attention` keeps
+each head's attention for :func:`specialisation_index`.
 """
 
 import math
@@ -45,6 +57,7 @@ from .pullback import flow_sandwich, log_loss
 from .system import ScoreSystem
 
 MAX_HEADS = 64   # dynamics.problem.config documents the same bound
+MAX_COMPOSITION_ENTRIES = 10**6   # K·C(N+K−1, K−1) log counts at finite N: the cost of a gradient is C·H·K² exps
 
 
 @njit(cache=True)
@@ -68,8 +81,11 @@ def _head_columns(S, logp, k, s, a, abar):
 
 
 @njit(cache=True)
-def multihead_loss_gradient_gap(S, Ms, p, logp, Gamma):
-    """ℒ of H heads and ``max_k log(1 − ā_kk)``; writes ``Γ^h = ∂ℒ/∂S^h`` into ``Gamma``.
+def multihead_loss_gradient_gap(S, Ms, p, weights, logc, Gamma):
+    """ℒ of H heads and ``max_k log(1 − E[ā_kk])``; writes ``Γ^h = ∂ℒ/∂S^h`` into ``Gamma``.
+
+    The expectation over prompts is the weighted sum over count vectors (rows of ``logc``,
+    :func:`prompt_counts`); one row ``log p`` of weight 1 is the large-prompt limit.
 
     Parameters
     ----------
@@ -77,8 +93,12 @@ def multihead_loss_gradient_gap(S, Ms, p, logp, Gamma):
         The heads' scores.
     Ms : ndarray, shape (K, K, K)
         Label-gap moment stack (:func:`attnflow.solvers.columns.label_gap_stack`).
-    p, logp : ndarray, shape (K,)
-        Feature probabilities and their logs.
+    p : ndarray, shape (K,)
+        Feature probabilities (of the query).
+    weights : ndarray, shape (C,)
+        Probability of each count vector.
+    logc : ndarray, shape (C, K)
+        Log counts (−inf for an absent feature), or ``log p`` at N = ∞.
     Gamma : ndarray, shape (H, K, K)
         Output: the gradient of each head.
 
@@ -86,45 +106,61 @@ def multihead_loss_gradient_gap(S, Ms, p, logp, Gamma):
     -------
     loss : float
     gap : float
-        ``max_k log Σ_{n≠k} ā_nk``, each term to full relative precision.
+        ``max_k log Σ_{n≠k} E[ā_nk]``, each term to full relative precision.
     """
     H, K = S.shape[0], S.shape[1]
     a = np.empty((H, K))
     s = np.empty(K)
     abar = np.empty(K)
     u = np.empty(K)
+    g = np.empty((H, K))
     loss = 0.0
     gap = -np.inf
     for k in range(K):
-        off = _head_columns(S, logp, k, s, a, abar)
         M = Ms[k]
-        beta = 0.0
-        for n in range(K):
-            acc = 0.0
-            for m in range(K):
-                acc += M[n, m] * abar[m]
-            u[n] = acc
-            beta += abar[n] * acc
-        loss += p[k] * 0.5 * beta
         for h in range(H):
-            beta_h = 0.0
             for n in range(K):
-                beta_h += a[h, n] * u[n]
+                g[h, n] = 0.0
+        beta_k = 0.0
+        off_k = 0.0
+        for c in range(weights.shape[0]):
+            weight = weights[c]
+            if weight == 0.0:          # an underflowed count vector: its share is below 1e-308
+                continue
+            off = _head_columns(S, logc[c], k, s, a, abar)
+            beta = 0.0
             for n in range(K):
-                # the single-head kernel's order of operations, so that one head is it bit for bit
-                Gamma[h, n, k] = p[k] * (a[h, n] * (u[n] - beta_h) / H)
-        gap = max(gap, np.log(off))
+                acc = 0.0
+                for m in range(K):
+                    acc += M[n, m] * abar[m]
+                u[n] = acc
+                beta += abar[n] * acc
+            beta_k += weight * beta
+            off_k += weight * off
+            for h in range(H):
+                beta_h = 0.0
+                for n in range(K):
+                    beta_h += a[h, n] * u[n]
+                for n in range(K):
+                    g[h, n] += weight * (a[h, n] * (u[n] - beta_h) / H)
+        loss += p[k] * 0.5 * beta_k
+        for h in range(H):
+            for n in range(K):
+                # the single-head kernel's order of operations (a weight of 1 is exact), so that
+                # one head at N = ∞ is it bit for bit
+                Gamma[h, n, k] = p[k] * g[h, n]
+        gap = max(gap, np.log(off_k))
     return loss, gap
 
 
 @njit(cache=True)
-def multihead_hessians(S, Ms, p, logp, Hs):
+def multihead_hessians(S, Ms, p, weights, logc, Hs):
     """Write ``Hs[k, h, n, h', m] = p_k ∂g^h_n/∂s^{h'}_m`` (query k's column Hessian) into Hs.
 
     Parameters
     ----------
     S : ndarray, shape (H, K, K)
-    Ms, p, logp : ndarray
+    Ms, p, weights, logc : ndarray
         As :func:`multihead_loss_gradient_gap`.
     Hs : ndarray, shape (K, H, K, H, K)
         Output; each ``Hs[k]`` reshaped (HK, HK) is symmetric.
@@ -137,55 +173,72 @@ def multihead_hessians(S, Ms, p, logp, Hs):
     g = np.empty((H, K))
     DM = np.empty((H, K, K))          # DM[h] = D^h M
     for k in range(K):
-        _head_columns(S, logp, k, s, a, abar)
         M = Ms[k]
-        for n in range(K):
-            acc = 0.0
-            for m in range(K):
-                acc += M[n, m] * abar[m]
-            u[n] = acc
         for h in range(H):
-            beta_h = 0.0
             for n in range(K):
-                beta_h += a[h, n] * u[n]
-            for n in range(K):
-                g[h, n] = a[h, n] * (u[n] - beta_h) / H
-            # (D M)_nm = a_n (M_nm − Σ_j a_j M_jm)
-            for m in range(K):
-                col = 0.0
-                for j in range(K):
-                    col += a[h, j] * M[j, m]
-                for n in range(K):
-                    DM[h, n, m] = a[h, n] * (M[n, m] - col)
-        scale = p[k] / (H * H)
-        for h in range(H):
-            for hh in range(H):
-                # (D^h M D^{h'})_nm = (DM[h] D^{h'})_nm = a'_m (DM[h]_nm − Σ_j DM[h]_nj a'_j)
-                for n in range(K):
-                    row = 0.0
-                    for j in range(K):
-                        row += DM[h, n, j] * a[hh, j]
+                for hh in range(H):
                     for m in range(K):
-                        Hs[k, h, n, hh, m] = scale * a[hh, m] * (DM[h, n, m] - row)
+                        Hs[k, h, n, hh, m] = 0.0
+        for c in range(weights.shape[0]):
+            weight = weights[c]
+            if weight == 0.0:
+                continue
+            _head_columns(S, logc[c], k, s, a, abar)
             for n in range(K):
+                acc = 0.0
                 for m in range(K):
-                    Hs[k, h, n, h, m] -= p[k] * (g[h, n] * a[h, m] + a[h, n] * g[h, m])
-                Hs[k, h, n, h, n] += p[k] * g[h, n]
+                    acc += M[n, m] * abar[m]
+                u[n] = acc
+            for h in range(H):
+                beta_h = 0.0
+                for n in range(K):
+                    beta_h += a[h, n] * u[n]
+                for n in range(K):
+                    g[h, n] = a[h, n] * (u[n] - beta_h) / H
+                # (D M)_nm = a_n (M_nm − Σ_j a_j M_jm)
+                for m in range(K):
+                    col = 0.0
+                    for j in range(K):
+                        col += a[h, j] * M[j, m]
+                    for n in range(K):
+                        DM[h, n, m] = a[h, n] * (M[n, m] - col)
+            scale = weight * p[k] / (H * H)
+            pk = weight * p[k]
+            for h in range(H):
+                for hh in range(H):
+                    # (D^h M D^{h'})_nm = (DM[h] D^{h'})_nm = a'_m (DM[h]_nm − Σ_j DM[h]_nj a'_j)
+                    for n in range(K):
+                        row = 0.0
+                        for j in range(K):
+                            row += DM[h, n, j] * a[hh, j]
+                        for m in range(K):
+                            Hs[k, h, n, hh, m] += scale * a[hh, m] * (DM[h, n, m] - row)
+                for n in range(K):
+                    for m in range(K):
+                        Hs[k, h, n, h, m] -= pk * (g[h, n] * a[h, m] + a[h, n] * g[h, m])
+                    Hs[k, h, n, h, n] += pk * g[h, n]
 
 
 @njit(cache=True)
-def multihead_attention(S, logp, A):
-    """Write every head's attention ``A[h, n, k] = softmax(S^h[:, k] + log p)[n]`` into A (H, K, K)."""
+def multihead_attention(S, weights, logc, A):
+    """Write every head's expected attention ``A[h, n, k] = E[softmax(S^h[:, k] + log c)[n]]`` into A (H, K, K).
+
+    ``weights``, ``logc`` as :func:`multihead_loss_gradient_gap` (at N = ∞ one row ``log p``).
+    """
     H, K = S.shape[0], S.shape[1]
     s = np.empty(K)
     a = np.empty(K)
     for h in range(H):
         for k in range(K):
             for n in range(K):
+                A[h, n, k] = 0.0
                 s[n] = S[h, n, k]
-            column_attention(s, logp, a)
-            for n in range(K):
-                A[h, n, k] = a[n]
+            for c in range(weights.shape[0]):
+                if weights[c] == 0.0:
+                    continue
+                column_attention(s, logc[c], a)
+                for n in range(K):
+                    A[h, n, k] += weights[c] * a[n]
 
 
 def effective_scores(S, logp):
@@ -254,16 +307,18 @@ def _effective_scores(S, logp, out):
             out[n, k] = top + np.log(total / H) + mean_Z
 
 
-# ---- compiled callbacks: the score flow's argument types (G, Ms, p, logp, prompt), H = y.size // K²,
-# so the integrators' and the GD loop's machine code compiled for the scores serves the heads.
+# ---- compiled callbacks: the score flow's argument types, five C-contiguous arrays (2-d, 3-d, 1-d, 1-d,
+# 1-d), here (G, Ms, p, weights, logc.ravel()), with H = y.size // K² and K = Ms.shape[0], so the
+# integrators' and the GD loop's machine code compiled for the scores serves the heads at every N.
 
 
 @njit(cache=True)
-def _head_gradients(y, Ms, p, logp):
-    K = logp.shape[0]
+def _head_gradients(y, Ms, p, weights, logc):
+    K = Ms.shape[0]
     H = y.shape[0] // (K * K)
     Gamma = np.empty((H, K, K))
-    value, gap = multihead_loss_gradient_gap(y.reshape((H, K, K)), Ms, p, logp, Gamma)
+    value, gap = multihead_loss_gradient_gap(y.reshape((H, K, K)), Ms, p, weights,
+                                             logc.reshape((weights.shape[0], K)), Gamma)
     return value, gap, Gamma
 
 
@@ -278,28 +333,28 @@ def _head_velocity(G, Gamma, dy):
 
 
 @njit(cache=True)
-def multihead_rhs(y, G, Ms, p, logp, prompt):
+def multihead_rhs(y, G, Ms, p, weights, logc):
     """``dS^h/dt = −G Γ^h G`` for every head at the flat state y (H·K²,): the integrators' ``rhs``."""
-    _, _, Gamma = _head_gradients(y, Ms, p, logp)
+    _, _, Gamma = _head_gradients(y, Ms, p, weights, logc)
     dy = np.empty(y.shape[0])
     _head_velocity(G, Gamma, dy)
     return dy
 
 
 @njit(cache=True)
-def multihead_event_values(y, Ms, p, logp, prompt):
-    """``(max_k log(1 − ā_kk), log ℒ)`` at the flat state y: the integrators' ``events``."""
-    value, gap, _ = _head_gradients(y, Ms, p, logp)
+def multihead_event_values(y, Ms, p, weights, logc):
+    """``(max_k log(1 − E[ā_kk]), log ℒ)`` at the flat state y: the integrators' ``events``."""
+    value, gap, _ = _head_gradients(y, Ms, p, weights, logc)
     return gap, log_loss(value)
 
 
 @njit(cache=True)
-def multihead_jacobian(y, G, Ms, p, logp, prompt):
+def multihead_jacobian(y, G, Ms, p, weights, logc):
     """``J[(h,i,l), (h',m,k)] = −(G Hs[k]^{hh'})_im G_kl`` at the flat state y: the stiff integrator's ``jac``."""
     K = G.shape[0]
     H = y.shape[0] // (K * K)
     Hs = np.empty((K, H, K, H, K))
-    multihead_hessians(y.reshape((H, K, K)), Ms, p, logp, Hs)
+    multihead_hessians(y.reshape((H, K, K)), Ms, p, weights, logc.reshape((weights.shape[0], K)), Hs)
     n = H * K * K
     J = np.zeros((n, n))
     for k in range(K):
@@ -316,12 +371,126 @@ def multihead_jacobian(y, G, Ms, p, logp, prompt):
 
 
 @njit(cache=True)
-def multihead_gd_step(y, G, Ms, p, logp, prompt, dy, S):
+def multihead_gd_step(y, G, Ms, p, weights, logc, dy, S):
     """The GD loop's ``step``: ``dy`` = :func:`multihead_rhs`, ``S`` the effective scores; returns ``(ℒ, gap)``."""
-    value, gap, Gamma = _head_gradients(y, Ms, p, logp)
+    value, gap, Gamma = _head_gradients(y, Ms, p, weights, logc)
     _head_velocity(G, Gamma, dy)
-    _effective_scores(y.reshape(Gamma.shape), logp, S)
+    _effective_scores(y.reshape(Gamma.shape), np.log(p), S)
     return value, gap
+
+
+# ---- the prompts' count vectors: the expectation over prompts of length N is a sum over them
+
+
+def composition_count(N, K):
+    """Number of count vectors of a prompt of N tokens over K features, ``C(N + K − 1, K − 1)``.
+
+    Examples
+    --------
+    >>> composition_count(32, 4), composition_count(1, 5)
+    (6545, 5)
+    """
+    return math.comb(int(N) + int(K) - 1, int(K) - 1)
+
+
+def composition_limit(K):
+    """The largest number of count vectors enumerated at K features: ``MAX_COMPOSITION_ENTRIES // K``.
+
+    Examples
+    --------
+    >>> composition_limit(4)
+    250000
+    """
+    return MAX_COMPOSITION_ENTRIES // int(K)
+
+
+@njit(cache=True)
+def _fill_compositions(N, logp, weights, logc):
+    """Every count vector c of N tokens (an odometer over c_0 … c_{K−2}, c_{K−1} the rest): its
+    multinomial probability into ``weights`` and ``log c`` (−inf for 0) into the rows of ``logc``."""
+    C, K = logc.shape
+    c = np.zeros(K, np.int64)
+    c[K - 1] = N
+    log_factorial_N = math.lgamma(N + 1.0)
+    for row in range(C):
+        log_weight = log_factorial_N
+        for n in range(K):
+            log_weight += c[n] * logp[n] - math.lgamma(c[n] + 1.0)
+            logc[row, n] = math.log(c[n]) if c[n] > 0 else -np.inf
+        weights[row] = math.exp(log_weight)
+        i = K - 2
+        while i >= 0:             # the next vector: raise c_i if tokens are left, else return c_i's and carry
+            if c[K - 1] > 0:
+                c[i] += 1
+                c[K - 1] -= 1
+                break
+            c[K - 1] += c[i]
+            c[i] = 0
+            i -= 1
+
+
+def prompt_counts(N, p):
+    """The count vectors of a prompt of length N with their probabilities: ``(weights, log_counts)``.
+
+    ``c ~ Multinomial(N, p)``: row r of ``log_counts`` (C, K) is ``log c`` (−inf where a
+    feature is absent) and ``weights[r]`` its probability ``N!/∏c_n! ∏p_n^{c_n}``, from
+    log-gammas (a relative error of about 1e-16·N log N).  At ``N = inf`` one row, ``log p``
+    with weight 1: the large-prompt limit, where the attention is ``softmax(s + log p)``.
+
+    Parameters
+    ----------
+    N : int or float
+        Prompt length, or ``inf``.
+    p : array_like, shape (K,)
+        Feature probabilities.
+
+    Returns
+    -------
+    weights : ndarray, shape (C,)
+    log_counts : ndarray, shape (C, K)
+
+    Raises
+    ------
+    ValueError
+        If there are more than :func:`composition_limit` count vectors (checked before
+        anything is allocated).
+
+    Examples
+    --------
+    >>> weights, log_counts = prompt_counts(2, [0.5, 0.5])
+    >>> weights.round(15).tolist(), np.exp(log_counts).tolist()
+    ([0.25, 0.5, 0.25], [[0.0, 2.0], [1.0, 1.0], [2.0, 0.0]])
+    """
+    p = np.ascontiguousarray(p, dtype=np.float64)
+    K = len(p)
+    if N == np.inf:
+        return np.ones(1), np.log(p)[None, :].copy()
+    too_many = composition_excess(N, K)
+    if too_many:
+        raise ValueError(f"N: {too_many}")
+    count = composition_count(N, K)
+    weights, log_counts = np.empty(count), np.empty((count, K))
+    _fill_compositions(int(N), np.log(p), weights, log_counts)
+    return weights, log_counts
+
+
+def composition_excess(N, K):
+    """Why N is too long to enumerate its count vectors at K features, or None when it is not.
+
+    Examples
+    --------
+    >>> composition_excess(32, 4) is None
+    True
+    >>> composition_excess(200, 4)
+    'the heads at finite N sum over every count vector of a prompt: N = 200 tokens over K = 4 features have C(N+K−1, K−1) = 1,373,701; at most 250,000 are supported at K = 4 (a smaller N, or "inf")'
+    """
+    count, limit = composition_count(N, K), composition_limit(K)
+    if count <= limit:
+        return None
+    words = f"{count:,}" if count < 10**15 else f"about 10^{len(str(count)) - 1}"
+    return (f"the heads at finite N sum over every count vector of a prompt: N = {int(N)} tokens over "
+            f"K = {int(K)} features have C(N+K−1, K−1) = {words}; at most {limit:,} are supported at "
+            f"K = {int(K)} (a smaller N, or \"inf\")")
 
 
 def specialisation_index(A):
@@ -382,22 +551,28 @@ def random_heads(H, d, scale, seed=0):
 
 @dataclass(frozen=True)
 class MultiHeadSystem:
-    """The flow and GD map of H attention heads on top of a large-prompt :class:`ScoreSystem`.
+    """The flow and GD map of H attention heads on top of a :class:`ScoreSystem`.
 
     Parameters
     ----------
     scores : ScoreSystem
-        The single-head score system (G, F, p; N = ∞).
+        The single-head score system (G, F, p and the prompt length N, finite or ∞).
     H : int
         Number of heads, 1 ≤ H ≤ ``MAX_HEADS``.
 
     Raises
     ------
     ValueError
-        If H is not an integer in [1, MAX_HEADS] or the score system's prompt is finite.
+        If H is not an integer in [1, MAX_HEADS], the query sits in the softmax, or a
+        finite N has more count vectors than :func:`composition_limit` (before allocating them).
 
     The state is ``y = [S^1.ravel(), …, S^H.ravel()]`` (H·K²); the flat interface is the one
     :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_state_gd` run.
+    At finite N every expectation over prompts is the exact sum over the prompt's count
+    vectors (:func:`prompt_counts`), so the loss, Γ^h, the Hessian blocks, the Jacobian and
+    the compiled callbacks are those of N = ∞ with ``log p`` replaced by ``log c`` and
+    averaged; the attention is the expected mean attention ``E[ā]``, and :meth:`scores_of`
+    keeps the N = ∞ effective scores (one head's: its scores).
 
     Examples
     --------
@@ -417,9 +592,25 @@ class MultiHeadSystem:
         if isinstance(self.H, bool) or int(self.H) != self.H or not 1 <= self.H <= MAX_HEADS:
             raise ValueError(f"H: expected a number of heads from 1 to {MAX_HEADS}, got {self.H}")
         object.__setattr__(self, "H", int(self.H))
-        if self.scores.finite or self.scores.include_query:
-            raise ValueError("N: several heads are modelled in the large-prompt limit only (N = inf, no query "
-                             "in the softmax)")
+        if self.scores.query_in_softmax:
+            raise ValueError("include_query: several heads are modelled without the query in the softmax")
+        if self.scores.finite:
+            too_many = composition_excess(self.scores.N, self.K)
+            if too_many:
+                raise ValueError(f"N: {too_many}")
+
+    @cached_property
+    def counts(self):
+        """``(weights, log_counts)`` of the prompt's count vectors (:func:`prompt_counts`): one row ``log p`` at N = ∞."""
+        return prompt_counts(self.scores.N, self.scores.p)
+
+    @cached_property
+    def args(self):
+        """The compiled kernels' arguments ``(G, Ms, p, weights, log_counts.ravel())``: the score flow's types."""
+        weights, log_counts = self.counts
+        sc = self.scores
+        return tuple(np.ascontiguousarray(a, dtype=np.float64) for a in (sc.G, sc.Ms, sc.p, weights,
+                                                                           log_counts.ravel()))
 
     @property
     def K(self):
@@ -448,8 +639,7 @@ class MultiHeadSystem:
         """``(ℒ, Γ)`` at the heads' scores S (H, K, K); Γ (H, K, K) holds ``∂ℒ/∂S^h``."""
         S = np.ascontiguousarray(S, dtype=np.float64)
         Gamma = np.empty_like(S)
-        sc = self.scores
-        value, _ = multihead_loss_gradient_gap(S, sc.Ms, sc.p, sc.logp, Gamma)
+        value, _ = multihead_loss_gradient_gap(S, self.scores.Ms, self.scores.p, *self.counts, Gamma)
         return value, Gamma
 
     def loss(self, S):
@@ -462,19 +652,19 @@ class MultiHeadSystem:
 
     def hessians(self, S):
         """Column Hessians ``Hs[k, h, n, h', m] = ∂Γ^h[n, k]/∂S^{h'}[m, k]``, (K, H, K, H, K)."""
-        K, H, sc = self.K, self.H, self.scores
+        K, H = self.K, self.H
         Hs = np.empty((K, H, K, H, K))
-        multihead_hessians(np.ascontiguousarray(S, dtype=np.float64), sc.Ms, sc.p, sc.logp, Hs)
+        multihead_hessians(np.ascontiguousarray(S, dtype=np.float64), self.scores.Ms, self.scores.p, *self.counts, Hs)
         return Hs
 
     def head_attention(self, y):
-        """Every head's attention ``A[h, n, k]`` (H, K, K) at the flat state y."""
+        """Every head's attention ``A[h, n, k]`` (H, K, K) at the flat state y (expected over prompts at finite N)."""
         A = np.empty((self.H, self.K, self.K))
-        multihead_attention(self.heads(y), self.scores.logp, A)
+        multihead_attention(self.heads(y), *self.counts, A)
         return A
 
     def flat_attention(self, y):
-        """The mean attention ā (K, K), what the prediction uses, at the flat state y."""
+        """The mean attention ā (K, K), what the prediction uses, at the flat state y (``E[ā]`` at finite N)."""
         return self.head_attention(y).mean(axis=0)
 
     def flat_loss(self, y):
@@ -483,9 +673,9 @@ class MultiHeadSystem:
 
     def flat_losses(self, Y):
         """Population loss at each state of Y (T, H·K²)."""
-        sc = self.scores
         Gamma = np.empty((self.H, self.K, self.K))
-        return np.array([multihead_loss_gradient_gap(S, sc.Ms, sc.p, sc.logp, Gamma)[0]
+        Ms, p, counts = self.scores.Ms, self.scores.p, self.counts
+        return np.array([multihead_loss_gradient_gap(S, Ms, p, *counts, Gamma)[0]
                          for S in np.ascontiguousarray(Y, dtype=np.float64).reshape(-1, self.H, self.K, self.K)])
 
     def _rhs(self, Gamma):
@@ -500,22 +690,22 @@ class MultiHeadSystem:
 
     def flat_event_values(self, y):
         """``(max_k log(1 − ā_kk), log ℒ)`` at the state y: the events see the mean attention."""
-        sc = self.scores
-        value, gap = multihead_loss_gradient_gap(self.heads(y), sc.Ms, sc.p, sc.logp, np.empty((self.H, self.K, self.K)))
+        value, gap = multihead_loss_gradient_gap(self.heads(y), self.scores.Ms, self.scores.p, *self.counts,
+                                                 np.empty((self.H, self.K, self.K)))
         return gap, math.log(max(value, 1e-300))
 
     def callbacks(self):
         """``(rhs, events, args, event_args, jac)`` of the compiled integrators.
 
         :func:`multihead_rhs`, :func:`multihead_event_values` and :func:`multihead_jacobian`
-        take the score system's arguments, so the loops compiled for the scores run them.
+        take :attr:`args`, of the score system's argument types, so the loops compiled for the
+        scores run them, at N = ∞ and at finite N alike.
         """
-        args = self.scores.callbacks()[2]
-        return multihead_rhs, multihead_event_values, args, args[1:], multihead_jacobian
+        return multihead_rhs, multihead_event_values, self.args, self.args[1:], multihead_jacobian
 
     def gd_callback(self):
-        """``(step, args)`` of the compiled GD loop: :func:`multihead_gd_step` with the score system's arguments."""
-        return multihead_gd_step, self.scores.callbacks()[2]
+        """``(step, args)`` of the compiled GD loop: :func:`multihead_gd_step` with :attr:`args`."""
+        return multihead_gd_step, self.args
 
     def flat_jacobian(self, y):
         """Analytic Jacobian of :meth:`flat_rhs`, (H·K², H·K²): ``J[(h,i,l), (h',m,k)] = −(G Hs[k]^{hh'})_im G_kl``."""
@@ -576,6 +766,7 @@ class MultiHeadSystem:
         rhs, events, args, event_args, jac = twin.callbacks()
         rhs(y, *args), events(y, *event_args), jac(y, *args)
         iterate_state_gd(twin, y.reshape(2, 2, 2), eta=1e-3, steps=1, n_out=2)
+        prompt_counts(2, twin.scores.p)
         twin.flat_jacobian(y)
         twin.flat_attention(y)
         twin.scores_of(y)

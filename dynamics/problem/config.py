@@ -59,6 +59,7 @@ MAX_PARAMETERS = 16          # random parameters of an expression task
 MAX_HEAD_DIM = 64            # separate W_K, W_Q: the factors' Jacobian has (2·h·K)² entries (MAX_DENSE_JACOBIAN)
 MAX_NOISY_D = 64             # token noise trains the d×d matrix Q: its Jacobian has d⁴ entries
 MAX_HEADS = 64               # attention heads (solvers.multihead.MAX_HEADS)
+MAX_COMPOSITION_ENTRIES = 10**6   # K·C(N+K−1, K−1) count-vector entries of several heads at finite N (solvers.multihead)
 MAX_RECORDED_HEADS = 2.5e8   # H·K²·n_out recorded head scores (2 GB), checked before a run allocates them
 MAX_PROMPTS = 10**6          # prompts of a finite training set (training.prompts)
 MAX_TRAINING_SET_BYTES = 2 * 10**9   # an evaluation on M prompts holds about 10 arrays of M×(K+1) floats
@@ -443,15 +444,19 @@ def _check_supported(cfg):
 
 def _check_heads(cfg, K):
     """Refuse several heads where they are not modelled (solvers/multihead.py), or that would not fit in memory."""
+    from ...solvers.multihead import composition_excess   # the solver's own bound, one definition
     model, training, H = cfg.model, cfg.training, cfg.model.heads
-    needs = [(cfg.prompt.N != math.inf, "prompt.N = \"inf\" (the finite-prompt expectation of a product of two "
-                                        "heads' softmaxes is not derived)"),
-             (cfg.prompt.include_query, "prompt.include_query = false"),
+    needs = [(cfg.prompt.include_query, "prompt.include_query = false (the query's weight in two heads' "
+                                        "softmaxes is not modelled)"),
              (model.parametrization != "merged", "model.parametrization = \"merged\""),
              (cfg.prompt.noise > 0, "prompt.noise = 0")]
     missing = [what for bad, what in needs if bad]
     if missing:
         raise AttnflowError("model.heads", f"{H} heads are supported with " + ", ".join(missing) + " only in this version")
+    if cfg.prompt.N != math.inf and not cfg.prompt.include_query:
+        too_many = composition_excess(cfg.prompt.N, K)
+        if too_many:
+            raise AttnflowError("prompt.N", too_many)
     if model.init_scale == 0:
         raise AttnflowError("model.init_scale", f"{H} heads need a random start (> 0): heads started equal get equal "
                                                 "gradients and stay identical, one head's dynamics")
@@ -460,10 +465,15 @@ def _check_heads(cfg, K):
                                            f"{H * K * K * training.n_out:,} numbers; at most {MAX_RECORDED_HEADS:,.0f} "
                                            "are supported (fewer heads or training.n_out)")
     # Implicit flows form the (H·K²)² Jacobian; GD's step size needs the K·(HK)² column Hessians.
-    implicit = training.mode != "gd" and training.method in ("LSODA", "Radau", "BDF", "Rodas4P2-compiled")
+    # "auto" is Rodas4P2 at finite N (solvers.flow.auto_method judges the heads by their score system).
+    stiff_auto = training.method == "auto" and cfg.prompt.N != math.inf
+    implicit = training.mode != "gd" and (training.method in ("LSODA", "Radau", "BDF", "Rodas4P2-compiled")
+                                          or stiff_auto)
     if implicit and H * K * K > MAX_DENSE_JACOBIAN:
-        raise AttnflowError("model.heads", f"{training.method} needs the dense (H·K²)² Jacobian, {_gigabytes(H * K * K)} "
-                                           f"at H = {H}, K = {K}; use \"auto\" or H·K² ≤ {MAX_DENSE_JACOBIAN}")
+        which, instead = (("auto (Rodas4P2 at finite N)", "\"DOP853-compiled\"") if stiff_auto else
+                          (training.method, "\"auto\""))
+        raise AttnflowError("model.heads", f"{which} needs the dense (H·K²)² Jacobian, {_gigabytes(H * K * K)} "
+                                           f"at H = {H}, K = {K}; use {instead} or H·K² ≤ {MAX_DENSE_JACOBIAN}")
     if training.mode != "flow" and H * H * K**3 > MAX_K**3:
         raise AttnflowError("model.heads", f"GD's step size needs the column Hessians of {H} heads, H²K³ = "
                                            f"{H * H * K**3:,} numbers; at most {MAX_K**3:,} are supported")
@@ -525,7 +535,9 @@ def _check_dense_jacobians(cfg, K, d):
 # chosen mode or model never reads.  They are accepted, and the run says so (summary and stderr).
 _EFFECTIVE_ONLY_IF = [
     ("model.head_dim", lambda c: c.model.parametrization == "separate", "unless model.parametrization = \"separate\""),
-    ("prompt.quadrature_step", lambda c: c.prompt.N != math.inf, "at N = inf (it is the step of the finite-N quadrature)"),
+    ("prompt.quadrature_step", lambda c: c.prompt.N != math.inf and c.model.heads == 1,
+     "at N = inf or with several heads (it is the step of the one-head finite-N quadrature; several heads sum "
+     "over the prompt's count vectors exactly)"),
     ("prompt.include_query", lambda c: c.prompt.N != math.inf,
      "at N = inf: the query's share of the softmax is O(1/N); give a finite N to see it"),
     ("features.seed", lambda c: c.features.kind == "random-unit", "unless features.kind = \"random-unit\""),

@@ -57,8 +57,9 @@ def run_report(summary, heading=None):
                  f"reconstructed: {', '.join(c['reconstructed'])})")
     if "finite_prompt" in summary:
         fp = summary["finite_prompt"]
-        lines.append(f"- prompts of N = {fp['N']} tokens (exact expectation, quadrature error ≤ "
-                     f"{fp['quadrature_error_at_end']:.1e}); probability that a query's feature is missing: "
+        how = (f"exact sum over {fp['count_vectors']:,} count vectors" if "count_vectors" in fp else
+               f"exact expectation, quadrature error ≤ {fp['quadrature_error_at_end']:.1e}")
+        lines.append(f"- prompts of N = {fp['N']} tokens ({how}); probability that a query's feature is missing: "
                      + ", ".join(f"{x:.3g}" for x in fp["missing_query_probability"]))
     if "heads" in summary:
         hs = summary["heads"]

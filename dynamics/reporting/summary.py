@@ -85,6 +85,44 @@ def large_prompt_convergence(system, S, multiples=(1, 2, 4, 8)):
     exponent = float(np.polyfit(np.log(Ns), np.log(gaps), 1)[0]) if min(gaps) > 0 else None
     return {"N": Ns, "loss_gap": gaps, "exponent": exponent}
 
+def heads_finite_prompt_summary(problem, result):
+    """Return what ``summary.json`` says about the prompt of several heads at finite N.
+
+    Their expectation over prompts is the exact sum over the prompt's count vectors
+    (:mod:`attnflow.solvers.multihead`), so there is no quadrature error; the approach to the
+    large-prompt limit is the heads' loss at their final scores for the multiples of N whose
+    count vectors are within the solver's bound.
+
+    Parameters
+    ----------
+    problem : Problem
+        A problem with ``heads > 1`` and finite N.
+    result : RunResult
+        The solved run.
+
+    Returns
+    -------
+    dict
+        ``N``, ``count_vectors``, ``missing_query_probability``, ``quadrature_error_at_end`` (0:
+        an exact sum) and ``approach_to_large_prompt_limit.at_end`` as :func:`large_prompt_convergence`.
+    """
+    from ...solvers.finite_prompt import missing_query_probability
+    from ...solvers.multihead import composition_count, composition_excess
+    system, N, K = problem.system(), int(problem.N), problem.K
+    heads = main_trajectory(result).state[-1].reshape(problem.heads, K, K)
+
+    def loss_at(length):
+        return replace(system, scores=replace(system.scores, N=length)).loss(heads)
+    limit = loss_at(np.inf)
+    Ns = [m * N for m in (1, 2, 4, 8) if composition_excess(m * N, K) is None]
+    gaps = [abs(loss_at(n) - limit) for n in Ns]
+    exponent = float(np.polyfit(np.log(Ns), np.log(gaps), 1)[0]) if len(Ns) > 1 and min(gaps) > 0 else None
+    return {"N": N, "count_vectors": composition_count(N, K),
+            "missing_query_probability": missing_query_probability(problem.p, N).tolist(),
+            "quadrature_error_at_end": 0.0,
+            "approach_to_large_prompt_limit": {"at_end": {"N": Ns, "loss_gap": gaps, "exponent": exponent}}}
+
+
 def heads_summary(problem, result):
     """Return what ``summary.json`` says about several heads: how far they specialise.
 
@@ -215,7 +253,9 @@ def summarize(cfg, problem, result):
         }
     if problem.heads > 1:
         summary["heads"] = heads_summary(problem, result)
-    if math.isfinite(problem.N):
+    if math.isfinite(problem.N) and problem.heads > 1:
+        summary["finite_prompt"] = heads_finite_prompt_summary(problem, result)
+    elif math.isfinite(problem.N):
         from ...solvers import finite_prompt
         summary["finite_prompt"] = {
             "N": int(problem.N), "quadrature_step": problem.quadrature_step,
