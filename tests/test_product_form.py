@@ -72,3 +72,57 @@ def test_kernels_switch_to_the_product_form_from_its_threshold():
     assert assembly.loss_gradient_gap(S, Ms, p, logp, prompt, G1) == \
         assembly._loss_gradient_gap_products(S, Ft, p, logp, G2, E, FW, work)
     np.testing.assert_array_equal(G1, G2)
+
+
+def test_softmax_numerators_are_np_exp_within_one_ulp():
+    """The product form's vectorised exponential against np.exp, over the whole range the softmax
+    feeds it (exponents ≤ 0): within 1 ulp where the result is normal, np.exp itself below
+    EXP_MIN (subnormal results and zeros), exactly 1 at 0, and NaN kept."""
+    K = 64
+    rng = np.random.default_rng(3)
+    x = np.concatenate([-rng.random(1500) * 0.8, -rng.random(1500) * 708.0, -708.0 - rng.random(500) * 40,
+                        -rng.random(500) * 1e-9, [0.0, -0.0, assembly.EXP_MIN, np.nextafter(assembly.EXP_MIN, 0),
+                                                  np.nextafter(assembly.EXP_MIN, -1), -745.2, -800.0, np.nan]])
+    x = np.concatenate([x, -rng.random(K * K - x.size) * 50.0])
+    S, logp, top = x.reshape(K, K), np.zeros(K), np.zeros(K)
+    E, scratch = np.empty((K, K)), np.empty((K, K))
+    assembly._softmax_numerators(S, logp, top, E, scratch)
+    got, want = E.ravel(), np.exp(x)
+    assert np.isnan(got[np.isnan(x)]).all() and np.isnan(want).sum() == 1
+    normal = want >= np.finfo(float).tiny
+    assert np.all(np.abs(got - want)[normal] <= np.spacing(want[normal]))
+    np.testing.assert_array_equal(got[~normal & ~np.isnan(x)], want[~normal & ~np.isnan(x)])
+    assert got[x == 0.0].tolist() == [1.0, 1.0]
+
+
+def test_gd_loop_on_its_scratch_arrays_equals_the_generic_loop():
+    """iterate_gd runs the product form on scratch arrays kept across iterations (and chunks); the
+    generic loop calls loss_gradient_gap, which allocates them afresh: the same iterates, losses,
+    crossings and oscillation counts bit for bit at K = 20, with features (G ≠ I) and without."""
+    from attnflow.solvers import ScoreSystem, iterate_gd
+    from attnflow.solvers.gd import iterate_state_gd
+
+    K = 20
+    V, F, p = random_system_arrays(K, K, seed=11)
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    for G in (V @ V.T, np.eye(K)):
+        system = ScoreSystem(G, F, p)
+        S0 = 0.3 * np.random.default_rng(4).standard_normal((K, K))
+        eta = 1.5 * system.stable_step(S0)                    # oscillating irrelevant attentions
+        a = iterate_gd(system, S0, eta, 300, chunks=3)
+        b = iterate_state_gd(system, S0, eta, 300)
+        assert a.status == b.status and a.counters == b.counters and a.counters["attention_oscillations"] > 0
+        assert a.crossings == b.crossings
+        np.testing.assert_array_equal(a.S, b.S)
+        np.testing.assert_array_equal(a.loss, b.loss)
+
+
+def test_the_blas_sandwich_equals_its_matrix_products():
+    """flow_sandwich above SANDWICH_LOOPS_MAX_K writes −GΓG through two products into its output."""
+    from attnflow.solvers.pullback import SANDWICH_LOOPS_MAX_K, flow_sandwich
+
+    K = SANDWICH_LOOPS_MAX_K + 5
+    rng = np.random.default_rng(6)
+    G, Gamma = rng.standard_normal((2, K, K))
+    want = -(G @ Gamma @ G).ravel()
+    np.testing.assert_allclose(flow_sandwich(G, Gamma), want, rtol=0, atol=1e-13 * np.abs(want).max())
