@@ -120,9 +120,11 @@ def _softmax_numerators(S, logp, top, E, scratch):
 
 
 @njit(cache=True)
-def _product_form_arrays(Ms):
-    """``(F̃, E, FW, work)`` of :func:`_loss_gradient_gap_products`: F̃ = M⁽⁰⁾ (contiguous), scratch."""
-    K = Ms.shape[0]
+def _product_form_arrays(Ms, K):
+    """``(F̃, E, FW, work)`` of :func:`_loss_gradient_gap_products` at K features: F̃ = M⁽⁰⁾ (contiguous), scratch.
+
+    Only ``Ms[0]`` is read: an ensemble passes that alone (:func:`attnflow.solvers.ensemble.iterate_gd_ensemble`).
+    """
     Ft = np.empty((K, K))          # a copy by loops: np.ascontiguousarray costs 0.4 s of a cold compile
     for n in range(K):
         for m in range(K):
@@ -235,7 +237,7 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
     """
     K = S.shape[0]
     if prompt[0] <= 0 and K >= PRODUCT_FORM_MIN_K:
-        Ft, E, FW, work = _product_form_arrays(Ms)
+        Ft, E, FW, work = _product_form_arrays(Ms, K)
         return _loss_gradient_gap_products(S, Ft, p, logp, Gamma, E, FW, work)
     a = np.empty(K)
     s = np.empty(K)
@@ -559,7 +561,7 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
     step = np.empty((K, K))
     step_diag = np.empty(K)
     products = prompt[0] <= 0 and K >= PRODUCT_FORM_MIN_K
-    Ft, E, FW, work = _product_form_arrays(Ms)
+    Ft, E, FW, work = _product_form_arrays(Ms, K)
     identity = True          # orthonormal features: G = I and the sandwich is Γ itself
     for n in range(K):
         for m in range(K):

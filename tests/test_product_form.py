@@ -51,7 +51,7 @@ def test_product_form_equals_column_loops(K, scale, include_query):
     # Large positive diagonal, so late-training attention (off-target mass down to e^-700).
     S = rng.standard_normal((K, K)) * scale / 10 + np.eye(K) * scale
     Gamma = np.empty((K, K))
-    Ft, E, FW, work = assembly._product_form_arrays(Ms)
+    Ft, E, FW, work = assembly._product_form_arrays(Ms, K)
     loss, gap = assembly._loss_gradient_gap_products(S, Ft, p, logp, Gamma, E, FW, work)
     ref_loss, ref_Gamma, ref_gap, scale = column_loops(S, Ms, p, logp)
     # Every entry to 1e-12 of its own rounding scale, which is O(σ_k) and not O(1): a tiny
@@ -68,7 +68,7 @@ def test_kernels_switch_to_the_product_form_from_its_threshold():
     Ms, logp, prompt = label_gap_stack(F), np.log(p), np.zeros(3)
     S = np.random.default_rng(2).standard_normal((K, K))
     G1, G2 = np.empty((K, K)), np.empty((K, K))
-    Ft, E, FW, work = assembly._product_form_arrays(Ms)
+    Ft, E, FW, work = assembly._product_form_arrays(Ms, K)
     assert assembly.loss_gradient_gap(S, Ms, p, logp, prompt, G1) == \
         assembly._loss_gradient_gap_products(S, Ft, p, logp, G2, E, FW, work)
     np.testing.assert_array_equal(G1, G2)
