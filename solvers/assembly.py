@@ -121,7 +121,7 @@ def _softmax_numerators(S, logp, top, E, scratch):
 
 @njit(cache=True)
 def _product_form_arrays(Ms, K):
-    """``(F̃, E, FW, work)`` of :func:`_loss_gradient_gap_products` at K features: F̃ = M⁽⁰⁾ (contiguous), scratch.
+    """``(F̃, E, FW, work)`` of :func:`_loss_gradient_gap_products` at K features: F̃ = M⁽⁰⁾, scratch.
 
     Only ``Ms[0]`` is read: an ensemble passes that alone (:func:`attnflow.solvers.ensemble.iterate_gd_ensemble`).
     """
