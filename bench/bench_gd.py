@@ -10,8 +10,10 @@ For each K (random unit features, single-index sin task, L = 3, η half the stab
 it times, interleaved and repeated, the compiled loop (``iterate_gd``), the vectorised
 NumPy loop of :mod:`attnflow.solvers.references.numpy_twins` and, when ``torch`` is
 importable, the same map in PyTorch on the CPU (one thread).  Prints µs per iteration
-(min and median of the repeats) and the ratios of the minima; ``x bound`` is the compiled
-time over ``6K³ / R_K`` (1.0 would be the three products alone).
+(wall: min and median of the repeats; cpu: the minimum of the calling thread's CPU time,
+which the other jobs of a shared machine do not inflate) and the ratios of the minima in
+both clocks; ``x bound`` is the compiled time over ``6K³ / R_K`` with R_K timed by the
+same clock (1.0 would be the three products alone).
 
 Last, an ensemble of ``--batch`` problems per K (the same problem at B step sizes) in one
 compiled call (parallel over problems, on Numba's threads) against the same problems run
@@ -76,11 +78,14 @@ def main():
     if torch is not None:
         torch.set_num_threads(1)
     rates = {K: matmul_rate(K) for K in args.K}
+    cpu_rates = {K: matmul_rate(K, cpu=True) for K in args.K}
     print(describe_threads())
     print("bound = 6K³ / R_K, R_K: K×K np.dot in a compiled loop (the kernels' BLAS), this run")
-    print("µs per GD iteration: min / median of the repeats; ratios use the minima")
-    head = (f"{'K':>3} | {'R_K GF/s':>8} {'bound µs':>9} | {'compiled':>17} {'x bound':>7} | {'numpy':>17} "
-            f"{'np/comp':>7}" + (f" | {'torch':>17} {'tc/comp':>7}" if torch is not None else ""))
+    print("µs per GD iteration, wall: min / median of the repeats; cpu: min of the calling thread's CPU time "
+          "(what the shared machine's other jobs do not inflate); ratios of the minima, wall | cpu")
+    head = (f"{'K':>3} | {'R_K GF/s':>11} {'bound µs':>9} | {'compiled wall':>17} {'cpu':>8} {'x bound':>11} | "
+            f"{'numpy wall':>17} {'cpu':>8} {'np/comp':>11}"
+            + (f" | {'torch wall':>17} {'tc/comp':>11}" if torch is not None else ""))
     print(head)
     for K in args.K:
         pr = problem(K)
@@ -91,28 +96,35 @@ def main():
         steps = max(100, int(4e8 // K**3))
         np_steps = max(20, steps // 20)
         rates[K] = max(rates[K], matmul_rate(K))              # the better of two samples
-        bound = bound_seconds(K, rates[K])
-        times = {"compiled": [], "numpy": [], "torch": []}
+        cpu_rates[K] = max(cpu_rates[K], matmul_rate(K, cpu=True))
+        bound, cpu_bound = bound_seconds(K, rates[K]), bound_seconds(K, cpu_rates[K])
+        wall = {"compiled": [], "numpy": [], "torch": []}
+        cpu = {"compiled": [], "numpy": [], "torch": []}
         iterate_gd(system, pr.S0, eta, 10)                  # compile outside the timing
+
+        def timed(name, fn, n):
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            n = fn() or n
+            wall[name].append((time.perf_counter() - start) / n)
+            cpu[name].append((time.thread_time() - start_cpu) / n)
+
         for _ in range(args.repeats):                       # interleaved
-            run = iterate_gd(system, pr.S0, eta, steps, n_out=2)
-            times["compiled"].append(run.wall_time / max(run.counters["iterations"], 1))
-            start = time.perf_counter()
-            ref.gd_iterate(pr.S0, G, F, p, logp, eta, np_steps)
-            times["numpy"].append((time.perf_counter() - start) / np_steps)
+            timed("compiled", lambda: iterate_gd(system, pr.S0, eta, steps, n_out=2).counters["iterations"], steps)
+            timed("numpy", lambda: ref.gd_iterate(pr.S0, G, F, p, logp, eta, np_steps) and None, np_steps)
             if torch is not None:
-                start = time.perf_counter()
-                torch_gd(pr.S0, G, F, p, logp, eta, np_steps)
-                times["torch"].append((time.perf_counter() - start) / np_steps)
+                timed("torch", lambda: torch_gd(pr.S0, G, F, p, logp, eta, np_steps) and None, np_steps)
 
         def cell(name):
-            ts = times[name]
-            return f"{min(ts) * 1e6:8.1f}/{statistics.median(ts) * 1e6:8.1f}"
-        c = min(times["compiled"])
-        line = (f"{K:>3} | {rates[K] / 1e9:8.2f} {bound * 1e6:9.2f} | {cell('compiled')} {c / bound:7.2f} | "
-                f"{cell('numpy')} {min(times['numpy']) / c:7.2f}")
+            ts = wall[name]
+            return f"{min(ts) * 1e6:8.1f}/{statistics.median(ts) * 1e6:8.1f} {min(cpu[name]) * 1e6:8.1f}"
+
+        def ratio(name):
+            return f"{min(wall[name]) / min(wall['compiled']):5.2f}|{min(cpu[name]) / min(cpu['compiled']):5.2f}"
+        line = (f"{K:>3} | {rates[K] / 1e9:5.1f}|{cpu_rates[K] / 1e9:5.1f} {bound * 1e6:9.2f} | {cell('compiled')} "
+                f"{min(wall['compiled']) / bound:5.2f}|{min(cpu['compiled']) / cpu_bound:5.2f} | "
+                f"{cell('numpy')} {ratio('numpy')}")
         if torch is not None:
-            line += f" | {cell('torch')} {min(times['torch']) / c:7.2f}"
+            line += f" | {cell('torch')[:17]} {ratio('torch')}"
         print(line, flush=True)
     threads = numba.get_num_threads()
     print(f"\nensembles of {args.batch} problems on {threads} Numba threads: problems × iterations per second "
