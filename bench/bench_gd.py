@@ -102,17 +102,26 @@ def main():
         cpu = {"compiled": [], "numpy": [], "torch": []}
         iterate_gd(system, pr.S0, eta, 10)                  # compile outside the timing
 
-        def timed(name, fn, n):
+        def timed(name, run):
+            """Time ``run()``, which returns the iterations it made, in both clocks."""
             start, start_cpu = time.perf_counter(), time.thread_time()
-            n = fn() or n
+            n = run()
             wall[name].append((time.perf_counter() - start) / n)
             cpu[name].append((time.thread_time() - start_cpu) / n)
 
+        def numpy_run():
+            ref.gd_iterate(pr.S0, G, F, p, logp, eta, np_steps)
+            return np_steps
+
+        def torch_run():
+            torch_gd(pr.S0, G, F, p, logp, eta, np_steps)
+            return np_steps
+
         for _ in range(args.repeats):                       # interleaved
-            timed("compiled", lambda: iterate_gd(system, pr.S0, eta, steps, n_out=2).counters["iterations"], steps)
-            timed("numpy", lambda: ref.gd_iterate(pr.S0, G, F, p, logp, eta, np_steps) and None, np_steps)
+            timed("compiled", lambda: iterate_gd(system, pr.S0, eta, steps, n_out=2).counters["iterations"])
+            timed("numpy", numpy_run)
             if torch is not None:
-                timed("torch", lambda: torch_gd(pr.S0, G, F, p, logp, eta, np_steps) and None, np_steps)
+                timed("torch", torch_run)
 
         def cell(name):
             ts = wall[name]
