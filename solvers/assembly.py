@@ -123,7 +123,8 @@ def _softmax_numerators(S, logp, top, E, scratch):
 def _product_form_arrays(Ms, K):
     """``(F̃, E, FW, work)`` of :func:`_loss_gradient_gap_products` at K features: F̃ = M⁽⁰⁾, scratch.
 
-    Only ``Ms[0]`` is read: an ensemble passes that alone (:func:`attnflow.solvers.ensemble.iterate_gd_ensemble`).
+    Only ``Ms[0]`` is read: a GD ensemble passes that alone
+    (:func:`attnflow.solvers.ensemble.iterate_gd_ensemble`).
     """
     Ft = np.empty((K, K))          # a copy by loops: np.ascontiguousarray costs 0.4 s of a cold compile
     for n in range(K):
@@ -136,8 +137,8 @@ def _product_form_arrays(Ms, K):
 def _loss_gradient_gap_products(S, Ft, p, logp, Gamma, E, FW, work):
     """:func:`loss_gradient_gap` at N = ∞ with every query's label gaps from one product.
 
-    Row and column k of ``M⁽ᵏ⁾`` vanish, so ``u⁽ᵏ⁾ = M⁽ᵏ⁾ a`` with a query k's attention
-    only through ``w``, its attention off its own feature (``w_k = 0``, ``σ_k = Σ w``), and since
+    Row and column k of ``M⁽ᵏ⁾`` vanish, so ``u⁽ᵏ⁾ = M⁽ᵏ⁾ w`` with ``w`` query k's
+    attention off its own feature (``w_k = 0``, ``σ_k = Σ w``), and since
     ``M⁽ᵏ⁾_nm = F̃_nm − F̃_nk − F̃_km + F̃_kk`` for any F̃ that differs from F by
     ``c1ᵀ + 1cᵀ`` — ``F̃ = M⁽⁰⁾`` is one —
 
@@ -561,7 +562,7 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
     step = np.empty((K, K))
     step_diag = np.empty(K)
     products = prompt[0] <= 0 and K >= PRODUCT_FORM_MIN_K
-    Ft, E, FW, work = _product_form_arrays(Ms, K)
+    Ft, E, FW, work = _product_form_arrays(Ms, K if products else 0)     # empty if unused
     identity = True          # orthonormal features: G = I and the sandwich is Γ itself
     for n in range(K):
         for m in range(K):
