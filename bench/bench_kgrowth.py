@@ -9,9 +9,11 @@ Three kernels at N = ∞, random unit features in d = K, single-index sin task (
   Hessians (≈ ``12K³``: ``u = M⁽ᵏ⁾a`` and the K² entries of each) and m Lanczos products
   of ``10K³`` each (four K×K products and the K column blocks); m is counted in the run.
 
-The flop bound of a kernel is its flop count over ``R_K``, the float64 rate of NumPy
-``@`` on a stack of K×K matrices measured in the same run (the arithmetic rate at that
-size, without one Python call per product); ``x bound`` is the measured time over it.
+The flop bound of a kernel is its flop count over ``R_K``, the float64 rate of K×K
+products through the BLAS the kernels call, measured in the same run in a compiled loop
+(:mod:`blas_rate`, shared with ``bench_gd.py``, which also sets the convention: BLAS on
+one thread, for the kernels and the NumPy baselines alike); ``x bound`` is the measured
+time over it.
 The NumPy column is the vectorised twin of :mod:`solvers.reference_numpy` (for the
 stable step: its dense K²×K² Jacobian and ``np.linalg.eigvals``, up to K = 32: at
 K = 64 it takes minutes, at K = 256 34 GB).  Then one right-hand side at finite N =
@@ -23,6 +25,7 @@ repeat; tables show the minimum and the median.  Run: ``python bench/bench_kgrow
 (about 2 minutes on a quiet core).
 """
 
+import blas_rate  # noqa: F401  (first: it sets the BLAS thread convention before NumPy loads)
 import argparse
 import statistics
 import sys
@@ -39,6 +42,7 @@ from attnflow.solvers import ScoreSystem, iterate_gd  # noqa: E402
 from attnflow.solvers.references import numpy_twins as ref  # noqa: E402
 from attnflow.solvers import stability  # noqa: E402
 from attnflow.solvers.finite_prompt import grid_steps  # noqa: E402
+from blas_rate import describe_threads, matmul_rate  # noqa: E402
 
 KS = (4, 8, 16, 32, 64, 128, 256)
 NUMPY_DENSE_MAX_K = 32
@@ -64,16 +68,6 @@ def seconds(fn, budget=0.02):
     for _ in range(calls):
         fn()
     return (time.perf_counter() - start) / calls
-
-
-def matmul_rate(K):
-    """float64 flops per second of NumPy ``@`` on K×K matrices: a stack of them, ≈ 2·10⁷ flops in
-    all, so the rate is the arithmetic's at that size and not the cost of one Python call."""
-    B = max(1, int(1e7 // K**3))
-    rng = np.random.default_rng(K)
-    A, C = rng.standard_normal((2, B, K, K))
-    out = np.empty((B, K, K))
-    return 2 * B * K**3 / seconds(lambda: np.matmul(A, C, out))
 
 
 class CountingProduct:
@@ -120,7 +114,7 @@ def main():
         for K, c in cases.items():
             system, S, y, t = c["system"], c["S"], c["y"], c["times"]
             G, F, p, logp = system.G, system.F, system.p, system.logp
-            t["rate"].append(matmul_rate(K))
+            t["rate"].append(matmul_rate(K, repeats=2))
             t["rhs"].append(seconds(lambda: system.flat_rhs(y)))
             t["rhs_np"].append(seconds(lambda: ref.flow_rhs(y, G, F, p, logp)))
             run = iterate_gd(system, S, c["eta"], c["gd_steps"], n_out=2)
@@ -137,8 +131,10 @@ def main():
     def cell(ts):
         return f"{min(ts) * 1e6:9.1f}/{statistics.median(ts) * 1e6:9.1f}" if ts else f"{'skipped':>19}"
 
+    print(describe_threads())
     print(f"K growth: µs min/median of {args.repeats} interleaved repeats; bound = flops / R_K "
-          "(R_K: NumPy @ on a stack of K×K matrices, this run); numpy = vectorised NumPy / compiled, minima")
+          "(R_K: K×K np.dot in a compiled loop, the kernels' BLAS, best of this run); "
+          "numpy = vectorised NumPy / compiled, minima")
     print(f"{'K':>4} {'R_K GF/s':>8} | {'flow RHS':>19} {'x bound':>7} {'numpy':>6} | {'GD iteration':>19} "
           f"{'x bound':>7} {'numpy':>6} | {'stable step':>19} {'Lanczos':>7} {'x bound':>7} {'numpy':>7}")
     for K, c in cases.items():

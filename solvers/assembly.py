@@ -63,9 +63,78 @@ def attention(S, logp, prompt):
 # instead of K matrix-vector loops; below it the loops are faster than the call.
 PRODUCT_FORM_MIN_K = 16
 
+# The product form's exponential (_softmax_numerators): e^x = 2ⁿ·e^r, n = round(x / log 2) by adding
+# and subtracting 1.5·2⁵², r = x − n·log 2 in two parts (Cody–Waite: n·LN2_HI is exact), e^r by its
+# Taylor polynomial to degree 13 (|r| ≤ ½ log 2: truncation 4e-18 relative), 2ⁿ from the exponent bits.
+# Straight-line arithmetic that LLVM vectorises, within 1 ulp of np.exp (libm's, one call per entry,
+# ~11 ns: 3 µs of a K = 16 iteration, twice its matrix products).  Below EXP_MIN the result would
+# be subnormal, where 2ⁿ has no exponent bits: those entries take np.exp.
+EXP_LOG2E = 1.4426950408889634
+EXP_LN2_HI = 6.93147180369123816490e-01
+EXP_LN2_LO = 1.90821492927058770002e-10
+EXP_SHIFTER = 6755399441055744.0
+EXP_SHIFTER_BITS = 4843621399236968448          # the bits of EXP_SHIFTER as an int64
+EXP_MIN = -708.0
+
+
+@njit(cache=True, fastmath={"contract"})
+def _softmax_numerators(S, logp, top, E, scratch):
+    """Write ``E[n, k] = exp(S[n, k] + logp[n] − top[k])`` (every exponent ≤ 0; NaN stays NaN).
+
+    ``scratch`` is a (K, K) array whose contents are overwritten.  FMA contraction is allowed
+    here only: it shortens the polynomial and rounds no worse.
+    """
+    K = S.shape[0]
+    x = E.reshape(K * K)
+    t = scratch.reshape(K * K)
+    low = 0
+    for n in range(K):
+        for k in range(K):
+            x[n * K + k] = S[n, k] + logp[n] - top[k]
+    for i in range(K * K):                  # one flat loop: vectorised, also at K = 16
+        v = x[i]
+        low += v < EXP_MIN
+        v = EXP_MIN if v < EXP_MIN else v   # not max(): a NaN must stay NaN
+        shifted = v * EXP_LOG2E + EXP_SHIFTER
+        t[i] = shifted
+        n = shifted - EXP_SHIFTER
+        r = (v - n * EXP_LN2_HI) - n * EXP_LN2_LO
+        r2 = r * r
+        r4 = r2 * r2
+        # Σ_j r^j / (j + 2)! for j ≤ 11, in Estrin's order (a shallow dependency chain)
+        q03 = (1.0 / 2 + r * (1.0 / 6)) + r2 * (1.0 / 24 + r * (1.0 / 120))
+        q47 = (1.0 / 720 + r * (1.0 / 5040)) + r2 * (1.0 / 40320 + r * (1.0 / 362880))
+        q811 = (1.0 / 3628800 + r * (1.0 / 39916800)) + r2 * (1.0 / 479001600 + r * (1.0 / 6227020800))
+        x[i] = 1.0 + (r + r2 * ((q03 + r4 * q47) + (r4 * r4) * q811))
+    bits = t.view(np.int64)                 # the low bits of shifted hold n: make them 2ⁿ
+    for i in range(K * K):
+        bits[i] = (bits[i] - (EXP_SHIFTER_BITS - 1023)) << 52
+    for i in range(K * K):
+        x[i] *= t[i]
+    if low > 0:                             # subnormal or zero: rare, and exact through np.exp
+        for n in range(K):
+            for k in range(K):
+                v = S[n, k] + logp[n] - top[k]
+                if v < EXP_MIN:
+                    E[n, k] = np.exp(v)
+
 
 @njit(cache=True)
-def _loss_gradient_gap_products(S, Ms, p, logp, Gamma):
+def _product_form_arrays(Ms, K):
+    """``(F̃, E, FW, work)`` of :func:`_loss_gradient_gap_products` at K features: F̃ = M⁽⁰⁾, scratch.
+
+    Only ``Ms[0]`` is read: a GD ensemble passes that alone
+    (:func:`attnflow.solvers.ensemble.iterate_gd_ensemble`).
+    """
+    Ft = np.empty((K, K))          # a copy by loops: np.ascontiguousarray costs 0.4 s of a cold compile
+    for n in range(K):
+        for m in range(K):
+            Ft[n, m] = Ms[0, n, m]
+    return Ft, np.empty((K, K)), np.empty((K, K)), np.empty((5, K))
+
+
+@njit(cache=True)
+def _loss_gradient_gap_products(S, Ft, p, logp, Gamma, E, FW, work):
     """:func:`loss_gradient_gap` at N = ∞ with every query's label gaps from one product.
 
     Row and column k of ``M⁽ᵏ⁾`` vanish, so ``u⁽ᵏ⁾ = M⁽ᵏ⁾ w`` with ``w`` query k's
@@ -77,54 +146,67 @@ def _loss_gradient_gap_products(S, Ms, p, logp, Gamma):
 
     with ``W`` the attention matrix with its diagonal zeroed.  Every term is O(σ_k), so the
     gradient keeps its relative precision when the attention is within 1e-300 of one,
-    as the column loops do.  Cost: one K×K product (2K³ flops) plus O(K²).
+    as the column loops do.  The product is taken on the softmax numerators ``E`` (W times
+    each column's normaliser ``T_k``), which u, β and Γ are linear in: the attention is
+    never normalised entry by entry.  Cost: one K×K product (2K³ flops) plus O(K²).
+
+    Parameters
+    ----------
+    S, p, logp, Gamma : ndarray
+        As in :func:`loss_gradient_gap`.
+    Ft : (K, K) ndarray
+        ``M⁽⁰⁾`` (C-contiguous, for BLAS): :func:`_product_form_arrays`.
+    E, FW : (K, K) ndarray
+        Scratch (C-contiguous), overwritten.
+    work : (5, K) ndarray
+        Scratch, overwritten.
+
+    Returns
+    -------
+    loss, gap : float
+        As in :func:`loss_gradient_gap`.
     """
     K = S.shape[0]
-    Ft = np.empty((K, K))          # a copy by loops: np.ascontiguousarray costs 0.4 s of a cold compile
-    for n in range(K):
-        for m in range(K):
-            Ft[n, m] = Ms[0, n, m]
+    top, off, inv_total, beta, diag = work[0], work[1], work[2], work[3], work[4]
     # Row by row throughout: every array is read and written contiguously (C order).
-    top = np.full(K, -np.inf)
+    for k in range(K):
+        top[k] = -np.inf
     for n in range(K):
         for k in range(K):
             top[k] = max(top[k], S[n, k] + logp[n])
-    A = np.empty((K, K))
-    total = np.zeros(K)
-    sigma = np.zeros(K)
+    _softmax_numerators(S, logp, top, E, FW)
+    for k in range(K):
+        diag[k] = E[k, k]
+        E[k, k] = 0.0                      # E is now W·T: the attention off each query's feature
+        off[k] = 0.0
     for n in range(K):
         for k in range(K):
-            e = np.exp(S[n, k] + logp[n] - top[k])
-            A[n, k] = e
-            total[k] += e
-    for n in range(K):
-        for k in range(K):
-            A[n, k] /= total[k]
-            if n != k:
-                sigma[k] += A[n, k]
-    W = A.copy()
+            off[k] += E[n, k]              # σ_k T_k
+    shift = top                            # top is not needed again
     for k in range(K):
-        W[k, k] = 0.0
-    FW = np.empty((K, K))
-    np.dot(Ft, W, FW)
-    shift = np.empty(K)
-    beta = np.zeros(K)
+        inv_total[k] = 1.0 / (diag[k] + off[k])
+        beta[k] = 0.0
+    np.dot(Ft, E, FW)
     for k in range(K):
-        shift[k] = Ft[k, k] * sigma[k] - FW[k, k]
-    for n in range(K):                          # FW becomes u: row n is not read again after this
+        shift[k] = Ft[k, k] * off[k] - FW[k, k]
+    for n in range(K):                     # FW becomes u (its diagonal is not used: W_kk = 0)
         for k in range(K):
-            u = 0.0 if n == k else FW[n, k] - Ft[n, k] * sigma[k] + shift[k]
+            u = (FW[n, k] - Ft[n, k] * off[k] + shift[k]) * inv_total[k]
             FW[n, k] = u
-            beta[k] += A[n, k] * u
+            beta[k] += E[n, k] * u
+    loss = 0.0
+    sigma = 0.0                            # max_k σ_k: one log, not K (log is monotonic)
+    for k in range(K):
+        beta[k] *= inv_total[k]
+        loss += p[k] * 0.5 * beta[k]
+        sigma = max(sigma, off[k] * inv_total[k])
+        off[k] = p[k] * inv_total[k]           # Γ's column factor p_k / T_k
     for n in range(K):
         for k in range(K):
-            Gamma[n, k] = p[k] * A[n, k] * (FW[n, k] - beta[k])
-    loss = 0.0
-    gap = -np.inf
-    for k in range(K):
-        loss += p[k] * 0.5 * beta[k]
-        gap = max(gap, np.log(sigma[k]))
-    return loss, gap
+            Gamma[n, k] = off[k] * E[n, k] * (FW[n, k] - beta[k])
+    for k in range(K):                     # u_kk = 0
+        Gamma[k, k] = -off[k] * diag[k] * beta[k]
+    return loss, np.log(sigma)
 
 
 @njit(cache=True)
@@ -156,7 +238,8 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
     """
     K = S.shape[0]
     if prompt[0] <= 0 and K >= PRODUCT_FORM_MIN_K:
-        return _loss_gradient_gap_products(S, Ms, p, logp, Gamma)
+        Ft, E, FW, work = _product_form_arrays(Ms, K)
+        return _loss_gradient_gap_products(S, Ft, p, logp, Gamma, E, FW, work)
     a = np.empty(K)
     s = np.empty(K)
     g = np.empty(K)
@@ -472,9 +555,14 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
     """
     K = S.shape[0]
     R = record_at.shape[0]
+    # Every array of the loop is allocated here, once per call: at K = 256 an iteration's
+    # allocations were page faults on 512 kB blocks.
     Gamma = np.empty((K, K))
     half = np.empty((K, K))
     step = np.empty((K, K))
+    step_diag = np.empty(K)
+    products = prompt[0] <= 0 and K >= PRODUCT_FORM_MIN_K
+    Ft, E, FW, work = _product_form_arrays(Ms, K if products else 0)     # empty if unused
     identity = True          # orthonormal features: G = I and the sandwich is Γ itself
     for n in range(K):
         for m in range(K):
@@ -485,7 +573,10 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
     prev = np.inf
     it = it0
     while True:
-        L, gap = loss_gradient_gap(S, Ms, p, logp, prompt, Gamma)
+        if products:         # what loss_gradient_gap runs, on this call's scratch arrays
+            L, gap = _loss_gradient_gap_products(S, Ft, p, logp, Gamma, E, FW, work)
+        else:
+            L, gap = loss_gradient_gap(S, Ms, p, logp, prompt, Gamma)
         if not np.isfinite(L):
             return GD_NONFINITE, it, rec, increases
         if L > prev * (1.0 + 1e-12):
@@ -510,37 +601,37 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
         if it >= it_end:
             return GD_FINISHED, it, rec, increases
         if identity:
-            for n in range(K):
-                for m in range(K):
-                    step[n, m] = Gamma[n, m]
+            D = Gamma
         else:
             np.dot(G, Gamma, half)
             np.dot(half, G, step)
-        big = 0.0
-        changed = False
-        for n in range(K):                                # row by row: contiguous in C order
-            for k in range(K):
-                if n != k:
-                    change = step[k, k] - step[n, k]     # sign of Δ(S_nk − S_kk)
-                    sign = 1 if change > 0 else (-1 if change < 0 else 0)
-                    if sign != 0:
-                        if last_sign[n, k] != 0 and sign != last_sign[n, k]:
-                            flips[n, k] += 1
-                        last_sign[n, k] = sign
+            D = step
+        for k in range(K):
+            step_diag[k] = D[k, k]
+        # One pass, row by row (contiguous in C order) and without branches: the oscillation
+        # counts, the step, and the counts that end the run (checked after the pass).
+        changed = 0
+        outside = 0
         for n in range(K):
             for k in range(K):
+                change = step_diag[k] - D[n, k]          # sign of Δ(S_nk − S_kk); 0 at n = k
+                sign = (change > 0) - (change < 0)
+                last = last_sign[n, k]
+                flips[n, k] += (sign != 0) & (last != 0) & (sign != last)
+                last_sign[n, k] = last if sign == 0 else sign
                 old = S[n, k]
-                S[n, k] -= eta * step[n, k]
-                changed = changed or S[n, k] != old
-                v = abs(S[n, k])
-                if not (v <= big):  # also catches NaN
-                    big = v
+                new = old - eta * D[n, k]
+                S[n, k] = new
+                changed += new != old
+                outside += not (abs(new) <= score_limit)  # also NaN
         it += 1
-        if not np.isfinite(big):
-            return GD_NONFINITE, it, rec, increases
-        if big > score_limit:
+        if outside > 0:
+            for n in range(K):
+                for k in range(K):
+                    if not np.isfinite(S[n, k]):
+                        return GD_NONFINITE, it, rec, increases
             return GD_SCORE_LIMIT, it, rec, increases
-        if not changed and gap <= SATURATED_LOG_GAP:
+        if changed == 0 and gap <= SATURATED_LOG_GAP:
             return GD_SATURATED, it, rec, increases
 
 

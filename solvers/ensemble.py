@@ -35,6 +35,7 @@ from numba import njit, prange, types
 from numba.core.errors import NumbaExperimentalFeatureWarning
 
 from . import integrator
+from .assembly import PRODUCT_FORM_MIN_K
 from .flow import _log_grid
 from .gd import _STATUS, _validate
 from .system import ScoreSystem
@@ -125,10 +126,14 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
     if not np.all(np.isfinite(S)):
         raise ValueError("S0: expected finite scores")
     G = np.stack([s.G for s in systems])
-    Ms = np.stack([s.Ms for s in systems])
+    prompt = first.args[4]
+    # At N = ∞ from PRODUCT_FORM_MIN_K on, the GD kernels read only M⁽⁰⁾ of each problem's
+    # label-gap stack (assembly._loss_gradient_gap_products): stacking that alone keeps 32 problems
+    # at K = 256 at 16 MB, where the whole stacks, 4.3 GB, took most of the ensemble's time.
+    product_form = prompt[0] <= 0 and K >= PRODUCT_FORM_MIN_K
+    Ms = np.stack([s.Ms[:1] if product_form else s.Ms for s in systems])
     p = np.stack([s.p for s in systems])
     logp = np.stack([s.logp for s in systems])
-    prompt = first.args[4]
     attn_levels = np.log(np.array([0.5, *eps]))
     loss_levels = np.array(eps, dtype=np.float64)
     status = np.empty(B, dtype=np.int64)

@@ -22,8 +22,14 @@ SANDWICH_LOOPS_MAX_K = 8
 def flow_sandwich(G, Gamma):
     """``dS/dt = −G Γ G``, flattened in C order."""
     K = G.shape[0]
-    if K > SANDWICH_LOOPS_MAX_K:
-        return -(G @ Gamma @ G).ravel()
+    if K > SANDWICH_LOOPS_MAX_K:               # two products into the output, no temporaries beyond GΓ
+        half = np.empty((K, K))
+        np.dot(G, Gamma, half)
+        out = np.empty(K * K)
+        np.dot(half, G, out.reshape((K, K)))
+        for i in range(K * K):
+            out[i] = -out[i]
+        return out
     T = np.zeros((K, K))                 # T = Γ G, row by row (contiguous reads and writes)
     for n in range(K):
         for m in range(K):

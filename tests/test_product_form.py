@@ -7,6 +7,8 @@ attention is within 1e-300 of one (scores up to ±700), where a naive product fo
 would lose the gradient's relative precision.
 """
 
+import math
+
 import numpy as np
 import pytest
 
@@ -51,7 +53,8 @@ def test_product_form_equals_column_loops(K, scale, include_query):
     # Large positive diagonal, so late-training attention (off-target mass down to e^-700).
     S = rng.standard_normal((K, K)) * scale / 10 + np.eye(K) * scale
     Gamma = np.empty((K, K))
-    loss, gap = assembly._loss_gradient_gap_products(S, Ms, p, logp, Gamma)
+    Ft, E, FW, work = assembly._product_form_arrays(Ms, K)
+    loss, gap = assembly._loss_gradient_gap_products(S, Ft, p, logp, Gamma, E, FW, work)
     ref_loss, ref_Gamma, ref_gap, scale = column_loops(S, Ms, p, logp)
     # Every entry to 1e-12 of its own rounding scale, which is O(σ_k) and not O(1): a tiny
     # late-training gradient (off-target attention down to e^-700) must keep its digits.
@@ -67,6 +70,66 @@ def test_kernels_switch_to_the_product_form_from_its_threshold():
     Ms, logp, prompt = label_gap_stack(F), np.log(p), np.zeros(3)
     S = np.random.default_rng(2).standard_normal((K, K))
     G1, G2 = np.empty((K, K)), np.empty((K, K))
+    Ft, E, FW, work = assembly._product_form_arrays(Ms, K)
     assert assembly.loss_gradient_gap(S, Ms, p, logp, prompt, G1) == \
-        assembly._loss_gradient_gap_products(S, Ms, p, logp, G2)
+        assembly._loss_gradient_gap_products(S, Ft, p, logp, G2, E, FW, work)
     np.testing.assert_array_equal(G1, G2)
+
+
+def test_softmax_numerators_are_exp_within_one_ulp():
+    """The product form's vectorised exponential over the whole range the softmax feeds it
+    (exponents ≤ 0): within 1 ulp of the exponential in extended precision where the result is
+    normal, libm's exp itself below EXP_MIN (subnormal results and zeros), exactly 1 at 0, NaN kept."""
+    K = 64
+    rng = np.random.default_rng(3)
+    x = np.concatenate([-rng.random(1500) * 0.8, -rng.random(1500) * 708.0, -708.0 - rng.random(500) * 40,
+                        -rng.random(500) * 1e-9, [0.0, -0.0, assembly.EXP_MIN, np.nextafter(assembly.EXP_MIN, 0),
+                                                  np.nextafter(assembly.EXP_MIN, -1), -745.2, -800.0, np.nan]])
+    x = np.concatenate([x, -rng.random(K * K - x.size) * 50.0])
+    S, logp, top = x.reshape(K, K), np.zeros(K), np.zeros(K)
+    E, scratch = np.empty((K, K)), np.empty((K, K))
+    assembly._softmax_numerators(S, logp, top, E, scratch)
+    got = E.ravel()
+    assert np.isnan(got[np.isnan(x)]).all() and np.isnan(got).sum() == 1
+    finite = ~np.isnan(x)
+    want = np.exp(x[finite].astype(np.longdouble))          # extended precision where the platform has it
+    normal = x[finite] >= assembly.EXP_MIN
+    err = np.abs(got[finite][normal].astype(np.longdouble) - want[normal])
+    assert np.all(err <= np.spacing(want[normal].astype(float)))
+    below = x[finite][~normal]
+    assert below.size > 400
+    np.testing.assert_array_equal(got[finite][~normal], [math.exp(v) for v in below])   # what Numba's np.exp calls
+    assert got[x == 0.0].tolist() == [1.0, 1.0]
+
+
+def test_gd_loop_on_its_scratch_arrays_equals_the_generic_loop():
+    """iterate_gd runs the product form on scratch arrays kept across iterations (and chunks); the
+    generic loop calls loss_gradient_gap, which allocates them afresh: the same iterates, losses,
+    crossings and oscillation counts bit for bit at K = 20, with features (G ≠ I) and without."""
+    from attnflow.solvers import ScoreSystem, iterate_gd
+    from attnflow.solvers.gd import iterate_state_gd
+
+    K = 20
+    V, F, p = random_system_arrays(K, K, seed=11)
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    for G in (V @ V.T, np.eye(K)):
+        system = ScoreSystem(G, F, p)
+        S0 = 0.3 * np.random.default_rng(4).standard_normal((K, K))
+        eta = 1.5 * system.stable_step(S0)                    # oscillating irrelevant attentions
+        a = iterate_gd(system, S0, eta, 300, chunks=3)
+        b = iterate_state_gd(system, S0, eta, 300)
+        assert a.status == b.status and a.counters == b.counters and a.counters["attention_oscillations"] > 0
+        assert a.crossings == b.crossings
+        np.testing.assert_array_equal(a.S, b.S)
+        np.testing.assert_array_equal(a.loss, b.loss)
+
+
+def test_the_blas_sandwich_equals_its_matrix_products():
+    """flow_sandwich above SANDWICH_LOOPS_MAX_K writes −GΓG through two products into its output."""
+    from attnflow.solvers.pullback import SANDWICH_LOOPS_MAX_K, flow_sandwich
+
+    K = SANDWICH_LOOPS_MAX_K + 5
+    rng = np.random.default_rng(6)
+    G, Gamma = rng.standard_normal((2, K, K))
+    want = -(G @ Gamma @ G).ravel()
+    np.testing.assert_allclose(flow_sandwich(G, Gamma), want, rtol=0, atol=1e-13 * np.abs(want).max())
