@@ -314,3 +314,16 @@ def test_the_full_report_links_only_figures_it_wrote(report):
     # C8 draws no figure; H1 and H2 share one.
     assert len(linked) == len({v.figure for v in verdicts.values() if v.figure}) == len(CLAIMS) - 2
     assert [f for f in linked if not (out / f).is_file()] == []
+
+
+def test_c6_at_a_finite_prompt_is_inconclusive_at_the_loss_floor(tmp_path, capsys):
+    """At finite N the prompts without the query's feature set a loss floor above relative 1e-3: C6 has no late
+    law to fit and says so (it used to end in an internal error from the power-law fit)."""
+    cfg = tmp_path / "n4.toml"
+    cfg.write_text("[features]\nK = 3\n\n[prompt]\nN = 4\n")
+    assert main(["check", str(cfg), "--out", str(tmp_path / "o"), "--quick", "--quiet", "--claims", "C6"]) == 0
+    (c6,) = json.loads((tmp_path / "o" / "report.json").read_text())["verdicts"]
+    assert c6["verdict"] == INCONCLUSIVE
+    floors = c6["numbers"]["final_relative_loss"]
+    assert set(floors) == {"flat", "sharp"} and all(1e-3 < v < 1 for v in floors.values())
+    assert "loss floor" in c6["reason"] and "N = 4" in c6["reason"]
