@@ -187,6 +187,30 @@ def test_stop_loss_stops_at_the_level():
     assert tr.crossings["t_loss"][1e-4] < tr.t[-1]
 
 
+def test_compiled_flow_takes_the_start_from_the_run(monkeypatch):
+    """integrate_flow with a compiled method evaluates dy/dt and the events at y0 once, in the
+    run: the system's Python-level flat_rhs and flat_event_values are not called, and the grid
+    starts at max(first step, 10⁻³/max|dy/dt(0)|) as before."""
+    from attnflow.solvers.system import ScoreSystem
+
+    problem = _sharp()
+    system = problem.score_system()
+    y0 = system.flatten(problem.S0)
+    speed = np.abs(system.flat_rhs(y0)).max()
+    rhs, events, args, event_args, _ = system.callbacks()
+    first_step = CompiledRun(rhs, events, args, event_args, y0, 1e6, 1e-8, 1e-10).first_step
+
+    def refuse(self, y):
+        raise AssertionError("evaluated from Python")
+
+    monkeypatch.setattr(ScoreSystem, "flat_rhs", refuse)
+    monkeypatch.setattr(ScoreSystem, "flat_event_values", refuse)
+    tr = integrate_flow(system, problem.S0, 1e6, method="DOP853-compiled")
+    assert tr.status == "finished" and tr.t[0] == 0.0
+    assert tr.t[1] == pytest.approx(max(first_step, 1e-3 / speed), rel=1e-15)
+    assert tr.crossings["t_half"] > 0
+
+
 def test_progress_is_reported_in_log_time_and_does_not_change_the_steps():
     """Increasing fractions inside (0, 1) while the loop runs, then 1; the pauses for them leave
     the steps, counters and output exactly as without a progress callback."""
