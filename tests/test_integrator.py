@@ -211,6 +211,26 @@ def test_compiled_flow_takes_the_start_from_the_run(monkeypatch):
     assert tr.crossings["t_half"] > 0
 
 
+def test_a_system_without_compiled_callbacks_runs_the_scipy_twin():
+    """A finite training set has no compiled callbacks: "auto" (DOP853-compiled) runs solve_ivp's
+    DOP853, says so, and gives that method's trajectory exactly."""
+    from attnflow.dynamics.problem import function_classes as fc
+    from attnflow.dynamics.problem.training_set import draw_training_set
+    from attnflow.solvers import ScoreSystem
+    from attnflow.solvers.training_set import TrainingSetSystem
+
+    K, V, p = 3, np.eye(3), np.full(3, 1 / 3)
+    klass = fc.SingleIndex(2.0, "sin")
+    population = ScoreSystem(V @ V.T, klass.moments(V, "auto", 1000, 0).F, p)
+    system = TrainingSetSystem(population, *draw_training_set(V, klass, p, np.inf, 50, 0))
+    auto = integrate_flow(system, np.zeros((K, K)), 20.0, n_out=20)
+    twin = integrate_flow(system, np.zeros((K, K)), 20.0, "DOP853", n_out=20)
+    assert auto.message.endswith("(DOP853-compiled needs compiled callbacks, which TrainingSetSystem has not: "
+                                 "ran solve_ivp's DOP853)")
+    assert np.array_equal(auto.t, twin.t) and np.array_equal(auto.S, twin.S)
+    assert auto.crossings == twin.crossings
+
+
 def test_progress_is_reported_in_log_time_and_does_not_change_the_steps():
     """Increasing fractions inside (0, 1) while the loop runs, then 1; the pauses for them leave
     the steps, counters and output exactly as without a progress callback."""
