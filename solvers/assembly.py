@@ -203,14 +203,15 @@ COLUMN_FLOW_MAX_K = 8
 
 
 @njit(cache=True, inline="always")
-def _column_moments(y, k, logp, M, a, u):
-    """Query k of the flat state y at N = ∞: its attention into a, ``u = M a`` into u; returns ``β = aᵀu``.
+def _column_moments(y, k, logp, Ms, w):
+    """Query k of the flat state y at N = ∞: its attention into ``w[:K]``, ``u = M⁽ᵏ⁾ a`` into ``w[K:2K]``; returns ``β = aᵀu``.
 
     The arithmetic of :func:`attnflow.solvers.columns.column_attention` and
     ``column_loss_gradient`` operation for operation (so Γ and ℒ are the same to the bit),
-    reading the column ``S[:, k] = y[k::K]`` in place and without the normaliser's logarithm.
+    reading the column ``S[:, k] = y[k::K]`` in place, without the normaliser's logarithm
+    and without array views (each would take and drop a reference to its parent, per query).
     """
-    K = a.shape[0]
+    K = logp.shape[0]
     top = -np.inf
     for n in range(K):
         z = y[n * K + k] + logp[n]
@@ -219,17 +220,17 @@ def _column_moments(y, k, logp, M, a, u):
     total = 0.0
     for n in range(K):
         e = np.exp(y[n * K + k] + logp[n] - top)
-        a[n] = e
+        w[n] = e
         total += e
     for n in range(K):
-        a[n] /= total
+        w[n] /= total
     beta = 0.0
     for n in range(K):
         acc = 0.0
         for m in range(K):
-            acc += M[n, m] * a[m]
-        u[n] = acc
-        beta += a[n] * acc
+            acc += Ms[k, n, m] * w[m]
+        w[K + n] = acc
+        beta += w[n] * acc
     return beta
 
 
@@ -237,18 +238,16 @@ def _column_moments(y, k, logp, M, a, u):
 def _event_values_columns(y, Ms, p, logp):
     """:func:`event_values` at N = ∞ for K ≤ COLUMN_FLOW_MAX_K: the loss and gap without Γ."""
     K = logp.shape[0]
-    work = np.empty(2 * K)
-    a = work[:K]
-    u = work[K:]
+    w = np.empty(2 * K)
     value = 0.0
     worst = 0.0
     for k in range(K):
-        beta = _column_moments(y, k, logp, Ms[k], a, u)
+        beta = _column_moments(y, k, logp, Ms, w)
         value += p[k] * ((1 / 2) * beta)
         off = 0.0
         for n in range(K):
             if n != k:
-                off += a[n]
+                off += w[n]
         worst = max(worst, off)
     return np.log(worst), log_loss(value)
 
@@ -270,24 +269,22 @@ def _flow_rhs_columns(y, G, Ms, p, logp):
     Query k's gradient column ``Γ[:, k] = p_k a ∘ (u − β)`` is added into ``T = Γ G`` as the
     rank-one term ``Γ[:, k] G[k, :]`` as soon as it is known; then ``−G T``.  Every entry of T
     and of the output is summed in the order of :func:`attnflow.solvers.pullback.flow_sandwich`,
-    so the result equals ``flow_sandwich(G, Γ)`` to the bit, with two allocations (the output
-    and one scratch) where that path makes ten at K = 4.
+    so the result equals ``flow_sandwich(G, Γ)`` to the bit, with two allocations (T and the
+    output, which holds each query's a and u until it is written) where that path makes ten
+    at K = 4.
     """
     K = G.shape[0]
-    work = np.empty(K * K + 2 * K)
-    T = work[:K * K]
-    a = work[K * K:K * K + K]
-    u = work[K * K + K:]
-    for i in range(K * K):
-        T[i] = 0.0
+    T = np.zeros(K * K)
+    out = np.empty(K * K)                  # K² ≥ 2K: room for a and u
     for k in range(K):
-        beta = _column_moments(y, k, logp, Ms[k], a, u)
+        beta = _column_moments(y, k, logp, Ms, out)
         pk = p[k]
         for n in range(K):
-            c = pk * (a[n] * (u[n] - beta))           # Γ[n, k]
+            c = pk * (out[n] * (out[K + n] - beta))   # Γ[n, k]
             for l in range(K):
                 T[n * K + l] += c * G[k, l]
-    out = np.zeros(K * K)
+    for i in range(K * K):
+        out[i] = 0.0
     for i in range(K):
         for n in range(K):
             c = -G[i, n]
