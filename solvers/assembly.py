@@ -157,12 +157,11 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
     K = S.shape[0]
     if prompt[0] <= 0 and K >= PRODUCT_FORM_MIN_K:
         return _loss_gradient_gap_products(S, Ms, p, logp, Gamma)
-    work = np.empty(3 * K)           # one allocation for the three column vectors
-    a = work[:K]
-    s = work[K:2 * K]
-    g = work[2 * K:]
+    a = np.empty(K)
+    s = np.empty(K)
+    g = np.empty(K)
     loss = 0.0
-    worst = 0.0
+    gap = -np.inf
     for k in range(K):
         for n in range(K):
             s[n] = S[n, k]
@@ -178,8 +177,8 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
             Gamma[n, k] = p[k] * g[n]
             if n != k:
                 off += a[n]
-        worst = max(worst, off)
-    return loss, np.log(worst)       # log is increasing: one log instead of one per query
+        gap = max(gap, np.log(off))
+    return loss, gap
 
 
 @njit(cache=True)

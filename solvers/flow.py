@@ -158,26 +158,8 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
     y0 = system.flatten(S0)
     flat_rhs, flat_event_values = system.flat_rhs, system.flat_event_values
 
-    # Events are signed distances to each level (in logs); they cross downwards.
-    levels = [("t_half", None, math.log(0.5), 0)]
-    levels += [("t_attention", e, math.log(e), 0) for e in eps]
-    levels += [("t_loss", e, math.log(e), 1) for e in eps]
-    if stop_loss > 0:
-        levels.append(("stop", None, math.log(stop_loss), 1))
-    if method == AUTO:
-        method = auto_method(system)
-    fallback = ""
-    if method in COMPILED:
-        callbacks = system.callbacks()
-        if callbacks is not None:
-            return _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels, stop_loss,
-                                       n_out, progress)
-        # A system with NumPy kernels only (a finite training set today) runs the SciPy twin.
-        twin = "Radau" if method == "Rodas4P2-compiled" else "DOP853"
-        fallback = f" ({method} needs compiled callbacks, which {type(system).__name__} has not: ran solve_ivp's {twin})"
-        method = twin
-
-    speed, tau, log_span = _time_scale(flat_rhs(y0), t_end)
+    # Progress is reported in steps of 0.1 %, the bar's resolution: a few hundred calls per run
+    # (tau and log_span: see _time_scale, computed below unless a compiled method returns first).
     state = {"reported": 0.0}
 
     def rhs(t, y):
@@ -199,6 +181,25 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
             cache.update(t=t, y=y.copy(), values=flat_event_values(y))
         return cache["values"]
 
+    # Events are signed distances to each level (in logs); they cross downwards.
+    levels = [("t_half", None, math.log(0.5), 0)]
+    levels += [("t_attention", e, math.log(e), 0) for e in eps]
+    levels += [("t_loss", e, math.log(e), 1) for e in eps]
+    if stop_loss > 0:
+        levels.append(("stop", None, math.log(stop_loss), 1))
+    if method == AUTO:
+        method = auto_method(system)
+    fallback = ""
+    if method in COMPILED:
+        callbacks = system.callbacks()
+        if callbacks is not None:
+            return _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels, stop_loss,
+                                       n_out, progress)
+        # A system with NumPy kernels only (a finite training set today) runs the SciPy twin.
+        twin = "Radau" if method == "Rodas4P2-compiled" else "DOP853"
+        fallback = f" ({method} needs compiled callbacks, which {type(system).__name__} has not: ran solve_ivp's {twin})"
+        method = twin
+    speed, tau, log_span = _time_scale(flat_rhs(y0), t_end)
     events = []
     for name, _, level, which in levels:
         ev = (lambda level, which: lambda t, y: values(t, y)[which] - level)(level, which)

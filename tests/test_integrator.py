@@ -12,6 +12,7 @@ from attnflow.solvers import integrate_flow
 from attnflow.solvers import integrator
 from attnflow.solvers.integrator import CompiledRun
 from attnflow.solvers.separate import SeparateSystem, lazy_start
+from attnflow.solvers.system import ScoreSystem
 
 from .conftest import make_problem
 
@@ -191,8 +192,6 @@ def test_compiled_flow_takes_the_start_from_the_run(monkeypatch):
     """integrate_flow with a compiled method evaluates dy/dt and the events at y0 once, in the
     run: the system's Python-level flat_rhs and flat_event_values are not called, and the grid
     starts at max(first step, 10⁻³/max|dy/dt(0)|) as before."""
-    from attnflow.solvers.system import ScoreSystem
-
     problem = _sharp()
     system = problem.score_system()
     y0 = system.flatten(problem.S0)
@@ -211,21 +210,22 @@ def test_compiled_flow_takes_the_start_from_the_run(monkeypatch):
     assert tr.crossings["t_half"] > 0
 
 
-def test_a_system_without_compiled_callbacks_runs_the_scipy_twin():
-    """A finite training set has no compiled callbacks: "auto" (DOP853-compiled) runs solve_ivp's
-    DOP853, says so, and gives that method's trajectory exactly."""
-    from attnflow.dynamics.problem import function_classes as fc
-    from attnflow.dynamics.problem.training_set import draw_training_set
-    from attnflow.solvers import ScoreSystem
-    from attnflow.solvers.training_set import TrainingSetSystem
+class _NoCallbacks(ScoreSystem):
+    """The scores without compiled callbacks, as a system with NumPy kernels only would be."""
 
-    K, V, p = 3, np.eye(3), np.full(3, 1 / 3)
-    klass = fc.SingleIndex(2.0, "sin")
-    population = ScoreSystem(V @ V.T, klass.moments(V, "auto", 1000, 0).F, p)
-    system = TrainingSetSystem(population, *draw_training_set(V, klass, p, np.inf, 50, 0))
-    auto = integrate_flow(system, np.zeros((K, K)), 20.0, n_out=20)
-    twin = integrate_flow(system, np.zeros((K, K)), 20.0, "DOP853", n_out=20)
-    assert auto.message.endswith("(DOP853-compiled needs compiled callbacks, which TrainingSetSystem has not: "
+    def callbacks(self):
+        return None
+
+
+def test_a_system_without_compiled_callbacks_runs_the_scipy_twin():
+    """A system without compiled callbacks: "auto" (DOP853-compiled here) runs solve_ivp's
+    DOP853, says so, and gives that method's trajectory exactly."""
+    problem = _sharp()
+    scores = problem.score_system()
+    system = _NoCallbacks(scores.G, scores.F, scores.p)
+    auto = integrate_flow(system, problem.S0, 1e3, n_out=20)
+    twin = integrate_flow(system, problem.S0, 1e3, "DOP853", n_out=20)
+    assert auto.message.endswith("(DOP853-compiled needs compiled callbacks, which _NoCallbacks has not: "
                                  "ran solve_ivp's DOP853)")
     assert np.array_equal(auto.t, twin.t) and np.array_equal(auto.S, twin.S)
     assert auto.crossings == twin.crossings
