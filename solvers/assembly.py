@@ -277,18 +277,110 @@ def loss(S, Ms, p, logp, prompt):
     return loss_gradient_gap(S, Ms, p, logp, prompt, np.empty((K, K)))[0]
 
 
+# Up to this K, at N = ∞, flow_rhs and event_values work one query at a time on the flat
+# state (_flow_rhs_columns, _event_values_columns) with one scratch allocation: at K = 4 the
+# general path's ten small allocations and K logarithms were most of a right-hand side's cost.
+# It is SANDWICH_LOOPS_MAX_K of solvers.pullback: above it the sandwich is two BLAS products.
+COLUMN_FLOW_MAX_K = 8
+
+
+@njit(cache=True, inline="always")
+def _column_moments(y, k, logp, Ms, w):
+    """Query k of the flat state y at N = ∞: its attention into ``w[:K]``, ``u = M⁽ᵏ⁾ a`` into ``w[K:2K]``; returns ``β = aᵀu``.
+
+    The arithmetic of :func:`attnflow.solvers.columns.column_attention` and
+    ``column_loss_gradient`` operation for operation (so Γ and ℒ are the same to the bit),
+    reading the column ``S[:, k] = y[k::K]`` in place, without the normaliser's logarithm
+    and without array views (each would take and drop a reference to its parent, per query).
+    """
+    K = logp.shape[0]
+    top = -np.inf
+    for n in range(K):
+        z = y[n * K + k] + logp[n]
+        if z > top:
+            top = z
+    total = 0.0
+    for n in range(K):
+        e = np.exp(y[n * K + k] + logp[n] - top)
+        w[n] = e
+        total += e
+    for n in range(K):
+        w[n] /= total
+    beta = 0.0
+    for n in range(K):
+        acc = 0.0
+        for m in range(K):
+            acc += Ms[k, n, m] * w[m]
+        w[K + n] = acc
+        beta += w[n] * acc
+    return beta
+
+
+@njit(cache=True)
+def _event_values_columns(y, Ms, p, logp):
+    """:func:`event_values` at N = ∞ for K ≤ COLUMN_FLOW_MAX_K: the loss and gap without Γ."""
+    K = logp.shape[0]
+    w = np.empty(2 * K)
+    value = 0.0
+    worst = 0.0
+    for k in range(K):
+        beta = _column_moments(y, k, logp, Ms, w)
+        value += p[k] * ((1 / 2) * beta)
+        off = 0.0
+        for n in range(K):
+            if n != k:
+                off += w[n]
+        worst = max(worst, off)
+    return np.log(worst), log_loss(value)
+
+
 @njit(cache=True)
 def event_values(y, Ms, p, logp, prompt):
     """``(max_k log(1 − A_kk), log ℒ)`` at the flattened state: every flow event in one call."""
     K = logp.shape[0]
+    if prompt[0] <= 0 and K <= COLUMN_FLOW_MAX_K:
+        return _event_values_columns(y, Ms, p, logp)
     value, gap = loss_gradient_gap(y.reshape((K, K)), Ms, p, logp, prompt, np.empty((K, K)))
     return gap, log_loss(value)
+
+
+@njit(cache=True)
+def _flow_rhs_columns(y, G, Ms, p, logp):
+    """:func:`flow_rhs` at N = ∞ for K ≤ COLUMN_FLOW_MAX_K, one query at a time, Γ never stored.
+
+    Query k's gradient column ``Γ[:, k] = p_k a ∘ (u − β)`` is added into ``T = Γ G`` as the
+    rank-one term ``Γ[:, k] G[k, :]`` as soon as it is known; then ``−G T``.  Every entry of T
+    and of the output is summed in the order of :func:`attnflow.solvers.pullback.flow_sandwich`,
+    so the result equals ``flow_sandwich(G, Γ)`` to the bit, with two allocations (T and the
+    output, which holds each query's a and u until it is written) where that path makes ten
+    at K = 4.
+    """
+    K = G.shape[0]
+    T = np.zeros(K * K)
+    out = np.empty(K * K)                  # K² ≥ 2K: room for a and u
+    for k in range(K):
+        beta = _column_moments(y, k, logp, Ms, out)
+        pk = p[k]
+        for n in range(K):
+            c = pk * (out[n] * (out[K + n] - beta))   # Γ[n, k]
+            for l in range(K):
+                T[n * K + l] += c * G[k, l]
+    for i in range(K * K):
+        out[i] = 0.0
+    for i in range(K):
+        for n in range(K):
+            c = -G[i, n]
+            for l in range(K):
+                out[i * K + l] += c * T[n * K + l]
+    return out
 
 
 @njit(cache=True)
 def flow_rhs(y, G, Ms, p, logp, prompt):
     """Right-hand side of ``dS/dt = −G Γ(S) G`` on the flattened (C order) state."""
     K = G.shape[0]
+    if prompt[0] <= 0 and K <= COLUMN_FLOW_MAX_K:
+        return _flow_rhs_columns(y, G, Ms, p, logp)
     Gamma = np.empty((K, K))
     loss_gradient_gap(y.reshape((K, K)), Ms, p, logp, prompt, Gamma)
     return flow_sandwich(G, Gamma)

@@ -158,13 +158,8 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
     y0 = system.flatten(S0)
     flat_rhs, flat_event_values = system.flat_rhs, system.flat_event_values
 
-    # Nothing visible happens before a fraction of the initial time scale 1/max|dS/dt(0)|.
-    speed = float(np.abs(flat_rhs(y0)).max())
-    # Progress is log time measured from that scale, as the output grid advances: log(1 + t/τ)
-    # with τ = 10⁻³/speed, so a sharp problem (τ ≪ 1) does not sit at 0 % while t < 1.
-    # Reported in steps of 0.1 %, the bar's resolution: a few hundred calls per run.
-    tau = 1e-3 / speed if speed > 0 else 1.0
-    log_span = math.log1p(t_end / tau)
+    # Progress is reported in steps of 0.1 %, the bar's resolution: a few hundred calls per run
+    # (tau and log_span: see _time_scale, computed below unless a compiled method returns first).
     state = {"reported": 0.0}
 
     def rhs(t, y):
@@ -199,11 +194,12 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
         callbacks = system.callbacks()
         if callbacks is not None:
             return _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels, stop_loss,
-                                       n_out, progress, speed, tau, log_span)
+                                       n_out, progress)
         # A system with NumPy kernels only (none today) runs the SciPy twin.
         twin = "Radau" if method == "Rodas4P2-compiled" else "DOP853"
         fallback = f" ({method} needs compiled callbacks, which {type(system).__name__} has not: ran solve_ivp's {twin})"
         method = twin
+    speed, tau, log_span = _time_scale(flat_rhs(y0), t_end)
     events = []
     for name, _, level, which in levels:
         ev = (lambda level, which: lambda t, y: values(t, y)[which] - level)(level, which)
@@ -251,6 +247,19 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
                       message=message, counters=counters, wall_time=wall, state=state)
 
 
+def _time_scale(f0, t_end):
+    """``(speed, τ, log(1 + t_end/τ))`` from dy/dt at the start, f0.
+
+    Nothing visible happens before a fraction of the initial time scale 1/speed,
+    ``speed = max|dy/dt(0)|``.  Progress is log time measured from that scale, as the output
+    grid advances: ``log(1 + t/τ)`` with ``τ = 10⁻³/speed``, so a sharp problem (τ ≪ 1) does
+    not sit at 0 % while t < 1.
+    """
+    speed = float(np.abs(f0).max())
+    tau = 1e-3 / speed if speed > 0 else 1.0
+    return speed, tau, math.log1p(t_end / tau)
+
+
 def _reached_t_end(system, t_end, t, loss, y_last, eps):
     """Status and message of a run that reached t_end: ``finished``, or ``t_end`` far from convergence."""
     far = far_from_convergence(t, loss, np.diagonal(system.flat_attention(y_last)).min(), eps)
@@ -272,11 +281,12 @@ def _crossings(levels, at_start, first_hits):
     return crossings
 
 
-def _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels, stop_loss, n_out, progress, speed,
-                        tau, log_span):
+def _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels, stop_loss, n_out, progress):
     """:func:`integrate_flow` with a compiled method: DOP853 (:class:`attnflow.solvers.integrator.CompiledRun`)
     or Rodas4P2 (:class:`attnflow.solvers.rosenbrock.RosenbrockRun`, with the system's analytic Jacobian);
-    callbacks: ``system.callbacks()``."""
+    callbacks: ``system.callbacks()``.  The time scale and the event values at the start come
+    from the run's own first evaluations (its ``f0`` and ``initial_values``), not from
+    the system's Python-level methods again."""
     start = time.perf_counter()
     rhs, events, args, event_args, jac = callbacks
     options = {"levels": [level for _, _, level, _ in levels], "which": [which for *_, which in levels],
@@ -285,6 +295,7 @@ def _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels
         run = rosenbrock.RosenbrockRun(rhs, jac, events, args, event_args, y0, t_end, rtol, atol, **options)
     else:
         run = integrator.CompiledRun(rhs, events, args, event_args, y0, t_end, rtol, atol, **options)
+    speed, tau, log_span = _time_scale(run.f0, t_end)
     t_first = run.first_step if speed == 0 else max(run.first_step, 1e-3 / speed)
     t = _log_grid(t_first, t_end, n_out)
     pauses, on_pause = (), None
@@ -305,8 +316,7 @@ def _integrate_compiled(system, method, callbacks, y0, t_end, rtol, atol, levels
         t, Y = np.append(t[keep], t_final), np.vstack([Y[keep], y_final])
     S = system.scores_of(Y)
     loss = system.flat_losses(Y)
-    crossings = _crossings(levels, system.flat_event_values(y0),
-                           [None if np.isnan(h) else float(h) for h in run.hits])
+    crossings = _crossings(levels, run.initial_values, [None if np.isnan(h) else float(h) for h in run.hits])
     counters = {"njev": 0, "nlu": 0, **run.counts}      # DOP853 has neither
     if status == integrator.FINISHED:
         eps = [e for name, e, *_ in levels if name == "t_attention"]

@@ -79,6 +79,23 @@ def _rms(x, scale):
 
 
 @njit(cache=True)
+def _combine(weights, K, m, out):
+    """``out[i] = Σ_{j<m} weights[j] K[j, i]``, stage after stage over contiguous rows.
+
+    Each sum starts at 0 and adds its terms in the order of j, as a loop over j inside a
+    loop over i would, so the result is the same to the bit; this order lets the n sums
+    advance side by side, where the other makes one chain of dependent additions per i.
+    """
+    n = out.shape[0]
+    for i in range(n):
+        out[i] = 0.0
+    for j in range(m):
+        c = weights[j]
+        for i in range(n):
+            out[i] += c * K[j, i]
+
+
+@njit(cache=True)
 def _dense(F, y_old, x, out):
     """DOP853's 7th-order interpolant at ``x = (t − t_old)/h`` (SciPy's ``Dop853DenseOutput``)."""
     n = y_old.shape[0]
@@ -141,6 +158,7 @@ def _run(rhs, events, args, event_args, A, B, C, E3, E5, D, t_end, t_pause, rtol
     F = np.empty((D.shape[0] + 3, n))
     y_new = np.empty(n)
     y_tmp = np.empty(n)
+    err3 = np.empty(n)
     scale = np.empty(n)
     g_new = np.empty(L)
     roots = np.empty(L)
@@ -167,30 +185,23 @@ def _run(rhs, events, args, event_args, A, B, C, E3, E5, D, t_end, t_pause, rtol
             for i in range(n):
                 K[0, i] = f[i]
             for s in range(1, S):
+                _combine(A[s], K, s, y_tmp)
                 for i in range(n):
-                    acc = 0.0
-                    for j in range(s):
-                        acc += A[s, j] * K[j, i]
-                    y_tmp[i] = y[i] + h * acc
+                    y_tmp[i] = y[i] + h * y_tmp[i]
                 K[s] = rhs(y_tmp, *args)
+            _combine(B, K, S, y_new)
             for i in range(n):
-                acc = 0.0
-                for j in range(S):
-                    acc += B[j] * K[j, i]
-                y_new[i] = y[i] + h * acc
+                y_new[i] = y[i] + h * y_new[i]
             K[S] = rhs(y_new, *args)
             counters[NFEV] += S
+            _combine(E5, K, S + 1, y_tmp)
+            _combine(E3, K, S + 1, err3)
             e5 = 0.0
             e3 = 0.0
             for i in range(n):
                 scale[i] = atol + max(abs(y[i]), abs(y_new[i])) * rtol
-                a5 = 0.0
-                a3 = 0.0
-                for j in range(S + 1):
-                    a5 += E5[j] * K[j, i]
-                    a3 += E3[j] * K[j, i]
-                e5 += (a5 / scale[i]) ** 2
-                e3 += (a3 / scale[i]) ** 2
+                e5 += (y_tmp[i] / scale[i]) ** 2
+                e3 += (err3[i] / scale[i]) ** 2
             if e5 == 0.0 and e3 == 0.0:
                 error = 0.0
             else:
@@ -235,11 +246,9 @@ def _dense_coefficients(rhs, args, A, D, t, h, y, y_new, f, K, y_tmp, F, counter
     n = y.shape[0]
     S = N_STAGES
     for s in range(S + 1, A.shape[0]):
+        _combine(A[s], K, s, y_tmp)
         for i in range(n):
-            acc = 0.0
-            for j in range(s):
-                acc += A[s, j] * K[j, i]
-            y_tmp[i] = y[i] + h * acc
+            y_tmp[i] = y[i] + h * y_tmp[i]
         K[s] = rhs(y_tmp, *args)
     counters[NFEV] += A.shape[0] - S - 1
     counters[NDENSE] += 1
@@ -248,11 +257,11 @@ def _dense_coefficients(rhs, args, A, D, t, h, y, y_new, f, K, y_tmp, F, counter
         F[0, i] = dy
         F[1, i] = h * f[i] - dy
         F[2, i] = 2.0 * dy - h * (K[S, i] + f[i])
-        for r in range(D.shape[0]):
-            acc = 0.0
-            for j in range(D.shape[1]):
-                acc += D[r, j] * K[j, i]
-            F[3 + r, i] = h * acc
+    for r in range(D.shape[0]):
+        row = F[3 + r]
+        _combine(D[r], K, D.shape[1], row)
+        for i in range(n):
+            row[i] = h * row[i]
 
 
 @njit(cache=True)
@@ -540,10 +549,11 @@ class CompiledRun:
         self.fixed = fixed_step > 0
         self.clock = np.array([0.0, fixed_step if self.fixed else self.first_step])
         self.g = np.empty(len(self.levels))
+        self.initial_values = None           # the event values at y0, when there are events
         if len(self.levels):
-            values = np.array(events(self.y, *event_args), dtype=np.float64)
+            self.initial_values = np.array(events(self.y, *event_args), dtype=np.float64)
             self.counters[NEVENTS] += 1
-            self.g[:] = values[self.which] - self.levels
+            self.g[:] = self.initial_values[self.which] - self.levels
 
     def _compile(self, rhs, events, args, event_args):
         """``(start, run, rhs, events, n_values, jac)`` of :func:`_compiled_for` for this method."""

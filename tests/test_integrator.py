@@ -12,6 +12,7 @@ from attnflow.solvers import integrate_flow
 from attnflow.solvers import integrator
 from attnflow.solvers.integrator import CompiledRun
 from attnflow.solvers.separate import SeparateSystem, lazy_start
+from attnflow.solvers.system import ScoreSystem
 
 from .conftest import make_problem
 
@@ -185,6 +186,49 @@ def test_stop_loss_stops_at_the_level():
     assert tr.t[-1] == pytest.approx(ref.t[-1], rel=1e-8)
     assert np.all(np.diff(tr.t) > 0) and np.all(tr.loss[:-1] > stop)
     assert tr.crossings["t_loss"][1e-4] < tr.t[-1]
+
+
+def test_compiled_flow_takes_the_start_from_the_run(monkeypatch):
+    """integrate_flow with a compiled method evaluates dy/dt and the events at y0 once, in the
+    run: the system's Python-level flat_rhs and flat_event_values are not called, and the grid
+    starts at max(first step, 10⁻³/max|dy/dt(0)|) as before."""
+    problem = _sharp()
+    system = problem.score_system()
+    y0 = system.flatten(problem.S0)
+    speed = np.abs(system.flat_rhs(y0)).max()
+    rhs, events, args, event_args, _ = system.callbacks()
+    first_step = CompiledRun(rhs, events, args, event_args, y0, 1e6, 1e-8, 1e-10).first_step
+
+    def refuse(self, y):
+        raise AssertionError("evaluated from Python")
+
+    monkeypatch.setattr(ScoreSystem, "flat_rhs", refuse)
+    monkeypatch.setattr(ScoreSystem, "flat_event_values", refuse)
+    tr = integrate_flow(system, problem.S0, 1e6, method="DOP853-compiled")
+    assert tr.status == "finished" and tr.t[0] == 0.0
+    assert tr.t[1] == pytest.approx(max(first_step, 1e-3 / speed), rel=1e-15)
+    assert tr.crossings["t_half"] > 0
+
+
+class _NoCallbacks(ScoreSystem):
+    """The scores without compiled callbacks, as a system with NumPy kernels only would be."""
+
+    def callbacks(self):
+        return None
+
+
+def test_a_system_without_compiled_callbacks_runs_the_scipy_twin():
+    """A system without compiled callbacks: "auto" (DOP853-compiled here) runs solve_ivp's
+    DOP853, says so, and gives that method's trajectory exactly."""
+    problem = _sharp()
+    scores = problem.score_system()
+    system = _NoCallbacks(scores.G, scores.F, scores.p)
+    auto = integrate_flow(system, problem.S0, 1e3, n_out=20)
+    twin = integrate_flow(system, problem.S0, 1e3, "DOP853", n_out=20)
+    assert auto.message.endswith("(DOP853-compiled needs compiled callbacks, which _NoCallbacks has not: "
+                                 "ran solve_ivp's DOP853)")
+    assert np.array_equal(auto.t, twin.t) and np.array_equal(auto.S, twin.S)
+    assert auto.crossings == twin.crossings
 
 
 def test_progress_is_reported_in_log_time_and_does_not_change_the_steps():

@@ -114,6 +114,26 @@ def test_fused_gap_equals_log_sum_exp_gap(gap):
     assert fused == pytest.approx(kernels.target_log_gap(S, system.logp), rel=1e-13)
 
 
+@pytest.mark.parametrize("K", [2, 3, 4, 8, 9])
+def test_column_flow_path_equals_gradient_and_sandwich_to_the_bit(K):
+    """flow_rhs and event_values at N = ∞ and K ≤ COLUMN_FLOW_MAX_K (one query at a time, Γ never
+    stored) against loss_gradient_gap + flow_sandwich, of both kernel sets, at scores up to one-hot
+    attention; K = 9 is the general path on either side of the switch."""
+    from attnflow.solvers.pullback import flow_sandwich, log_loss
+
+    V, F, p = random_system_arrays(K, 3, K)
+    rng = np.random.default_rng(K)
+    for kernel_set in (kernels, load_kernels(K)):
+        system = ScoreSystem(V @ V.T, F, p, kernels=kernel_set)
+        G, Ms, p_, logp, prompt = system.args
+        for scale in (0.0, 1.0, 30.0, 800.0):
+            y = rng.standard_normal(K * K) * scale
+            Gamma = np.empty((K, K))
+            value, gap = kernel_set.loss_gradient_gap(y.reshape(K, K), Ms, p_, logp, prompt, Gamma)
+            assert np.array_equal(kernel_set.flow_rhs(y, *system.args), flow_sandwich(G, Gamma))
+            assert kernel_set.event_values(y, Ms, p_, logp, prompt) == (gap, log_loss(value))
+
+
 # K = 2 … 64 with one module; at K = 64 a couple of samples (the Jacobian has K⁴ entries).
 GENERIC_CASES = [(K, seed) for K in (2, 3, 4, 5, 7, 8, 12, 16, 23, 32) for seed in range(3)] + [(64, 0), (64, 1)]
 
