@@ -327,3 +327,15 @@ def test_c6_at_a_finite_prompt_is_inconclusive_at_the_loss_floor(tmp_path, capsy
     floors = c6["numbers"]["final_relative_loss"]
     assert set(floors) == {"flat", "sharp"} and all(1e-3 < v < 1 for v in floors.values())
     assert "loss floor" in c6["reason"] and "N = 4" in c6["reason"]
+
+
+def test_h3_at_a_finite_prompt_is_inconclusive_where_attention_cannot_reach_0_9(tmp_path):
+    """At N = 4 a query's attention cannot pass 1 − (1 − 1/K)^4 < 0.9 for K ≥ 3: H3 has no time to fit and says
+    so (it used to end in an internal error comparing None)."""
+    verdicts = check(config.from_dict({"prompt": {"N": 4}}), tmp_path, quick=True, claims=["H3"], progress=False)
+    (h3,) = verdicts
+    assert h3.verdict == INCONCLUSIVE
+    unreached = [K for K, t in zip(h3.numbers["K"], h3.numbers["t_attention_0.9"]) if t is None]
+    assert unreached and all(1 - (1 - 1 / K) ** 4 < 0.9 for K in unreached)
+    assert all(a < 0.9 for K, a in zip(h3.numbers["K"], h3.numbers["final_min_attention"]) if K in unreached)
+    assert "N = 4" in h3.reason and "1 − (1 − 1/K)^N" in h3.reason
