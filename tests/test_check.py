@@ -327,6 +327,11 @@ def test_c6_at_a_finite_prompt_is_inconclusive_at_the_loss_floor(tmp_path, capsy
     floors = c6["numbers"]["final_relative_loss"]
     assert set(floors) == {"flat", "sharp"} and all(1e-3 < v < 1 for v in floors.values())
     assert "loss floor" in c6["reason"] and "N = 4" in c6["reason"]
+    # The report and one warning line say what a finite prompt does to every large-prompt claim.
+    ceiling = f"{1 - (2 / 3) ** 4:.3g}"
+    assert "at N = 4 a prompt can miss features" in capsys.readouterr().err
+    note = json.loads((tmp_path / "o" / "report.json").read_text())["model"]["note"]
+    assert "large-prompt limit" in note and ceiling in note
 
 
 def test_h3_at_a_finite_prompt_is_inconclusive_where_attention_cannot_reach_0_9(tmp_path):

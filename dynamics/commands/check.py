@@ -17,8 +17,9 @@ def check(cfg, out_dir, quick=False, claims=None, progress=True, warn=None, sear
 
     The protocols run the configured problem's score system
     (:meth:`~attnflow.dynamics.problem.Problem.score_system`).  When the configuration
-    trains something else (separate ``W_K``, ``W_Q`` or token noise), ``warn`` (optional)
-    is called with one line saying so, and the report says it too.
+    trains something else (separate ``W_K``, ``W_Q`` or token noise), or the prompt is finite
+    (the claims are about the large-prompt limit), ``warn`` (optional) is called with one
+    line saying so, and the report says it too.
 
     Parameters
     ----------
@@ -62,8 +63,7 @@ def check(cfg, out_dir, quick=False, claims=None, progress=True, warn=None, sear
                                           f"K = {K}); at most K = {math.isqrt(MAX_DENSE_JACOBIAN)} there")
     out = prepare_out_dir(out_dir)              # a bad --out fails before any work
     ctx = Context(cfg, out, quick, progress, search)
-    note = ctx.base.score_system_note()
-    if note and warn:
+    for note in ctx.notes if warn else ():
         warn(f"check: {note}")
     verdicts = []
     names = claims or list(CLAIMS)

@@ -50,7 +50,7 @@ def write_report(out, cfg, ctx, verdicts):
         In report order.
     """
     c = ctx.base_constants
-    note = ctx.base.score_system_note()
+    note = "; ".join(ctx.notes) or None
     data = {"versions": versions(), "config": cfg.raw, "quick": ctx.quick,
             "model": {"system": f"score system, {_prompt(ctx.base)}, merged parameters, no noise",
                       "note": note},

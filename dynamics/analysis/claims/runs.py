@@ -166,6 +166,9 @@ class Context:
     search : str
         C2's oscillation search: ``"quick"`` (a few seconds) or ``"full"``
         (:data:`attnflow.dynamics.analysis.oscillation.FULL_SPACE`, ``--search full``).
+    notes : list of str
+        Set from the configuration: what the report and a warning line say about the model
+        the protocols run (a stand-in score system; a finite prompt's floor and ceiling).
     """
     cfg: object
     out: Path
@@ -176,6 +179,7 @@ class Context:
     def __post_init__(self):
         self.base = Problem.from_config(self.cfg)
         self.base_constants = self.base.constants()
+        self.notes = [note for note in (self.base.score_system_note(), self._prompt_note()) if note]
         self.threshold = self.cfg.regime.threshold
         self.decades = 3.0 if self.quick else 4.0
         self.points = 9 if self.quick else 21
@@ -189,6 +193,17 @@ class Context:
         self.imbalanced_p = [0.7, 0.1, 0.1, 0.1]
         self.sweeps = {}
         (self.out / "figures").mkdir(parents=True, exist_ok=True)
+
+    def _prompt_note(self):
+        """At finite N, what the large-prompt claims meet: a loss floor and an attention ceiling (None at N = ∞)."""
+        N = self.cfg.prompt.N
+        if np.isinf(N):
+            return None
+        ceiling = 1 - (1 - float(np.min(self.base.p))) ** N
+        return (f"the claims are about the large-prompt limit; at N = {N:g} a prompt can miss features, so the loss "
+                f"has a floor and query k's attention a ceiling 1 − (1 − p_k)^N ({ceiling:.3g} for the rarest "
+                "feature), and protocols that need the loss or the attention past them read FAIL or INCONCLUSIVE "
+                "for that reason")
 
     # Flows several claims share, integrated once.
     @cached_property
