@@ -30,25 +30,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attnflow.dynamics.problem import config  # noqa: E402
-from attnflow.dynamics.problem import Problem  # noqa: E402
 from attnflow.solvers import integrator  # noqa: E402
+from bench_integrator import ATOL, REPEATS, RTOL, T_END, problem  # noqa: E402  (the same problems and tolerances)
 
 try:
     import numba
     import numbalsoda
 except ImportError:
     sys.exit("bench_numbalsoda: numbalsoda is not installed (pip install numbalsoda; it needs gfortran)")
-
-T_END, RTOL, ATOL = 1e6, 1e-8, 1e-10
-REPEATS = 7
-
-
-def problem(K):
-    cfg = config.from_dict({"features": {"kind": "random-unit", "K": K, "d": K, "seed": 0},
-                            "task": {"kind": "single-index", "L": 3.0}})
-    return Problem.from_config(cfg)
-
 
 def numbalsoda_rhs(flow_rhs, args, n):
     """A numbalsoda ``cfunc`` ``(t, u, du, data)`` that calls ``flow_rhs(u, *args)``."""
