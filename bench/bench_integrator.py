@@ -92,6 +92,17 @@ def configurations(system, S0):
             "DOP853-np": scipy("DOP853", ref.flow_rhs, None, (G, F, p, logp))}
 
 
+def interleaved_seconds(runs, repeats=REPEATS):
+    """name → the seconds of each repeat; the configurations take turns within a repeat, so load hits all alike."""
+    seconds = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, go in runs.items():
+            start = time.perf_counter()
+            go()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
 def main():
     print(f"One trajectory to t = {T_END:g} at rtol = {RTOL:g}, atol = {ATOL:g}; {REPEATS} interleaved repeats.")
     print("Seconds: min / median; ratio: min of the configuration / min of compiled.")
@@ -102,12 +113,7 @@ def main():
         system.warm_up()
         runs = configurations(system, pr.S0)
         counts = {name: go() for name, go in runs.items()}          # warm-up (and compilation)
-        seconds = {name: [] for name in runs}
-        for _ in range(REPEATS):
-            for name, go in runs.items():
-                start = time.perf_counter()
-                go()
-                seconds[name].append(time.perf_counter() - start)
+        seconds = interleaved_seconds(runs)
         base = min(seconds["compiled"])
         for name in runs:
             nfev, steps = counts[name]

@@ -23,7 +23,6 @@ Run: ``python bench/bench_numbalsoda.py``.
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attnflow.solvers import integrator  # noqa: E402
-from bench_integrator import ATOL, REPEATS, RTOL, T_END, problem  # noqa: E402  (the same problems and tolerances)
+from bench_integrator import ATOL, REPEATS, RTOL, T_END, interleaved_seconds, problem  # noqa: E402  (the same problems and tolerances)
 
 try:
     import numba
@@ -91,12 +90,7 @@ def main():
         runs, tight = configurations(system, pr.S0)
         results = {name: go() for name, go in runs.items()}            # warm-up (and compilation)
         reference = tight()[0]
-        seconds = {name: [] for name in runs}
-        for _ in range(REPEATS):
-            for name, go in runs.items():
-                start = time.perf_counter()
-                go()
-                seconds[name].append(time.perf_counter() - start)
+        seconds = interleaved_seconds(runs)
         base = min(seconds["attnflow DOP853"])
         for name, (end, nfev) in results.items():
             print(f"{K:>3} {name:>18} {min(seconds[name]):10.5f} {statistics.median(seconds[name]):10.5f} "
