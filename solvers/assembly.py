@@ -11,10 +11,12 @@ gradient g and Hessian H in the column's scores.  Then
 
 and the Jacobian with respect to the C-ordered state ``y[n*K + k] = S[n, k]`` is
 ``J[(i,l), (m,k)] = −p_k (G H⁽ᵏ⁾)_im G_kl``.  Every problem parameter (G, the moments Ms, p, η and
-the prompt ``prompt = [N, h, q]``: N = 0 for the large-prompt limit, else the prompt
-length and the quadrature step of :mod:`attnflow.solvers.finite_prompt`, and q = 1 when the
-query token sits in the softmax, with Ms then (K, K+1, K+1)) is a runtime
-argument, so a parameter sweep compiles once (``cache=True``: once per machine).
+the prompt ``prompt = [N, h, q]``: the prompt length and the quadrature step of
+:mod:`attnflow.solvers.finite_prompt`, and q = 1 when the query token sits in the softmax,
+with Ms then (K, K+1, K+1); ``None`` (or N = 0) for the large-prompt limit) is a runtime
+argument, so a parameter sweep compiles once (``cache=True``: once per machine).  The two
+prompt models are two argument types: compiled for ``None``, the kernels leave out the
+finite-prompt code.
 The Jacobian is analytic at every N (at finite N through
 :func:`attnflow.solvers.finite_prompt.finite_column_hessian`).
 
@@ -34,6 +36,20 @@ from .pullback import flow_sandwich, jacobian_from_hessians, log_loss
 # ---- ASSEMBLY (copied into generated kernel modules; keep it self-contained) ----
 
 
+# The prompt argument of every kernel: ``None`` in the large-prompt limit, else ``[N, h, q]``
+# (``[0, h, 0]`` also means N = ∞).  Every finite-prompt call sits under a literal
+# ``if prompt is not None ...``, which Numba removes while compiling for ``None`` (its dead-branch
+# pruning of arguments typed None): then the finite-prompt kernels, about 6 s of a cold compile,
+# are not compiled at all.
+
+@njit(cache=True)
+def _large_prompt(prompt):
+    """Whether the prompt argument stands for the large-prompt limit."""
+    if prompt is None:
+        return True
+    return prompt[0] <= 0
+
+
 @njit(cache=True)
 def _query(prompt, k):
     """The ``query`` argument of the finite-prompt columns: k if the query token is in the softmax, else −1."""
@@ -50,7 +66,7 @@ def attention(S, logp, prompt):
     for k in range(K):
         for n in range(K):
             s[n] = S[n, k]
-        if prompt[0] > 0:
+        if prompt is not None and prompt[0] > 0:
             finite_attention(s, logp, int(prompt[0]), prompt[1], a, _query(prompt, k))
         else:
             column_attention(s, logp, a)
@@ -237,7 +253,7 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
         ``max_k log(1 − A_kk)``.
     """
     K = S.shape[0]
-    if prompt[0] <= 0 and K >= PRODUCT_FORM_MIN_K:
+    if _large_prompt(prompt) and K >= PRODUCT_FORM_MIN_K:
         Ft, E, FW, work = _product_form_arrays(Ms, K)
         return _loss_gradient_gap_products(S, Ft, p, logp, Gamma, E, FW, work)
     a = np.empty(K)
@@ -249,7 +265,7 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
         for n in range(K):
             s[n] = S[n, k]
         M = Ms[k]
-        if prompt[0] > 0:
+        if prompt is not None and prompt[0] > 0:
             value, _, off = finite_column(s, logp, M, int(prompt[0]), prompt[1], g, a, _query(prompt, k))
         else:
             column_attention(s, logp, a)
@@ -338,7 +354,7 @@ def _event_values_columns(y, Ms, p, logp):
 def event_values(y, Ms, p, logp, prompt):
     """``(max_k log(1 − A_kk), log ℒ)`` at the flattened state: every flow event in one call."""
     K = logp.shape[0]
-    if prompt[0] <= 0 and K <= COLUMN_FLOW_MAX_K:
+    if _large_prompt(prompt) and K <= COLUMN_FLOW_MAX_K:
         return _event_values_columns(y, Ms, p, logp)
     value, gap = loss_gradient_gap(y.reshape((K, K)), Ms, p, logp, prompt, np.empty((K, K)))
     return gap, log_loss(value)
@@ -379,7 +395,7 @@ def _flow_rhs_columns(y, G, Ms, p, logp):
 def flow_rhs(y, G, Ms, p, logp, prompt):
     """Right-hand side of ``dS/dt = −G Γ(S) G`` on the flattened (C order) state."""
     K = G.shape[0]
-    if prompt[0] <= 0 and K <= COLUMN_FLOW_MAX_K:
+    if _large_prompt(prompt) and K <= COLUMN_FLOW_MAX_K:
         return _flow_rhs_columns(y, G, Ms, p, logp)
     Gamma = np.empty((K, K))
     loss_gradient_gap(y.reshape((K, K)), Ms, p, logp, prompt, Gamma)
@@ -396,7 +412,7 @@ def score_hessians(S, Ms, p, logp, prompt, Hs):
     for k in range(K):
         for n in range(K):
             s[n] = S[n, k]
-        if prompt[0] > 0:
+        if prompt is not None and prompt[0] > 0:
             finite_column_hessian(s, logp, Ms[k], int(prompt[0]), prompt[1], H, _query(prompt, k))
         else:
             column_attention(s, logp, a)
@@ -653,7 +669,7 @@ def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, lo
     half = np.empty((K, K))
     step = np.empty((K, K))
     step_diag = np.empty(K)
-    products = prompt[0] <= 0 and K >= PRODUCT_FORM_MIN_K
+    products = _large_prompt(prompt) and K >= PRODUCT_FORM_MIN_K
     Ft, E, FW, work = _product_form_arrays(Ms, K if products else 0)     # empty if unused
     identity = True          # orthonormal features: G = I and the sandwich is Γ itself
     for n in range(K):

@@ -130,7 +130,7 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
     # At N = ∞ from PRODUCT_FORM_MIN_K on, the GD kernels read only M⁽⁰⁾ of each problem's
     # label-gap stack (assembly._loss_gradient_gap_products): stacking that alone keeps 32 problems
     # at K = 256 at 16 MB, where the whole stacks, 4.3 GB, took most of the ensemble's time.
-    product_form = prompt[0] <= 0 and K >= PRODUCT_FORM_MIN_K
+    product_form = not first.finite and K >= PRODUCT_FORM_MIN_K
     Ms = np.stack([s.Ms[:1] if product_form else s.Ms for s in systems])
     p = np.stack([s.p for s in systems])
     logp = np.stack([s.logp for s in systems])
@@ -297,15 +297,16 @@ _EXTRA_CALLBACKS = {}
 
 
 def _loss_and_attention_callbacks(kernels, S, Ms, p, logp, prompt):
-    """The kernel set's ``loss`` and ``attention`` as typed function pointers (memoised per set)."""
-    if kernels not in _EXTRA_CALLBACKS:
+    """The kernel set's ``loss`` and ``attention`` as typed function pointers (memoised per set and prompt type)."""
+    key = (kernels, prompt is None)
+    if key not in _EXTRA_CALLBACKS:
         matrix = types.float64[:, ::1]
         loss_type = types.float64(matrix, *numba.typeof((Ms, p, logp, prompt)))
         attention_type = numba.typeof(kernels.attention(S, logp, prompt))(matrix, numba.typeof(logp),
                                                                           numba.typeof(prompt))
-        _EXTRA_CALLBACKS[kernels] = (integrator._Callback(kernels.loss, loss_type),
+        _EXTRA_CALLBACKS[key] = (integrator._Callback(kernels.loss, loss_type),
                                      integrator._Callback(kernels.attention, attention_type))
-    return _EXTRA_CALLBACKS[kernels]
+    return _EXTRA_CALLBACKS[key]
 
 
 def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0,
@@ -393,7 +394,7 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
     Ms = np.stack([s.Ms for s in systems])
     p = np.stack([s.p for s in systems])
     logp = np.stack([s.logp for s in systems])
-    prompt = np.ascontiguousarray(first.prompt, dtype=np.float64)
+    prompt = first.prompt_argument
     kernels = first.kernels
     args0, event_args0 = (G[0], Ms[0], p[0], logp[0], prompt), (Ms[0], p[0], logp[0], prompt)
     _, _, rhs, events, n_values, _ = integrator._compiled_for(integrator._compiled, kernels.flow_rhs,

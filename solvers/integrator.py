@@ -19,9 +19,10 @@ the calling convention of the kernels themselves (``flow_rhs(y, G, Ms, p,
 logp, prompt)``, ``event_values(y, Ms, p, logp, prompt)``): a kernel set, hand-written
 or generated, is passed as it is, with no adapter to compile.  The integrator is
 compiled for the *types* of the callbacks (``numba.types.FunctionType``: a function
-pointer) and of the arguments, not for the functions themselves, so one compiled loop,
-cached on disk, serves every kernel set and every K, and a parameter sweep never
-recompiles: the parameters are the values of the arguments.  Every system gives its
+pointer) and of the arguments, not for the functions themselves, so one compiled loop per
+prompt model (the large-prompt limit passes ``prompt = None``, finite N an array), cached on
+disk, serves every kernel set and every K, and a parameter sweep never recompiles: the
+parameters are the values of the arguments.  Every system gives its
 callbacks through ``system.callbacks()`` -> ``(rhs, events, args, event_args, jac)``: a
 :class:`attnflow.solvers.system.ScoreSystem` its kernel set's ``flow_rhs``, ``event_values`` and
 ``flow_jacobian`` (large and finite N: one kernel set serves both); the separate factors the
@@ -96,6 +97,14 @@ def _combine(weights, K, m, out):
 
 
 @njit(cache=True)
+def _copy(x, out):
+    """``out[:] = x`` for equal-length vectors.  A slice assignment would compile Numba's
+    broadcast check with its formatted error message: about 3 s of a cold start."""
+    for i in range(out.shape[0]):
+        out[i] = x[i]
+
+
+@njit(cache=True)
 def _dense(F, y_old, x, out):
     """DOP853's 7th-order interpolant at ``x = (t − t_old)/h`` (SciPy's ``Dop853DenseOutput``)."""
     n = y_old.shape[0]
@@ -112,7 +121,7 @@ def _start(rhs, args, y0, f0, t_end, rtol, atol, order, counters):
     """``f0 = rhs(y0)`` and SciPy's ``select_initial_step`` for a method whose error estimate
     is of this order (7 for DOP853); returns the first step size."""
     n = y0.shape[0]
-    f0[:] = rhs(y0, *args)
+    _copy(rhs(y0, *args), f0)
     counters[NFEV] += 1
     scale = np.empty(n)
     for i in range(n):
@@ -129,7 +138,7 @@ def _start(rhs, args, y0, f0, t_end, rtol, atol, order, counters):
         h1 = max(1e-6, h0 * 1e-3)
     else:
         h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1.0))
-    return min(100.0 * h0, h1, t_end)
+    return min(min(100.0 * h0, h1), t_end)    # two-argument min: the tuple form compiles an extra 0.4 s
 
 
 def _run(rhs, events, args, event_args, A, B, C, E3, E5, D, t_end, t_pause, rtol, atol, fixed, clock, y, f,
@@ -188,11 +197,11 @@ def _run(rhs, events, args, event_args, A, B, C, E3, E5, D, t_end, t_pause, rtol
                 _combine(A[s], K, s, y_tmp)
                 for i in range(n):
                     y_tmp[i] = y[i] + h * y_tmp[i]
-                K[s] = rhs(y_tmp, *args)
+                _copy(rhs(y_tmp, *args), K[s])
             _combine(B, K, S, y_new)
             for i in range(n):
                 y_new[i] = y[i] + h * y_new[i]
-            K[S] = rhs(y_new, *args)
+            _copy(rhs(y_new, *args), K[S])
             counters[NFEV] += S
             _combine(E5, K, S + 1, y_tmp)
             _combine(E3, K, S + 1, err3)
@@ -249,7 +258,7 @@ def _dense_coefficients(rhs, args, A, D, t, h, y, y_new, f, K, y_tmp, F, counter
         _combine(A[s], K, s, y_tmp)
         for i in range(n):
             y_tmp[i] = y[i] + h * y_tmp[i]
-        K[s] = rhs(y_tmp, *args)
+        _copy(rhs(y_tmp, *args), K[s])
     counters[NFEV] += A.shape[0] - S - 1
     counters[NDENSE] += 1
     for i in range(n):
@@ -362,7 +371,7 @@ def _events_and_output(events, event_args, F, y, y_new, t, t_new, h, levels, whi
     rec = counters[NRECORDED]
     while rec < t_out.shape[0] and t_out[rec] <= t_stop:
         if t_out[rec] == t_stop:
-            Y_out[rec] = y_new
+            _copy(y_new, Y_out[rec])
         else:
             _dense(F, y, (t_out[rec] - t) / h, Y_out[rec])
         rec += 1
@@ -433,7 +442,8 @@ _LOOPS = {}
 
 
 def _array_key(arrays):
-    return tuple((a.ndim, a.dtype.str, a.flags.c_contiguous) for a in arrays)
+    # None (the large-prompt limit's prompt argument) is a type of its own.
+    return tuple(None if a is None else (a.ndim, a.dtype.str, a.flags.c_contiguous) for a in arrays)
 
 
 def _compiled_for(compile_loops, rhs, events, args, event_args, y0, jac=None):

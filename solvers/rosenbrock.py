@@ -45,7 +45,7 @@ from numba import njit, types
 
 from . import integrator
 from .integrator import (FINISHED, NDENSE, NFEV, NJEV, NLU, NON_FINITE, NREJECTED, NSTEPS, PAUSED, STEP_UNDERFLOW,
-                         STOPPED, CompiledRun, _compiled_for, _events_and_output, _needs_interpolant, _rms)
+                         STOPPED, CompiledRun, _compiled_for, _copy, _events_and_output, _needs_interpolant, _rms)
 
 # The coefficients of Rodas4P2 (G. Steinebach, "Improvement of Rosenbrock-Wanner method RODASP",
 # in Progress in Differential-Algebraic Equations II, Springer 2020, pp. 165-184), in the transformed
@@ -245,7 +245,7 @@ def _run(rhs, jac, events, args, event_args, t_end, t_pause, rtol, atol, fixed, 
         for i in range(n):
             if not np.isfinite(y[i]):
                 return NON_FINITE
-        f[:] = rhs(y, *args)
+        _copy(rhs(y, *args), f)
         counters[NFEV] += 1
 
 

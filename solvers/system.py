@@ -131,9 +131,18 @@ class ScoreSystem:
         return np.array([self.N if self.finite else 0.0, self.quadrature_step, float(self.query_in_softmax)])
 
     @cached_property
+    def prompt_argument(self):
+        """The kernels' prompt argument: :attr:`prompt` at finite N, ``None`` in the large-prompt limit.
+
+        The kernels compiled for ``None`` leave out the finite-prompt code (about 6 s of a
+        cold compile, see :mod:`attnflow.solvers.assembly`).
+        """
+        return self.prompt if self.finite else None
+
+    @cached_property
     def args(self):
         """The runtime arguments of the flow kernels, in their order."""
-        return (self.G, self.Ms, self.p, self.logp, self.prompt)
+        return (self.G, self.Ms, self.p, self.logp, self.prompt_argument)
 
     # The methods compose the kernel set's loss_gradient_gap and score_hessians with the
     # set-independent ends of solvers.pullback from Python, the arithmetic of the kernels
@@ -154,7 +163,7 @@ class ScoreSystem:
         """``(ℒ(S), Γ)``."""
         Gamma = np.empty((self.K, self.K))
         value, _ = self.kernels.loss_gradient_gap(np.ascontiguousarray(S, dtype=np.float64), self.Ms, self.p,
-                                                  self.logp, self.prompt, Gamma)
+                                                  self.logp, self.prompt_argument, Gamma)
         return value, Gamma
 
     def rhs(self, S):
@@ -169,7 +178,7 @@ class ScoreSystem:
         """``Hs[k] = ∂Γ[:, k]/∂S[:, k]``, (K, K, K): Γ's columns depend only on their own scores."""
         Hs = np.empty((self.K, self.K, self.K))
         self.kernels.score_hessians(np.ascontiguousarray(S, dtype=np.float64), self.Ms, self.p, self.logp,
-                                    self.prompt, Hs)
+                                    self.prompt_argument, Hs)
         return Hs
 
     # The flat interface the solvers run (shared with SeparateSystem and NoisySystem).
@@ -205,7 +214,8 @@ class ScoreSystem:
     def flat_rhs(self, y):
         """``dS/dt = −G Γ G`` at the flat state y, flattened (K²,)."""
         Gamma = np.empty((self.K, self.K))
-        self.kernels.loss_gradient_gap(y.reshape(self.K, self.K), self.Ms, self.p, self.logp, self.prompt, Gamma)
+        self.kernels.loss_gradient_gap(y.reshape(self.K, self.K), self.Ms, self.p, self.logp, self.prompt_argument,
+                                       Gamma)
         return flow_sandwich(self.G, Gamma)
 
     def flat_jacobian(self, y):
@@ -214,8 +224,8 @@ class ScoreSystem:
 
     def flat_event_values(self, y):
         """``(max_k log(1 − A_kk), log ℒ)`` at the state y."""
-        value, gap = self.kernels.loss_gradient_gap(y.reshape(self.K, self.K), self.Ms, self.p, self.logp, self.prompt,
-                                                    np.empty((self.K, self.K)))
+        value, gap = self.kernels.loss_gradient_gap(y.reshape(self.K, self.K), self.Ms, self.p, self.logp,
+                                                    self.prompt_argument, np.empty((self.K, self.K)))
         return gap, log_loss(value)
 
     def callbacks(self):
@@ -229,7 +239,7 @@ class ScoreSystem:
             (G, Ms, p, logp, prompt)`` and ``event_args = (Ms, p, logp, prompt)`` (large and
             finite N: one kernel set serves both).
         """
-        args = tuple(np.ascontiguousarray(a, dtype=np.float64) for a in self.args)
+        args = tuple(None if a is None else np.ascontiguousarray(a, dtype=np.float64) for a in self.args)
         return self.kernels.flow_rhs, self.kernels.event_values, args, args[1:], self.kernels.flow_jacobian
 
     def gd_callback(self):
@@ -245,7 +255,7 @@ class ScoreSystem:
 
     def attention(self, S):
         """``A[n, k]``: total attention of query k on feature n (expected over prompts at finite N)."""
-        return self.kernels.attention(np.ascontiguousarray(S, dtype=np.float64), self.logp, self.prompt)
+        return self.kernels.attention(np.ascontiguousarray(S, dtype=np.float64), self.logp, self.prompt_argument)
 
     @cached_property
     def gram_root(self):

@@ -39,10 +39,10 @@ from .stability import gram_square_root, largest_flow_eigenvalue
 from .system import ScoreSystem
 
 
-# The compiled kernels take the score flow's argument types ``(G, Ms, p, logp, prompt)`` =
-# (2-D, 3-D, 1-D, 1-D, 1-D float64), packed as ``(G, prompts, queries, starts, query_offset)``
+# The compiled kernels take a finite prompt's score flow argument types ``(G, Ms, p, logp, prompt)``
+# = (2-D, 3-D, 1-D, 1-D, 1-D float64), packed as ``(G, prompts, queries, starts, query_offset)``
 # (:meth:`TrainingSetSystem.packed`): the integrators' and the GD loop's machine code compiled
-# for the scores then runs the training set, no new loop is compiled.
+# for the scores at finite N then runs the training set (at any N), no new loop is compiled.
 
 
 @njit(cache=True)
@@ -390,8 +390,8 @@ class TrainingSetSystem:
     def packed(self):
         """The compiled kernels' arguments ``(G, prompts, queries, starts, query_offset)``.
 
-        The score flow's argument types ``(G, Ms, p, logp, prompt)`` (2-D, 3-D, 1-D, 1-D,
-        1-D float64), so the loops compiled for the scores run the training set: ``prompts``
+        A finite prompt's score flow argument types ``(G, Ms, p, logp, prompt)`` (2-D, 3-D, 1-D,
+        1-D, 1-D float64), so the loops compiled for those scores run the training set: ``prompts``
         (2, M, K) stacks the log-weights and the labels sorted by query, ``queries`` (M,) and
         ``starts`` (one per query asked: its block's first prompt) are whole numbers as float64,
         ``query_offset`` is ``[0]`` with the query token in the softmax, ``[−inf]`` without.

@@ -115,8 +115,9 @@ def test_compiled_callbacks_equal_the_numpy_flat_methods_and_central_differences
 @pytest.mark.parametrize("N", [np.inf, 4])
 def test_compiled_flows_equal_radau_on_the_whole_grid_and_run_in_the_score_loops(N):
     """DOP853-compiled and Rodas4P2-compiled on a training set against solve_ivp's Radau (analytic
-    Jacobian, rtol 1e-12) at every output point, crossing times to 1e-8; after a score run with each
-    method neither compiles a loop of its own (the packed arrays have the score flow's types), nor GD."""
+    Jacobian, rtol 1e-12) at every output point, crossing times to 1e-8; after a score run at a finite
+    prompt with each method neither compiles a loop of its own (the packed arrays have the types of a
+    finite prompt's score flow, whatever the training set's N), nor GD."""
     from scipy.integrate import solve_ivp
 
     from attnflow.solvers import gd, integrator, rosenbrock
@@ -126,10 +127,12 @@ def test_compiled_flows_equal_radau_on_the_whole_grid_and_run_in_the_score_loops
     assert auto_method(system) == ("DOP853-compiled" if np.isinf(N) else "Rodas4P2-compiled")
     S0, t_end = np.zeros((3, 3)), 200.0
     radau = integrate_flow(system, S0, t_end, "Radau", rtol=1e-12, atol=1e-14, n_out=30)
-    iterate_state_gd(system.population, S0, 0.1, 3)
+    pop = system.population
+    finite_scores = ScoreSystem(pop.G, pop.F, pop.p, kernels=pop.kernels, N=4)
+    iterate_state_gd(finite_scores, S0, 0.1, 3)
     gd_before = gd.dispatchers()
     for method, loops in (("DOP853-compiled", integrator.dispatchers), ("Rodas4P2-compiled", rosenbrock.dispatchers)):
-        integrate_flow(system.population, S0, 10.0, method=method, n_out=5)
+        integrate_flow(finite_scores, S0, 10.0, method=method, n_out=5)
         before = loops()
         tr = integrate_flow(system, S0, t_end, method, rtol=1e-12, atol=1e-14, n_out=30)
         assert loops() == before
