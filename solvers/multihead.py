@@ -758,14 +758,15 @@ class MultiHeadSystem:
     def _twin(self):
         return MultiHeadSystem(ScoreSystem(np.eye(2), np.eye(2), np.full(2, 0.5)), 2)
 
-    def warm_up(self):
-        """Compile (or load from the on-disk cache) the multi-head kernels; return the seconds it took."""
+    def warm_up(self, gd=True):
+        """Compile (or load from the on-disk cache) the multi-head kernels (and the GD loop if gd); return the seconds."""
         start = time.perf_counter()
         twin = self._twin
         y = np.zeros(8)
         rhs, events, args, event_args, jac = twin.callbacks()
         rhs(y, *args), events(y, *event_args), jac(y, *args)
-        iterate_state_gd(twin, y.reshape(2, 2, 2), eta=1e-3, steps=1, n_out=2)
+        if gd:
+            iterate_state_gd(twin, y.reshape(2, 2, 2), eta=1e-3, steps=1, n_out=2)
         prompt_counts(2, twin.scores.p)
         twin.flat_jacobian(y)
         twin.flat_attention(y)

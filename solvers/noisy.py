@@ -528,8 +528,8 @@ class NoisySystem:
         lam = np.linalg.eigvals(-self.flat_jacobian(self.flatten(Q0))).real.max()
         return 2.0 / lam if lam > 0 else np.inf
 
-    def warm_up(self):
-        """Compile (or load from the on-disk cache) the compiled kernels and the GD loop; return the seconds it took.
+    def warm_up(self, gd=True):
+        """Compile (or load from the on-disk cache) the compiled kernels and (if gd) the GD loop; return the seconds.
 
         On a K = 2, d = 2 twin with four quadrature points: Numba compiles for types, not sizes.
         """
@@ -538,5 +538,6 @@ class NoisySystem:
         rhs, events, args, event_args, jac = twin.callbacks()
         y = np.zeros(4)
         rhs(y, *args), events(y, *event_args), jac(y, *args)
-        iterate_state_gd(twin, np.zeros((2, 2)), eta=1e-3, steps=1, n_out=2)
+        if gd:
+            iterate_state_gd(twin, np.zeros((2, 2)), eta=1e-3, steps=1, n_out=2)
         return time.perf_counter() - start

@@ -66,8 +66,9 @@ class System(Protocol):
     def stable_step(self, start) -> float:
         """The largest linearly stable GD step at the start (inf without curvature)."""
 
-    def warm_up(self) -> float:
-        """Compile (or load) the system's kernels; the seconds it took."""
+    def warm_up(self, gd: bool = True) -> float:
+        """Compile (or load) the system's kernels; the seconds it took.  Without ``gd``, only what a
+        flow runs (a flow-only run then does not compile the GD loop and the stable step)."""
 
 
 def members():

@@ -132,13 +132,13 @@ class SeparateSystem:
         """Attention matrix A (K×K) at the state y."""
         return self.scores.attention(self.scores_of(y)[0])
 
-    def warm_up(self):
+    def warm_up(self, gd=True):
         """Compile (or load from the on-disk cache) every kernel and loop the factors run; return the seconds.
 
-        The score system's kernels, the factors' and the GD loop.  As :meth:`ScoreSystem.warm_up`, on a K = 2, h = 1 twin: Numba compiles for types, not sizes.
+        The score system's kernels, the factors' and (if gd) the GD loop.  As :meth:`ScoreSystem.warm_up`, on a K = 2, h = 1 twin: Numba compiles for types, not sizes.
         """
         start = time.perf_counter()
-        self.scores.warm_up()
+        self.scores.warm_up(gd)
         sc = self.scores
         twin = SeparateSystem(ScoreSystem(np.eye(2), np.eye(2), np.full(2, 0.5), kernels=sc.kernels, N=sc.N,
                                           quadrature_step=sc.quadrature_step, include_query=sc.include_query), 1)
@@ -146,7 +146,8 @@ class SeparateSystem:
         rhs, events, args, event_args, jac = twin.callbacks()
         y = twin.flatten(factors)
         rhs(y, *args), events(y, *event_args), jac(y, *args)
-        iterate_state_gd(twin, factors, eta=1e-3, steps=1, n_out=2)
+        if gd:
+            iterate_state_gd(twin, factors, eta=1e-3, steps=1, n_out=2)
         return time.perf_counter() - start
 
     def split(self, y):

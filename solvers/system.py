@@ -276,8 +276,11 @@ class ScoreSystem:
         lam = self.largest_rate(S)
         return 2.0 / lam if lam > 0 else np.inf
 
-    def warm_up(self):
+    def warm_up(self, gd=True):
         """Compile (or load from the on-disk cache) every kernel; return the seconds it took.
+
+        With ``gd=False`` only the flow's kernels (loss, right-hand side, events, Jacobian,
+        attention): a flow-only run does not compile the GD loop and the stable step.
 
         Numba compiles for the arrays' types, not their sizes, so the kernels run on a K = 2
         twin of this system (same kernel set and prompt model): the same machine code, without
@@ -293,6 +296,7 @@ class ScoreSystem:
         twin.flat_event_values(S.ravel())
         twin.hessians(S)
         twin.attention(S)
-        iterate_gd(twin, S, eta=1e-3, steps=1, n_out=2)
-        twin.stable_step(S)
+        if gd:
+            iterate_gd(twin, S, eta=1e-3, steps=1, n_out=2)
+            twin.stable_step(S)
         return time.perf_counter() - start

@@ -488,15 +488,17 @@ class TrainingSetSystem:
         lam = largest_flow_eigenvalue(self.hessians(S), self.gram_root)
         return 2.0 / lam if lam > 0 else np.inf
 
-    def warm_up(self):
-        """Compile (or load) the training set's callbacks and the population system's kernels; return the seconds."""
+    def warm_up(self, gd=True):
+        """Compile (or load) the training set's callbacks (and GD step if gd) and the population system's kernels;
+        return the seconds."""
         start = time.perf_counter()
         y = np.zeros(self.K * self.K)
         rhs, events, args, event_args, jac = self.callbacks()
         rhs(y, *args), events(y, *event_args), jac(y, *args)
-        step, args = self.gd_callback()
-        step(y, *args, np.empty_like(y), np.empty((self.K, self.K)))
-        self.population.warm_up()
+        if gd:
+            step, args = self.gd_callback()
+            step(y, *args, np.empty_like(y), np.empty((self.K, self.K)))
+        self.population.warm_up(gd)
         return time.perf_counter() - start
 
 

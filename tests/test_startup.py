@@ -39,7 +39,9 @@ def test_system_methods_equal_the_kernels_they_stand_for_exactly(N):
 def test_cold_warm_up_compiles_each_kernel_once_and_nothing_it_does_not_need(tmp_path):
     """A fresh process with empty caches: load_kernels + warm_up compiles every function for one
     signature only, none of the wrappers that would link loss_gradient_gap or score_hessians in again,
-    and no string formatting (Numba's array assignment error message cost 4 s in gd_iterate)."""
+    no string formatting (Numba's array assignment error message cost 4 s in gd_iterate), and at
+    N = ∞ none of the finite-prompt kernels; ``warm_up(gd=False)`` (a flow-only run) leaves the GD
+    loop and the stable step to a later ``warm_up()``."""
     script = textwrap.dedent("""
         import json
         import numpy as np
@@ -55,8 +57,11 @@ def test_cold_warm_up_compiles_each_kernel_once_and_nothing_it_does_not_need(tmp
                 pass
         with event.install_listener("numba:compile", Recorder()):
             kernels = load_kernels(4)
-            ScoreSystem(np.eye(4), np.eye(4), np.full(4, 0.25), kernels=kernels).warm_up()
-        print(json.dumps({"module": kernels.__name__, "compiled": compiled}))
+            system = ScoreSystem(np.eye(4), np.eye(4), np.full(4, 0.25), kernels=kernels)
+            system.warm_up(gd=False)
+            flow_only = len(compiled)
+            system.warm_up()
+        print(json.dumps({"module": kernels.__name__, "compiled": compiled, "flow_only": flow_only}))
     """)
     env = dict(os.environ, ATTNFLOW_CACHE_DIR=str(tmp_path / "kernels"), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
                PYTHONPATH=str(ROOT))
@@ -67,6 +72,10 @@ def test_cold_warm_up_compiles_each_kernel_once_and_nothing_it_does_not_need(tmp
     assert {"loss_gradient_gap", "score_hessians", "attention", "gd_iterate", "column_loss_gradient",
             "column_hessian"} <= names
     assert not {"loss", "loss_and_gradient", "flow_rhs", "event_values", "flow_jacobian"} & names
+    assert not {"finite_column", "finite_column_hessian", "finite_attention"} & names
+    flow_only = {name for module, name, _ in result["compiled"][:result["flow_only"]]}
+    assert {"loss_gradient_gap", "score_hessians", "attention"} <= flow_only
+    assert not {"gd_iterate", "symmetrised_flow_product"} & flow_only
     # One compilation per function and module: no second specialisation (the generated module
     # and solvers share no function names, so the module is not needed to tell them apart).
     generated = [name for module, name, _ in result["compiled"] if module == result["module"]]

@@ -115,7 +115,7 @@ def solve(problem: Problem, training, progress=True):
     """
     start = time.perf_counter()
     system = problem.system()
-    compile_time = system.warm_up()
+    compile_time = system.warm_up(gd=training.mode != "flow")
     kernels = problem.score_system().kernels
     result = RunResult({}, compile_time=compile_time, kernels={
         "set": kernels.NAME, "module": getattr(kernels, "path", kernels.__file__).__str__(),
@@ -140,7 +140,7 @@ def solve(problem: Problem, training, progress=True):
     if problem.noise > 0:
         # How far the noise-free reduced model is: the same runs without noise, in score space.
         reduced = problem.score_system()
-        reduced.warm_up()
+        reduced.warm_up(gd=training.mode != "flow")
         if "flow" in result.trajectories:
             result.noise_free["flow"] = integrate_flow(reduced, problem.S0, training.t_end, training.method,
                                                        training.rtol, training.atol, training.eps,

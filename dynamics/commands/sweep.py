@@ -530,7 +530,7 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd, client=None):
         # before anything is written: a first point that cannot be built is an input error).
         first = cfg.with_overrides(points[todo[0]])
         problem = Problem.from_config(first)
-        problem.system().warm_up()
+        problem.system().warm_up(gd=first.training.mode != "flow")
         if _runs_as_ensemble(first.training) and isinstance(problem.system(), ScoreSystem):
             # The ensemble's loops too: compiled (or loaded) once here, not by every worker at once.
             integrate_flow_ensemble([problem.system()], problem.start, 1e-3, n_out=2, parallel=False)
