@@ -1,8 +1,9 @@
 """The printing half of :mod:`attnflow.derivations.codegen`: the generated module's source from SymPy.
 
-The indexed column derivation of :mod:`attnflow.derivations.indexed` printed as Numba loop
-kernels (every sum hoisted into a temporary, common subexpressions in the outermost loop
-they can), followed by the shared assembly of :mod:`attnflow.solvers.assembly`.  Imported
+The indexed column derivations of :mod:`attnflow.derivations.indexed` (one head) and
+:mod:`attnflow.derivations.indexed_heads` (several) printed as Numba loop kernels (every sum
+hoisted into a temporary, common subexpressions in the outermost loop they can), followed by
+the shared assemblies of :mod:`attnflow.solvers.assembly` and :mod:`attnflow.solvers.multihead_assembly`.  Imported
 only when a module is generated, so loading a generated module does not import SymPy.
 """
 
@@ -12,12 +13,13 @@ import numba
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..solvers import assembly
+from ..solvers import assembly, multihead_assembly
 
-from . import indexed
+from . import indexed, indexed_heads
 from .codegen import kernel_key
 
 ASSEMBLY_MARKER = "# ---- ASSEMBLY"
+MULTIHEAD_ASSEMBLY_MARKER = "# ---- MULTIHEAD ASSEMBLY"
 
 
 class _LoopPrinter(PythonCodePrinter):
@@ -123,12 +125,13 @@ def _output_lines(target, indices, expr, symmetric=False):
     return out
 
 
-def _kernel_source(name, arguments, doc, outputs, result=None):
-    """One ``@njit`` loop kernel: K from ``a.shape``, temporaries, output loops, optional returned scalar."""
+def _kernel_source(name, arguments, doc, outputs, result=None, size="a"):
+    """One ``@njit`` loop kernel: K from the shape of the argument ``size``, temporaries, output loops,
+    optional returned scalar."""
     sums = _Sums()
     outputs = [(target, indices, sums.hoist(expr), symmetric) for target, indices, expr, symmetric in outputs]
     result = None if result is None else sums.hoist(result)
-    body = ["K = a.shape[0]"] + sums.lines()
+    body = [f"K = {size}.shape[0]"] + sums.lines()
     for target, indices, expr, symmetric in outputs:
         body += _output_lines(target, indices, expr, symmetric)
     if result is not None:
@@ -151,6 +154,36 @@ def column_source():
     )
 
 
+def heads_source():
+    """Python source of the multi-head column kernels, for every K and H (:mod:`attnflow.derivations.indexed_heads`).
+
+    ``mean_column_loss(abar, M, u)`` returns ℓ = ½ āᵀMā and writes ``u = Mā``;
+    ``head_column_gradient(a, u, H, g)`` writes head h's ``g^h = a ∘ (u − aᵀu)/H``;
+    ``head_column_cross_hessian(a, b, M, H, B)`` writes ``D^a M D^b / H²``, the block
+    ``∂g^h/∂s^{h'}`` without the diagonal correction; ``head_column_hessian_correction(a, u, H, B)``
+    writes that correction, ``diag(g^h) − g^h aᵀ − a g^hᵀ`` (symmetric: filled on and above the
+    diagonal and mirrored).
+    """
+    heads, _ = indexed_heads.heads_column()
+    I, J = indexed.I, indexed.J
+    return "\n\n".join([
+        _kernel_source("mean_column_loss", "abar, M, u",
+                       "Generated: return ℓ = ½ āᵀMā and write u = Mā into u (K = abar.shape[0]).",
+                       [("u", (I,), heads.moments, False)], result=heads.loss, size="abar"),
+        _kernel_source("head_column_gradient", "a, u, H, g",
+                       "Generated: write head h's g = ∂ℓ/∂s^h = a ∘ (u − aᵀu)/H into g (a = a^h, u = Mā).",
+                       [("g", (I,), heads.gradient, False)]),
+        _kernel_source("head_column_cross_hessian", "a, b, M, H, B",
+                       "Generated: write B = D^a M D^b / H² into B: ∂g^h/∂s^{h'} for a = a^h, b = a^{h'}, "
+                       "without the diagonal correction.",
+                       [("B", (I, J), heads.cross_block, False)]),
+        _kernel_source("head_column_hessian_correction", "a, u, H, B",
+                       "Generated: write the diagonal block's correction diag(g) − g aᵀ − a gᵀ into B "
+                       "(g = a ∘ (u − aᵀu)/H).",
+                       [("B", (I, J), heads.correction, True)]),
+    ])
+
+
 def module_source(key=None):
     """Return the full text of the generated kernel module (one for every K).
 
@@ -162,12 +195,15 @@ def module_source(key=None):
     Returns
     -------
     str
-        A header with the key, the derived column kernels (:func:`column_source`) and the
-        assembly of :mod:`attnflow.solvers.assembly` from its ``# ---- ASSEMBLY`` marker on.
+        A header with the key, the derived column kernels (:func:`column_source`, :func:`heads_source`),
+        the assembly of :mod:`attnflow.solvers.assembly` from its ``# ---- ASSEMBLY`` marker on and
+        that of :mod:`attnflow.solvers.multihead_assembly` from its ``# ---- MULTIHEAD ASSEMBLY`` marker on.
     """
     key = key or kernel_key()
     assembly_source = Path(assembly.__file__).read_text()
     shared = assembly_source[assembly_source.index(ASSEMBLY_MARKER):]
+    heads_assembly_source = Path(multihead_assembly.__file__).read_text()
+    shared_heads = heads_assembly_source[heads_assembly_source.index(MULTIHEAD_ASSEMBLY_MARKER):]
     header = (
         '"""attnflow kernels for every K, generated by derivations.codegen from the indexed SymPy derivation.\n\n'
         f"Key {key}; sympy {sp.__version__}, numba {numba.__version__}. Do not edit: regenerated\n"
@@ -179,4 +215,4 @@ def module_source(key=None):
         "from attnflow.solvers.pullback import flow_sandwich, jacobian_from_hessians, log_loss\n\n"
         f'NAME = "generated"\nKEY = "{key}"\n\n\n'
     )
-    return header + column_source() + "\n\n" + shared
+    return header + column_source() + "\n\n" + heads_source() + "\n\n\n" + shared + "\n\n\n" + shared_heads
