@@ -152,7 +152,7 @@ def column_hessian(a, M, H):
 
 
 @njit(cache=True)
-def mean_column_loss(abar, M, u):
+def mean_column_loss(abar, M, u, work):
     """Return ``ℓ = ½ āᵀ M ā`` of the mean attention ā and write ``u = M ā`` into ``u``.
 
     Parameters
@@ -163,6 +163,8 @@ def mean_column_loss(abar, M, u):
         The query's label-gap moments (symmetric).
     u : ndarray, shape (K,)
         Output: ``M ā``.
+    work : ndarray, shape (2, K)
+        Scratch (the generated twin's sums; unused here).
 
     Returns
     -------
@@ -172,7 +174,8 @@ def mean_column_loss(abar, M, u):
     Examples
     --------
     >>> u = np.empty(3)
-    >>> round(mean_column_loss(np.full(3, 1 / 3), label_gap_stack(np.eye(3))[0], u), 12), u.round(12).tolist()
+    >>> ell = mean_column_loss(np.full(3, 1 / 3), label_gap_stack(np.eye(3))[0], u, np.empty((2, 3)))
+    >>> round(ell, 12), u.round(12).tolist()
     (0.333333333333, [0.0, 1.0, 1.0])
     """
     K = abar.shape[0]
@@ -210,7 +213,7 @@ def head_column_gradient(a, u, H, g):
 
 
 @njit(cache=True)
-def head_column_cross_hessian(a, b, M, H, B):
+def head_column_cross_hessian(a, b, M, H, B, work):
     """Write ``D^a M D^b / H²`` into ``B``: the block ``∂g^h/∂s^{h'}`` (a = a^h, b = a^{h'}) without the diagonal correction.
 
     ``D^a = diag(a) − a aᵀ``.  With h' = h (b = a) the diagonal block is this plus
@@ -226,6 +229,8 @@ def head_column_cross_hessian(a, b, M, H, B):
         Number of heads.
     B : ndarray, shape (K, K)
         Output.
+    work : ndarray, shape (2, K)
+        Scratch (the generated twin's sums; unused here).
     """
     K = a.shape[0]
     # (D^a M)_nm = a_n (M_nm − Σ_j a_j M_jm), into B; then (D^a M D^b)_nm = b_m ((D^a M)_nm − Σ_j (D^a M)_nj b_j)

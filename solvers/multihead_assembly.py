@@ -80,6 +80,7 @@ def multihead_loss_gradient_gap(S, Ms, p, weights, logc, Gamma):
     abar = np.empty(K)
     u = np.empty(K)
     gh = np.empty(K)
+    work = np.empty((2, K))            # the column functions' scratch
     g = np.empty((H, K))
     loss = 0.0
     gap = -np.inf
@@ -95,7 +96,7 @@ def multihead_loss_gradient_gap(S, Ms, p, weights, logc, Gamma):
             if weight == 0.0:          # an underflowed count vector: its share is below 1e-308
                 continue
             off = _head_columns(S, logc[c], k, s, a, abar)
-            ell_k += weight * mean_column_loss(abar, M, u)
+            ell_k += weight * mean_column_loss(abar, M, u, work)
             off_k += weight * off
             for h in range(H):
                 head_column_gradient(a[h], u, H, gh)
@@ -129,6 +130,7 @@ def multihead_hessians(S, Ms, p, weights, logc, Hs):
     abar = np.empty(K)
     u = np.empty(K)
     B = np.empty((K, K))
+    work = np.empty((2, K))            # the column functions' scratch
     for k in range(K):
         M = Ms[k]
         for h in range(H):
@@ -141,14 +143,19 @@ def multihead_hessians(S, Ms, p, weights, logc, Hs):
             if weight == 0.0:
                 continue
             _head_columns(S, logc[c], k, s, a, abar)
-            mean_column_loss(abar, M, u)
+            mean_column_loss(abar, M, u, work)
             pk = weight * p[k]
             for h in range(H):
-                for hh in range(H):
-                    head_column_cross_hessian(a[h], a[hh], M, H, B)
+                # the (h', h) block is the (h, h') block transposed (the derivation proves it): each pair once
+                for hh in range(h, H):
+                    head_column_cross_hessian(a[h], a[hh], M, H, B, work)
                     for n in range(K):
                         for m in range(K):
                             Hs[k, h, n, hh, m] += pk * B[n, m]
+                    if hh != h:
+                        for n in range(K):
+                            for m in range(K):
+                                Hs[k, hh, m, h, n] += pk * B[n, m]
                 head_column_hessian_correction(a[h], u, H, B)
                 for n in range(K):
                     for m in range(K):

@@ -464,13 +464,14 @@ def test_generated_multihead_kernels_equal_the_hand_written_ones(K, H):
         hand_written.column_attention(S[h, :, 0].copy(), np.log(p), A[h])
     abar, M = A.mean(axis=0), gen.scores.Ms[0]
     u, ref_u = np.empty(K), np.empty(K)
-    assert generated.mean_column_loss(abar, M, u) == pytest.approx(hand_written.mean_column_loss(abar, M, ref_u),
-                                                                   rel=1e-12)
+    work = np.empty((2, K))
+    assert generated.mean_column_loss(abar, M, u, work) == pytest.approx(
+        hand_written.mean_column_loss(abar, M, ref_u, work), rel=1e-12)
     outputs = {}
     for kernel_set in (generated, hand_written):
         g, B, C = np.empty(K), np.empty((K, K)), np.empty((K, K))
         kernel_set.head_column_gradient(A[-1], ref_u, H, g)
-        kernel_set.head_column_cross_hessian(A[-1], A[0], M, H, B)
+        kernel_set.head_column_cross_hessian(A[-1], A[0], M, H, B, work)
         kernel_set.head_column_hessian_correction(A[-1], ref_u, H, C)
         outputs[kernel_set] = (g, B, C)
     assert np.abs(u - ref_u).max() <= 1e-12 * np.abs(ref_u).max()
@@ -506,7 +507,7 @@ def test_the_generated_cross_block_is_as_accurate_as_the_hand_written_one(K, H):
                 errors = []
                 for kernel_set in (generated, hand_written):
                     B = np.empty((K, K))
-                    kernel_set.head_column_cross_hessian(A[0], A[1], Ms[q], H, B)
+                    kernel_set.head_column_cross_hessian(A[0], A[1], Ms[q], H, B, np.empty((2, K)))
                     errors.append(np.abs(B - exact).max())
                     assert errors[-1] <= 1e-15 * np.abs(Ms[q]).max(), (kernel_set.NAME, scale, q)
                 assert errors[0] <= 8 * errors[1] + 1e-15 * np.abs(exact).max(), (scale, q, errors)
