@@ -92,6 +92,10 @@ def test_gradient_equals_the_sympy_stage():
     from attnflow.derivations import variants
     stage = variants.multi_head(K=2, H=2)
     data = stage.data
+    # The stage (what `attnflow derive` shows for several heads) lists the checks of the indexed form
+    # the kernels are printed from, the unrolled comparisons among them.
+    indexed_checks = [c for c in stage.checks if c.startswith("indexed form (the printed kernels): ")]
+    assert len(indexed_checks) == 5 and "$K = 3$, $H = 2$ equal the unrolled derivation" in " ".join(indexed_checks)
     system, F = _system(K=2, d=3, H=2, seed=6)
     S = np.random.default_rng(7).standard_normal((2, 2, 2))
     values = {sym: S[h, n, k] for h in range(2) for n in range(2) for k in range(2)
