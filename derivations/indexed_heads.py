@@ -31,7 +31,7 @@ import sympy as sp
 
 from . import stages
 from .checks import require
-from .indexed import I, J, K, M, a, canonical, index, settle, through_softmax, total
+from .indexed import I, J, M, a, canonical, index, settle, through_softmax, total
 
 b = sp.IndexedBase("b")            # a second head h' ≠ h
 c = sp.IndexedBase("c")            # the remaining heads' attention, summed
@@ -60,8 +60,8 @@ def _either_order(expr):
     """
     ((n, lo, hi),) = expr.limits
     inner = [f for f in sp.Mul.make_args(expr.function) if isinstance(f, sp.Sum)]
-    if len(inner) != 1 or len(inner[0].limits) != 1 or _is_two_fold(inner[0]) or inner[0].function.has(sp.Sum):
-        return expr
+    if len(inner) != 1 or len(inner[0].limits) != 1 or inner[0].function.has(sp.Sum):
+        return expr                  # only Σ_n x_n Σ_m y_nm occurs in the head column
     ((m, lo_m, hi_m),) = inner[0].limits
     rest = sp.Mul(*[f for f in sp.Mul.make_args(expr.function) if f is not inner[0]])
     swapped = sp.Sum(sp.Sum(rest * inner[0].function, (n, lo, hi)), (m, lo_m, hi_m))
@@ -225,8 +225,9 @@ def verify_heads_against_unrolled(heads_column, k, heads):
                 continue
             rest = [sp.Add(*[A[r][n] for r in range(heads) if r not in (h, hh)]) for n in range(k)]
             bases = {a: A[h], b: A[hh], c: rest, M: unrolled["M"]}
-            at = lambda expr, values={}: sp.expand(                             # noqa: E731
-                _unroll(expr, k, bases, values).xreplace({H: sp.Integer(heads)}))
+
+            def at(expr, values=None, bases=bases):
+                return sp.expand(_unroll(expr, k, bases, values or {}).xreplace({H: sp.Integer(heads)}))
             require(sp.expand(at(heads_column.loss) - unrolled["loss"]) == 0,
                     f"indexed multi-head loss equals the unrolled one at K = {k}, H = {heads}")
             for i in range(k):
