@@ -3,8 +3,11 @@
 The generated module holds the two derived column functions of
 :mod:`attnflow.solvers.columns` (``column_loss_gradient`` and ``column_hessian``), printed
 as loops from the indexed derivation of :mod:`attnflow.derivations.indexed` (sums over a
-symbolic K), followed verbatim by the shared assembly of :mod:`attnflow.solvers.assembly`
-(right-hand side, Jacobian, events, GD loop).  The loops read K from the array
+symbolic K), and the four multi-head column functions (``mean_column_loss``,
+``head_column_gradient``, ``head_column_cross_hessian``, ``head_column_hessian_correction``),
+printed from :mod:`attnflow.derivations.indexed_heads` (K and H symbols), followed verbatim
+by the shared assembly of :mod:`attnflow.solvers.assembly` (right-hand side, Jacobian,
+events, GD loop) and the multi-head assembly of :mod:`attnflow.solvers.multihead_assembly`.  The loops read K from the array
 shapes, so the code, its generation and its compilation do not grow with K.  The
 printer hoists every sum into a temporary indexed by its free indices (``u = Ma``
 once per column, ``β = aᵀu`` once), computed in float64 before the output loops;
@@ -21,6 +24,7 @@ parameter sweep nor a K sweep regenerates or recompiles, and Numba's
 
     kernels = load_kernels(8)            # generate (or find) and import; the same module for any K
     system = ScoreSystem(G, F, p, kernels=kernels)
+    heads = MultiHeadSystem(system, 2, kernels=kernels)
 """
 
 import hashlib
@@ -36,7 +40,7 @@ from importlib.metadata import version
 import numba
 import numpy
 
-from ..solvers import assembly, columns, finite_prompt, pullback
+from ..solvers import assembly, columns, finite_prompt, multihead_assembly, pullback
 
 # SymPy is imported only to generate a module (kernel_source): loading one that is on disk,
 # the path of every run after the first, does not pay its import (about a second).
@@ -45,7 +49,8 @@ _HERE = Path(__file__).parent
 # calls into is part of the key: a change anywhere gives a new module and fresh machine code.
 # stages.py is among them: generation checks the indexed column against the unrolled stages.
 _SOURCES = (_HERE / "indexed.py", _HERE / "checks.py", _HERE / "stages.py", Path(__file__), _HERE / "kernel_source.py",
-            Path(assembly.__file__), Path(columns.__file__), Path(finite_prompt.__file__), Path(pullback.__file__))
+            Path(assembly.__file__), Path(columns.__file__), Path(finite_prompt.__file__), Path(pullback.__file__),
+            _HERE / "indexed_heads.py", Path(multihead_assembly.__file__))
 
 
 def cache_dir():
@@ -58,7 +63,7 @@ def cache_dir():
 
 
 def kernel_key():
-    """Hash everything the generated source depends on: the derivation and assembly code, library versions.
+    """Hash everything the generated source depends on: the derivation and assembly code (multi-head too), library versions.
 
     K is not part of it: one module serves every K.
 
@@ -136,9 +141,9 @@ def load_kernels(K=None):
 
 
 def __getattr__(name):
-    # The printing half (column_source, module_source, ASSEMBLY_MARKER) lives in kernel_source,
+    # The printing half (column_source, heads_source, module_source, the markers) lives in kernel_source,
     # imported with SymPy only when asked for.
-    if name in ("column_source", "module_source", "ASSEMBLY_MARKER"):
+    if name in ("column_source", "heads_source", "module_source", "ASSEMBLY_MARKER", "MULTIHEAD_ASSEMBLY_MARKER"):
         from . import kernel_source
 
         return getattr(kernel_source, name)

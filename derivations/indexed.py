@@ -163,10 +163,15 @@ def equal(x, y):
     return canonical(x - y) == 0
 
 
-def through_softmax(f, x):
-    """``∂f/∂s_x = a_x (∂f/∂a_x − Σ_ν a_ν ∂f/∂a_ν)`` for f in the attention ``a = softmax(s + log p)``."""
+def through_softmax(f, x, attention=a):
+    """``∂f/∂s_x = a_x (∂f/∂a_x − Σ_ν a_ν ∂f/∂a_ν)`` for f in the attention ``a = softmax(s + log p)``.
+
+    ``attention`` names the IndexedBase of the softmax differentiated through (``a`` unless
+    told): another head's attention in :mod:`attnflow.derivations.indexed_heads`.
+    """
     nu = index("nu")
-    return canonical(settle(a[x] * (sp.diff(f, a[x]) - total(a[nu] * settle(sp.diff(f, a[nu])), nu))))
+    w = attention
+    return canonical(settle(w[x] * (sp.diff(f, w[x]) - total(w[nu] * settle(sp.diff(f, w[nu])), nu))))
 
 
 # --- the column ------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The printing half of :mod:`attnflow.derivations.codegen`: the generated module's source from SymPy.
 
-The indexed column derivation of :mod:`attnflow.derivations.indexed` printed as Numba loop
-kernels (every sum hoisted into a temporary, common subexpressions in the outermost loop
-they can), followed by the shared assembly of :mod:`attnflow.solvers.assembly`.  Imported
+The indexed column derivations of :mod:`attnflow.derivations.indexed` (one head) and
+:mod:`attnflow.derivations.indexed_heads` (several) printed as Numba loop kernels (every sum
+hoisted into a temporary, common subexpressions in the outermost loop they can), followed by
+the shared assemblies of :mod:`attnflow.solvers.assembly` and :mod:`attnflow.solvers.multihead_assembly`.  Imported
 only when a module is generated, so loading a generated module does not import SymPy.
 """
 
@@ -12,12 +13,13 @@ import numba
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..solvers import assembly
+from ..solvers import assembly, multihead_assembly
 
-from . import indexed
+from . import indexed, indexed_heads
 from .codegen import kernel_key
 
 ASSEMBLY_MARKER = "# ---- ASSEMBLY"
+MULTIHEAD_ASSEMBLY_MARKER = "# ---- MULTIHEAD ASSEMBLY"
 
 
 class _LoopPrinter(PythonCodePrinter):
@@ -77,11 +79,19 @@ class _Sums:
         name = self._names[key]
         return sp.IndexedBase(name)[tuple(free)] if free else sp.Symbol(name)
 
-    def lines(self):
-        """Allocation (once per call, outside every loop) and computation of the temporaries."""
+    def lines(self, scratch=None):
+        """Allocation (once per call, outside every loop) and computation of the temporaries.
+
+        scratch : the name of a (rows, K) argument whose rows hold the one-index temporaries
+        instead of arrays allocated per call (kernels called in the innermost loops).
+        """
         out = []
+        rows = 0
         for name, placeholders, _, _ in self.temporaries:
-            if placeholders:
+            if len(placeholders) == 1 and scratch:
+                out.append(f"{name} = {scratch}[{rows}]")
+                rows += 1
+            elif placeholders:
                 shape = "K" if len(placeholders) == 1 else "(" + ", ".join(["K"] * len(placeholders)) + ")"
                 out.append(f"{name} = np.empty({shape})")
         for name, placeholders, x, summand in self.temporaries:
@@ -123,12 +133,13 @@ def _output_lines(target, indices, expr, symmetric=False):
     return out
 
 
-def _kernel_source(name, arguments, doc, outputs, result=None):
-    """One ``@njit`` loop kernel: K from ``a.shape``, temporaries, output loops, optional returned scalar."""
+def _kernel_source(name, arguments, doc, outputs, result=None, size="a", scratch=None):
+    """One ``@njit`` loop kernel: K from the shape of the argument ``size``, temporaries (in the rows of
+    the argument ``scratch`` when given), output loops, optional returned scalar."""
     sums = _Sums()
     outputs = [(target, indices, sums.hoist(expr), symmetric) for target, indices, expr, symmetric in outputs]
     result = None if result is None else sums.hoist(result)
-    body = ["K = a.shape[0]"] + sums.lines()
+    body = [f"K = {size}.shape[0]"] + sums.lines(scratch)
     for target, indices, expr, symmetric in outputs:
         body += _output_lines(target, indices, expr, symmetric)
     if result is not None:
@@ -151,6 +162,38 @@ def column_source():
     )
 
 
+def heads_source():
+    """Python source of the multi-head column kernels, for every K and H (:mod:`attnflow.derivations.indexed_heads`).
+
+    ``mean_column_loss(abar, M, u, work)`` returns ℓ = ½ āᵀMā and writes ``u = Mā``;
+    ``head_column_gradient(a, u, H, g)`` writes head h's ``g^h = a ∘ (u − aᵀu)/H``;
+    ``head_column_cross_hessian(a, b, M, H, B, work)`` writes ``D^a M D^b / H²``, the block
+    ``∂g^h/∂s^{h'}`` without the diagonal correction; ``head_column_hessian_correction(a, u, H, B)``
+    writes that correction, ``diag(g^h) − g^h aᵀ − a g^hᵀ`` (symmetric: filled on and above the
+    diagonal and mirrored).  ``work`` is a (2, K) scratch array for the sums with a free index:
+    these kernels run for every head pair, count vector and query, where allocating them per
+    call cost more than the arithmetic.
+    """
+    heads, _ = indexed_heads.heads_column()
+    I, J = indexed.I, indexed.J
+    return "\n\n".join([
+        _kernel_source("mean_column_loss", "abar, M, u, work",
+                       "Generated: return ℓ = ½ āᵀMā and write u = Mā into u (K = abar.shape[0]; work: (2, K) scratch).",
+                       [("u", (I,), heads.moments, False)], result=heads.loss, size="abar", scratch="work"),
+        _kernel_source("head_column_gradient", "a, u, H, g",
+                       "Generated: write head h's g = ∂ℓ/∂s^h = a ∘ (u − aᵀu)/H into g (a = a^h, u = Mā).",
+                       [("g", (I,), heads.gradient, False)]),
+        _kernel_source("head_column_cross_hessian", "a, b, M, H, B, work",
+                       "Generated: write B = D^a M D^b / H² into B: ∂g^h/∂s^{h'} for a = a^h, b = a^{h'}, "
+                       "without the diagonal correction (work: (2, K) scratch).",
+                       [("B", (I, J), heads.cross_block, False)], scratch="work"),
+        _kernel_source("head_column_hessian_correction", "a, u, H, B",
+                       "Generated: write the diagonal block's correction diag(g) − g aᵀ − a gᵀ into B "
+                       "(g = a ∘ (u − aᵀu)/H).",
+                       [("B", (I, J), heads.correction, True)]),
+    ])
+
+
 def module_source(key=None):
     """Return the full text of the generated kernel module (one for every K).
 
@@ -162,12 +205,15 @@ def module_source(key=None):
     Returns
     -------
     str
-        A header with the key, the derived column kernels (:func:`column_source`) and the
-        assembly of :mod:`attnflow.solvers.assembly` from its ``# ---- ASSEMBLY`` marker on.
+        A header with the key, the derived column kernels (:func:`column_source`, :func:`heads_source`),
+        the assembly of :mod:`attnflow.solvers.assembly` from its ``# ---- ASSEMBLY`` marker on and
+        that of :mod:`attnflow.solvers.multihead_assembly` from its ``# ---- MULTIHEAD ASSEMBLY`` marker on.
     """
     key = key or kernel_key()
     assembly_source = Path(assembly.__file__).read_text()
     shared = assembly_source[assembly_source.index(ASSEMBLY_MARKER):]
+    heads_assembly_source = Path(multihead_assembly.__file__).read_text()
+    shared_heads = heads_assembly_source[heads_assembly_source.index(MULTIHEAD_ASSEMBLY_MARKER):]
     header = (
         '"""attnflow kernels for every K, generated by derivations.codegen from the indexed SymPy derivation.\n\n'
         f"Key {key}; sympy {sp.__version__}, numba {numba.__version__}. Do not edit: regenerated\n"
@@ -179,4 +225,4 @@ def module_source(key=None):
         "from attnflow.solvers.pullback import flow_sandwich, jacobian_from_hessians, log_loss\n\n"
         f'NAME = "generated"\nKEY = "{key}"\n\n\n'
     )
-    return header + column_source() + "\n\n" + shared
+    return header + column_source() + "\n\n" + heads_source() + "\n\n\n" + shared + "\n\n\n" + shared_heads

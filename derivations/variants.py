@@ -15,6 +15,7 @@ from itertools import product
 
 import sympy as sp
 
+from . import indexed_heads
 from .checks import require
 from .notation import Display, Norm, Relation
 from .stages import Stage, _is_zero, explicit_softmax, moment_matrix, score_symbols
@@ -264,7 +265,9 @@ def multi_head(K=2, H=2):
     matrices (every score, probability and moment a symbol, the softmax written out) is
     differentiated by SymPy and compared with ``Γ^h[:, k] = (p_k/H) D^h_k F (ā_k − e_k)``; the
     column Hessian blocks ``∂g^h/∂s^{h'}`` (what the stiff solvers' Jacobian is built from)
-    are compared with differentiating the column gradient.
+    are compared with differentiating the column gradient.  The stage also lists the checks of
+    the indexed form the kernels are printed from
+    (:func:`attnflow.derivations.indexed_heads.heads_column`, symbolic K and H).
 
     Parameters
     ----------
@@ -324,6 +327,9 @@ def multi_head(K=2, H=2):
     checks.append(f"the column Hessian blocks $\\partial g^h/\\partial s^{{h'}} = D^h M D^{{h'}}/H^2 + "
                   f"\\delta_{{hh'}}(\\mathrm{{diag}}\\,g^h - g^h a^{{h\\top}} - a^h g^{{h\\top}})$ by differentiating "
                   f"$g^h = D^h M \\bar a / H$ ($K = {K}$, $H = {H}$)")
+    # What the kernels are printed from: the same column in indexed form, for every K and H.
+    _, indexed_stage = indexed_heads.heads_column()
+    checks += [f"indexed form (the printed kernels): {check}" for check in indexed_stage.checks]
     Hs, Ns, Kf, ds = (sp.Symbol(x, integer=True, positive=True) for x in "HNKd")
     h, i, k = (sp.Symbol(x, integer=True) for x in "hik")
     vec = lambda name: sp.MatrixSymbol(name, Kf, 1)                       # noqa: E731
@@ -362,8 +368,12 @@ def multi_head(K=2, H=2):
             "$S^h = VQ_hV^\\top$, so the state is the $H$ score matrices. At $N = \\infty$ the prediction uses the mean "
             "attention $\\bar a$; the heads are coupled through it alone. Heads started equal get equal gradients and "
             "stay equal, following the one-head flow slowed down by $H$ (each moves by $\\Gamma/H$): training needs "
-            "a random start. `solvers/multihead.py` runs these formulas in Numba loops, $O(HK^2)$ per query for "
-            "the gradient and $O(H^2K^3)$ for the Hessian. At finite $N$ they hold for each count vector $c$ of the "
+            "a random start. The kernels are printed from the same column derived in indexed form "
+            "(`derivations/indexed_heads.py`: head $h$'s attention $a$, a second head's $b$ and the other heads' summed "
+            "$c$, $\\bar a = (a + b + c)/H$, with $K$ and $H$ symbols), checked against these formulas for symbolic "
+            "$K$ and $H$ and against the unrolled derivation in $KH$ attention symbols for $K \\le 3$; "
+            "`solvers/multihead_assembly.py` sums them over heads and queries, $O(HK^2)$ per query for the gradient "
+            "and $O(H^2K^2)$ for the Hessian blocks. At finite $N$ they hold for each count vector $c$ of the "
             "prompt with $\\log c$ in place of $\\log p$, and the expectation over prompts is their exact sum "
             "weighted by the multinomial probabilities, over all $\\binom{N+K-1}{K-1}$ count vectors.")
     return Stage("multi_head", "Several attention heads", text, eqs, checks,

@@ -146,6 +146,135 @@ def column_hessian(a, M, H):
         H[n, n] += gn
 
 
+# ---- several heads (solvers.multihead): query k's column of head h, with a = a^h, the mean
+# attention ā = (1/H) Σ_h a^h and u = M ā.  ℓ = ½ āᵀ M ā, g^h = a ∘ (u − aᵀu)/H, and the column
+# Hessian's (h, h') block is D^h M D^{h'} / H² plus, on the diagonal h' = h, diag(g^h) − g^h aᵀ − a g^hᵀ.
+
+
+@njit(cache=True)
+def mean_column_loss(abar, M, u, work):
+    """Return ``ℓ = ½ āᵀ M ā`` of the mean attention ā and write ``u = M ā`` into ``u``.
+
+    Parameters
+    ----------
+    abar : ndarray, shape (K,)
+        The heads' mean attention.
+    M : ndarray, shape (K, K)
+        The query's label-gap moments (symmetric).
+    u : ndarray, shape (K,)
+        Output: ``M ā``.
+    work : ndarray, shape (2, K)
+        Scratch (the generated twin's sums; unused here).
+
+    Returns
+    -------
+    float
+        The per-query loss ℓ.
+
+    Examples
+    --------
+    >>> u = np.empty(3)
+    >>> ell = mean_column_loss(np.full(3, 1 / 3), label_gap_stack(np.eye(3))[0], u, np.empty((2, 3)))
+    >>> round(ell, 12), u.round(12).tolist()
+    (0.333333333333, [0.0, 1.0, 1.0])
+    """
+    K = abar.shape[0]
+    beta = 0.0
+    for n in range(K):
+        acc = 0.0
+        for m in range(K):
+            acc += M[n, m] * abar[m]
+        u[n] = acc
+        beta += abar[n] * acc
+    return 0.5 * beta
+
+
+@njit(cache=True)
+def head_column_gradient(a, u, H, g):
+    """Write head h's column gradient ``g = ∂ℓ/∂s^h = a ∘ (u − aᵀu) / H`` into ``g``.
+
+    Parameters
+    ----------
+    a : ndarray, shape (K,)
+        Head h's attention of the query.
+    u : ndarray, shape (K,)
+        ``M ā`` (:func:`mean_column_loss`).
+    H : int
+        Number of heads.
+    g : ndarray, shape (K,)
+        Output.
+    """
+    K = a.shape[0]
+    beta = 0.0
+    for n in range(K):
+        beta += a[n] * u[n]
+    for n in range(K):
+        g[n] = a[n] * (u[n] - beta) / H
+
+
+@njit(cache=True)
+def head_column_cross_hessian(a, b, M, H, B, work):
+    """Write ``D^a M D^b / H²`` into ``B``: the block ``∂g^h/∂s^{h'}`` (a = a^h, b = a^{h'}) without the diagonal correction.
+
+    ``D^a = diag(a) − a aᵀ``.  With h' = h (b = a) the diagonal block is this plus
+    :func:`head_column_hessian_correction`.
+
+    Parameters
+    ----------
+    a, b : ndarray, shape (K,)
+        The two heads' attention of the query.
+    M : ndarray, shape (K, K)
+        The query's label-gap moments (symmetric).
+    H : int
+        Number of heads.
+    B : ndarray, shape (K, K)
+        Output.
+    work : ndarray, shape (2, K)
+        Scratch (the generated twin's sums; unused here).
+    """
+    K = a.shape[0]
+    # (D^a M)_nm = a_n (M_nm − Σ_j a_j M_jm), into B; then (D^a M D^b)_nm = b_m ((D^a M)_nm − Σ_j (D^a M)_nj b_j)
+    for m in range(K):
+        col = 0.0
+        for j in range(K):
+            col += a[j] * M[j, m]
+        for n in range(K):
+            B[n, m] = a[n] * (M[n, m] - col)
+    for n in range(K):
+        row = 0.0
+        for j in range(K):
+            row += B[n, j] * b[j]
+        for m in range(K):
+            B[n, m] = b[m] * (B[n, m] - row) / (H * H)
+
+
+@njit(cache=True)
+def head_column_hessian_correction(a, u, H, B):
+    """Write the diagonal block's correction ``diag(g) − g aᵀ − a gᵀ`` into ``B``, ``g = a ∘ (u − aᵀu)/H``.
+
+    Parameters
+    ----------
+    a : ndarray, shape (K,)
+        Head h's attention of the query.
+    u : ndarray, shape (K,)
+        ``M ā`` (:func:`mean_column_loss`).
+    H : int
+        Number of heads.
+    B : ndarray, shape (K, K)
+        Output (symmetric).
+    """
+    K = a.shape[0]
+    beta = 0.0
+    for n in range(K):
+        beta += a[n] * u[n]
+    for n in range(K):
+        gn = a[n] * (u[n] - beta) / H
+        for m in range(K):
+            gm = a[m] * (u[m] - beta) / H
+            B[n, m] = -(gn * a[m] + a[n] * gm)
+        B[n, n] += gn
+
+
 @njit(cache=True)
 def target_log_gap(S, logp):
     """``max_k log(1 − A_kk)``: log of the worst query's attention off its own feature.

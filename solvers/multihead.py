@@ -18,6 +18,21 @@ and the flow's Jacobian is ``J[(h,i,l), (h',m,k)] = −p_k (G ∂g^h/∂s^{h'})_
 :func:`attnflow.derivations.variants.multi_head` derives Γ^h and the Hessian blocks with SymPy
 and checks them against differentiating the explicit loss.
 
+**Kernels.**  The compiled functions (:mod:`attnflow.solvers.multihead_assembly`) assemble
+the loss, Γ^h, the Hessian blocks, the flow's right-hand side and Jacobian and the GD step
+from four column functions: ``mean_column_loss`` (ℓ and ``u = M ā``), ``head_column_gradient``
+(``g^h``), ``head_column_cross_hessian`` (``D^h M D^{h'}/H²``) and
+``head_column_hessian_correction`` (the diagonal block's ``diag(g^h) − g^h a^hᵀ − a^h g^hᵀ``).
+Like the single head's, they come in two kernel sets that share the assembly verbatim: the
+hand-written reference (:mod:`attnflow.solvers.columns`, :mod:`attnflow.solvers.kernels`), and
+the generated one (:func:`attnflow.derivations.codegen.load_kernels`, what ``attnflow run``
+uses), printed as loops from the indexed derivation of
+:mod:`attnflow.derivations.indexed_heads`: ℓ = ½ āᵀ M ā with ``ā = (a + b + c)/H`` (head h, a
+second head h', the other heads summed; K and H symbols) differentiated through the softmaxes,
+checked in normal form against the formulas above for symbolic K and H and entry by entry
+against the unrolled derivation in K·H attention symbols (K ≤ 3).  ``MultiHeadSystem(...,
+kernels=...)`` picks the set; the tests hold the two to 1e-12.
+
 H identical heads stay identical (their gradients are equal): then ``ā = a`` and
 ``Γ^h = Γ/H``, so each head follows the one-head flow slowed down by H, ``S^h(t) = S(t/H)``
 (GD with step η is one-head GD with step η/H).  ``H = 1`` is the one-head model exactly,
@@ -51,194 +66,13 @@ import numpy as np
 from numba import njit
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
-from .columns import column_attention
+from . import kernels as hand_written
 from .gd import iterate_state_gd
-from .pullback import flow_sandwich, log_loss
+from .multihead_assembly import _effective_scores, _head_velocity
 from .system import ScoreSystem
 
 MAX_HEADS = 64   # dynamics.problem.config documents the same bound
 MAX_COMPOSITION_ENTRIES = 10**6   # K·C(N+K−1, K−1) log counts at finite N: the cost of a gradient is C·H·K² exps
-
-
-@njit(cache=True)
-def _head_columns(S, logp, k, s, a, abar):
-    """Query k's attention of every head into ``a`` (H, K) and their mean into ``abar``; returns
-    the mean's share off feature k, ``Σ_{n≠k} ā_n``, each term to full relative precision
-    (``s`` is scratch of length K)."""
-    H, K = S.shape[0], S.shape[1]
-    off = 0.0
-    for n in range(K):
-        abar[n] = 0.0
-    for h in range(H):
-        for n in range(K):
-            s[n] = S[h, n, k]
-        column_attention(s, logp, a[h])
-        for n in range(K):
-            abar[n] += a[h, n] / H
-            if n != k:
-                off += a[h, n] / H
-    return off
-
-
-@njit(cache=True)
-def multihead_loss_gradient_gap(S, Ms, p, weights, logc, Gamma):
-    """ℒ of H heads and ``max_k log(1 − E[ā_kk])``; writes ``Γ^h = ∂ℒ/∂S^h`` into ``Gamma``.
-
-    The expectation over prompts is the weighted sum over count vectors (rows of ``logc``,
-    :func:`prompt_counts`); one row ``log p`` of weight 1 is the large-prompt limit.
-
-    Parameters
-    ----------
-    S : ndarray, shape (H, K, K)
-        The heads' scores.
-    Ms : ndarray, shape (K, K, K)
-        Label-gap moment stack (:func:`attnflow.solvers.columns.label_gap_stack`).
-    p : ndarray, shape (K,)
-        Feature probabilities (of the query).
-    weights : ndarray, shape (C,)
-        Probability of each count vector.
-    logc : ndarray, shape (C, K)
-        Log counts (−inf for an absent feature), or ``log p`` at N = ∞.
-    Gamma : ndarray, shape (H, K, K)
-        Output: the gradient of each head.
-
-    Returns
-    -------
-    loss : float
-    gap : float
-        ``max_k log Σ_{n≠k} E[ā_nk]``, each term to full relative precision.
-    """
-    H, K = S.shape[0], S.shape[1]
-    a = np.empty((H, K))
-    s = np.empty(K)
-    abar = np.empty(K)
-    u = np.empty(K)
-    g = np.empty((H, K))
-    loss = 0.0
-    gap = -np.inf
-    for k in range(K):
-        M = Ms[k]
-        for h in range(H):
-            for n in range(K):
-                g[h, n] = 0.0
-        beta_k = 0.0
-        off_k = 0.0
-        for c in range(weights.shape[0]):
-            weight = weights[c]
-            if weight == 0.0:          # an underflowed count vector: its share is below 1e-308
-                continue
-            off = _head_columns(S, logc[c], k, s, a, abar)
-            beta = 0.0
-            for n in range(K):
-                acc = 0.0
-                for m in range(K):
-                    acc += M[n, m] * abar[m]
-                u[n] = acc
-                beta += abar[n] * acc
-            beta_k += weight * beta
-            off_k += weight * off
-            for h in range(H):
-                beta_h = 0.0
-                for n in range(K):
-                    beta_h += a[h, n] * u[n]
-                for n in range(K):
-                    g[h, n] += weight * (a[h, n] * (u[n] - beta_h) / H)
-        loss += p[k] * 0.5 * beta_k
-        for h in range(H):
-            for n in range(K):
-                # the single-head kernel's order of operations (a weight of 1 is exact), so that
-                # one head at N = ∞ is it bit for bit
-                Gamma[h, n, k] = p[k] * g[h, n]
-        gap = max(gap, np.log(off_k))
-    return loss, gap
-
-
-@njit(cache=True)
-def multihead_hessians(S, Ms, p, weights, logc, Hs):
-    """Write ``Hs[k, h, n, h', m] = p_k ∂g^h_n/∂s^{h'}_m`` (query k's column Hessian) into Hs.
-
-    Parameters
-    ----------
-    S : ndarray, shape (H, K, K)
-    Ms, p, weights, logc : ndarray
-        As :func:`multihead_loss_gradient_gap`.
-    Hs : ndarray, shape (K, H, K, H, K)
-        Output; each ``Hs[k]`` reshaped (HK, HK) is symmetric.
-    """
-    H, K = S.shape[0], S.shape[1]
-    a = np.empty((H, K))
-    s = np.empty(K)
-    abar = np.empty(K)
-    u = np.empty(K)
-    g = np.empty((H, K))
-    DM = np.empty((H, K, K))          # DM[h] = D^h M
-    for k in range(K):
-        M = Ms[k]
-        for h in range(H):
-            for n in range(K):
-                for hh in range(H):
-                    for m in range(K):
-                        Hs[k, h, n, hh, m] = 0.0
-        for c in range(weights.shape[0]):
-            weight = weights[c]
-            if weight == 0.0:
-                continue
-            _head_columns(S, logc[c], k, s, a, abar)
-            for n in range(K):
-                acc = 0.0
-                for m in range(K):
-                    acc += M[n, m] * abar[m]
-                u[n] = acc
-            for h in range(H):
-                beta_h = 0.0
-                for n in range(K):
-                    beta_h += a[h, n] * u[n]
-                for n in range(K):
-                    g[h, n] = a[h, n] * (u[n] - beta_h) / H
-                # (D M)_nm = a_n (M_nm − Σ_j a_j M_jm)
-                for m in range(K):
-                    col = 0.0
-                    for j in range(K):
-                        col += a[h, j] * M[j, m]
-                    for n in range(K):
-                        DM[h, n, m] = a[h, n] * (M[n, m] - col)
-            scale = weight * p[k] / (H * H)
-            pk = weight * p[k]
-            for h in range(H):
-                for hh in range(H):
-                    # (D^h M D^{h'})_nm = (DM[h] D^{h'})_nm = a'_m (DM[h]_nm − Σ_j DM[h]_nj a'_j)
-                    for n in range(K):
-                        row = 0.0
-                        for j in range(K):
-                            row += DM[h, n, j] * a[hh, j]
-                        for m in range(K):
-                            Hs[k, h, n, hh, m] += scale * a[hh, m] * (DM[h, n, m] - row)
-                for n in range(K):
-                    for m in range(K):
-                        Hs[k, h, n, h, m] -= pk * (g[h, n] * a[h, m] + a[h, n] * g[h, m])
-                    Hs[k, h, n, h, n] += pk * g[h, n]
-
-
-@njit(cache=True)
-def multihead_attention(S, weights, logc, A):
-    """Write every head's expected attention ``A[h, n, k] = E[softmax(S^h[:, k] + log c)[n]]`` into A (H, K, K).
-
-    ``weights``, ``logc`` as :func:`multihead_loss_gradient_gap` (at N = ∞ one row ``log p``).
-    """
-    H, K = S.shape[0], S.shape[1]
-    s = np.empty(K)
-    a = np.empty(K)
-    for h in range(H):
-        for k in range(K):
-            for n in range(K):
-                A[h, n, k] = 0.0
-                s[n] = S[h, n, k]
-            for c in range(weights.shape[0]):
-                if weights[c] == 0.0:
-                    continue
-                column_attention(s, logc[c], a)
-                for n in range(K):
-                    A[h, n, k] += weights[c] * a[n]
 
 
 def effective_scores(S, logp):
@@ -279,104 +113,6 @@ def effective_scores(S, logp):
     for i in range(len(stack)):            # a compiled loop: SciPy's logsumexp took 2 ms a state, GD calls it each step
         _effective_scores(stack[i], logp, out[i])
     return out.reshape(S.shape[:-3] + (K, K))
-
-
-@njit(cache=True)
-def _effective_scores(S, logp, out):
-    """:func:`effective_scores` of one state S (H, K, K) into out (K, K)."""
-    H, K = S.shape[0], S.shape[1]
-    Z = np.empty(H)
-    for k in range(K):
-        mean_Z = 0.0
-        for h in range(H):
-            top = -np.inf
-            for n in range(K):
-                top = max(top, S[h, n, k] + logp[n])
-            total = 0.0
-            for n in range(K):
-                total += np.exp(S[h, n, k] + logp[n] - top)
-            Z[h] = top + np.log(total)
-            mean_Z += Z[h] / H
-        for n in range(K):
-            top = -np.inf
-            for h in range(H):
-                top = max(top, S[h, n, k] - Z[h])
-            total = 0.0
-            for h in range(H):
-                total += np.exp(S[h, n, k] - Z[h] - top)
-            out[n, k] = top + np.log(total / H) + mean_Z
-
-
-# ---- compiled callbacks: the score flow's argument types, five C-contiguous arrays (2-d, 3-d, 1-d, 1-d,
-# 1-d), here (G, Ms, p, weights, logc.ravel()), with H = y.size // K² and K = Ms.shape[0], so the
-# integrators' and the GD loop's machine code compiled for the scores serves the heads at every N.
-
-
-@njit(cache=True)
-def _head_gradients(y, Ms, p, weights, logc):
-    K = Ms.shape[0]
-    H = y.shape[0] // (K * K)
-    Gamma = np.empty((H, K, K))
-    value, gap = multihead_loss_gradient_gap(y.reshape((H, K, K)), Ms, p, weights,
-                                             logc.reshape((weights.shape[0], K)), Gamma)
-    return value, gap, Gamma
-
-
-@njit(cache=True)
-def _head_velocity(G, Gamma, dy):
-    """``dy = [−(G Γ^h G).ravel() for each head]``."""
-    H, K = Gamma.shape[0], Gamma.shape[1]
-    for h in range(H):
-        step = flow_sandwich(G, Gamma[h])
-        for i in range(K * K):
-            dy[h * K * K + i] = step[i]
-
-
-@njit(cache=True)
-def multihead_rhs(y, G, Ms, p, weights, logc):
-    """``dS^h/dt = −G Γ^h G`` for every head at the flat state y (H·K²,): the integrators' ``rhs``."""
-    _, _, Gamma = _head_gradients(y, Ms, p, weights, logc)
-    dy = np.empty(y.shape[0])
-    _head_velocity(G, Gamma, dy)
-    return dy
-
-
-@njit(cache=True)
-def multihead_event_values(y, Ms, p, weights, logc):
-    """``(max_k log(1 − E[ā_kk]), log ℒ)`` at the flat state y: the integrators' ``events``."""
-    value, gap, _ = _head_gradients(y, Ms, p, weights, logc)
-    return gap, log_loss(value)
-
-
-@njit(cache=True)
-def multihead_jacobian(y, G, Ms, p, weights, logc):
-    """``J[(h,i,l), (h',m,k)] = −(G Hs[k]^{hh'})_im G_kl`` at the flat state y: the stiff integrator's ``jac``."""
-    K = G.shape[0]
-    H = y.shape[0] // (K * K)
-    Hs = np.empty((K, H, K, H, K))
-    multihead_hessians(y.reshape((H, K, K)), Ms, p, weights, logc.reshape((weights.shape[0], K)), Hs)
-    n = H * K * K
-    J = np.zeros((n, n))
-    for k in range(K):
-        for h in range(H):
-            for i in range(K):
-                for b in range(H):
-                    for m in range(K):
-                        gh = 0.0
-                        for j in range(K):
-                            gh += G[i, j] * Hs[k, h, j, b, m]
-                        for l in range(K):
-                            J[h * K * K + i * K + l, b * K * K + m * K + k] = -gh * G[k, l]
-    return J
-
-
-@njit(cache=True)
-def multihead_gd_step(y, G, Ms, p, weights, logc, dy, S):
-    """The GD loop's ``step``: ``dy`` = :func:`multihead_rhs`, ``S`` the effective scores; returns ``(ℒ, gap)``."""
-    value, gap, Gamma = _head_gradients(y, Ms, p, weights, logc)
-    _head_velocity(G, Gamma, dy)
-    _effective_scores(y.reshape(Gamma.shape), np.log(p), S)
-    return value, gap
 
 
 # ---- the prompts' count vectors: the expectation over prompts of length N is a sum over them
@@ -559,6 +295,11 @@ class MultiHeadSystem:
         The single-head score system (G, F, p and the prompt length N, finite or ∞).
     H : int
         Number of heads, 1 ≤ H ≤ ``MAX_HEADS``.
+    kernels : module, optional
+        The kernel set whose multi-head functions run (:mod:`attnflow.solvers.kernels`, the
+        hand-written reference, by default; a module of
+        :func:`attnflow.derivations.codegen.load_kernels` runs the columns printed from the
+        indexed derivation).  Usually the score system's set.
 
     Raises
     ------
@@ -585,6 +326,7 @@ class MultiHeadSystem:
 
     scores: ScoreSystem
     H: int
+    kernels: object = hand_written
 
     state_is_scores = False
 
@@ -639,7 +381,7 @@ class MultiHeadSystem:
         """``(ℒ, Γ)`` at the heads' scores S (H, K, K); Γ (H, K, K) holds ``∂ℒ/∂S^h``."""
         S = np.ascontiguousarray(S, dtype=np.float64)
         Gamma = np.empty_like(S)
-        value, _ = multihead_loss_gradient_gap(S, self.scores.Ms, self.scores.p, *self.counts, Gamma)
+        value, _ = self.kernels.multihead_loss_gradient_gap(S, self.scores.Ms, self.scores.p, *self.counts, Gamma)
         return value, Gamma
 
     def loss(self, S):
@@ -654,13 +396,14 @@ class MultiHeadSystem:
         """Column Hessians ``Hs[k, h, n, h', m] = ∂Γ^h[n, k]/∂S^{h'}[m, k]``, (K, H, K, H, K)."""
         K, H = self.K, self.H
         Hs = np.empty((K, H, K, H, K))
-        multihead_hessians(np.ascontiguousarray(S, dtype=np.float64), self.scores.Ms, self.scores.p, *self.counts, Hs)
+        self.kernels.multihead_hessians(np.ascontiguousarray(S, dtype=np.float64), self.scores.Ms, self.scores.p,
+                                        *self.counts, Hs)
         return Hs
 
     def head_attention(self, y):
         """Every head's attention ``A[h, n, k]`` (H, K, K) at the flat state y (expected over prompts at finite N)."""
         A = np.empty((self.H, self.K, self.K))
-        multihead_attention(self.heads(y), *self.counts, A)
+        self.kernels.multihead_attention(self.heads(y), *self.counts, A)
         return A
 
     def flat_attention(self, y):
@@ -674,8 +417,8 @@ class MultiHeadSystem:
     def flat_losses(self, Y):
         """Population loss at each state of Y (T, H·K²)."""
         Gamma = np.empty((self.H, self.K, self.K))
-        Ms, p, counts = self.scores.Ms, self.scores.p, self.counts
-        return np.array([multihead_loss_gradient_gap(S, Ms, p, *counts, Gamma)[0]
+        Ms, p, counts, kernel = self.scores.Ms, self.scores.p, self.counts, self.kernels.multihead_loss_gradient_gap
+        return np.array([kernel(S, Ms, p, *counts, Gamma)[0]
                          for S in np.ascontiguousarray(Y, dtype=np.float64).reshape(-1, self.H, self.K, self.K)])
 
     def _rhs(self, Gamma):
@@ -690,22 +433,23 @@ class MultiHeadSystem:
 
     def flat_event_values(self, y):
         """``(max_k log(1 − ā_kk), log ℒ)`` at the state y: the events see the mean attention."""
-        value, gap = multihead_loss_gradient_gap(self.heads(y), self.scores.Ms, self.scores.p, *self.counts,
+        value, gap = self.kernels.multihead_loss_gradient_gap(self.heads(y), self.scores.Ms, self.scores.p, *self.counts,
                                                  np.empty((self.H, self.K, self.K)))
         return gap, math.log(max(value, 1e-300))
 
     def callbacks(self):
         """``(rhs, events, args, event_args, jac)`` of the compiled integrators.
 
-        :func:`multihead_rhs`, :func:`multihead_event_values` and :func:`multihead_jacobian`
-        take :attr:`args`, of the score system's argument types, so the loops compiled for the
-        scores run them, at N = ∞ and at finite N alike.
+        The kernel set's ``multihead_rhs``, ``multihead_event_values`` and ``multihead_jacobian``
+        (:mod:`attnflow.solvers.multihead_assembly`) take :attr:`args`, of the score system's
+        argument types, so the loops compiled for the scores run them, at N = ∞ and at finite N alike.
         """
-        return multihead_rhs, multihead_event_values, self.args, self.args[1:], multihead_jacobian
+        k = self.kernels
+        return k.multihead_rhs, k.multihead_event_values, self.args, self.args[1:], k.multihead_jacobian
 
     def gd_callback(self):
-        """``(step, args)`` of the compiled GD loop: :func:`multihead_gd_step` with :attr:`args`."""
-        return multihead_gd_step, self.args
+        """``(step, args)`` of the compiled GD loop: the kernel set's ``multihead_gd_step`` with :attr:`args`."""
+        return self.kernels.multihead_gd_step, self.args
 
     def flat_jacobian(self, y):
         """Analytic Jacobian of :meth:`flat_rhs`, (H·K², H·K²): ``J[(h,i,l), (h',m,k)] = −(G Hs[k]^{hh'})_im G_kl``."""
@@ -756,7 +500,8 @@ class MultiHeadSystem:
 
     @cached_property
     def _twin(self):
-        return MultiHeadSystem(ScoreSystem(np.eye(2), np.eye(2), np.full(2, 0.5)), 2)
+        return MultiHeadSystem(ScoreSystem(np.eye(2), np.eye(2), np.full(2, 0.5), kernels=self.kernels), 2,
+                               kernels=self.kernels)
 
     def warm_up(self, gd=True):
         """Compile (or load from the on-disk cache) the multi-head kernels (and the GD loop if gd); return the seconds."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from attnflow.derivations import codegen, indexed, load_kernels, stages
+from attnflow.derivations import codegen, indexed, indexed_heads, load_kernels, stages
 from attnflow.derivations.checks import DerivationCheckFailed
 from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
 
@@ -133,11 +133,52 @@ def test_indexed_checks_fail_on_a_wrong_expression(part):
         indexed.check_column(wrong, stage.data["textbook"])
 
 
+def test_indexed_heads_equal_the_unrolled_derivation():
+    """The multi-head column derived in indexed form (symbolic K and H) passes every check, the unrolled
+    comparisons among them (K = 2, 3 at H = 2, K = 2 at H = 3), and one entry is recomputed here."""
+    _, stage = indexed_heads.heads_column()          # raises DerivationCheckFailed if a check does not hold
+    assert stage.name == "indexed_heads" and len(stage.checks) == 2 + len(indexed_heads.UNROLLED_HEAD_CHECKS)
+    text = " ".join(stage.checks)
+    assert all(f"$K = {k}$, $H = {h}$ equal the unrolled" in text for k, h in [(2, 2), (3, 2), (2, 3)])
+    derived = stage.data["derived"]
+    # ∂g^1_1/∂s^2_3 at K = 3, H = 2 (a = head 1, b = head 2, no other heads): the unrolled derivation's entry.
+    unrolled = indexed_heads.unrolled_heads(3, 2)
+    A = unrolled["attention"]
+    entry = indexed_heads._unroll(derived.cross_block, 3, {indexed.a: A[0], indexed_heads.b: A[1],
+                                                           indexed_heads.c: [0, 0, 0], indexed.M: unrolled["M"]},
+                                  {indexed.I: 0, indexed.J: 2}).subs(indexed_heads.H, 2)
+    assert sp.expand(entry - unrolled["blocks"][0][1][0][2]) == 0
+    # … which is (D^1 M D^2)_13 / 4 written out.
+    a1, a2, M = sp.Matrix(A[0]), sp.Matrix(A[1]), unrolled["M"]
+    D1, D2 = sp.diag(*a1) - a1 * a1.T, sp.diag(*a2) - a2 * a2.T
+    assert sp.expand(entry - (D1 * M * D2)[0, 2] / 4) == 0
+
+
+@pytest.mark.parametrize("part", ["loss", "gradient", "own_block", "cross_block"])
+def test_indexed_head_checks_fail_on_a_wrong_expression(part):
+    """A head column with one wrong term is refused, both against the unrolled derivation and in indexed form."""
+    kernels, stage = indexed_heads.heads_column()
+    derived = stage.data["derived"]
+    a, b, M, I, J, n = indexed.a, indexed_heads.b, indexed.M, indexed.I, indexed.J, indexed.index("n")
+    wrong_term = {"loss": indexed.total(a[n] * b[n], n), "gradient": a[I] * b[I] / indexed_heads.H,
+                  "own_block": a[I] * a[J] * M[I, J], "cross_block": a[I] * b[J] * M[I, J]}[part]
+    wrong = indexed_heads.IndexedHeads(**{**vars(derived), part: getattr(derived, part) + wrong_term})
+    with pytest.raises(DerivationCheckFailed):
+        indexed_heads.verify_heads_against_unrolled(wrong, 2, 2)
+    with pytest.raises(DerivationCheckFailed):
+        indexed_heads.check_heads(wrong, kernels)
+
+
 def test_generated_source_does_not_grow_with_K():
     """The printed kernels are loops over K read from the arrays: no feature number is spelled out."""
     source = codegen.column_source()
     assert source.count("def ") == 2 and "K = a.shape[0]" in source
     assert "a[1]" not in source and "M[0" not in source and len(source) < 4000
+    heads = codegen.heads_source()
+    assert heads.count("def ") == 4 and "K = abar.shape[0]" in heads and "K = a.shape[0]" in heads
+    assert "a[1]" not in heads and "b[0" not in heads and "M[0" not in heads and len(heads) < 5000
+    module = codegen.module_source("0" * 64)
+    assert heads in module and codegen.MULTIHEAD_ASSEMBLY_MARKER in module
 
 
 def test_key_is_stable_across_processes():

@@ -9,6 +9,7 @@ import pytest
 import sympy as sp
 from scipy.special import log_softmax
 
+from attnflow.derivations import load_kernels
 from attnflow.dynamics.cli import main
 from attnflow.dynamics.problem import config
 from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
@@ -91,6 +92,10 @@ def test_gradient_equals_the_sympy_stage():
     from attnflow.derivations import variants
     stage = variants.multi_head(K=2, H=2)
     data = stage.data
+    # The stage (what `attnflow derive` shows for several heads) lists the checks of the indexed form
+    # the kernels are printed from, the unrolled comparisons among them.
+    indexed_checks = [c for c in stage.checks if c.startswith("indexed form (the printed kernels): ")]
+    assert len(indexed_checks) == 5 and "$K = 3$, $H = 2$ equal the unrolled derivation" in " ".join(indexed_checks)
     system, F = _system(K=2, d=3, H=2, seed=6)
     S = np.random.default_rng(7).standard_normal((2, 2, 2))
     values = {sym: S[h, n, k] for h in range(2) for n in range(2) for k in range(2)
@@ -153,6 +158,10 @@ def test_problem_builds_the_heads_from_the_seeded_random_start():
     one = make_problem(features={"K": 3}, model={"init_scale": 0.5, "seed": 4})
     assert np.array_equal(problem.start[0], one.S0) and one.heads == 1
     assert "2 heads" in problem.score_system_note()
+    # The heads run the score system's kernel set: the generated one unless told otherwise.
+    assert problem.system().kernels is problem.score_system().kernels is load_kernels()
+    hand = make_problem(features={"K": 3}, model={"heads": 2, "init_scale": 0.5}, training={"kernels": "hand-written"})
+    assert hand.system().kernels is hand_written
 
 
 @pytest.mark.parametrize("model, message", [
@@ -189,8 +198,12 @@ def test_run_writes_the_heads_scores_and_their_specialisation(tmp_path, capsys):
     path = tmp_path / "c.toml"
     path.write_text("[features]\nK = 3\n[model]\nheads = 2\ninit_scale = 0.5\n[training]\nt_end = 1e4\nn_out = 50\n")
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--no-plots"]) == 0
-    assert "2 heads, outputs averaged" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 heads, outputs averaged" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    # The heads trained on the kernels printed from the indexed derivation, and the report says so.
+    assert summary["kernels"]["set"] == "generated" and summary["kernels"]["module"] == str(load_kernels().path)
+    assert "- kernels: generated" in out
     heads = summary["heads"]["flow"]
     assert summary["problem"]["heads"] == 2 and np.array(heads["final_head_attention"]).shape == (2, 3, 3)
     assert heads["specialisation_at_end"] < 0.05 * heads["specialisation_at_start"]     # measured: 0.011×
@@ -409,3 +422,109 @@ def test_two_heads_reach_a_lower_loss_floor_than_one_at_finite_n():
             assert specialisation_index(problem.system().head_attention(flow.state[-1])) == pytest.approx(0.1728, abs=1e-3)
     assert finals[1, 0] == pytest.approx(0.0437628, rel=1e-5)
     assert finals[2, 0] == pytest.approx(0.0420796, rel=1e-5) == finals[2, 1]
+
+
+# ---- the generated kernel set: the multi-head columns printed from the indexed derivation
+
+
+# A prompt length per K within the enumeration cap (C(N+K−1, K−1)·K ≤ 10⁶ and cheap).
+FINITE_N = {2: 7, 4: 5, 8: 3, 16: 2, 32: 2}
+
+
+@pytest.mark.parametrize("K", [2, 4, 8, 16, 32])
+@pytest.mark.parametrize("H", [2, 3])
+def test_generated_multihead_kernels_equal_the_hand_written_ones(K, H):
+    """The generated set against the hand-written one at N = ∞ and a finite N, scores up to near one-hot
+    attention: loss, Γ^h, Hessian blocks, rhs, Jacobian, events, attention and the four column functions
+    themselves, each within 1e-12 of its size."""
+    generated = load_kernels(K)
+    V, F, p = random_system_arrays(K, min(K, 4), seed=K + H)
+    rng = np.random.default_rng(100 * K + H)
+    for N in (np.inf, FINITE_N[K]):
+        gen = MultiHeadSystem(ScoreSystem(V @ V.T, F, p, kernels=generated, N=N), H, kernels=generated)
+        hand = MultiHeadSystem(ScoreSystem(V @ V.T, F, p, kernels=hand_written, N=N), H)
+        for scale in (0.3, 3.0, 15.0):
+            S = scale * rng.standard_normal((H, K, K))
+            y = S.ravel()
+            (value, Gamma), (ref_value, ref_Gamma) = gen.loss_and_gradient(S), hand.loss_and_gradient(S)
+            assert value == pytest.approx(ref_value, rel=1e-12)
+            pairs = {"gradient": (Gamma, ref_Gamma), "hessians": (gen.hessians(S), hand.hessians(S)),
+                     "attention": (gen.head_attention(y), hand.head_attention(y))}
+            (rhs, events, args, event_args, jac), reference = gen.callbacks(), hand.callbacks()
+            pairs["rhs"] = rhs(y, *args), reference[0](y, *reference[2])
+            if K <= 16 or H == 2:                 # the dense Jacobian has (HK²)² entries
+                pairs["jacobian"] = jac(y, *args), reference[4](y, *reference[2])
+            for name, (x, ref) in pairs.items():
+                assert np.abs(x - ref).max() <= 1e-12 * np.abs(ref).max(), (name, N, scale)
+            gap, log_loss = events(y, *event_args)
+            ref_gap, ref_log_loss = reference[1](y, *reference[3])
+            assert gap == pytest.approx(ref_gap, rel=1e-12, abs=1e-14) and log_loss == pytest.approx(ref_log_loss, rel=1e-12)
+            assert gen.kernels is generated and hand.kernels is hand_written
+    # The column functions at moderate scores (saturated ones: the next test), the last head's
+    # attention of the first query and ā of all heads.
+    S = 0.3 * rng.standard_normal((H, K, K))
+    A = np.empty((H, K))
+    for h in range(H):
+        hand_written.column_attention(S[h, :, 0].copy(), np.log(p), A[h])
+    abar, M = A.mean(axis=0), gen.scores.Ms[0]
+    u, ref_u = np.empty(K), np.empty(K)
+    work = np.empty((2, K))
+    assert generated.mean_column_loss(abar, M, u, work) == pytest.approx(
+        hand_written.mean_column_loss(abar, M, ref_u, work), rel=1e-12)
+    outputs = {}
+    for kernel_set in (generated, hand_written):
+        g, B, C = np.empty(K), np.empty((K, K)), np.empty((K, K))
+        kernel_set.head_column_gradient(A[-1], ref_u, H, g)
+        kernel_set.head_column_cross_hessian(A[-1], A[0], M, H, B, work)
+        kernel_set.head_column_hessian_correction(A[-1], ref_u, H, C)
+        outputs[kernel_set] = (g, B, C)
+    assert np.abs(u - ref_u).max() <= 1e-12 * np.abs(ref_u).max()
+    for x, ref in zip(outputs[generated], outputs[hand_written]):
+        assert np.abs(x - ref).max() <= 1e-12 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("K, H", [(4, 2), (8, 3)])
+def test_the_generated_cross_block_is_as_accurate_as_the_hand_written_one(K, H):
+    """D^a M D^b / H² at attention from uniform to saturated (scores up to 40), against a 50-digit evaluation:
+    both sets within 1e-15·max|M| absolute, and the generated error at most 8× the hand-written one plus
+    1e-15 of the block (measured: at most 2.6×).  The printed grouping (M_ij − (aᵀM)_j) −
+    Σ_m (M_im − (aᵀM)_m) b_m is the hand-written one's; the expanded M_ij − (aᵀM)_j − (Mb)_i + aᵀMb
+    fails here (errors 40× to 10²² the reference's at saturated attention)."""
+    import mpmath
+
+    generated = load_kernels(K)
+    V, F, p = random_system_arrays(K, 4, seed=K + H)
+    Ms = ScoreSystem(V @ V.T, F, p).Ms
+    rng = np.random.default_rng(K * H)
+    with mpmath.workdps(50):
+        for scale in (0.3, 3.0, 15.0, 40.0):
+            for q in (0, K - 1):
+                A = np.empty((2, K))
+                for h in range(2):
+                    hand_written.column_attention(scale * rng.standard_normal(K), np.log(p), A[h])
+                a, b = ([mpmath.mpf(x) for x in row] for row in A)
+                Da = [[(a[i] if i == j else 0) - a[i] * a[j] for j in range(K)] for i in range(K)]
+                Db = [[(b[i] if i == j else 0) - b[i] * b[j] for j in range(K)] for i in range(K)]
+                Mq = [[mpmath.mpf(x) for x in row] for row in Ms[q]]
+                exact = np.array([[float(mpmath.fsum(Da[i][n] * Mq[n][m] * Db[m][j] for n in range(K) for m in range(K))
+                                         / H**2) for j in range(K)] for i in range(K)])
+                errors = []
+                for kernel_set in (generated, hand_written):
+                    B = np.empty((K, K))
+                    kernel_set.head_column_cross_hessian(A[0], A[1], Ms[q], H, B, np.empty((2, K)))
+                    errors.append(np.abs(B - exact).max())
+                    assert errors[-1] <= 1e-15 * np.abs(Ms[q]).max(), (kernel_set.NAME, scale, q)
+                assert errors[0] <= 8 * errors[1] + 1e-15 * np.abs(exact).max(), (scale, q, errors)
+
+
+def test_the_generated_set_trains_two_heads_like_the_hand_written_one():
+    """GD and the stiff flow (analytic Jacobian) of two heads on either set: the same trajectories to 1e-10."""
+    generated = load_kernels(3)
+    V, F, p = random_system_arrays(3, 4, seed=21)
+    gen = MultiHeadSystem(ScoreSystem(V @ V.T, F, p, kernels=generated), 2, kernels=generated)
+    hand = MultiHeadSystem(ScoreSystem(V @ V.T, F, p), 2)
+    start = 0.5 * np.random.default_rng(22).standard_normal((2, 3, 3))
+    a, b = (iterate_state_gd(system, start, 0.5, 200, n_out=20) for system in (gen, hand))
+    assert np.abs(a.state - b.state).max() <= 1e-10 * np.abs(b.state).max()
+    a, b = (integrate_flow(system, start, 1e3, method="Radau", rtol=1e-10, atol=1e-12, n_out=10) for system in (gen, hand))
+    assert a.counters["njev"] > 0 and np.abs(a.state - b.state).max() <= 1e-8 * np.abs(b.state).max()

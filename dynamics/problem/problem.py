@@ -332,7 +332,8 @@ class Problem:
         if self.separate:
             return SeparateSystem(self.score_system(), self.factors[0].shape[0])
         if self.heads > 1:
-            return MultiHeadSystem(self.score_system(), self.heads)
+            # the heads run the score system's kernel set: generated from the indexed derivation by default
+            return MultiHeadSystem(self.score_system(), self.heads, kernels=self.score_system().kernels)
         if self.training_set is not None:
             return TrainingSetSystem(self.score_system(), *self.training_set)
         return self.score_system()
