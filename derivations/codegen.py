@@ -3,11 +3,13 @@
 The generated module holds the two derived column functions of
 :mod:`attnflow.solvers.columns` (``column_loss_gradient`` and ``column_hessian``), printed
 as loops from the indexed derivation of :mod:`attnflow.derivations.indexed` (sums over a
-symbolic K), and the four multi-head column functions (``mean_column_loss``,
-``head_column_gradient``, ``head_column_cross_hessian``, ``head_column_hessian_correction``),
-printed from :mod:`attnflow.derivations.indexed_heads` (K and H symbols), followed verbatim
-by the shared assembly of :mod:`attnflow.solvers.assembly` (right-hand side, Jacobian,
-events, GD loop) and the multi-head assembly of :mod:`attnflow.solvers.multihead_assembly`.  The loops read K from the array
+symbolic K), followed verbatim by the shared assembly of :mod:`attnflow.solvers.assembly`
+(right-hand side, Jacobian, events, GD loop).  The module for several heads
+(``load_kernels(heads=True)``, generated only when heads are used) adds the four
+multi-head column functions (``mean_column_loss``, ``head_column_gradient``,
+``head_column_cross_hessian``, ``head_column_hessian_correction``), printed from
+:mod:`attnflow.derivations.indexed_heads` (K and H symbols), and the multi-head assembly of
+:mod:`attnflow.solvers.multihead_assembly`.  The loops read K from the array
 shapes, so the code, its generation and its compilation do not grow with K.  The
 printer hoists every sum into a temporary indexed by its free indices (``u = Ma``
 once per column, ``β = aᵀu`` once), computed in float64 before the output loops;
@@ -24,7 +26,8 @@ parameter sweep nor a K sweep regenerates or recompiles, and Numba's
 
     kernels = load_kernels(8)            # generate (or find) and import; the same module for any K
     system = ScoreSystem(G, F, p, kernels=kernels)
-    heads = MultiHeadSystem(system, 2, kernels=kernels)
+    with_heads = load_kernels(8, heads=True)
+    heads = MultiHeadSystem(ScoreSystem(G, F, p, kernels=with_heads), 2, kernels=with_heads)
 """
 
 import hashlib
@@ -81,13 +84,13 @@ def kernel_key():
     return h.hexdigest()
 
 
-def module_path(key=None):
-    """Return the generated module's file: one per key, whatever K."""
+def module_path(key=None, heads=False):
+    """Return the generated module's file: one per key (and with or without heads), whatever K."""
     key = key or kernel_key()
-    return cache_dir() / f"attnflow_kernels_{key[:16]}.py"
+    return cache_dir() / f"attnflow_{'heads_' if heads else ''}kernels_{key[:16]}.py"
 
 
-def load_kernels(K=None):
+def load_kernels(K=None, heads=False):
     """Import the generated kernel module, generating it first if needed; the same module serves every K.
 
     Compilation happens on first call of each kernel (and is cached by Numba).
@@ -96,6 +99,11 @@ def load_kernels(K=None):
     ----------
     K : int, optional
         Validated when given (an integer ≥ 2) but not used: the kernels read it from the arrays.
+    heads : bool, optional
+        The module that also holds the multi-head kernels, for
+        :class:`attnflow.solvers.multihead.MultiHeadSystem` (and its score system).  A module
+        of its own: deriving and checking the heads' column takes about 10 s of SymPy, which
+        a problem without heads does not pay.
 
     Returns
     -------
@@ -112,7 +120,7 @@ def load_kernels(K=None):
     if K is not None and (int(K) != K or K < 2):
         raise ValueError(f"K: expected an integer ≥ 2, got {K}")
     key = kernel_key()
-    path = module_path(key)
+    path = module_path(key, heads)
     name = path.stem
     if name in sys.modules:
         module = sys.modules[name]
@@ -123,7 +131,7 @@ def load_kernels(K=None):
         from .kernel_source import module_source
 
         start = time.perf_counter()
-        text = module_source(key)
+        text = module_source(key, heads)
         seconds = time.perf_counter() - start
         path.parent.mkdir(parents=True, exist_ok=True)
         # Atomic: parallel sweep workers may generate the same module at once.

@@ -130,10 +130,15 @@ def _start(rhs, args, y0, f0, t_end, rtol, atol, order, counters):
     d1 = _rms(f0, scale)
     h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
     h0 = min(h0, t_end)
-    y1 = y0 + h0 * f0
+    # Element loops, not array expressions: the same arithmetic, less to compile.
+    y1 = np.empty(n)
+    for i in range(n):
+        y1[i] = y0[i] + h0 * f0[i]
     f1 = rhs(y1, *args)
     counters[NFEV] += 1
-    d2 = _rms(f1 - f0, scale) / h0
+    for i in range(n):
+        y1[i] = f1[i] - f0[i]
+    d2 = _rms(y1, scale) / h0
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:

@@ -25,7 +25,7 @@ from four column functions: ``mean_column_loss`` (ℓ and ``u = M ā``), ``head_
 ``head_column_hessian_correction`` (the diagonal block's ``diag(g^h) − g^h a^hᵀ − a^h g^hᵀ``).
 Like the single head's, they come in two kernel sets that share the assembly verbatim: the
 hand-written reference (:mod:`attnflow.solvers.columns`, :mod:`attnflow.solvers.kernels`), and
-the generated one (:func:`attnflow.derivations.codegen.load_kernels`, what ``attnflow run``
+the generated one (``load_kernels(heads=True)`` of :mod:`attnflow.derivations.codegen`, what ``attnflow run``
 uses), printed as loops from the indexed derivation of
 :mod:`attnflow.derivations.indexed_heads`: ℓ = ½ āᵀ M ā with ``ā = (a + b + c)/H`` (head h, a
 second head h', the other heads summed; K and H symbols) differentiated through the softmaxes,
@@ -297,9 +297,9 @@ class MultiHeadSystem:
         Number of heads, 1 ≤ H ≤ ``MAX_HEADS``.
     kernels : module, optional
         The kernel set whose multi-head functions run (:mod:`attnflow.solvers.kernels`, the
-        hand-written reference, by default; a module of
-        :func:`attnflow.derivations.codegen.load_kernels` runs the columns printed from the
-        indexed derivation).  Usually the score system's set.
+        hand-written reference, by default; the module of
+        ``attnflow.derivations.codegen.load_kernels(heads=True)`` runs the columns printed from
+        the indexed derivation).  Usually the score system's set.
 
     Raises
     ------

@@ -67,8 +67,11 @@ class System(Protocol):
         """The largest linearly stable GD step at the start (inf without curvature)."""
 
     def warm_up(self, gd: bool = True) -> float:
-        """Compile (or load) the system's kernels; the seconds it took.  Without ``gd``, only what a
-        flow runs (a flow-only run then does not compile the GD loop and the stable step)."""
+        """Compile (or load) the system's kernels; the seconds it took.
+
+        Without ``gd``, only what a flow runs: a flow-only run does not compile the GD loop and
+        the stable step.
+        """
 
 
 def members():

@@ -489,8 +489,7 @@ class TrainingSetSystem:
         return 2.0 / lam if lam > 0 else np.inf
 
     def warm_up(self, gd=True):
-        """Compile (or load) the training set's callbacks (and GD step if gd) and the population system's kernels;
-        return the seconds."""
+        """Compile (or load) the training set's callbacks, GD step (if gd) and population kernels; return the seconds."""
         start = time.perf_counter()
         y = np.zeros(self.K * self.K)
         rhs, events, args, event_args, jac = self.callbacks()

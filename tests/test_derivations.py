@@ -103,6 +103,9 @@ def test_one_module_and_key_for_every_K():
     module = load_kernels(2)
     assert all(load_kernels(K) is module for K in (3, 16, 64, 256))
     assert module.path == codegen.module_path() and module.KEY == key
+    # The heads' kernels (about 10 s more SymPy to derive) live in a module of their own.
+    assert not hasattr(module, "multihead_rhs")
+    assert codegen.module_path(heads=True).name == f"attnflow_heads_kernels_{key[:16]}.py"
     with pytest.raises(ValueError, match="K: expected an integer"):
         load_kernels(1)
 
@@ -178,7 +181,9 @@ def test_generated_source_does_not_grow_with_K():
     assert heads.count("def ") == 4 and "K = abar.shape[0]" in heads and "K = a.shape[0]" in heads
     assert "a[1]" not in heads and "b[0" not in heads and "M[0" not in heads and len(heads) < 5000
     module = codegen.module_source("0" * 64)
-    assert heads in module and codegen.MULTIHEAD_ASSEMBLY_MARKER in module
+    assert heads not in module and codegen.MULTIHEAD_ASSEMBLY_MARKER not in module   # heads: a module of their own
+    with_heads = codegen.module_source("0" * 64, heads=True)
+    assert with_heads.startswith(module) and heads in with_heads and codegen.MULTIHEAD_ASSEMBLY_MARKER in with_heads
 
 
 def test_key_is_stable_across_processes():

@@ -159,7 +159,7 @@ def test_problem_builds_the_heads_from_the_seeded_random_start():
     assert np.array_equal(problem.start[0], one.S0) and one.heads == 1
     assert "2 heads" in problem.score_system_note()
     # The heads run the score system's kernel set: the generated one unless told otherwise.
-    assert problem.system().kernels is problem.score_system().kernels is load_kernels()
+    assert problem.system().kernels is problem.score_system().kernels is load_kernels(heads=True)
     hand = make_problem(features={"K": 3}, model={"heads": 2, "init_scale": 0.5}, training={"kernels": "hand-written"})
     assert hand.system().kernels is hand_written
 
@@ -202,7 +202,8 @@ def test_run_writes_the_heads_scores_and_their_specialisation(tmp_path, capsys):
     assert "2 heads, outputs averaged" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     # The heads trained on the kernels printed from the indexed derivation, and the report says so.
-    assert summary["kernels"]["set"] == "generated" and summary["kernels"]["module"] == str(load_kernels().path)
+    assert summary["kernels"]["set"] == "generated"
+    assert summary["kernels"]["module"] == str(load_kernels(heads=True).path)
     assert "- kernels: generated" in out
     heads = summary["heads"]["flow"]
     assert summary["problem"]["heads"] == 2 and np.array(heads["final_head_attention"]).shape == (2, 3, 3)
@@ -437,7 +438,7 @@ def test_generated_multihead_kernels_equal_the_hand_written_ones(K, H):
     """The generated set against the hand-written one at N = ∞ and a finite N, scores up to near one-hot
     attention: loss, Γ^h, Hessian blocks, rhs, Jacobian, events, attention and the four column functions
     themselves, each within 1e-12 of its size."""
-    generated = load_kernels(K)
+    generated = load_kernels(K, heads=True)
     V, F, p = random_system_arrays(K, min(K, 4), seed=K + H)
     rng = np.random.default_rng(100 * K + H)
     for N in (np.inf, FINITE_N[K]):
@@ -492,7 +493,7 @@ def test_the_generated_cross_block_is_as_accurate_as_the_hand_written_one(K, H):
     fails here (errors 40× to 10²² the reference's at saturated attention)."""
     import mpmath
 
-    generated = load_kernels(K)
+    generated = load_kernels(K, heads=True)
     V, F, p = random_system_arrays(K, 4, seed=K + H)
     Ms = ScoreSystem(V @ V.T, F, p).Ms
     rng = np.random.default_rng(K * H)
@@ -519,7 +520,7 @@ def test_the_generated_cross_block_is_as_accurate_as_the_hand_written_one(K, H):
 
 def test_the_generated_set_trains_two_heads_like_the_hand_written_one():
     """GD and the stiff flow (analytic Jacobian) of two heads on either set: the same trajectories to 1e-10."""
-    generated = load_kernels(3)
+    generated = load_kernels(3, heads=True)
     V, F, p = random_system_arrays(3, 4, seed=21)
     gen = MultiHeadSystem(ScoreSystem(V @ V.T, F, p, kernels=generated), 2, kernels=generated)
     hand = MultiHeadSystem(ScoreSystem(V @ V.T, F, p), 2)

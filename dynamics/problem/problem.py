@@ -363,7 +363,7 @@ class Problem:
 
     @cached_property
     def _score_system(self):
-        kernels = load_kernels(self.K) if self.kernels == "generated" else hand_written
+        kernels = load_kernels(self.K, heads=self.heads > 1) if self.kernels == "generated" else hand_written
         return ScoreSystem(self.features.G, self.F, self.p, kernels=kernels, N=self.N,
                            quadrature_step=self.quadrature_step, include_query=self.include_query)
 

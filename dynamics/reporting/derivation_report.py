@@ -117,8 +117,11 @@ def derivation_blocks(problem, training=None):
     blocks += [("h2", "Generated code"),
                ("p", "`derivations.codegen` prints the column gradient and Hessian as loops from their indexed form "
                      "(sums over a symbolic $K$, checked against the unrolled stages for $K = 2, 3$) into one Numba "
-                     f"module for every $K$: `{module_path()}`. Every parameter ($K$, $G$, $F$, $p$, $\\eta$) is a "
-                     "runtime argument, so the module is generated and compiled once per machine.")]
+                     f"module for every $K$: `{module_path(heads=problem.heads > 1)}`"
+                     + (" (with the heads' column kernels, printed from their indexed form, and the multi-head "
+                        "assembly)" if problem.heads > 1 else "")
+                     + ". Every parameter ($K$, $G$, $F$, $p$, $\\eta$) is a runtime argument, so the module is "
+                       "generated and compiled once per machine.")]
     return blocks
 
 
