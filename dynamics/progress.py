@@ -2,8 +2,6 @@
 
 from contextlib import contextmanager
 
-from tqdm import tqdm
-
 _TOTAL = 1000
 
 
@@ -21,6 +19,9 @@ def progress_bar(description, enabled=True):
     if not enabled:
         yield None
         return
+    # Imported here, not at the top: tqdm costs about 10 ms of import, and a quiet run draws no bar.
+    from tqdm import tqdm
+
     # miniters=1: tqdm's adaptive default learns from a fast start (a flow's first decades of
     # log time pass in milliseconds) to skip redraws, and the bar then stalls for seconds.
     bar = tqdm(total=_TOTAL, desc=description, unit="‰", leave=False, miniters=1,

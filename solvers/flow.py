@@ -11,7 +11,6 @@ import math
 import time
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
 from . import integrator, rosenbrock
 from .system import ScoreSystem
@@ -199,6 +198,11 @@ def integrate_flow(system, S0, t_end, method=AUTO, rtol=1e-8, atol=1e-10,
         twin = "Radau" if method == "Rodas4P2-compiled" else "DOP853"
         fallback = f" ({method} needs compiled callbacks, which {type(system).__name__} has not: ran solve_ivp's {twin})"
         method = twin
+    # Imported here, not at the top: scipy.integrate costs about 0.6 s of import (it pulls in
+    # scipy.special, scipy.optimize and scipy.sparse.linalg), and the default, compiled methods
+    # return above without it.
+    from scipy.integrate import solve_ivp
+
     speed, tau, log_span = _time_scale(flat_rhs(y0), t_end)
     events = []
     for name, _, level, which in levels:

@@ -42,12 +42,35 @@ form of :func:`_dense`), the counters, :func:`_compiled_for` and :class:`Compile
 """
 
 import functools
+import importlib.util
+from pathlib import Path
 
 import numba
 import numpy as np
+import scipy
 from numba import njit, types
 from numba.experimental.function_type import _get_wrapper_address
-from scipy.integrate._ivp import dop853_coefficients as _dop853
+
+
+def _scipy_dop853_coefficients():
+    """SciPy's DOP853 tableau module, ``scipy/integrate/_ivp/dop853_coefficients.py`` (plain NumPy).
+
+    Loaded from its file, not imported by name: ``import scipy.integrate._ivp…`` runs
+    ``scipy.integrate``'s ``__init__``, which imports ``scipy.special``, ``scipy.optimize`` and
+    ``scipy.sparse.linalg`` (about 0.6 s of a 2 s hot ``attnflow run``) that the compiled
+    integrator never uses.  Falls back to the import if the file is not where it was.
+    """
+    path = Path(scipy.__file__).parent / "integrate" / "_ivp" / "dop853_coefficients.py"
+    if not path.is_file():
+        from scipy.integrate._ivp import dop853_coefficients
+        return dop853_coefficients
+    spec = importlib.util.spec_from_file_location("attnflow_scipy_dop853_coefficients", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_dop853 = _scipy_dop853_coefficients()
 
 # Status codes returned by the compiled loop.
 FINISHED, STOPPED, PAUSED, STEP_UNDERFLOW, NON_FINITE = 0, 1, 2, -1, -2

@@ -64,7 +64,6 @@ from functools import cached_property
 
 import numpy as np
 from numba import njit
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from . import kernels as hand_written
 from .gd import iterate_state_gd
@@ -470,6 +469,10 @@ class MultiHeadSystem:
         ``X ↦ R Hcol(R X R) R`` per head (``R = G^½``), as :mod:`attnflow.solvers.stability`
         has it for one head; each product costs O(H²K³).
         """
+        # Imported here, not at the top: scipy.sparse.linalg costs about 0.1–0.4 s of import and
+        # only a GD step from the stability bound needs it, not every run.
+        from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
         H, K = self.H, self.K
         Hs = self.hessians(np.asarray(start, dtype=np.float64).reshape(H, K, K))
         Hs = 0.5 * (Hs + Hs.transpose(0, 3, 4, 1, 2))

@@ -37,7 +37,6 @@ against the eigenvalues of the dense K²×K² Jacobian:
 
 import numpy as np
 from numba import njit
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 
 def gram_square_root(G):
@@ -147,6 +146,10 @@ def largest_flow_eigenvalue(Hs, R):
     --------
     See the module's examples: λ_max equals the dense Jacobian's largest eigenvalue.
     """
+    # Imported here, not at the top: scipy.sparse.linalg costs about 0.1–0.4 s of import and
+    # only a GD step from the stability bound needs it, not every run.
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
     K = R.shape[0]
     n = K * K
     # Symmetric to the last bit, whatever rounding the kernels left: Lanczos assumes it.

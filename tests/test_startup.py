@@ -83,20 +83,63 @@ def test_cold_warm_up_compiles_each_kernel_once_and_nothing_it_does_not_need(tmp
     assert not [name for module, name, _ in result["compiled"] if "unicode" in module or "shape_context" in name]
 
 
-def test_a_run_on_generated_kernels_already_on_disk_does_not_import_sympy(tmp_path):
+SOLVE_DEFAULT = textwrap.dedent("""
+    import sys
+    from attnflow import default_config, Problem, solve
+    cfg = default_config().with_overrides({"training.t_end": 10.0})
+    run = solve(Problem.from_config(cfg), cfg.training, progress=False)
+    print(run.kernels["set"], run.trajectories["flow"].status, "sympy" in sys.modules)
+""")
+
+
+@pytest.fixture(scope="module")
+def generated_kernels(tmp_path_factory):
+    """``(env, first)``: an environment whose ``ATTNFLOW_CACHE_DIR`` starts empty, and the finished
+    process that solved the default problem in it, so generated the kernels and compiled them there.
+    Shared by the tests below: the cold compile of the generated module takes 20–40 s."""
+    env = dict(os.environ, ATTNFLOW_CACHE_DIR=str(tmp_path_factory.mktemp("kernels")), PYTHONPATH=str(ROOT))
+    first = subprocess.run([sys.executable, "-c", SOLVE_DEFAULT], env=env, capture_output=True, text=True,
+                           timeout=600, cwd=ROOT)
+    assert first.returncode == 0, first.stderr
+    return env, first
+
+
+def test_a_run_on_generated_kernels_already_on_disk_does_not_import_sympy(generated_kernels):
     """SymPy (about a second of import) is needed to generate the kernel module, not to load it:
     the second process solves a problem on the generated kernels without importing it."""
-    script = textwrap.dedent("""
-        import sys
-        from attnflow import default_config, Problem, solve
-        cfg = default_config().with_overrides({"training.t_end": 10.0})
-        run = solve(Problem.from_config(cfg), cfg.training, progress=False)
-        print(run.kernels["set"], run.trajectories["flow"].status, "sympy" in sys.modules)
-    """)
-    env = dict(os.environ, ATTNFLOW_CACHE_DIR=str(tmp_path / "kernels"), PYTHONPATH=str(ROOT))
-    first, second = (subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                                    timeout=600, cwd=ROOT) for _ in range(2))
-    assert first.returncode == 0, first.stderr
+    env, first = generated_kernels
+    second = subprocess.run([sys.executable, "-c", SOLVE_DEFAULT], env=env, capture_output=True, text=True,
+                            timeout=600, cwd=ROOT)
     assert first.stdout.split()[::2] == ["generated", "True"]        # generated here, with SymPy
     assert second.returncode == 0, second.stderr
     assert second.stdout.split()[::2] == ["generated", "False"]
+
+
+# Runs the command line in this process, then prints which of these modules it imported.
+CLI_AND_MODULES = textwrap.dedent("""
+    import json
+    import sys
+    from attnflow.dynamics.cli import main
+    status = main(sys.argv[1:])
+    watched = ("numba", "scipy.special", "scipy.integrate", "scipy.optimize", "matplotlib", "sympy")
+    print(json.dumps({"status": status, "imported": [m for m in watched if m in sys.modules]}))
+""")
+
+
+def test_a_hot_run_without_plots_imports_neither_scipy_integrate_nor_matplotlib_nor_sympy(generated_kernels,
+                                                                                          tmp_path):
+    """A hot ``attnflow run --no-plots`` (generated kernels and their machine code on disk) runs the
+    compiled DOP853 and writes no figure: scipy.integrate (with scipy.optimize, about 0.2 s of import),
+    matplotlib and SymPy are not needed, so not imported.  numba and scipy.special (the sine link's
+    exact moments) are, which shows the check sees the run's imports."""
+    env, _ = generated_kernels
+    config = tmp_path / "K4.toml"
+    config.write_text("[features]\nK = 4\n\n[training]\nt_end = 1.0\nn_out = 10\n")
+    out = subprocess.run([sys.executable, "-c", CLI_AND_MODULES, "run", str(config), "--out", str(tmp_path / "out"),
+                          "--no-plots", "--quiet"], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"status": 0, "imported": ["numba", "scipy.special"]}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["kernels"]["set"] == "generated" and summary["kernels"]["generated_now"] is False
+    assert summary["flow"]["status"] == "t_end"

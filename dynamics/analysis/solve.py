@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 from ...solvers import ScoreSystem, integrate_flow, iterate_gd
 from ...solvers.gd import iterate_state_gd
-from ...solvers.training_set import attach_population_loss
 
 from ..errors import AttnflowError
 from ..problem import Problem
@@ -134,6 +133,9 @@ def solve(problem: Problem, training, progress=True):
             result.trajectories["gd"] = gd(system, problem.start, eta, training.steps, training.eps,
                                            training.stop_loss, training.n_out, progress=report)
     if problem.training_set is not None:
+        # Imported here: solvers.training_set (about 10 ms of import) serves only a training set.
+        from ...solvers.training_set import attach_population_loss
+
         for trajectory in result.trajectories.values():
             trajectory.state = None        # iterate_state_gd keeps the flat states: here they are the scores S
             attach_population_loss(trajectory, problem.score_system(), training.eps)

@@ -17,10 +17,9 @@ import numpy as np
 from ...derivations import load_kernels
 from ...solvers import ScoreSystem
 from ...solvers import kernels as hand_written
-from ...solvers.multihead import MultiHeadSystem, effective_scores, random_heads
-from ...solvers.noisy import NoisySystem
-from ...solvers.separate import SeparateSystem, random_factors
-from ...solvers.training_set import TrainingSetSystem
+# The separate factors, several heads, token noise and a training set are imported where they
+# are used (Problem.from_config, Problem._system): a default problem needs none of them, and their
+# modules and Numba dispatchers cost about 30 ms of every start.
 
 from ..errors import AttnflowError
 from . import features as feat
@@ -278,15 +277,21 @@ class Problem:
             if model.init_scale <= 0:
                 raise AttnflowError("model.init_scale", "the separate parametrization needs a random start "
                                                         "(> 0): W_K = W_Q = 0 is a stationary point")
+            from ...solvers.separate import random_factors
+
             factors = random_factors(model.head_dim or fs.d, fs.d, model.init_scale, model.seed)
             Q0 = factors[0].T @ factors[1]
         elif model.init_scale > 0:
+            from ...solvers.multihead import random_heads
+
             # One head's draw is the single-head random start's (random_heads says so).
             Qs = random_heads(model.heads, fs.d, model.init_scale, model.seed)
             Q0 = Qs[0]
         S0 = fs.V @ Q0 @ fs.V.T
         head_scores = None
         if model.heads > 1:      # config refused several heads without a random start
+            from ...solvers.multihead import effective_scores
+
             head_scores = fs.V @ Qs @ fs.V.T
             S0 = effective_scores(head_scores, np.log(p))
         training_set = None
@@ -327,14 +332,23 @@ class Problem:
 
     @cached_property
     def _system(self):
+        # Imported per branch (see the module's imports): the score system needs none of them.
         if self.noise > 0:
+            from ...solvers.noisy import NoisySystem
+
             return NoisySystem(self.features.V, self.p, self.function_class.sigma, self.noise)
         if self.separate:
+            from ...solvers.separate import SeparateSystem
+
             return SeparateSystem(self.score_system(), self.factors[0].shape[0])
         if self.heads > 1:
+            from ...solvers.multihead import MultiHeadSystem
+
             # the heads run the score system's kernel set: generated from the indexed derivation by default
             return MultiHeadSystem(self.score_system(), self.heads, kernels=self.score_system().kernels)
         if self.training_set is not None:
+            from ...solvers.training_set import TrainingSetSystem
+
             return TrainingSetSystem(self.score_system(), *self.training_set)
         return self.score_system()
 
