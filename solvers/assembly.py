@@ -241,7 +241,7 @@ def loss_gradient_gap(S, Ms, p, logp, prompt, Gamma):
         Scores.
     Ms, p, logp, prompt : ndarray
         The runtime arrays of :attr:`attnflow.solvers.system.ScoreSystem.args` (label-gap
-        moment stack, probabilities, their logs, ``[N, h, q]``).
+        moment stack, probabilities, their logs, ``[N, h, q]`` or None for N = ∞).
     Gamma : (K, K) ndarray
         Output: ``Γ = ∂ℒ/∂S``.
 

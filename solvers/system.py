@@ -127,7 +127,7 @@ class ScoreSystem:
 
     @cached_property
     def prompt(self):
-        """``[N, h, q]`` as the kernels take it; N = 0 stands for the large-prompt limit."""
+        """``[N, h, q]``: N = 0 stands for the large-prompt limit (the kernels take :attr:`prompt_argument`)."""
         return np.array([self.N if self.finite else 0.0, self.quadrature_step, float(self.query_in_softmax)])
 
     @cached_property
