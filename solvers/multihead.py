@@ -47,7 +47,18 @@ probabilities (:func:`prompt_counts`): exact to rounding, loss, Γ^h, Hessian bl
 Jacobian alike.  N = ∞ is the one "count vector" ``log p`` of weight 1, so one set of
 kernels serves both.  The cost is C·H·K² exponentials per gradient, so C·K is capped
 (:data:`MAX_COMPOSITION_ENTRIES`; :func:`composition_excess` says why a prompt is too long).
-The query token in the softmax is not modelled with several heads.
+
+**The query token in the softmax** (``include_query`` at finite N).  For count vector c and
+query k every head's softmax has K + 1 entries, the logits ``S^h[:, k] + log c`` of the K
+features' tokens and the query token's ``S^h[k, k]`` (its feature is k, its count 1, its value
+0), as for one head (:mod:`attnflow.solvers.finite_prompt`).  So ``a^h`` and ā have K + 1
+entries, M is the (K+1)×(K+1) moment matrix of the one-head query model (last row and column
+the query's gap ``−f_k``), and the formulas above hold on the (K+1)-vectors; ``S^h[k, k]``
+moves two logits, so Γ^h's entry k and the Hessian blocks' row and column k come from shift
+invariance (every block's rows and columns sum to zero), which keeps the small late-training
+values the two shares would cancel to.  The attention on the features (what the reports see)
+leaves out the query token's own share, as for one head; the events' ``1 − ā_kk`` includes it.
+At N = ∞ the query's share is O(1/N) and the dynamics are those without it.
 
 "Attention" of a multi-head state, in reports, events and crossings, is the mean
 attention ā (expected over prompts at finite N); :meth:`MultiHeadSystem.scores_of`
@@ -303,8 +314,8 @@ class MultiHeadSystem:
     Raises
     ------
     ValueError
-        If H is not an integer in [1, MAX_HEADS], the query sits in the softmax, or a
-        finite N has more count vectors than :func:`composition_limit` (before allocating them).
+        If H is not an integer in [1, MAX_HEADS], or a finite N has more count vectors than
+        :func:`composition_limit` (before allocating them).
 
     The state is ``y = [S^1.ravel(), …, S^H.ravel()]`` (H·K²); the flat interface is the one
     :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_state_gd` run.
@@ -312,7 +323,9 @@ class MultiHeadSystem:
     vectors (:func:`prompt_counts`), so the loss, Γ^h, the Hessian blocks, the Jacobian and
     the compiled callbacks are those of N = ∞ with ``log p`` replaced by ``log c`` and
     averaged; the attention is the expected mean attention ``E[ā]``, and :meth:`scores_of`
-    keeps the N = ∞ effective scores (one head's: its scores).
+    keeps the N = ∞ effective scores (one head's: its scores).  With the score system's
+    ``include_query`` at finite N the query token sits in every head's softmax (its moment
+    stack ``Ms`` is then (K, K+1, K+1)).
 
     Examples
     --------
@@ -333,8 +346,6 @@ class MultiHeadSystem:
         if isinstance(self.H, bool) or int(self.H) != self.H or not 1 <= self.H <= MAX_HEADS:
             raise ValueError(f"H: expected a number of heads from 1 to {MAX_HEADS}, got {self.H}")
         object.__setattr__(self, "H", int(self.H))
-        if self.scores.query_in_softmax:
-            raise ValueError("include_query: several heads are modelled without the query in the softmax")
         if self.scores.finite:
             too_many = composition_excess(self.scores.N, self.K)
             if too_many:
@@ -400,9 +411,13 @@ class MultiHeadSystem:
         return Hs
 
     def head_attention(self, y):
-        """Every head's attention ``A[h, n, k]`` (H, K, K) at the flat state y (expected over prompts at finite N)."""
+        """Every head's attention ``A[h, n, k]`` (H, K, K) at the flat state y (expected over prompts at finite N).
+
+        With the query token in the softmax: the attention on the features' tokens, without the
+        query token's own share (as one head's).
+        """
         A = np.empty((self.H, self.K, self.K))
-        self.kernels.multihead_attention(self.heads(y), *self.counts, A)
+        self.kernels.multihead_attention(self.heads(y), self.scores.Ms, *self.counts, A)
         return A
 
     def flat_attention(self, y):

@@ -8,6 +8,14 @@ Hessian blocks ``∂g^h/∂s^{h'} = D^h M D^{h'}/H² + δ_{hh'}(diag(g^h) − g^
 (``head_column_cross_hessian`` and ``head_column_hessian_correction``), and the assembly sums
 them over count vectors and queries: ``ℒ = Σ_k p_k E[ℓ_k]``, ``Γ^h[:, k] = p_k E[g^h]``.
 
+With the query token in the softmax (finite N, ``Ms`` of (K+1)×(K+1) matrices from
+:func:`attnflow.solvers.columns.label_gap_stack`) every head's softmax has K + 1 entries, the
+last the query token's, of logit ``S^h[k, k]`` (log count 0) and value 0; the column functions
+run on the (K+1)-vectors unchanged (they read the length from their arguments), and since
+``S^h[k, k]`` is the logit of both feature k's tokens and the query token, Γ^h's entry k and
+the Hessian blocks' row and column k follow from shift invariance, as for one head
+(:mod:`attnflow.solvers.finite_prompt`).
+
 Everything below the MULTIHEAD ASSEMBLY marker is shared verbatim, like
 :mod:`attnflow.solvers.assembly`'s: this module runs it with the hand-written columns of
 :mod:`attnflow.solvers.columns`, and :mod:`attnflow.derivations.codegen` copies it into each
@@ -26,23 +34,66 @@ from .pullback import flow_sandwich, log_loss
 
 
 @njit(cache=True)
-def _head_columns(S, logp, k, s, a, abar):
-    """Query k's attention of every head into ``a`` (H, K) and their mean into ``abar``; returns
+def _head_columns(S, logc, k, s, a, abar):
+    """Query k's attention of every head into ``a`` (H, L) and their mean into ``abar``; returns
     the mean's share off feature k, ``Σ_{n≠k} ā_n``, each term to full relative precision
-    (``s`` is scratch of length K)."""
-    H, K = S.shape[0], S.shape[1]
+    (``s`` is scratch of length L).
+
+    L = K, or K + 1 with the query token in the softmax: its logit is head h's ``S^h[k, k]``
+    (its feature is k, its count 1, so ``logc[K] = 0``), its entry the last, and its share
+    counts as off feature k."""
+    H, K, L = S.shape[0], S.shape[1], a.shape[1]
     off = 0.0
-    for n in range(K):
+    for n in range(L):
         abar[n] = 0.0
     for h in range(H):
         for n in range(K):
             s[n] = S[h, n, k]
-        column_attention(s, logp, a[h])
-        for n in range(K):
+        if L > K:
+            s[K] = S[h, k, k]
+        column_attention(s, logc, a[h])
+        for n in range(L):
             abar[n] += a[h, n] / H
             if n != k:
                 off += a[h, n] / H
     return off
+
+
+@njit(cache=True)
+def _prompt_logits(logc, c, lq):
+    """Row c of the log counts into ``lq``; with the query token (``lq`` of length K + 1) its log count 0 last."""
+    K = logc.shape[1]
+    for n in range(K):
+        lq[n] = logc[c, n]
+    if lq.shape[0] > K:
+        lq[K] = 0.0
+
+
+@njit(cache=True)
+def _fold_query_hessian(Hk, k):
+    """Row and column k of each head pair's block of ``Hk`` (H, K, H, K) from shift invariance.
+
+    With the query token in the softmax ``S^h[k, k]`` moves two logits (feature k's tokens and the
+    query's), whose shares would cancel to rounding late in training.  Every block's rows and
+    columns sum to zero (ā is invariant under shifting one head's logits, and Σ_n g^h_n = 0), so
+    ``B[k, m] = −Σ_{n≠k} B[n, m]`` and ``B[n, k] = −Σ_{m≠k} B[n, m]`` from the entries off k,
+    which involve one logit each (the finite-prompt column's rule, finite_prompt.py)."""
+    H, K = Hk.shape[0], Hk.shape[1]
+    for h in range(H):
+        for hh in range(H):
+            for m in range(K):
+                if m != k:
+                    total = 0.0
+                    for n in range(K):
+                        if n != k:
+                            total += Hk[h, n, hh, m]
+                    Hk[h, k, hh, m] = -total
+            for n in range(K):
+                total = 0.0
+                for m in range(K):
+                    if m != k:
+                        total += Hk[h, n, hh, m]
+                Hk[h, n, hh, k] = -total
 
 
 @njit(cache=True)
@@ -57,8 +108,9 @@ def multihead_loss_gradient_gap(S, Ms, p, weights, logc, Gamma):
     ----------
     S : ndarray, shape (H, K, K)
         The heads' scores.
-    Ms : ndarray, shape (K, K, K)
-        Label-gap moment stack (:func:`attnflow.solvers.columns.label_gap_stack`).
+    Ms : ndarray, shape (K, L, L)
+        Label-gap moment stack (:func:`attnflow.solvers.columns.label_gap_stack`); L = K + 1
+        puts the query token in every head's softmax (its row and column last).
     p : ndarray, shape (K,)
         Feature probabilities (of the query).
     weights : ndarray, shape (C,)
@@ -72,15 +124,18 @@ def multihead_loss_gradient_gap(S, Ms, p, weights, logc, Gamma):
     -------
     loss : float
     gap : float
-        ``max_k log Σ_{n≠k} E[ā_nk]``, each term to full relative precision.
+        ``max_k log Σ_{n≠k} E[ā_nk]`` (the query token's share included), each term to full
+        relative precision.
     """
     H, K = S.shape[0], S.shape[1]
-    a = np.empty((H, K))
-    s = np.empty(K)
-    abar = np.empty(K)
-    u = np.empty(K)
-    gh = np.empty(K)
-    work = np.empty((2, K))            # the column functions' scratch
+    L = Ms.shape[1]                    # K, or K + 1 with the query token
+    a = np.empty((H, L))
+    s = np.empty(L)
+    abar = np.empty(L)
+    u = np.empty(L)
+    gh = np.empty(L)
+    lq = np.empty(L)
+    work = np.empty((2, L))            # the column functions' scratch
     g = np.empty((H, K))
     loss = 0.0
     gap = -np.inf
@@ -95,13 +150,23 @@ def multihead_loss_gradient_gap(S, Ms, p, weights, logc, Gamma):
             weight = weights[c]
             if weight == 0.0:          # an underflowed count vector: its share is below 1e-308
                 continue
-            off = _head_columns(S, logc[c], k, s, a, abar)
+            _prompt_logits(logc, c, lq)
+            off = _head_columns(S, lq, k, s, a, abar)
             ell_k += weight * mean_column_loss(abar, M, u, work)
             off_k += weight * off
             for h in range(H):
                 head_column_gradient(a[h], u, H, gh)
                 for n in range(K):
                     g[h, n] += weight * gh[n]
+        if L > K:
+            # S^h[k, k] is the logit of feature k's tokens and of the query token, whose shares
+            # would cancel to rounding late in training: g_k from shift invariance instead
+            for h in range(H):
+                total = 0.0
+                for n in range(K):
+                    if n != k:
+                        total += g[h, n]
+                g[h, k] = -total
         loss += p[k] * ell_k
         for h in range(H):
             for n in range(K):
@@ -122,15 +187,18 @@ def multihead_hessians(S, Ms, p, weights, logc, Hs):
     Ms, p, weights, logc : ndarray
         As :func:`multihead_loss_gradient_gap`.
     Hs : ndarray, shape (K, H, K, H, K)
-        Output; each ``Hs[k]`` reshaped (HK, HK) is symmetric.
+        Output; each ``Hs[k]`` reshaped (HK, HK) is symmetric.  With the query token in the
+        softmax its blocks' row and column k follow from shift invariance (:func:`_fold_query_hessian`).
     """
     H, K = S.shape[0], S.shape[1]
-    a = np.empty((H, K))
-    s = np.empty(K)
-    abar = np.empty(K)
-    u = np.empty(K)
-    B = np.empty((K, K))
-    work = np.empty((2, K))            # the column functions' scratch
+    L = Ms.shape[1]                    # K, or K + 1 with the query token
+    a = np.empty((H, L))
+    s = np.empty(L)
+    abar = np.empty(L)
+    u = np.empty(L)
+    lq = np.empty(L)
+    B = np.empty((L, L))
+    work = np.empty((2, L))            # the column functions' scratch
     for k in range(K):
         M = Ms[k]
         for h in range(H):
@@ -142,7 +210,8 @@ def multihead_hessians(S, Ms, p, weights, logc, Hs):
             weight = weights[c]
             if weight == 0.0:
                 continue
-            _head_columns(S, logc[c], k, s, a, abar)
+            _prompt_logits(logc, c, lq)
+            _head_columns(S, lq, k, s, a, abar)
             mean_column_loss(abar, M, u, work)
             pk = weight * p[k]
             for h in range(H):
@@ -160,26 +229,36 @@ def multihead_hessians(S, Ms, p, weights, logc, Hs):
                 for n in range(K):
                     for m in range(K):
                         Hs[k, h, n, h, m] += pk * B[n, m]
+        if L > K:
+            _fold_query_hessian(Hs[k], k)
 
 
 @njit(cache=True)
-def multihead_attention(S, weights, logc, A):
+def multihead_attention(S, Ms, weights, logc, A):
     """Write every head's expected attention ``A[h, n, k] = E[softmax(S^h[:, k] + log c)[n]]`` into A (H, K, K).
 
-    ``weights``, ``logc`` as :func:`multihead_loss_gradient_gap` (at N = ∞ one row ``log p``).
+    ``Ms``, ``weights``, ``logc`` as :func:`multihead_loss_gradient_gap` (at N = ∞ one row ``log p``);
+    with the query token in the softmax (``Ms`` of (K + 1)² matrices) it joins each softmax
+    and A holds the attention on the K features' tokens, without the query's own share (as
+    one head's :func:`attnflow.solvers.finite_prompt.finite_attention`).
     """
     H, K = S.shape[0], S.shape[1]
-    s = np.empty(K)
-    a = np.empty(K)
+    L = Ms.shape[1]
+    s = np.empty(L)
+    a = np.empty(L)
+    lq = np.empty(L)
     for h in range(H):
         for k in range(K):
             for n in range(K):
                 A[h, n, k] = 0.0
                 s[n] = S[h, n, k]
+            if L > K:
+                s[K] = S[h, k, k]
             for c in range(weights.shape[0]):
                 if weights[c] == 0.0:
                     continue
-                column_attention(s, logc[c], a)
+                _prompt_logits(logc, c, lq)
+                column_attention(s, lq, a)
                 for n in range(K):
                     A[h, n, k] += weights[c] * a[n]
 

@@ -15,6 +15,7 @@ from attnflow.dynamics.problem import config
 from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
 from attnflow.solvers import kernels as hand_written
 from attnflow.solvers import multihead
+from attnflow.solvers.columns import label_gap_stack
 from attnflow.solvers.gd import iterate_state_gd
 from attnflow.solvers.multihead import (MultiHeadSystem, composition_limit, effective_scores, prompt_counts,
                                         specialisation_index)
@@ -25,9 +26,9 @@ from attnflow.solvers.references.sampled import train_sampled
 from .conftest import central_differences, make_problem, random_system_arrays
 
 
-def _system(K=3, d=4, H=2, seed=1, N=np.inf):
+def _system(K=3, d=4, H=2, seed=1, N=np.inf, include_query=False):
     V, F, p = random_system_arrays(K, d, seed=seed)
-    return MultiHeadSystem(ScoreSystem(V @ V.T, F, p, kernels=hand_written, N=N), H), F
+    return MultiHeadSystem(ScoreSystem(V @ V.T, F, p, kernels=hand_written, N=N, include_query=include_query), H), F
 
 
 def test_one_head_is_the_single_head_score_system():
@@ -183,11 +184,8 @@ def test_bad_heads_give_one_line_and_status_2(tmp_path, capsys, model, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_query_in_the_softmax_and_memory_are_refused_before_allocation(tmp_path, capsys):
+def test_too_many_heads_for_memory_are_refused_before_allocation(tmp_path, capsys):
     path = tmp_path / "c.toml"
-    path.write_text("[model]\nheads = 4\ninit_scale = 0.1\n[prompt]\nN = 16\ninclude_query = true\n")
-    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
-    assert "model.heads: 4 heads are supported with prompt.include_query = false" in capsys.readouterr().err
     path.write_text("[model]\nheads = 64\ninit_scale = 0.1\n[features]\nK = 256\n[training]\nn_out = 400\n")
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
@@ -276,23 +274,34 @@ def test_finite_n_gradient_and_jacobian_equal_finite_differences():
     assert events(y, *event_args) == system.flat_event_values(y)
 
 
-def _sampled_prompts(system, S, N, samples, seed):
+def _sampled_prompts(system, S, N, samples, seed, include_query=False):
     """Brute force: per sampled prompt (query k ~ p, counts c ~ Multinomial(N, p)) the H-head loss
-    ½ (ā − e_k)ᵀ F (ā − e_k) through M⁽ᵏ⁾ and its gradient in each head's column k, as (samples, …) arrays."""
+    ½ (ā − e_k)ᵀ F (ā − e_k) through M⁽ᵏ⁾ and its gradient in each head's column k, as (samples, …) arrays.
+
+    With include_query the query token (logit S^h[k, k], value 0) is a (K+1)-th entry of every head's
+    softmax, M⁽ᵏ⁾ the (K+1)×(K+1) matrix, and its gradient entry is added to S^h[k, k]'s directly."""
     rng = np.random.default_rng(seed)
     H, K = S.shape[:2]
     p = system.scores.p
+    rows = np.arange(samples)
     query = rng.choice(K, size=samples, p=p)
     counts = rng.multinomial(N, p, size=samples)
     with np.errstate(divide="ignore"):
         logits = np.log(counts)[:, None, :] + S[:, :, query].transpose(2, 0, 1)     # (samples, H, K)
+    if include_query:
+        own = S[:, query, query].T                                                  # (samples, H): S^h[k, k]
+        logits = np.concatenate([logits, own[:, :, None]], axis=2)
     a = np.exp(log_softmax(logits, axis=2))
     abar = a.mean(axis=1)
-    u = np.einsum("snm,sm->sn", system.scores.Ms[query], abar)
+    Ms = label_gap_stack(system.scores.F, include_query)
+    u = np.einsum("snm,sm->sn", Ms[query], abar)
     losses = 0.5 * np.einsum("sn,sn->s", abar, u)
     g = a * (u[:, None, :] - np.einsum("shn,sn->sh", a, u)[:, :, None]) / H
+    if include_query:
+        g[rows, :, query] += g[:, :, K]
+        g = g[:, :, :K]
     gradients = np.zeros((samples, H, K, K))
-    gradients[np.arange(samples), :, :, query] = g
+    gradients[rows, :, :, query] = g
     return losses, gradients
 
 
@@ -331,14 +340,17 @@ def test_identical_heads_at_finite_n_are_one_head_slowed_down_by_h():
 
 
 @pytest.mark.slow
-def test_sampled_training_of_two_heads_at_finite_n_tracks_the_head_score_gd():
-    """The real two-head network trained on sampled prompts of N = 8 tokens, 40 prompts a step, 120 steps,
-    32 seeds: each head's scores within 4 standard errors of the two-head finite-N score GD at every
-    checkpoint (measured: at most 1.2 SE), while the single-head finite-N GD from the same mean attention is
-    more than 10 standard errors away (measured: 40) and so is the two-head N = ∞ GD (measured: 46)."""
+@pytest.mark.parametrize("include_query", [False, True])
+def test_sampled_training_of_two_heads_at_finite_n_tracks_the_head_score_gd(include_query):
+    """The real two-head network trained on sampled prompts of N = 8 tokens (with include_query the query token,
+    value 0, in both heads' softmaxes), 40 prompts a step, 120 steps, 32 seeds: each head's scores within 4
+    standard errors of the two-head finite-N score GD at every checkpoint (measured: at most 1.2 SE without the
+    query, 1.2 with it), while the single-head finite-N GD from the same mean attention is more than 10
+    standard errors away (measured: 40; with the query 57) and so is the two-head GD of the other
+    model: N = ∞ without the query (measured: 46), the same N without the query with it (measured: 44)."""
     sections = dict(features={"kind": "random-unit", "K": 3, "d": 3, "seed": 5}, task={"kind": "linear"},
                     model={"heads": 2, "init_scale": 1.0, "seed": 3}, training={"kernels": "hand-written"})
-    problem = make_problem(prompt={"N": 8}, **sections)
+    problem = make_problem(prompt={"N": 8, "include_query": include_query}, **sections)
     eta, steps, checkpoints, seeds = 1.0, 120, [40, 80, 120], 32
     expected = iterate_state_gd(problem.system(), problem.start, eta, steps, n_out=steps + 1).state[checkpoints]
     expected = expected.reshape(len(checkpoints), 2, 3, 3)
@@ -346,12 +358,13 @@ def test_sampled_training_of_two_heads_at_finite_n_tracks_the_head_score_gd():
     Vinv = np.linalg.inv(V)                                  # K = d: the heads' Q_h(0) from their scores
     Qs = Vinv @ problem.head_scores @ Vinv.T
     runs = np.array([train_sampled(V, problem.p, 8, problem.function_class.sample_labels, Qs, eta, steps,
-                                   batch=40, seed=seed, record_at=checkpoints)["S"] for seed in range(seeds)])
+                                   batch=40, seed=seed, record_at=checkpoints, include_query=include_query)["S"]
+                     for seed in range(seeds)])
     mean, se = runs.mean(axis=0), runs.std(axis=0, ddof=1) / np.sqrt(seeds)
     assert np.all(np.abs(mean - expected) <= 4 * se)
-    large = make_problem(**sections)
-    expected_large = iterate_state_gd(large.system(), large.start, eta, steps, n_out=steps + 1).state[checkpoints]
-    assert np.abs(mean - expected_large.reshape(expected.shape)).max() > 10 * se.max()
+    other = make_problem(prompt={"N": 8}, **sections) if include_query else make_problem(**sections)
+    expected_other = iterate_state_gd(other.system(), other.start, eta, steps, n_out=steps + 1).state[checkpoints]
+    assert np.abs(mean - expected_other.reshape(expected.shape)).max() > 10 * se.max()
     logp = problem.score_system().logp
     one_head = iterate_gd(problem.score_system(), problem.S0, eta, steps, n_out=steps + 1).S[checkpoints]
     se_effective = effective_scores(runs, logp).std(axis=0, ddof=1) / np.sqrt(seeds)
@@ -529,3 +542,158 @@ def test_the_generated_set_trains_two_heads_like_the_hand_written_one():
     assert np.abs(a.state - b.state).max() <= 1e-10 * np.abs(b.state).max()
     a, b = (integrate_flow(system, start, 1e3, method="Radau", rtol=1e-10, atol=1e-12, n_out=10) for system in (gen, hand))
     assert a.counters["njev"] > 0 and np.abs(a.state - b.state).max() <= 1e-8 * np.abs(b.state).max()
+
+
+# ---- the query token in every head's softmax at finite N
+
+
+@pytest.mark.parametrize("N", [1, 3, 6])
+def test_one_head_with_the_query_is_the_single_head_query_model(N):
+    """H = 1 with the query token in the softmax, summed over the count vectors, against the single-head
+    quadrature with the query (ScoreSystem(..., include_query=True)): loss, gradient, Jacobian, attention
+    on the features and the events' gap to 1e-12 of their size."""
+    system, _ = _system(K=4, d=5, H=1, seed=31, N=N, include_query=True)
+    single = system.scores
+    assert single.query_in_softmax and single.Ms.shape == (4, 5, 5)
+    S = 1.5 * np.random.default_rng(32).standard_normal((1, 4, 4))
+    y = S.ravel()
+    value, Gamma = system.loss_and_gradient(S)
+    assert abs(value - single.loss(S[0])) <= 1e-12 * value
+    reference = single.gradient(S[0])
+    assert np.abs(Gamma[0] - reference).max() <= 1e-12 * np.abs(reference).max()
+    J, reference = system.flat_jacobian(y), single.jacobian(S[0])
+    assert np.abs(J - reference).max() <= 1e-12 * np.abs(reference).max()
+    A = system.flat_attention(y)
+    assert np.abs(A - single.attention(S[0])).max() <= 1e-12
+    assert np.all(A.sum(axis=0) < 1 - 0.01)              # the query token's own share is left out
+    (gap, log_loss), (ref_gap, ref_log_loss) = system.flat_event_values(y), single.flat_event_values(y)
+    assert gap == pytest.approx(ref_gap, rel=1e-12) and log_loss == pytest.approx(ref_log_loss, rel=1e-12)
+    # Without the query the model is another one.
+    without, _ = _system(K=4, d=5, H=1, seed=31, N=N)
+    assert abs(without.loss(S) - value) > 1e-3 * value
+
+
+def test_gradient_and_hessian_blocks_with_the_query_equal_finite_differences():
+    """Central differences of the loss give Γ^h, and of Γ^h the Hessian blocks (zero across queries), to 1e-7;
+    the compiled callbacks are the same sums and the Lanczos rate is the dense −J's largest eigenvalue."""
+    H, K = 3, 3
+    system, _ = _system(K=K, d=4, H=H, seed=33, N=4, include_query=True)
+    S = 1.5 * np.random.default_rng(34).standard_normal((H, K, K))
+    y = S.ravel()
+    Gamma = system.gradient(S)
+    fd = central_differences(lambda x: np.array([system.flat_loss(x)]), y, rel_step=1e-6)[0]
+    assert np.abs(fd - Gamma.ravel()).max() <= 1e-7 * np.abs(Gamma).max()
+    # d Γ^h[n, k] / d S^{h'}[m, j]: the column Hessians for j = k, zero otherwise
+    dGamma = central_differences(lambda x: system.gradient(x.reshape(H, K, K)).ravel(), y, rel_step=1e-6)
+    dGamma = dGamma.reshape(H, K, K, H, K, K)
+    Hs = system.hessians(S)
+    expected = np.zeros_like(dGamma)
+    for k in range(K):
+        expected[:, :, k, :, :, k] = Hs[k]
+    assert np.abs(dGamma - expected).max() <= 1e-7 * np.abs(Hs).max()
+    assert np.abs(Hs - Hs.transpose(0, 3, 4, 1, 2)).max() <= 1e-15 * np.abs(Hs).max()
+    J = system.flat_jacobian(y)
+    dense = np.linalg.eigvals(-J)
+    assert np.abs(dense.imag).max() < 1e-12 and system.largest_rate(S) == pytest.approx(dense.real.max(), rel=1e-10)
+    rhs, events, args, event_args, jac = system.callbacks()
+    assert np.array_equal(rhs(y, *args), system.flat_rhs(y))
+    assert np.array_equal(jac(y, *args), J)
+    assert events(y, *event_args) == system.flat_event_values(y)
+
+
+def test_identical_heads_with_the_query_are_one_head_slowed_down_by_h():
+    """H equal heads at N = 6 with the query: H-head GD with step η is the single-head query GD (quadrature)
+    with step η/H to 1e-12 of the scores, and the H-head flow at t the one-head flow at t/H."""
+    H = 3
+    system, _ = _system(K=3, d=4, H=H, seed=35, N=6, include_query=True)
+    S0 = np.random.default_rng(36).standard_normal((3, 3))
+    gd = iterate_state_gd(system, np.stack([S0] * H), 0.6, 300, n_out=30)
+    one = iterate_gd(system.scores, S0, 0.6 / H, 300, n_out=30)
+    heads = gd.state.reshape(len(gd.state), H, 3, 3)
+    assert np.array_equal(heads[:, 0], heads[:, 1]) and np.array_equal(heads[:, 0], heads[:, 2])
+    assert np.abs(heads[:, 0] - one.S).max() <= 1e-12 * np.abs(one.S).max()
+    flow = integrate_flow(system, np.stack([S0] * H), 3e3, method="DOP853-compiled", rtol=1e-10, atol=1e-12, n_out=10)
+    reference = integrate_flow(system.scores, S0, 1e3, method="DOP853-compiled", rtol=1e-10, atol=1e-12, n_out=10)
+    assert np.abs(flow.state[-1].reshape(H, 3, 3) - reference.S[-1]).max() <= 1e-10 * np.abs(reference.S[-1]).max()
+    # (here the query token's share keeps min_k A_kk below 1/2: no crossing time to compare)
+    assert flow.crossings["t_half"] is None is reference.crossings["t_half"]
+
+
+def test_the_sum_over_count_vectors_with_the_query_equals_sampled_prompts():
+    """Loss and every gradient entry within 4 standard errors of 400 000 sampled prompts with the query token in
+    both heads' softmaxes (measured: 0.5 and at most 2.3), while the gradient of the two heads without the
+    query is more than 10 away (measured: 229; its loss 7)."""
+    system, _ = _system(K=3, d=4, H=2, seed=13, N=5, include_query=True)
+    S = 1.5 * np.random.default_rng(14).standard_normal((2, 3, 3))
+    value, Gamma = system.loss_and_gradient(S)
+    losses, gradients = _sampled_prompts(system, S, 5, 400_000, seed=15, include_query=True)
+    n = len(losses)
+    se_loss = losses.std(ddof=1) / np.sqrt(n)
+    assert abs(losses.mean() - value) <= 4 * se_loss
+    se = gradients.std(axis=0, ddof=1) / np.sqrt(n)
+    assert np.all(np.abs(gradients.mean(axis=0) - Gamma) <= 4 * se)
+    without, _ = _system(K=3, d=4, H=2, seed=13, N=5)
+    assert np.abs(gradients.mean(axis=0) - without.gradient(S)).max() > 10 * se.max()
+
+
+@pytest.mark.parametrize("K", [2, 4])
+@pytest.mark.parametrize("H", [2, 3])
+def test_generated_multihead_kernels_with_the_query_equal_the_hand_written_ones(K, H):
+    """The query token in the softmax at a finite N, scores up to near one-hot attention: the generated set's
+    loss, Γ^h, Hessian blocks, attention, rhs, Jacobian and events within 1e-12 of the hand-written set's."""
+    generated = load_kernels(K, heads=True)
+    V, F, p = random_system_arrays(K, min(K, 4), seed=K + H + 40)
+    rng = np.random.default_rng(100 * K + H + 40)
+    N = FINITE_N[K]
+    gen = MultiHeadSystem(ScoreSystem(V @ V.T, F, p, kernels=generated, N=N, include_query=True), H, kernels=generated)
+    hand = MultiHeadSystem(ScoreSystem(V @ V.T, F, p, kernels=hand_written, N=N, include_query=True), H)
+    for scale in (0.3, 3.0, 15.0):
+        S = scale * rng.standard_normal((H, K, K))
+        y = S.ravel()
+        (value, Gamma), (ref_value, ref_Gamma) = gen.loss_and_gradient(S), hand.loss_and_gradient(S)
+        assert value == pytest.approx(ref_value, rel=1e-12)
+        (rhs, events, args, event_args, jac), reference = gen.callbacks(), hand.callbacks()
+        pairs = {"gradient": (Gamma, ref_Gamma), "hessians": (gen.hessians(S), hand.hessians(S)),
+                 "attention": (gen.head_attention(y), hand.head_attention(y)),
+                 "rhs": (rhs(y, *args), reference[0](y, *reference[2])),
+                 "jacobian": (jac(y, *args), reference[4](y, *reference[2]))}
+        for name, (x, ref) in pairs.items():
+            assert np.abs(x - ref).max() <= 1e-12 * np.abs(ref).max(), (name, scale)
+        gap, log_loss = events(y, *event_args)
+        ref_gap, ref_log_loss = reference[1](y, *reference[3])
+        assert gap == pytest.approx(ref_gap, rel=1e-12, abs=1e-14) and log_loss == pytest.approx(ref_log_loss, rel=1e-12)
+
+
+def test_run_of_two_heads_with_the_query_writes_its_summary(tmp_path, capsys):
+    """The config takes several heads with the query in the softmax, and `attnflow run` trains them end to end."""
+    path = tmp_path / "c.toml"
+    path.write_text("[features]\nK = 3\n[model]\nheads = 2\ninit_scale = 0.5\n[prompt]\nN = 6\ninclude_query = true\n"
+                    "[training]\nn_out = 40\nt_end = 1e4\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--no-plots"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["problem"]["heads"] == 2 and summary["problem"]["include_query"] is True
+    assert summary["problem"]["query_in_softmax"] is True and summary["finite_prompt"]["count_vectors"] == 28
+    assert summary["flow"]["status"] == "finished"
+    problem = make_problem(features={"K": 3}, model={"heads": 2, "init_scale": 0.5},
+                           prompt={"N": 6, "include_query": True})
+    system = problem.system()
+    assert system.scores.query_in_softmax
+    with np.load(tmp_path / "out" / "trajectory.npz") as z:
+        states, loss = z["head_scores"], z["loss"]
+    assert loss[-1] == system.flat_loss(states[-1]) and loss[-1] < 0.5 * loss[0]
+    final = np.array(summary["flow"]["final_attention"])
+    np.testing.assert_allclose(final, np.array(summary["heads"]["flow"]["final_head_attention"]).mean(axis=0),
+                               atol=1e-15)
+    assert np.all(final.sum(axis=0) < 1)                 # the query token keeps a share of every softmax
+    # the query changes the dynamics: the two heads without it end elsewhere
+    without = make_problem(features={"K": 3}, model={"heads": 2, "init_scale": 0.5}, prompt={"N": 6}).system()
+    assert abs(without.flat_loss(states[-1]) - loss[-1]) > 1e-3 * loss[-1]
+
+
+def test_too_many_count_vectors_with_the_query_are_refused_with_one_line(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("[features]\nK = 4\n[model]\nheads = 2\ninit_scale = 0.5\n[prompt]\nN = 200\ninclude_query = true\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+    assert err.startswith("error: prompt.N: ") and "C(N+K−1, K−1) = 1,373,701" in err

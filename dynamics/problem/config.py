@@ -446,14 +446,12 @@ def _check_heads(cfg, K):
     """Refuse several heads where they are not modelled (solvers/multihead.py), or that would not fit in memory."""
     from ...solvers.multihead import composition_excess   # the solver's own bound, one definition
     model, training, H = cfg.model, cfg.training, cfg.model.heads
-    needs = [(cfg.prompt.include_query, "prompt.include_query = false (the query's weight in two heads' "
-                                        "softmaxes is not modelled)"),
-             (model.parametrization != "merged", "model.parametrization = \"merged\""),
+    needs = [(model.parametrization != "merged", "model.parametrization = \"merged\""),
              (cfg.prompt.noise > 0, "prompt.noise = 0")]
     missing = [what for bad, what in needs if bad]
     if missing:
         raise AttnflowError("model.heads", f"{H} heads are supported with " + ", ".join(missing) + " only in this version")
-    if cfg.prompt.N != math.inf and not cfg.prompt.include_query:
+    if cfg.prompt.N != math.inf:
         too_many = composition_excess(cfg.prompt.N, K)
         if too_many:
             raise AttnflowError("prompt.N", too_many)
@@ -465,12 +463,13 @@ def _check_heads(cfg, K):
                                            f"{H * K * K * training.n_out:,} numbers; at most {MAX_RECORDED_HEADS:,.0f} "
                                            "are supported (fewer heads or training.n_out)")
     # Implicit flows form the (H·K²)² Jacobian; GD's step size needs the K·(HK)² column Hessians.
-    # "auto" is Rodas4P2 at finite N (solvers.flow.auto_method judges the heads by their score system).
-    stiff_auto = training.method == "auto" and cfg.prompt.N != math.inf
+    # "auto" is Rodas4P2 at finite N without the query in the softmax (solvers.flow.auto_method judges
+    # the heads by their score system).
+    stiff_auto = training.method == "auto" and cfg.prompt.N != math.inf and not cfg.prompt.include_query
     implicit = training.mode != "gd" and (training.method in ("LSODA", "Radau", "BDF", "Rodas4P2-compiled")
                                           or stiff_auto)
     if implicit and H * K * K > MAX_DENSE_JACOBIAN:
-        which, instead = (("auto (Rodas4P2 at finite N)", "\"DOP853-compiled\"") if stiff_auto else
+        which, instead = (("auto (Rodas4P2 at finite N without the query)", "\"DOP853-compiled\"") if stiff_auto else
                           (training.method, "\"auto\""))
         raise AttnflowError("model.heads", f"{which} needs the dense (H·K²)² Jacobian, {_gigabytes(H * K * K)} "
                                            f"at H = {H}, K = {K}; use {instead} or H·K² ≤ {MAX_DENSE_JACOBIAN}")
