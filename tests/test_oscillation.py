@@ -117,7 +117,8 @@ def test_training_sets_and_heads_are_searched_and_impossible_combinations_are_sk
                             eta_factors=(1.0, 2.0), edge=False, steps=300, flows="candidates")
     result = osc.search_oscillation(config.default(), space)
     s = result.space
-    assert s["skipped_by_reason"] == {"several heads are modelled at N = inf without the query only": 4,
+    assert s["skipped_by_reason"] == {("several heads are searched at N = inf only (at finite N each gradient sums over "
+                                       "the prompt's count vectors)"): 4,
                                       "several heads need a random start (init_scale > 0): equal heads stay equal": 2,
                                       "a training set takes one head only": 1}
     assert s["skipped_settings"] == 7 and s["settings"] == 9 and s["invalid_settings"] == 0

@@ -25,9 +25,11 @@ X reverses exactly when every prompt's own log-odds does.
 The space.  Every point is a configuration built from the user's by overriding the
 axes of :class:`SearchSpace` (features, p, prompt, parametrisation, start, training set,
 heads, step), so the example found is a configuration ``attnflow run`` takes as it is.
-Combinations the model does not have (several heads at finite N, with the query, with
-separate factors or from S = 0; a training set with separate factors or several heads;
-separate factors from zero) are skipped and counted by reason (``skipped_by_reason``).
+Combinations the model does not have (several heads with separate factors or from S = 0; a
+training set with separate factors or several heads; separate factors from zero) are skipped
+and counted by reason (``skipped_by_reason``), and so are several heads at finite N: the model
+has them, exactly, but each of their gradients sums over the prompt's count vectors, so the
+search leaves them out to stay within minutes.
 The search goes through K in increasing order and stops at the first K with an
 oscillation; the example is the oscillating run there with the fewest iterations (to
 convergence).
@@ -133,7 +135,8 @@ class SearchSpace:
                          "model.init_scale": float(scale), "model.seed": self.seed, "model.heads": int(H),
                          "training.prompts": None if M is None else int(M), "training.seed": self.seed}
             reasons = [(param == "separate" and scale == 0, "separate factors need a random start (init_scale > 0)"),
-                       (H > 1 and (N != math.inf or query), "several heads are modelled at N = inf without the query only"),
+                       (H > 1 and N != math.inf, "several heads are searched at N = inf only (at finite N each gradient sums "
+                                                   "over the prompt's count vectors)"),
                        (H > 1 and param != "merged", "several heads take merged Q only"),
                        (H > 1 and scale == 0, "several heads need a random start (init_scale > 0): equal heads stay equal"),
                        (M is not None and param != "merged", "a training set takes merged Q only"),
