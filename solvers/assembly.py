@@ -403,6 +403,23 @@ def flow_rhs(y, G, Ms, p, logp, prompt):
 
 
 @njit(cache=True)
+def column_flow_rhs(y, G, Ms, p, logp, prompt):
+    """:func:`flow_rhs` where it works one query at a time (N = ∞, K ≤ ``COLUMN_FLOW_MAX_K``), equal to the bit.
+
+    The integrators' callback there (:meth:`attnflow.solvers.system.ScoreSystem.callbacks`):
+    it does not link :func:`loss_gradient_gap`, which flow_rhs does for the other K and
+    which LLVM would optimise once more (about 3 s of a cold run).  ``prompt`` is not read.
+    """
+    return _flow_rhs_columns(y, G, Ms, p, logp)
+
+
+@njit(cache=True)
+def column_event_values(y, Ms, p, logp, prompt):
+    """:func:`event_values` where it works one query at a time (N = ∞, K ≤ ``COLUMN_FLOW_MAX_K``), equal to the bit."""
+    return _event_values_columns(y, Ms, p, logp)
+
+
+@njit(cache=True)
 def score_hessians(S, Ms, p, logp, prompt, Hs):
     """Write ``Hs[k] = ∂Γ[:, k]/∂S[:, k] = p_k H⁽ᵏ⁾`` (Γ's columns depend only on their own scores)."""
     K = S.shape[0]

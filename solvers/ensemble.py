@@ -397,8 +397,9 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
     prompt = first.prompt_argument
     kernels = first.kernels
     args0, event_args0 = (G[0], Ms[0], p[0], logp[0], prompt), (Ms[0], p[0], logp[0], prompt)
-    _, _, rhs, events, n_values, _ = integrator._compiled_for(integrator._compiled, kernels.flow_rhs,
-                                                              kernels.event_values, args0, event_args0, y[0])
+    rhs_kernel, events_kernel = first.callbacks()[:2]
+    _, _, rhs, events, n_values, _ = integrator._compiled_for(integrator._compiled, rhs_kernel, events_kernel,
+                                                              args0, event_args0, y[0])
     loss, attention = _loss_and_attention_callbacks(kernels, y[0].reshape(K, K), *event_args0)
 
     # The events of integrate_flow: target attention 1/2 and 1 − ε, loss ε, and the stop,

@@ -237,10 +237,15 @@ class ScoreSystem:
             ``(rhs, events, args, event_args, jac)``: the kernel set's ``flow_rhs``,
             ``event_values`` and ``flow_jacobian`` with their runtime arrays ``args =
             (G, Ms, p, logp, prompt)`` and ``event_args = (Ms, p, logp, prompt)`` (large and
-            finite N: one kernel set serves both).
+            finite N: one kernel set serves both).  At N = ∞ and K ≤ ``COLUMN_FLOW_MAX_K``
+            the first two are ``column_flow_rhs`` and ``column_event_values``: the same
+            numbers, without the general path's code to compile.
         """
         args = tuple(None if a is None else np.ascontiguousarray(a, dtype=np.float64) for a in self.args)
-        return self.kernels.flow_rhs, self.kernels.event_values, args, args[1:], self.kernels.flow_jacobian
+        k = self.kernels
+        if not self.finite and self.K <= k.COLUMN_FLOW_MAX_K:     # the same numbers, less to compile
+            return k.column_flow_rhs, k.column_event_values, args, args[1:], k.flow_jacobian
+        return k.flow_rhs, k.event_values, args, args[1:], k.flow_jacobian
 
     def gd_callback(self):
         """``(step, args)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`).

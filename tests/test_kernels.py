@@ -118,7 +118,9 @@ def test_fused_gap_equals_log_sum_exp_gap(gap):
 def test_column_flow_path_equals_gradient_and_sandwich_to_the_bit(K):
     """flow_rhs and event_values at N = ∞ and K ≤ COLUMN_FLOW_MAX_K (one query at a time, Γ never
     stored) against loss_gradient_gap + flow_sandwich, of both kernel sets, at scores up to one-hot
-    attention; K = 9 is the general path on either side of the switch."""
+    attention; K = 9 is the general path on either side of the switch.  The callbacks the integrators
+    get there, column_flow_rhs and column_event_values, give the same numbers; at K = 9 and at finite
+    N the system hands over flow_rhs and event_values themselves."""
     from attnflow.solvers.pullback import flow_sandwich, log_loss
 
     V, F, p = random_system_arrays(K, 3, K)
@@ -132,6 +134,13 @@ def test_column_flow_path_equals_gradient_and_sandwich_to_the_bit(K):
             value, gap = kernel_set.loss_gradient_gap(y.reshape(K, K), Ms, p_, logp, prompt, Gamma)
             assert np.array_equal(kernel_set.flow_rhs(y, *system.args), flow_sandwich(G, Gamma))
             assert kernel_set.event_values(y, Ms, p_, logp, prompt) == (gap, log_loss(value))
+            rhs, events, args, event_args, _ = system.callbacks()
+            assert np.array_equal(rhs(y, *args), flow_sandwich(G, Gamma)) and events(y, *event_args) == (gap,
+                                                                                                      log_loss(value))
+        small = (kernel_set.column_flow_rhs, kernel_set.column_event_values)
+        assert (system.callbacks()[:2] == small) == (K <= 8)
+        finite = ScoreSystem(V @ V.T, F, p, kernels=kernel_set, N=5)
+        assert finite.callbacks()[:2] == (kernel_set.flow_rhs, kernel_set.event_values)
 
 
 # K = 2 … 64 with one module; at K = 64 a couple of samples (the Jacobian has K⁴ entries).

@@ -47,7 +47,7 @@ def test_cold_warm_up_compiles_each_kernel_once_and_nothing_it_does_not_need(tmp
         import numpy as np
         from numba.core import event
         from attnflow.derivations import load_kernels
-        from attnflow.solvers import ScoreSystem
+        from attnflow.solvers import ScoreSystem, integrate_flow
         compiled = []
         class Recorder(event.Listener):
             def on_start(self, e):
@@ -61,7 +61,9 @@ def test_cold_warm_up_compiles_each_kernel_once_and_nothing_it_does_not_need(tmp
             system.warm_up(gd=False)
             flow_only = len(compiled)
             system.warm_up()
-        print(json.dumps({"module": kernels.__name__, "compiled": compiled, "flow_only": flow_only}))
+            warm = len(compiled)
+            integrate_flow(system, np.zeros((4, 4)), 1.0, n_out=3)
+        print(json.dumps({"module": kernels.__name__, "compiled": compiled, "flow_only": flow_only, "warm": warm}))
     """)
     env = dict(os.environ, ATTNFLOW_CACHE_DIR=str(tmp_path / "kernels"), NUMBA_CACHE_DIR=str(tmp_path / "numba"),
                PYTHONPATH=str(ROOT))
@@ -76,6 +78,10 @@ def test_cold_warm_up_compiles_each_kernel_once_and_nothing_it_does_not_need(tmp
     flow_only = {name for module, name, _ in result["compiled"][:result["flow_only"]]}
     assert {"loss_gradient_gap", "score_hessians", "attention"} <= flow_only
     assert not {"gd_iterate", "symmetrised_flow_product"} & flow_only
+    # A K = 4 flow at N = ∞ runs the column callbacks: flow_rhs and event_values (which link
+    # loss_gradient_gap once more) are not compiled.
+    flow = {name for module, name, _ in result["compiled"][result["warm"]:]}
+    assert {"column_flow_rhs", "column_event_values"} <= flow and not {"flow_rhs", "event_values"} & flow
     # One compilation per function and module: no second specialisation (the generated module
     # and solvers share no function names, so the module is not needed to tell them apart).
     generated = [name for module, name, _ in result["compiled"] if module == result["module"]]
