@@ -210,19 +210,20 @@ def test_failures_are_reported_with_their_time():
 
 
 def test_parameters_are_runtime_arguments_nothing_recompiles():
-    """One compiled Rodas4P2 loop serves every problem: after a run at K = 4, other parameters,
-    another K, finite N with and without the query token add no loop and no signature."""
+    """One compiled Rodas4P2 loop per prompt model serves every problem: after a run at K = 4 at
+    N = ∞ and one at finite N (two argument types: the prompt is None at N = ∞), other parameters,
+    another K, another N and the query token add no loop and no signature."""
     def run(problem):
         tr = integrate_flow(problem.score_system(), problem.S0, 100.0, method=METHOD, n_out=10)
         assert tr.status in ("finished", "t_end")
 
     run(_sharp())
-    # A start and a run, one signature each, for the scores' argument types (and as many for the
-    # noisy model's, if an earlier test of this session ran it).
-    before = rosenbrock.dispatchers()
-    assert len(before) in (2, 4) and all(len(d.signatures) == 1 for d in before)
-    run(make_problem(features={"kind": "simplex", "K": 4, "d": 3}, task={"kind": "single-index", "L": 0.7}))
     run(_finite(False))
+    # A start and a run, one signature each, for each prompt model's argument types (and as many
+    # for the noisy model's, if an earlier test of this session ran it).
+    before = rosenbrock.dispatchers()
+    assert len(before) in (4, 6) and all(len(d.signatures) == 1 for d in before)
+    run(make_problem(features={"kind": "simplex", "K": 4, "d": 3}, task={"kind": "single-index", "L": 0.7}))
     run(_finite(True))
     run(make_problem(features={"kind": "random-unit", "K": 6, "d": 4, "seed": 3}, task={"kind": "linear"}))
     assert rosenbrock.dispatchers() == before and all(len(d.signatures) == 1 for d in before)

@@ -78,10 +78,12 @@ def test_a_diverging_step_ends_with_the_state_that_broke_the_run(make):
 
 
 def test_one_loop_per_argument_types():
-    """The separate factors share the scores' argument types: after a score run they add no GD loop,
-    nor do another K or finite N; the noisy model's arguments add one, and its second run none."""
+    """The separate factors share the scores' argument types: after score runs at N = ∞ and at a
+    finite N (the two prompt models' argument types) they add no GD loop, nor do another K or N;
+    the noisy model's arguments add one, and its second run none."""
     system, start = _separate()
     iterate_state_gd(system.scores, np.zeros((3, 3)), 0.1, 5)
+    iterate_state_gd(_separate(N=5)[0].scores, np.zeros((3, 3)), 0.1, 5)
     before = gd.dispatchers()
     iterate_state_gd(system, start, 0.1, 5)
     iterate_state_gd(*_separate(N=9, h=2), 0.1, 5)
