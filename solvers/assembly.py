@@ -27,7 +27,7 @@ kernel sets differ only in the derived part.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .columns import column_attention, column_hessian, column_loss_gradient
 from .finite_prompt import finite_attention, finite_column, finite_column_hessian
@@ -573,49 +573,9 @@ def separate_jacobian(y, G, Ms, p, logp, prompt):
 
 
 # The step callbacks of the compiled GD loop (attnflow.solvers.gd): at the state y, write the flow's
-# right-hand side into dy and the scores into S (K, K); return (ℒ, max_k log(1 − A_kk)).  One
-# kernel evaluation gives all three.
-
-@njit(cache=True)
-def score_gd_step(y, G, Ms, p, logp, prompt, dy, S):
-    """GD step callback of the scores: ``dy = −(G Γ G).ravel()``, ``S = y`` as K×K; returns ``(ℒ, gap)``."""
-    K = G.shape[0]
-    for n in range(K):
-        for m in range(K):
-            S[n, m] = y[n * K + m]
-    Gamma = np.empty((K, K))
-    value, gap = loss_gradient_gap(S, Ms, p, logp, prompt, Gamma)
-    identity = True          # orthonormal features: G = I and the sandwich is Γ itself
-    for n in range(K):
-        for m in range(K):
-            if G[n, m] != (1.0 if n == m else 0.0):
-                identity = False
-    if identity:
-        for n in range(K):
-            for m in range(K):
-                dy[n * K + m] = -Gamma[n, m]
-    else:
-        half = G @ Gamma
-        out = dy.reshape((K, K))
-        np.dot(half, G, out)
-        for i in range(K * K):
-            dy[i] = -dy[i]
-    return value, gap
-
-
-@njit(cache=True)
-def separate_gd_step(y, G, Ms, p, logp, prompt, dy, S):
-    """GD step callback of the separate factors: ``dy`` = :func:`separate_rhs`, ``S = BᵀC``; returns ``(ℒ, gap)``."""
-    K = G.shape[0]
-    B, C, scores = _factor_scores(y, K)
-    for n in range(K):
-        for m in range(K):
-            S[n, m] = scores[n, m]
-    Gamma = np.empty((K, K))
-    value, gap = loss_gradient_gap(scores, Ms, p, logp, prompt, Gamma)
-    _factor_velocity(B, C, G, Gamma, dy)
-    return value, gap
-
+# right-hand side into dy and the scores into S (K, K), using ``work`` (the loop allocates it once per
+# call, sized by the system's gd_callback) for every other array; return (ℒ, max_k log(1 − A_kk)).
+# One kernel evaluation gives all three.
 
 GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS, GD_SATURATED = 0, 1, 2, 3, 4
 # log(2⁻⁵²): an off-target attention below double precision's epsilon makes the softmax one-hot.
@@ -623,164 +583,66 @@ SATURATED_LOG_GAP = -36.04365338911715
 
 
 @njit(cache=True)
-def gd_iterate(S, G, Ms, p, logp, prompt, eta, it0, it_end, record_at, S_rec, loss_rec,
-               attn_levels, attn_hits, loss_levels, loss_hits, score_limit, stop_loss,
-               last_sign, flips):
-    """Iterate the exact gradient-descent map ``S ← S − η G Γ(S) G`` in place.
-
-    Runs from iteration ``it0`` (the state ``S`` passed in) to ``it_end`` and can be
-    called again on the next chunk.  The loss is evaluated at every iterate.
-    A loss increase counts only beyond a relative 1e-12, so rounding at convergence is not one.
-    A step that leaves S bit-identical while every query's softmax is one-hot in float64
-    (``max_k log(1 − A_kk) ≤ log 2⁻⁵²``, which a loss of exactly 0 implies) ends the run
-    as ``GD_SATURATED``: GD is frozen there for good, and not at a solution.
-
-    Parameters
-    ----------
-    S : (K, K) ndarray
-        The scores at iteration it0, advanced in place.
-    G, Ms, p, logp, prompt : ndarray
-        The runtime arrays of the flow kernels.
-    eta : float
-        Step size η.
-    it0, it_end : int
-        First and last iteration of this chunk.
-    record_at : ndarray of int64
-        Increasing iteration numbers within ``[it0, it_end]``; the iterate and its loss
-        are written to ``S_rec[j]``, ``loss_rec[j]``.
-    S_rec, loss_rec : ndarray
-        Outputs of the recorded iterates and losses.
-    attn_levels, loss_levels : ndarray
-        Thresholds on ``max_k log(1 − A_kk)`` (so ``log ε``) and on the loss;
-        ``*_hits[j]`` receives the first iteration at or below the level (entries
-        already ≥ 0 are left alone).
-    attn_hits, loss_hits : ndarray of int64
-        Outputs of those first iterations.
-    score_limit : float
-        Stop when ``max |S|`` exceeds it.
-    stop_loss : float
-        If positive, stop once ``ℒ ≤ stop_loss``.
-    last_sign, flips : (K, K) ndarray of int64
-        Carried across chunks.  For each irrelevant pair (n ≠ k) the direction of change
-        of the log-odds ``S_nk − S_kk`` (that is, of ``log(A_nk / A_kk)``) is compared
-        with its previous non-zero direction, and ``flips[n, k]`` counts reversals: the
-        oscillations of that irrelevant attention.
-
-    Returns
-    -------
-    status : int
-        One of ``GD_FINISHED``, ``GD_NONFINITE``, ``GD_SCORE_LIMIT``, ``GD_STOP_LOSS``,
-        ``GD_SATURATED``.
-    last_iteration : int
-        The iteration the run ended at.
-    n_recorded : int
-        Rows of S_rec and loss_rec written.
-    loss_increases : int
-        Steps that raised the loss.
-    """
-    K = S.shape[0]
-    R = record_at.shape[0]
-    # Every array of the loop is allocated here, once per call: at K = 256 an iteration's
-    # allocations were page faults on 512 kB blocks.
-    Gamma = np.empty((K, K))
-    half = np.empty((K, K))
-    step = np.empty((K, K))
-    step_diag = np.empty(K)
-    products = _large_prompt(prompt) and K >= PRODUCT_FORM_MIN_K
-    Ft, E, FW, work = _product_form_arrays(Ms, K if products else 0)     # empty if unused
-    identity = True          # orthonormal features: G = I and the sandwich is Γ itself
+def _is_identity(G):
+    """Whether G is the identity (stops at the first entry that is not)."""
+    K = G.shape[0]
     for n in range(K):
         for m in range(K):
             if G[n, m] != (1.0 if n == m else 0.0):
-                identity = False
-    rec = 0
-    increases = 0
-    prev = np.inf
-    it = it0
-    while True:
-        if products:         # what loss_gradient_gap runs, on this call's scratch arrays
-            L, gap = _loss_gradient_gap_products(S, Ft, p, logp, Gamma, E, FW, work)
-        else:
-            L, gap = loss_gradient_gap(S, Ms, p, logp, prompt, Gamma)
-        if not np.isfinite(L):
-            return GD_NONFINITE, it, rec, increases
-        if L > prev * (1.0 + 1e-12):
-            increases += 1
-        prev = L
-        for j in range(attn_levels.shape[0]):
-            if attn_hits[j] < 0 and gap <= attn_levels[j]:
-                attn_hits[j] = it
-        for j in range(loss_levels.shape[0]):
-            if loss_hits[j] < 0 and L <= loss_levels[j]:
-                loss_hits[j] = it
-        while rec < R and record_at[rec] == it:
-            # Element loops, not ``S_rec[rec] = S``: Numba's array assignment compiles a
-            # shape-mismatch error message (string formatting), 4 s of a cold start.
-            for n in range(K):
-                for m in range(K):
-                    S_rec[rec, n, m] = S[n, m]
-            loss_rec[rec] = L
-            rec += 1
-        if stop_loss > 0.0 and L <= stop_loss:
-            return GD_STOP_LOSS, it, rec, increases
-        if it >= it_end:
-            return GD_FINISHED, it, rec, increases
-        if identity:
-            D = Gamma
-        else:
-            np.dot(G, Gamma, half)
-            np.dot(half, G, step)
-            D = step
-        for k in range(K):
-            step_diag[k] = D[k, k]
-        # One pass, row by row (contiguous in C order) and without branches: the oscillation
-        # counts, the step, and the counts that end the run (checked after the pass).
-        changed = 0
-        outside = 0
-        for n in range(K):
-            for k in range(K):
-                change = step_diag[k] - D[n, k]          # sign of Δ(S_nk − S_kk); 0 at n = k
-                sign = (change > 0) - (change < 0)
-                last = last_sign[n, k]
-                flips[n, k] += (sign != 0) & (last != 0) & (sign != last)
-                last_sign[n, k] = last if sign == 0 else sign
-                old = S[n, k]
-                new = old - eta * D[n, k]
-                S[n, k] = new
-                changed += new != old
-                outside += not (abs(new) <= score_limit)  # also NaN
-        it += 1
-        if outside > 0:
-            for n in range(K):
-                for k in range(K):
-                    if not np.isfinite(S[n, k]):
-                        return GD_NONFINITE, it, rec, increases
-            return GD_SCORE_LIMIT, it, rec, increases
-        if changed == 0 and gap <= SATURATED_LOG_GAP:
-            return GD_SATURATED, it, rec, increases
+                return False
+    return True
 
 
-@njit(parallel=True, cache=True)
-def gd_batch(S, G, Ms, p, logp, prompt, eta, steps, attn_levels, loss_levels,
-             score_limit, stop_loss, status, last_it, final_loss, attn_hits, loss_hits, increases, flips):
-    """Run :func:`gd_iterate` on every problem ``b`` of a stack, in parallel (:mod:`attnflow.solvers.ensemble`).
+def score_gd_work(K):
+    """Scratch floats :func:`score_gd_step` needs at K features: Γ, G·Γ, and the product form's arrays."""
+    return 4 * K * K + 5 * K
 
-    The arrays carry a leading problem axis; nothing is recorded along the way, the
-    results go into ``status``, ``last_it``, ``final_loss``, ``attn_hits``, ``loss_hits``,
-    ``increases`` and ``flips`` (the total of the oscillation counts).
+
+@njit(cache=True)
+def score_gd_step(y, G, Ms, p, logp, prompt, dy, S, work):
+    """GD step callback of the scores: ``dy = −(G Γ G).ravel()``, ``S = y`` as K×K; returns ``(ℒ, gap)``.
+
+    ``work`` holds :func:`score_gd_work` floats: no array is allocated per iteration (at K = 256
+    an iteration's allocations were page faults on 512 kB blocks), except the column loops'
+    three K-vectors below ``PRODUCT_FORM_MIN_K``.
     """
-    B, K = S.shape[0], S.shape[1]
-    for b in prange(B):
-        record_at = np.empty(0, dtype=np.int64)          # nothing recorded: numbers only
-        S_rec = np.empty((0, K, K))
-        loss_rec = np.empty(0)
-        last_sign = np.zeros((K, K), dtype=np.int64)
-        flips_b = np.zeros((K, K), dtype=np.int64)
-        code, it, _, inc = gd_iterate(S[b], G[b], Ms[b], p[b], logp[b], prompt, eta[b], 0, steps[b], record_at,
-                                      S_rec, loss_rec, attn_levels, attn_hits[b], loss_levels, loss_hits[b],
-                                      score_limit, stop_loss, last_sign, flips_b)
-        status[b] = code
-        last_it[b] = it
-        increases[b] = inc
-        flips[b] = flips_b.sum()
-        final_loss[b] = loss(S[b], Ms[b], p[b], logp[b], prompt)
+    K = G.shape[0]
+    KK = K * K
+    for n in range(K):
+        for m in range(K):
+            S[n, m] = y[n * K + m]
+    Gamma = work[:KK].reshape((K, K))
+    if _large_prompt(prompt) and K >= PRODUCT_FORM_MIN_K:    # what loss_gradient_gap runs, on this scratch
+        value, gap = _loss_gradient_gap_products(S, Ms[0], p, logp, Gamma, work[2 * KK:3 * KK].reshape((K, K)),
+                                                 work[3 * KK:4 * KK].reshape((K, K)),
+                                                 work[4 * KK:4 * KK + 5 * K].reshape((5, K)))
+    else:
+        value, gap = loss_gradient_gap(S, Ms, p, logp, prompt, Gamma)
+    if _is_identity(G):      # orthonormal features: the sandwich is Γ itself
+        for n in range(K):
+            for m in range(K):
+                dy[n * K + m] = -Gamma[n, m]
+    else:
+        half = work[KK:2 * KK].reshape((K, K))
+        np.dot(G, Gamma, half)
+        np.dot(half, G, dy.reshape((K, K)))
+        for i in range(KK):
+            dy[i] = -dy[i]
+    return value, gap
+
+
+@njit(cache=True)
+def separate_gd_step(y, G, Ms, p, logp, prompt, dy, S, work):
+    """GD step callback of the separate factors: ``dy`` = :func:`separate_rhs`, ``S = BᵀC``; returns ``(ℒ, gap)``.
+
+    ``work`` holds K² floats (Γ).
+    """
+    K = G.shape[0]
+    B, C, scores = _factor_scores(y, K)
+    for n in range(K):
+        for m in range(K):
+            S[n, m] = scores[n, m]
+    Gamma = work[:K * K].reshape((K, K))
+    value, gap = loss_gradient_gap(scores, Ms, p, logp, prompt, Gamma)
+    _factor_velocity(B, C, G, Gamma, dy)
+    return value, gap

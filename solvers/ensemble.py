@@ -5,8 +5,8 @@ share K.  :func:`iterate_gd_ensemble` stacks their arrays and runs the exact GD 
 every problem in one Numba call, parallel over problems (``prange``), and returns
 numbers only — status, iterations, crossing iterations, final loss and attention —
 without building a Python object per problem.  Each problem runs the very loop that
-:func:`attnflow.solvers.gd.iterate_gd` runs (:func:`attnflow.solvers.assembly.gd_batch` calls
-``gd_iterate`` of the problems' own kernel set, and is cached on disk with it), so an
+:func:`attnflow.solvers.gd.iterate_gd` runs (:func:`attnflow.solvers.gd._gd_loop`, with the
+kernel set's step as a function pointer inside a ``prange`` over problems), so an
 ensemble equals the same problems run one by one.
 
 :func:`integrate_flow_ensemble` does the same for the gradient flow: the compiled DOP853
@@ -37,6 +37,7 @@ from numba.core.errors import NumbaExperimentalFeatureWarning
 from . import integrator
 from .assembly import PRODUCT_FORM_MIN_K
 from .flow import _log_grid
+from . import gd
 from .gd import _STATUS, _validate
 from .system import ScoreSystem
 from .trajectory import far_from_convergence
@@ -143,10 +144,44 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
     loss_hits = np.full((B, len(loss_levels)), -1, dtype=np.int64)
     increases = np.empty(B, dtype=np.int64)
     flips = np.empty(B, dtype=np.int64)
-    first.kernels.gd_batch(S, G, Ms, p, logp, prompt, eta, steps, attn_levels, loss_levels, float(score_limit),
-                           float(stop_loss), status, last_it, final_loss, attn_hits, loss_hits, increases, flips)
+    step, _, work = first.gd_callback()
+    args0 = (G[0], Ms[0], p[0], logp[0], prompt)
+    y = S.reshape(B, K * K)
+    step = integrator._Callback(step, gd.step_type(step, args0, y[0], np.empty((K, K)), np.empty(work)).signature)
+    loss = _loss_and_attention_callbacks(first.kernels, S[0], *args0[1:])[0]
+    with warnings.catch_warnings():
+        # Numba calls function-pointer arguments experimental each time it types such a call.
+        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
+        _gd_batch(step, loss, G, Ms, p, logp, prompt, y, eta, steps, attn_levels, loss_levels, float(score_limit),
+                  float(stop_loss), work, status, last_it, final_loss, attn_hits, loss_hits, increases, flips)
     return EnsembleResult(np.array([_STATUS[int(c)] for c in status]), last_it, attn_hits[:, 0],
                           attn_hits[:, 1:], loss_hits, final_loss, S, increases, flips)
+
+
+_gd_loop = njit(cache=True)(gd._gd_loop)
+
+
+@njit(parallel=True, cache=True)
+def _gd_batch(step, loss, G, Ms, p, logp, prompt, y, eta, steps, attn_levels, loss_levels, score_limit, stop_loss,
+              work, status, last_it, final_loss, attn_hits, loss_hits, increases, flips):
+    """:func:`solvers.gd._gd_loop` on every problem b (state ``y[b]``, advanced in place), in parallel;
+    nothing is recorded along the way: the results go into ``status`` … ``flips`` (the total
+    of the oscillation counts), the final loss from the ``loss`` callback."""
+    B, n = y.shape
+    K = G.shape[1]
+    for b in prange(B):
+        S = np.empty((K, K))
+        last_sign = np.zeros((K, K), dtype=np.int64)
+        flips_b = np.zeros((K, K), dtype=np.int64)
+        code, it, _, inc = _gd_loop(step, (G[b], Ms[b], p[b], logp[b], prompt), y[b], eta[b], 0, steps[b],
+                                    np.empty(0, dtype=np.int64), np.empty((0, n)), np.empty(0), attn_levels,
+                                    attn_hits[b], loss_levels, loss_hits[b], score_limit, stop_loss, last_sign,
+                                    flips_b, np.empty(n), S, np.empty((K, K)), np.empty(work))
+        status[b] = code
+        last_it[b] = it
+        increases[b] = inc
+        flips[b] = flips_b.sum()
+        final_loss[b] = loss(y[b].reshape((K, K)), Ms[b], p[b], logp[b], prompt)
 
 
 # --- the gradient flow: the compiled DOP853 of solvers.integrator on every problem ---------------

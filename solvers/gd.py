@@ -1,12 +1,11 @@
-"""The exact gradient-descent map of the population loss, in compiled loops.
+"""The exact gradient-descent map of the population loss, in one compiled loop.
 
-:func:`iterate_state_gd` runs any system's map ``y ← y + η·flat_rhs(y)`` (the scores, the
-separate factors, the noisy model) in one compiled loop driven by the system's
-``gd_callback()``, compiled once per argument types like the integrators' loops (the
-factors share the scores' types; the noisy model adds one).  :func:`iterate_gd` runs the
-scores' ``S ← S − η G Γ(S) G`` in the kernel set's own loop
-(:func:`attnflow.solvers.assembly.gd_iterate`), which is still faster at small K: see the
-measurement in :func:`iterate_gd`.
+:func:`iterate_gd` runs any system's map ``y ← y + η·flat_rhs(y)`` — the scores'
+``S ← S − η G Γ(S) G``, the separate factors, the noisy model, several heads, a training
+set — in one compiled loop (:func:`_gd_loop`) driven by the system's ``gd_callback()``.
+The loop is compiled once per argument types, like the integrators' loops (the factors
+share the scores' types; each other system adds its own), and cached on disk.
+:func:`attnflow.solvers.ensemble.iterate_gd_ensemble` runs the same loop on many problems.
 
 Examples
 --------
@@ -57,92 +56,11 @@ def log_iterations(steps, n):
     return np.concatenate([[0], grid])
 
 
-def iterate_gd(system, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_out=400,
-               score_limit=700.0, progress=None, chunks=50):
-    """Run ``steps`` iterations of gradient descent on the population loss from ``S0``.
-
-    Parameters
-    ----------
-    system : ScoreSystem
-        The score system (its arrays and kernel set).
-    S0 : array_like, shape (K, K)
-        Initial scores.
-    eta : float
-        Step size; ``t = η · iteration`` makes GD comparable with the flow.
-    steps : int
-        Number of iterations (≥ 1).
-    eps : sequence of float, optional
-        Levels ε of the crossings ``t_attention`` and ``t_loss``.
-    stop_loss : float, optional
-        If positive, stop once the loss reaches it.
-    n_out : int, optional
-        About this many log-spaced iterations are recorded (:func:`log_iterations`).
-    score_limit : float, optional
-        A score beyond it means the step size diverged.  A converging run has
-        scores of order ``log t``; past 700 the float64 softmax is exactly one-hot
-        (``e^−700 ≈ 1e−304``), the gradient vanishes and GD is frozen where it landed.
-    progress : callable, optional
-        Called with the fraction done after each chunk.
-    chunks : int, optional
-        The compiled loop runs in this many pieces (at most: each of at least
-        ``MIN_CHUNK_ITERATIONS``) so ``progress(fraction)`` can report.
-
-    Returns
-    -------
-    Trajectory
-        With ``iteration``; ``status`` is ``"finished"``, ``"stop_loss"``,
-        ``"non-finite"`` or ``"score-limit"`` (both: the step size diverged), ``"saturated"``
-        (a step froze GD in a one-hot float64 softmax, see :func:`attnflow.solvers.assembly.gd_iterate`),
-        ``"not-converging"`` when the final loss exceeds the initial one, or ``"max_steps"``
-        when the steps ran out far from convergence
-        (:func:`attnflow.solvers.trajectory.far_from_convergence`).
-        Counters: ``iterations`` done, ``loss_increases`` (steps where the loss went up by more
-        than a relative 1e-12), ``attention_oscillations`` (reversals of the irrelevant
-        attentions' log-odds against the target, summed) and ``max_oscillations_per_feature``.
-        ``oscillations`` on the trajectory holds the (K, K) reversal counts.
-
-    Raises
-    ------
-    ValueError
-        If eta is not a finite positive number, steps not a positive integer, or S0 not a
-        finite K×K matrix.
-
-    Examples
-    --------
-    See the module's examples: K = 3 with orthonormal features from ``S0 = 0``.
-    """
-    _validate(eta, steps)
-    # The scores keep their own loop, gd_iterate, rather than the generic one of iterate_state_gd
-    # (identical iterates, losses, crossings and oscillation counts; tests/test_state_gd.py).
-    # Measured 2026-11-26 (min of 9 interleaved repeats, shared 2-core machine, random features,
-    # η = half the stable step): per iteration gd_iterate / generic = 1.9 / 2.5 µs at K = 4 (+32 %),
-    # 11.5 / 12.8 µs at K = 16 (+12 %), 280–360 / 330–345 µs at K = 64 (−4 % to +18 %).  The
-    # generic loop pays the call through a function pointer, the step's scratch allocations and
-    # a copy of the scores each iteration, more than the 10 % one loop was allowed to cost.
-    K = system.K
-    G, Ms, p, logp, prompt = system.args
-    kernels = system.kernels
-    S = np.array(S0, dtype=np.float64, order="C")
-    if S.shape != (K, K) or not np.all(np.isfinite(S)):
-        raise ValueError(f"S0: expected a finite {K}×{K} matrix, got shape {S.shape}")
-
-    def advance(it0, it1, record_at, S_rec, loss_rec, attn_levels, attn_hits, loss_levels, loss_hits, last_sign,
-                flips):
-        return kernels.gd_iterate(S, G, Ms, p, logp, prompt, float(eta), it0, it1, record_at, S_rec, loss_rec,
-                                  attn_levels, attn_hits, loss_levels, loss_hits, float(score_limit),
-                                  float(stop_loss), last_sign, flips)
-
-    code, it, iteration, S_rec, loss_rec, attn_hits, loss_hits, increases, flips, wall = _in_chunks(
-        advance, (K, K), K, steps, n_out, eps, progress, chunks)
-    return _trajectory(system, eta, eps, code, it, iteration, S_rec, loss_rec, S, attn_hits, loss_hits, increases,
-                       flips, score_limit, stop_loss, wall)
-
-
 MIN_CHUNK_ITERATIONS = 64
 
 
 def _in_chunks(advance, row_shape, K, steps, n_out, eps, progress, chunks):
-    """Drive a compiled GD loop (``gd_iterate`` or :func:`_gd_loop`) in ``chunks`` calls, for progress.
+    """Drive the compiled GD loop (:func:`_gd_loop`) in ``chunks`` calls, for progress.
 
     ``advance(it0, it1, record_at, rows, losses, attn_levels, attn_hits, loss_levels, loss_hits,
     last_sign, flips) -> (code, it, recorded, increases)`` runs iterations it0 to it1.  Each
@@ -245,15 +163,45 @@ def _validate(eta, steps):
 
 
 def _gd_loop(step, args, y, eta, it0, it_end, record_at, Y_rec, loss_rec, attn_levels, attn_hits, loss_levels,
-             loss_hits, score_limit, stop_loss, last_sign, flips, dy, S, S_prev):
+             loss_hits, score_limit, stop_loss, last_sign, flips, dy, S, S_prev, scratch):
     """Iterate ``y ← y + η·dy(y)`` in place from iteration it0 to it_end: the GD loop of every system.
 
-    ``step(y, *args, dy, S) -> (ℒ, gap)`` writes the flow's right-hand side at y into dy and
-    the scores into S (K, K), and returns the loss and ``max_k log(1 − A_kk)``: one kernel
-    evaluation per iteration.  Resumable by chunks (each call re-evaluates iteration it0).
-    The other arguments and the returned ``(status, last_iteration, n_recorded,
-    loss_increases)`` are those of :func:`attnflow.solvers.assembly.gd_iterate`, with the
-    states (rows of ``Y_rec``) recorded instead of the scores; dy, S and S_prev are scratch.
+    ``step(y, *args, dy, S, scratch) -> (ℒ, gap)`` writes the flow's right-hand side at y into
+    dy and the scores into S (K, K), and returns the loss and ``max_k log(1 − A_kk)``: one
+    kernel evaluation per iteration.  Resumable by chunks (each call re-evaluates iteration it0).
+
+    Parameters
+    ----------
+    y : (n,) ndarray
+        The state at iteration it0, advanced in place.
+    eta : float
+        Step size η.
+    it0, it_end : int
+        First and last iteration of this chunk.
+    record_at : ndarray of int64
+        Increasing iteration numbers within ``[it0, it_end]``; the state and its loss are
+        written to ``Y_rec[j]``, ``loss_rec[j]``.
+    attn_levels, loss_levels : ndarray
+        Thresholds on ``max_k log(1 − A_kk)`` (so ``log ε``) and on the loss; ``*_hits[j]``
+        receives the first iteration at or below the level (entries already ≥ 0 are left alone).
+    score_limit : float
+        Stop when ``max |S|`` exceeds it.
+    stop_loss : float
+        If positive, stop once ``ℒ ≤ stop_loss``.
+    last_sign, flips : (K, K) ndarray of int64
+        Carried across chunks (see below).
+    dy, S, S_prev, scratch : ndarray
+        Scratch: ``scratch`` is the step's own (``gd_callback()``'s size).
+
+    Returns
+    -------
+    status, last_iteration, n_recorded, loss_increases : int
+        ``status`` is one of ``GD_FINISHED``, ``GD_NONFINITE``, ``GD_SCORE_LIMIT``,
+        ``GD_STOP_LOSS``, ``GD_SATURATED``; a loss increase counts only beyond a relative
+        1e-12, so rounding at convergence is not one.
+
+    Notes
+    -----
     The oscillation counts follow the scores' actual change per step: for each irrelevant
     pair (n ≠ k) the sign of ``Δ(S_nk − S_kk)``, each difference taken within an entry
     (exact), against its previous non-zero sign.  Saturation: a step that leaves the scores
@@ -262,11 +210,15 @@ def _gd_loop(step, args, y, eta, it0, it_end, record_at, Y_rec, loss_rec, attn_l
     n = y.shape[0]
     K = S.shape[0]
     R = record_at.shape[0]
+    diagonal_change = np.empty(K)
     rec = 0
     increases = 0
     prev = np.inf
     it = it0
-    L, gap = step(y, *args, dy, S)
+    L, gap = step(y, *args, dy, S, scratch)
+    for a in range(K):
+        for k in range(K):
+            S_prev[a, k] = S[a, k]
     while True:
         if not np.isfinite(L):
             return GD_NONFINITE, it, rec, increases
@@ -288,38 +240,41 @@ def _gd_loop(step, args, y, eta, it0, it_end, record_at, Y_rec, loss_rec, attn_l
             return GD_STOP_LOSS, it, rec, increases
         if it >= it_end:
             return GD_FINISHED, it, rec, increases
-        finite = True
+        # The passes below are branch-free (counts, not early exits) so LLVM vectorises them:
+        # at K = 64 the branching version cost a quarter of an iteration.
+        bad = 0
         for i in range(n):
-            y[i] += eta * dy[i]
-            finite = finite and np.isfinite(y[i])
+            v = y[i] + eta * dy[i]
+            y[i] = v
+            bad += not (abs(v) < np.inf)                   # inf or NaN
         it += 1
-        if not finite:
+        if bad > 0:
             return GD_NONFINITE, it, rec, increases
-        for a in range(K):
-            for b in range(K):
-                S_prev[a, b] = S[a, b]
         gap_before = gap
-        L, gap = step(y, *args, dy, S)
-        big = 0.0
-        changed = False
+        L, gap = step(y, *args, dy, S, scratch)
+        for k in range(K):
+            diagonal_change[k] = S[k, k] - S_prev[k, k]
+        changed = 0
+        outside = 0
         for a in range(K):                                 # row by row: contiguous in C order
             for k in range(K):
-                v = abs(S[a, k])
-                if not (v <= big):  # also catches NaN
-                    big = v
-                changed = changed or S[a, k] != S_prev[a, k]
-                if a != k:
-                    change = (S[a, k] - S_prev[a, k]) - (S[k, k] - S_prev[k, k])
-                    sign = 1 if change > 0 else (-1 if change < 0 else 0)
-                    if sign != 0:
-                        if last_sign[a, k] != 0 and sign != last_sign[a, k]:
-                            flips[a, k] += 1
-                        last_sign[a, k] = sign
-        if not np.isfinite(big):
-            return GD_NONFINITE, it, rec, increases
-        if big > score_limit:
+                new = S[a, k]
+                old = S_prev[a, k]
+                change = (new - old) - diagonal_change[k]  # sign of Δ(S_ak − S_kk); 0 at a = k
+                sign = (change > 0) - (change < 0)
+                last = last_sign[a, k]
+                flips[a, k] += (sign != 0) & (last != 0) & (sign != last)
+                last_sign[a, k] = last if sign == 0 else sign
+                changed += new != old
+                outside += not (abs(new) <= score_limit)   # also NaN
+                S_prev[a, k] = new
+        if outside > 0:
+            for a in range(K):
+                for k in range(K):
+                    if not np.isfinite(S[a, k]):
+                        return GD_NONFINITE, it, rec, increases
             return GD_SCORE_LIMIT, it, rec, increases
-        if not changed and gap_before <= SATURATED_LOG_GAP:
+        if changed == 0 and gap_before <= SATURATED_LOG_GAP:
             return GD_SATURATED, it, rec, increases
 
 
@@ -330,24 +285,28 @@ def _compiled_gd(step_type, args_type):
     ints, int_matrix = types.int64[::1], types.int64[:, ::1]
     signature = types.UniTuple(types.int64, 4)(
         step_type, args_type, array, types.float64, types.int64, types.int64, ints, matrix, array, array, ints,
-        array, ints, types.float64, types.float64, int_matrix, int_matrix, array, matrix, matrix)
+        array, ints, types.float64, types.float64, int_matrix, int_matrix, array, matrix, matrix, array)
     return numba.njit(signature, cache=True)(_gd_loop)
 
 
 _GD_LOOPS = {}
 
 
-def _gd_loop_for(step, args, y, S):
+def step_type(step, args, y, S, scratch):
+    """The step callback's typed function-pointer type, for these arguments (compiles the step)."""
+    returned = numba.typeof(step(y.copy(), *args, np.empty_like(y), S, scratch))
+    return types.FunctionType(returned(types.float64[::1], *numba.typeof(args), types.float64[::1],
+                                       types.float64[:, ::1], types.float64[::1]))
+
+
+def _gd_loop_for(step, args, y, S, scratch):
     """The loop's entry point and the step as a typed function pointer, memoised by the step and
     the arrays' dimensions, dtypes and layouts (see :func:`attnflow.solvers.integrator._compiled_for`)."""
     key = (step, _array_key(args))
     if key not in _GD_LOOPS:
-        args_type = numba.typeof(args)
-        returned = numba.typeof(step(y.copy(), *args, np.empty_like(y), S))      # compiles the step
-        step_type = types.FunctionType(returned(types.float64[::1], *args_type, types.float64[::1],
-                                                types.float64[:, ::1]))
-        loop = _compiled_gd(step_type, args_type)
-        _GD_LOOPS[key] = (loop, _entry_point(loop), _Callback(step, step_type.signature))
+        kind = step_type(step, args, y, S, scratch)
+        loop = _compiled_gd(kind, numba.typeof(args))
+        _GD_LOOPS[key] = (loop, _entry_point(loop), _Callback(step, kind.signature))
     return _GD_LOOPS[key][1:]
 
 
@@ -356,49 +315,93 @@ def dispatchers():
     return list({id(loop): loop for loop, _, _ in _GD_LOOPS.values()}.values())
 
 
-def iterate_state_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_out=400,
-                     score_limit=700.0, progress=None, chunks=50):
-    """Gradient descent ``y ← y + η·flat_rhs(y)`` of any system, in one compiled loop.
+def iterate_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_out=400, score_limit=700.0,
+               progress=None, chunks=50):
+    """Run ``steps`` iterations of gradient descent ``y ← y + η·flat_rhs(y)`` from ``start``.
 
-    For :class:`attnflow.solvers.separate.SeparateSystem` that is ``(B, C) ← (B − ηCΓᵀG, C − ηBΓG)``,
-    for :class:`attnflow.solvers.noisy.NoisySystem` ``Q ← Q − η∇ℒ(Q)``, for a
-    :class:`attnflow.solvers.system.ScoreSystem` ``S ← S − ηGΓG``.  The loop (:func:`_gd_loop`) is
-    compiled once per argument types and runs the system's ``gd_callback()``; same records,
-    crossings, statuses and oscillation counts as :func:`iterate_gd`, with ``score_limit``
-    and saturation applied to the scores ``scores_of(y)``; ``state`` holds the recorded
-    states when they are not the scores.
+    For a :class:`attnflow.solvers.system.ScoreSystem` that is ``S ← S − η G Γ(S) G`` on the
+    population loss, for :class:`attnflow.solvers.separate.SeparateSystem`
+    ``(B, C) ← (B − ηCΓᵀG, C − ηBΓG)``, for :class:`attnflow.solvers.noisy.NoisySystem`
+    ``Q ← Q − η∇ℒ(Q)``; every system runs the one compiled loop (:func:`_gd_loop`) with its
+    ``gd_callback()``.  ``score_limit`` and saturation apply to the scores ``scores_of(y)``.
 
     Parameters
     ----------
-    system : ScoreSystem, SeparateSystem or NoisySystem
-        Any system with ``flatten``, ``scores_of``, ``flat_loss``, ``flat_attention`` and
-        ``gd_callback``.
-    start : object
-        Initial state as ``system.flatten`` takes it (the scores S₀, the factors ``(B₀, C₀)``, or Q₀).
-    eta, steps, eps, stop_loss, n_out, score_limit, progress, chunks
-        As in :func:`iterate_gd`.
+    system : System
+        Any system of :mod:`attnflow.solvers.protocol` (scores, factors, noisy, heads,
+        training set).
+    start : array_like or tuple
+        Initial state as ``system.flatten`` takes it: the scores S₀ (K, K), the factors
+        ``(B₀, C₀)``, Q₀, the heads' scores (H, K, K).
+    eta : float
+        Step size; ``t = η · iteration`` makes GD comparable with the flow.
+    steps : int
+        Number of iterations (≥ 1).
+    eps : sequence of float, optional
+        Levels ε of the crossings ``t_attention`` and ``t_loss``.
+    stop_loss : float, optional
+        If positive, stop once the loss reaches it.
+    n_out : int, optional
+        About this many log-spaced iterations are recorded (:func:`log_iterations`).
+    score_limit : float, optional
+        A score beyond it means the step size diverged.  A converging run has
+        scores of order ``log t``; past 700 the float64 softmax is exactly one-hot
+        (``e^−700 ≈ 1e−304``), the gradient vanishes and GD is frozen where it landed.
+    progress : callable, optional
+        Called with the fraction done after each chunk.
+    chunks : int, optional
+        The compiled loop runs in this many pieces (at most: each of at least
+        ``MIN_CHUNK_ITERATIONS``) so ``progress(fraction)`` can report.
 
     Returns
     -------
     Trajectory
-        As :func:`iterate_gd`'s, with ``state`` (T, n) the recorded states unless they are the scores.
+        With ``iteration``, and ``state`` (T, n) the recorded states unless they are the
+        scores; ``status`` is ``"finished"``, ``"stop_loss"``, ``"non-finite"`` or
+        ``"score-limit"`` (both: the step size diverged), ``"saturated"`` (a step that
+        left the scores bit-identical while every query's softmax was one-hot in float64:
+        GD is frozen there for good, and not at a solution), ``"not-converging"`` when the
+        final loss exceeds the initial one, or ``"max_steps"`` when the steps ran out far
+        from convergence (:func:`attnflow.solvers.trajectory.far_from_convergence`).
+        Counters: ``iterations`` done, ``loss_increases`` (steps where the loss went up by
+        more than a relative 1e-12), ``attention_oscillations`` (reversals of the
+        irrelevant attentions' log-odds against the target, summed) and
+        ``max_oscillations_per_feature``.  ``oscillations`` on the trajectory holds the
+        (K, K) reversal counts.
 
     Raises
     ------
     ValueError
-        If eta or steps are invalid, or the start is rejected by ``system.flatten``.
+        If eta is not a finite positive number, steps not a positive integer, or the start
+        is rejected by ``system.flatten``.
+
+    Examples
+    --------
+    K = 3 orthonormal features (G = F = I) from ``S0 = 0``:
+
+    >>> import numpy as np
+    >>> from attnflow.solvers import ScoreSystem
+    >>> system = ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))
+    >>> trajectory = iterate_gd(system, np.zeros((3, 3)), eta=1.0, steps=2000)
+    >>> trajectory.status, int(trajectory.iteration[-1]), float(trajectory.t[-1])
+    ('finished', 2000, 2000.0)
+    >>> float(trajectory.loss[0]), bool(trajectory.loss[-1] < 1e-3)          # ℒ(0) = (K − 1) / (2K)
+    (0.333..., True)
+    >>> float(trajectory.crossings["t_half"]), float(trajectory.crossings["t_loss"][1e-2])
+    (7.0, 80.0)
     """
     _validate(eta, steps)
     y = np.array(system.flatten(start), dtype=np.float64)          # a copy: advanced in place
     K = system.K
-    step, args = system.gd_callback()
-    dy, S, S_prev = np.empty_like(y), np.empty((K, K)), np.empty((K, K))
-    loop, step = _gd_loop_for(step, args, y, S)
+    step, args, work = system.gd_callback()
+    dy, S, S_prev, scratch = np.empty_like(y), np.empty((K, K)), np.empty((K, K)), np.empty(work)
+    loop, step = _gd_loop_for(step, args, y, S, scratch)
 
     def advance(it0, it1, record_at, Y_rec, loss_rec, attn_levels, attn_hits, loss_levels, loss_hits, last_sign,
                 flips):
         return loop(step, args, y, float(eta), it0, it1, record_at, Y_rec, loss_rec, attn_levels, attn_hits,
-                    loss_levels, loss_hits, float(score_limit), float(stop_loss), last_sign, flips, dy, S, S_prev)
+                    loss_levels, loss_hits, float(score_limit), float(stop_loss), last_sign, flips, dy, S, S_prev,
+                    scratch)
 
     code, it, iteration, states, loss_rec, attn_hits, loss_hits, increases, flips, wall = _in_chunks(
         advance, (len(y),), K, steps, n_out, eps, progress, chunks)

@@ -77,7 +77,7 @@ import numpy as np
 from numba import njit
 
 from . import kernels as hand_written
-from .gd import iterate_state_gd
+from .gd import iterate_gd
 from .multihead_assembly import _effective_scores, _head_velocity
 from .system import ScoreSystem
 
@@ -318,7 +318,7 @@ class MultiHeadSystem:
         :func:`composition_limit` (before allocating them).
 
     The state is ``y = [S^1.ravel(), …, S^H.ravel()]`` (H·K²); the flat interface is the one
-    :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_state_gd` run.
+    :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_gd` run.
     At finite N every expectation over prompts is the exact sum over the prompt's count
     vectors (:func:`prompt_counts`), so the loss, Γ^h, the Hessian blocks, the Jacobian and
     the compiled callbacks are those of N = ∞ with ``log p`` replaced by ``log c`` and
@@ -462,8 +462,8 @@ class MultiHeadSystem:
         return k.multihead_rhs, k.multihead_event_values, self.args, self.args[1:], k.multihead_jacobian
 
     def gd_callback(self):
-        """``(step, args)`` of the compiled GD loop: the kernel set's ``multihead_gd_step`` with :attr:`args`."""
-        return self.kernels.multihead_gd_step, self.args
+        """``(step, args, 0)`` of the compiled GD loop: the kernel set's ``multihead_gd_step`` with :attr:`args`, no scratch."""
+        return self.kernels.multihead_gd_step, self.args, 0
 
     def flat_jacobian(self, y):
         """Analytic Jacobian of :meth:`flat_rhs`, (H·K², H·K²): ``J[(h,i,l), (h',m,k)] = −(G Hs[k]^{hh'})_im G_kl``."""
@@ -529,7 +529,7 @@ class MultiHeadSystem:
         rhs, events, args, event_args, jac = twin.callbacks()
         rhs(y, *args), events(y, *event_args), jac(y, *args)
         if gd:
-            iterate_state_gd(twin, y.reshape(2, 2, 2), eta=1e-3, steps=1, n_out=2)
+            iterate_gd(twin, y.reshape(2, 2, 2), eta=1e-3, steps=1, n_out=2)
         prompt_counts(2, twin.scores.p)
         twin.flat_jacobian(y)
         twin.flat_attention(y)

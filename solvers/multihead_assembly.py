@@ -353,8 +353,11 @@ def multihead_jacobian(y, G, Ms, p, weights, logc):
 
 
 @njit(cache=True)
-def multihead_gd_step(y, G, Ms, p, weights, logc, dy, S):
-    """The GD loop's ``step``: ``dy`` = :func:`multihead_rhs`, ``S`` the effective scores; returns ``(ℒ, gap)``."""
+def multihead_gd_step(y, G, Ms, p, weights, logc, dy, S, work):
+    """The GD loop's ``step``: ``dy`` = :func:`multihead_rhs`, ``S`` the effective scores; returns ``(ℒ, gap)``.
+
+    ``work`` (the loop's scratch) is not used: the heads' gradients allocate their own arrays.
+    """
     value, gap, Gamma = _head_gradients(y, Ms, p, weights, logc)
     _head_velocity(G, Gamma, dy)
     _effective_scores(y.reshape(Gamma.shape), np.log(p), S)

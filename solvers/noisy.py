@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 from scipy.special import log_softmax
 
-from .gd import iterate_state_gd
+from .gd import iterate_gd
 
 MAX_TENSOR_NODES = 40_000
 MONTE_CARLO_SAMPLES = 20_000
@@ -222,9 +222,9 @@ def noisy_event_values(y, V, points, weights, p, logp, params):
 
 
 @njit(cache=True)
-def noisy_gd_step(y, V, points, weights, p, logp, params, dy, S):
+def noisy_gd_step(y, V, points, weights, p, logp, params, dy, S, work):
     """GD step callback (:mod:`attnflow.solvers.gd`): ``dy`` = :func:`noisy_rhs`, the scores
-    ``S = V Q Vᵀ``; returns ``(ℒ, max_k log(1 − A_kk))``."""
+    ``S = V Q Vᵀ``; returns ``(ℒ, max_k log(1 − A_kk))``.  ``work`` (the loop's scratch) is not used."""
     K, d = V.shape
     Q = y.reshape((d, d))
     grad = np.empty((d, d))
@@ -341,7 +341,7 @@ class NoisySystem:
         If V is not a finite K×d matrix or the noise scale is not finite and ≥ 0.
 
     The state is ``Q.ravel()`` (d²); the flat interface is the one
-    :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_state_gd` run, with the
+    :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_gd` run, with the
     analytic Hessian (:meth:`hessian`) for the implicit solvers.
     """
 
@@ -515,8 +515,8 @@ class NoisySystem:
         return noisy_rhs, noisy_event_values, self.args, self.args, noisy_jacobian
 
     def gd_callback(self):
-        """``(step, args)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`): :func:`noisy_gd_step` and :attr:`args`."""
-        return noisy_gd_step, self.args
+        """``(step, args, 0)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`): :func:`noisy_gd_step`, :attr:`args`, no scratch."""
+        return noisy_gd_step, self.args, 0
 
     def scores_of(self, Y):
         """Scores ``V Q Vᵀ`` (T, K, K) of states Y (T, d²)."""
@@ -539,5 +539,5 @@ class NoisySystem:
         y = np.zeros(4)
         rhs(y, *args), events(y, *event_args), jac(y, *args)
         if gd:
-            iterate_state_gd(twin, np.zeros((2, 2)), eta=1e-3, steps=1, n_out=2)
+            iterate_gd(twin, np.zeros((2, 2)), eta=1e-3, steps=1, n_out=2)
         return time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""The interface every system implements: what integrate_flow, iterate_state_gd and the analysis call.
+"""The interface every system implements: what integrate_flow, iterate_gd and the analysis call.
 
 A *system* is the derived dynamics of one model variant: the large- or finite-prompt score
 system (:class:`attnflow.solvers.system.ScoreSystem`), the separate key and query factors
@@ -61,7 +61,12 @@ class System(Protocol):
         """``(rhs, events, args, event_args, jac)`` of the compiled integrators, or None (NumPy only)."""
 
     def gd_callback(self):
-        """``(step, args)`` of the compiled GD loop, or None (NumPy only)."""
+        """``(step, args, work)`` of the compiled GD loop, or None (NumPy only).
+
+        ``step(y, *args, dy, S, scratch) -> (ℒ, max_k log(1 − A_kk))`` writes the flow's
+        right-hand side at y into dy and the scores into S; ``scratch`` holds ``work`` floats
+        the loop allocates once per call (:func:`attnflow.solvers.gd.iterate_gd`).
+        """
 
     def stable_step(self, start) -> float:
         """The largest linearly stable GD step at the start (inf without curvature)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .gd import iterate_state_gd
+from .gd import iterate_gd
 from .system import ScoreSystem
 
 
@@ -99,7 +99,7 @@ class SeparateSystem:
         If h is not an integer ≥ 1.
 
     The state is ``y = [B.ravel(), C.ravel()]``; the flat interface is the one
-    :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_state_gd` run.
+    :func:`attnflow.solvers.integrate_flow` and :func:`attnflow.solvers.gd.iterate_gd` run.
     """
 
     scores: ScoreSystem
@@ -147,7 +147,7 @@ class SeparateSystem:
         y = twin.flatten(factors)
         rhs(y, *args), events(y, *event_args), jac(y, *args)
         if gd:
-            iterate_state_gd(twin, factors, eta=1e-3, steps=1, n_out=2)
+            iterate_gd(twin, factors, eta=1e-3, steps=1, n_out=2)
         return time.perf_counter() - start
 
     def split(self, y):
@@ -218,11 +218,12 @@ class SeparateSystem:
         return kernels.separate_rhs, kernels.separate_event_values, args, event_args, kernels.separate_jacobian
 
     def gd_callback(self):
-        """``(step, args)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`).
+        """``(step, args, work)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`).
 
-        The kernel set's :func:`attnflow.solvers.assembly.separate_gd_step` with the score flow's arguments.
+        The kernel set's :func:`attnflow.solvers.assembly.separate_gd_step` with the score flow's
+        arguments and K² floats of scratch.
         """
-        return self.scores.kernels.separate_gd_step, self.scores.callbacks()[2]
+        return self.scores.kernels.separate_gd_step, self.scores.callbacks()[2], self.K * self.K
 
     def flat_jacobian(self, y):
         """Analytic Jacobian of :meth:`flat_rhs`, (2hK, 2hK).

@@ -248,11 +248,12 @@ class ScoreSystem:
         return k.flow_rhs, k.event_values, args, args[1:], k.flow_jacobian
 
     def gd_callback(self):
-        """``(step, args)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`).
+        """``(step, args, work)`` of the compiled GD loop (:mod:`attnflow.solvers.gd`).
 
-        The kernel set's :func:`attnflow.solvers.assembly.score_gd_step` with ``(G, Ms, p, logp, prompt)``.
+        The kernel set's :func:`attnflow.solvers.assembly.score_gd_step` with ``(G, Ms, p, logp,
+        prompt)`` and the number of scratch floats it needs (``score_gd_work(K)``).
         """
-        return self.kernels.score_gd_step, self.callbacks()[2]
+        return self.kernels.score_gd_step, self.callbacks()[2], self.kernels.score_gd_work(self.K)
 
     def scores_of(self, Y):
         """Scores (T, K, K) of states Y (T, K²)."""

@@ -214,8 +214,11 @@ def training_set_jacobian(y, G, prompts, queries, starts, query_offset):
 
 
 @njit(cache=True)
-def training_set_gd_step(y, G, prompts, queries, starts, query_offset, dy, S):
-    """The compiled GD loop's ``step``: ``dy = −(G Γ̂ G).ravel()``, ``S = y`` as K×K; returns ``(ℒ̂, gap)``."""
+def training_set_gd_step(y, G, prompts, queries, starts, query_offset, dy, S, work):
+    """The compiled GD loop's ``step``: ``dy = −(G Γ̂ G).ravel()``, ``S = y`` as K×K; returns ``(ℒ̂, gap)``.
+
+    ``work`` (the loop's scratch) is not used.
+    """
     K = G.shape[0]
     for n in range(K):
         for m in range(K):
@@ -257,7 +260,7 @@ class TrainingSetSystem:
     (``include_query`` at finite N).  The state is the flat scores, as for
     :class:`ScoreSystem`; :func:`attnflow.solvers.integrate_flow` runs :meth:`callbacks` (the
     compiled methods) or the flat interface (solve_ivp's, the analytic Jacobian for the implicit
-    ones), :func:`attnflow.solvers.gd.iterate_state_gd` runs :meth:`gd_callback`.
+    ones), :func:`attnflow.solvers.gd.iterate_gd` runs :meth:`gd_callback`.
 
     Examples
     --------
@@ -475,8 +478,8 @@ class TrainingSetSystem:
         return training_set_rhs, training_set_event_values, args, args[1:], training_set_jacobian
 
     def gd_callback(self):
-        """``(step, args)`` of the compiled GD loop: :func:`training_set_gd_step` with :attr:`packed`."""
-        return training_set_gd_step, self._packed
+        """``(step, args, 0)`` of the compiled GD loop: :func:`training_set_gd_step` with :attr:`packed`, no scratch."""
+        return training_set_gd_step, self._packed, 0
 
     @cached_property
     def gram_root(self):
@@ -495,8 +498,8 @@ class TrainingSetSystem:
         rhs, events, args, event_args, jac = self.callbacks()
         rhs(y, *args), events(y, *event_args), jac(y, *args)
         if gd:
-            step, args = self.gd_callback()
-            step(y, *args, np.empty_like(y), np.empty((self.K, self.K)))
+            step, args, work = self.gd_callback()
+            step(y, *args, np.empty_like(y), np.empty((self.K, self.K)), np.empty(work))
         self.population.warm_up(gd)
         return time.perf_counter() - start
 

@@ -58,18 +58,18 @@ def test_ensemble_runs_generated_kernels_and_rejects_mixed_batches():
 
 
 def test_the_ensemble_loop_is_cached_on_disk_a_second_process_does_not_compile():
-    """The parallel loop is a plain global of the kernel set (no function arguments), so Numba
-    caches it: in a second process it loads without a cache miss."""
+    """The parallel loop takes the kernel set's step and loss as typed function pointers, so one
+    compiled copy serves every kernel set and Numba caches it: in a second process it loads
+    without a cache miss."""
     import subprocess
     import sys
     from pathlib import Path
 
     code = ("import numpy as np\n"
-            "from attnflow.solvers import ScoreSystem, kernels\n"
-            "from attnflow.solvers.ensemble import iterate_gd_ensemble\n"
+            "from attnflow.solvers import ScoreSystem, ensemble\n"
             "s = [ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))] * 2\n"
-            "iterate_gd_ensemble(s, np.zeros((3, 3)), 1.0, 20)\n"
-            "stats = kernels.gd_batch.stats\n"
+            "ensemble.iterate_gd_ensemble(s, np.zeros((3, 3)), 1.0, 20)\n"
+            "stats = ensemble._gd_batch.stats\n"
             "print(sum(stats.cache_misses.values()), sum(stats.cache_hits.values()))\n")
     root = Path(__file__).resolve().parents[1]
     runs = [subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600)

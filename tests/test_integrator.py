@@ -1,6 +1,5 @@
 """The compiled DOP853 (:mod:`attnflow.solvers.integrator`): order, agreement with solve_ivp, events, counters, no recompilation."""
 
-import math
 
 import numpy as np
 import pytest

@@ -16,7 +16,6 @@ from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
 from attnflow.solvers import kernels as hand_written
 from attnflow.solvers import multihead
 from attnflow.solvers.columns import label_gap_stack
-from attnflow.solvers.gd import iterate_state_gd
 from attnflow.solvers.multihead import (MultiHeadSystem, composition_limit, effective_scores, prompt_counts,
                                         specialisation_index)
 from attnflow.solvers.references import numpy_twins
@@ -41,7 +40,7 @@ def test_one_head_is_the_single_head_score_system():
     assert np.abs(Gamma[0] - single.gradient(S[0])).max() <= 1e-14 * np.abs(Gamma).max()
     J = system.flat_jacobian(S.ravel())
     assert np.abs(J - single.jacobian(S[0])).max() <= 1e-14 * np.abs(J).max()
-    gd_heads = iterate_state_gd(system, S, 0.5, 300, n_out=50)
+    gd_heads = iterate_gd(system, S, 0.5, 300, n_out=50)
     gd_single = iterate_gd(single, S[0], 0.5, 300, n_out=50)
     assert np.abs(gd_heads.state[-1] - gd_single.S[-1].ravel()).max() <= 1e-14 * np.abs(gd_single.S[-1]).max()
     flow_heads = integrate_flow(system, S, 1e3, method="DOP853", n_out=20)
@@ -58,7 +57,7 @@ def test_identical_heads_stay_identical_and_are_one_head_slowed_down_by_h():
     system, _ = _system(H=H)
     S0 = np.random.default_rng(2).standard_normal((3, 3))
     start = np.stack([S0] * H)
-    gd = iterate_state_gd(system, start, 0.6, 400, n_out=30)
+    gd = iterate_gd(system, start, 0.6, 400, n_out=30)
     one = iterate_gd(system.scores, S0, 0.6 / H, 400, n_out=30)
     heads = gd.state.reshape(len(gd.state), H, 3, 3)
     assert np.array_equal(heads[:, 0], heads[:, 1]) and np.array_equal(heads[:, 0], heads[:, 2])
@@ -135,7 +134,7 @@ def test_sampled_training_of_two_heads_tracks_the_head_score_gd():
                            model={"heads": 2, "init_scale": 1.0, "seed": 3})
     system = problem.system()
     eta, steps, checkpoints, seeds = 1.0, 120, [40, 80, 120], 16
-    expected = iterate_state_gd(system, problem.start, eta, steps, n_out=steps + 1).state[checkpoints]
+    expected = iterate_gd(system, problem.start, eta, steps, n_out=steps + 1).state[checkpoints]
     expected = expected.reshape(len(checkpoints), 2, 3, 3)
     V = problem.features.V
     Vinv = np.linalg.inv(V)                                  # K = d: the heads' Q_h(0) from their scores
@@ -328,7 +327,7 @@ def test_identical_heads_at_finite_n_are_one_head_slowed_down_by_h():
     H = 3
     system, _ = _system(K=3, d=4, H=H, seed=16, N=8)
     S0 = np.random.default_rng(17).standard_normal((3, 3))
-    gd = iterate_state_gd(system, np.stack([S0] * H), 0.6, 300, n_out=30)
+    gd = iterate_gd(system, np.stack([S0] * H), 0.6, 300, n_out=30)
     one = iterate_gd(system.scores, S0, 0.6 / H, 300, n_out=30)
     heads = gd.state.reshape(len(gd.state), H, 3, 3)
     assert np.array_equal(heads[:, 0], heads[:, 1]) and np.array_equal(heads[:, 0], heads[:, 2])
@@ -352,7 +351,7 @@ def test_sampled_training_of_two_heads_at_finite_n_tracks_the_head_score_gd(incl
                     model={"heads": 2, "init_scale": 1.0, "seed": 3}, training={"kernels": "hand-written"})
     problem = make_problem(prompt={"N": 8, "include_query": include_query}, **sections)
     eta, steps, checkpoints, seeds = 1.0, 120, [40, 80, 120], 32
-    expected = iterate_state_gd(problem.system(), problem.start, eta, steps, n_out=steps + 1).state[checkpoints]
+    expected = iterate_gd(problem.system(), problem.start, eta, steps, n_out=steps + 1).state[checkpoints]
     expected = expected.reshape(len(checkpoints), 2, 3, 3)
     V = problem.features.V
     Vinv = np.linalg.inv(V)                                  # K = d: the heads' Q_h(0) from their scores
@@ -363,7 +362,7 @@ def test_sampled_training_of_two_heads_at_finite_n_tracks_the_head_score_gd(incl
     mean, se = runs.mean(axis=0), runs.std(axis=0, ddof=1) / np.sqrt(seeds)
     assert np.all(np.abs(mean - expected) <= 4 * se)
     other = make_problem(prompt={"N": 8}, **sections) if include_query else make_problem(**sections)
-    expected_other = iterate_state_gd(other.system(), other.start, eta, steps, n_out=steps + 1).state[checkpoints]
+    expected_other = iterate_gd(other.system(), other.start, eta, steps, n_out=steps + 1).state[checkpoints]
     assert np.abs(mean - expected_other.reshape(expected.shape)).max() > 10 * se.max()
     logp = problem.score_system().logp
     one_head = iterate_gd(problem.score_system(), problem.S0, eta, steps, n_out=steps + 1).S[checkpoints]
@@ -538,7 +537,7 @@ def test_the_generated_set_trains_two_heads_like_the_hand_written_one():
     gen = MultiHeadSystem(ScoreSystem(V @ V.T, F, p, kernels=generated), 2, kernels=generated)
     hand = MultiHeadSystem(ScoreSystem(V @ V.T, F, p), 2)
     start = 0.5 * np.random.default_rng(22).standard_normal((2, 3, 3))
-    a, b = (iterate_state_gd(system, start, 0.5, 200, n_out=20) for system in (gen, hand))
+    a, b = (iterate_gd(system, start, 0.5, 200, n_out=20) for system in (gen, hand))
     assert np.abs(a.state - b.state).max() <= 1e-10 * np.abs(b.state).max()
     a, b = (integrate_flow(system, start, 1e3, method="Radau", rtol=1e-10, atol=1e-12, n_out=10) for system in (gen, hand))
     assert a.counters["njev"] > 0 and np.abs(a.state - b.state).max() <= 1e-8 * np.abs(b.state).max()
@@ -607,7 +606,7 @@ def test_identical_heads_with_the_query_are_one_head_slowed_down_by_h():
     H = 3
     system, _ = _system(K=3, d=4, H=H, seed=35, N=6, include_query=True)
     S0 = np.random.default_rng(36).standard_normal((3, 3))
-    gd = iterate_state_gd(system, np.stack([S0] * H), 0.6, 300, n_out=30)
+    gd = iterate_gd(system, np.stack([S0] * H), 0.6, 300, n_out=30)
     one = iterate_gd(system.scores, S0, 0.6 / H, 300, n_out=30)
     heads = gd.state.reshape(len(gd.state), H, 3, 3)
     assert np.array_equal(heads[:, 0], heads[:, 1]) and np.array_equal(heads[:, 0], heads[:, 2])

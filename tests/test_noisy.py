@@ -6,7 +6,7 @@ import pytest
 
 from attnflow.solvers import ScoreSystem, integrate_flow
 from attnflow.solvers.references import full_model
-from attnflow.solvers.gd import iterate_state_gd
+from attnflow.solvers.gd import iterate_gd
 from attnflow.solvers.noisy import NoisySystem, query_noise_rule
 from attnflow.solvers.references.sampled import train_sampled
 
@@ -84,8 +84,8 @@ def test_sampled_training_on_noisy_prompts_tracks_the_noisy_gd():
                            prompt={"noise": 0.4})
     system = problem.system()
     eta, steps, checkpoints = 1.0, 20, [5, 10, 20]
-    expected = iterate_state_gd(system, problem.start, eta, steps, n_out=steps + 1).S[checkpoints]
-    free = iterate_state_gd(NoisySystem(system.V, system.p, system.sigma, 0.0), problem.start, eta, steps,
+    expected = iterate_gd(system, problem.start, eta, steps, n_out=steps + 1).S[checkpoints]
+    free = iterate_gd(NoisySystem(system.V, system.p, system.sigma, 0.0), problem.start, eta, steps,
                             n_out=steps + 1).S[checkpoints]
     runs = np.array([train_sampled(problem.features.V, problem.p, 1024, problem.function_class.sample_labels,
                                    problem.start, eta, steps, batch=200, seed=seed, record_at=checkpoints,

@@ -102,22 +102,32 @@ def test_softmax_numerators_are_exp_within_one_ulp():
     assert got[x == 0.0].tolist() == [1.0, 1.0]
 
 
-def test_gd_loop_on_its_scratch_arrays_equals_the_generic_loop():
-    """iterate_gd runs the product form on scratch arrays kept across iterations (and chunks); the
-    generic loop calls loss_gradient_gap, which allocates them afresh: the same iterates, losses,
-    crossings and oscillation counts bit for bit at K = 20, with features (G ≠ I) and without."""
+def test_gd_step_on_reused_scratch_equals_the_allocating_kernels():
+    """score_gd_step runs the product form on the loop's scratch, kept across iterations and chunks:
+    on scratch left dirty by another state it gives loss_gradient_gap's loss and gap bit for bit and
+    flat_rhs to 1e-14, and GD in 3 chunks equals GD in one, bit for bit, at K = 20, with features
+    (G ≠ I) and without, at a step size that makes irrelevant attentions oscillate."""
     from attnflow.solvers import ScoreSystem, iterate_gd
-    from attnflow.solvers.gd import iterate_state_gd
 
     K = 20
     V, F, p = random_system_arrays(K, K, seed=11)
     V /= np.linalg.norm(V, axis=1, keepdims=True)
+    rng = np.random.default_rng(4)
     for G in (V @ V.T, np.eye(K)):
         system = ScoreSystem(G, F, p)
-        S0 = 0.3 * np.random.default_rng(4).standard_normal((K, K))
+        step, args, work = system.gd_callback()
+        scratch = np.full(work, np.nan)
+        for S in rng.standard_normal((2, K, K)):
+            y, dy, S_out = S.ravel().copy(), np.empty(K * K), np.empty((K, K))
+            value, gap = step(y, *args, dy, S_out, scratch)
+            want = system.kernels.loss_gradient_gap(S, system.Ms, p, system.logp, None, np.empty((K, K)))
+            assert (value, gap) == want and np.array_equal(S_out, S)
+            rhs = system.flat_rhs(y)
+            assert np.abs(dy - rhs).max() <= 1e-14 * np.abs(rhs).max()
+        S0 = 0.3 * rng.standard_normal((K, K))
         eta = 1.5 * system.stable_step(S0)                    # oscillating irrelevant attentions
         a = iterate_gd(system, S0, eta, 300, chunks=3)
-        b = iterate_state_gd(system, S0, eta, 300)
+        b = iterate_gd(system, S0, eta, 300, chunks=1)
         assert a.status == b.status and a.counters == b.counters and a.counters["attention_oscillations"] > 0
         assert a.crossings == b.crossings
         np.testing.assert_array_equal(a.S, b.S)

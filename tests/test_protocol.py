@@ -35,9 +35,9 @@ def test_each_system_defines_every_member_itself(name):
     missing = [m for m in members() if not any(m in vars(c) for c in cls.__mro__ if c not in (object, System))]
     assert not missing, f"{cls.__name__} does not define {missing}"
     y = system.flatten(_start(name))
-    step, args = system.gd_callback()
+    step, args, work = system.gd_callback()
     dy, S = np.empty_like(y), np.empty((3, 3))
-    value, gap = step(y, *args, dy, S)
+    value, gap = step(y, *args, dy, S, np.full(work, np.nan))         # the step writes its scratch first
     np.testing.assert_allclose(dy, system.flat_rhs(y), rtol=0, atol=1e-12)
     assert np.allclose((gap, np.log(value)), system.flat_event_values(y), rtol=1e-12, atol=0)
     np.testing.assert_allclose(S, system.scores_of(y)[0], rtol=0, atol=1e-12)

@@ -7,7 +7,6 @@ import pytest
 from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
 from attnflow.solvers.references import full_model
 from attnflow.solvers.references.sampled import train_sampled
-from attnflow.solvers.gd import iterate_state_gd
 from attnflow.solvers.separate import SeparateSystem, lazy_start, random_factors
 
 from .conftest import central_differences, make_problem, random_system_arrays
@@ -30,7 +29,7 @@ def test_reduced_gd_equals_gd_on_the_full_key_and_query_matrices():
         rng = np.random.default_rng(0)
         WK, WQ = 0.7 * rng.standard_normal((2, h, d))
         eta, steps = 0.3, 40
-        reduced = iterate_state_gd(SeparateSystem(ScoreSystem(V @ V.T, F, p), h), (WK @ V.T, WQ @ V.T),
+        reduced = iterate_gd(SeparateSystem(ScoreSystem(V @ V.T, F, p), h), (WK @ V.T, WQ @ V.T),
                                       eta, steps, n_out=steps + 1)
         for _ in range(steps):
             grad = full_model.gradient(WK.T @ WQ, V, F, p)
@@ -86,7 +85,7 @@ def test_sampled_training_of_both_matrices_tracks_the_reduced_gd():
                            model={"parametrization": "separate", "head_dim": 2, "init_scale": 1.0, "seed": 3})
     system = problem.system()
     eta, steps, checkpoints = 1.0, 30, [10, 20, 30]
-    expected = iterate_state_gd(system, problem.start, eta, steps, n_out=steps + 1).S[checkpoints]
+    expected = iterate_gd(system, problem.start, eta, steps, n_out=steps + 1).S[checkpoints]
     WK, WQ = problem.factors
     runs = np.array([train_sampled(problem.features.V, problem.p, 1024, problem.function_class.sample_labels,
                                    (WK, WQ), eta, steps, batch=200, seed=seed, record_at=checkpoints)["S"]
@@ -101,7 +100,7 @@ def test_diverging_step_size_is_reported_with_the_state_that_broke_the_run():
     V, F, p = random_system_arrays(3, 3, seed=2)
     system = SeparateSystem(ScoreSystem(V @ V.T, F, p), 2)
     start = [W @ V.T for W in random_factors(2, 3, 1.0, seed=1)]
-    tr = iterate_state_gd(system, start, eta=1e4, steps=100)
+    tr = iterate_gd(system, start, eta=1e4, steps=100)
     assert tr.status in ("score-limit", "non-finite") and not tr.success
     assert len(tr.state) == len(tr.S) == len(tr.loss) and tr.counters["iterations"] < 100
     np.testing.assert_allclose(system.scores_of(tr.state[-1])[0], tr.S[-1])

@@ -39,7 +39,7 @@ def test_system_methods_equal_the_kernels_they_stand_for_exactly(N):
 def test_cold_warm_up_compiles_each_kernel_once_and_nothing_it_does_not_need(tmp_path):
     """A fresh process with empty caches: load_kernels + warm_up compiles every function for one
     signature only, none of the wrappers that would link loss_gradient_gap or score_hessians in again,
-    no string formatting (Numba's array assignment error message cost 4 s in gd_iterate), and at
+    no string formatting (Numba's array assignment error message cost 4 s in the GD loop), and at
     N = ∞ none of the finite-prompt kernels; ``warm_up(gd=False)`` (a flow-only run) leaves the GD
     loop and the stable step to a later ``warm_up()``."""
     script = textwrap.dedent("""
@@ -71,13 +71,13 @@ def test_cold_warm_up_compiles_each_kernel_once_and_nothing_it_does_not_need(tmp
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     names = {name for module, name, _ in result["compiled"] if module.startswith("attnflow")}
-    assert {"loss_gradient_gap", "score_hessians", "attention", "gd_iterate", "column_loss_gradient",
+    assert {"loss_gradient_gap", "score_hessians", "attention", "_gd_loop", "score_gd_step", "column_loss_gradient",
             "column_hessian"} <= names
     assert not {"loss", "loss_and_gradient", "flow_rhs", "event_values", "flow_jacobian"} & names
     assert not {"finite_column", "finite_column_hessian", "finite_attention"} & names
     flow_only = {name for module, name, _ in result["compiled"][:result["flow_only"]]}
     assert {"loss_gradient_gap", "score_hessians", "attention"} <= flow_only
-    assert not {"gd_iterate", "symmetrised_flow_product"} & flow_only
+    assert not {"_gd_loop", "score_gd_step", "symmetrised_flow_product"} & flow_only
     # A K = 4 flow at N = ∞ runs the column callbacks: flow_rhs and event_values (which link
     # loss_gradient_gap once more) are not compiled.
     flow = {name for module, name, _ in result["compiled"][result["warm"]:]}

@@ -1,12 +1,10 @@
-"""The one compiled GD loop (:func:`attnflow.solvers.gd.iterate_state_gd`) on every system: against a
-plain-Python loop of the NumPy flow, against the scores' own loop, statuses, no recompilation."""
+"""The one compiled GD loop (:func:`attnflow.solvers.gd.iterate_gd`) on every system: against a
+plain-Python loop of the NumPy flow, oscillation counts recounted in Python, statuses, no recompilation."""
 
 import numpy as np
 import pytest
 
-from attnflow.solvers import ScoreSystem, iterate_gd
-from attnflow.solvers import gd
-from attnflow.solvers.gd import iterate_state_gd
+from attnflow.solvers import ScoreSystem, gd, iterate_gd
 from attnflow.solvers.noisy import NoisySystem
 from attnflow.solvers.separate import SeparateSystem, random_factors
 
@@ -26,15 +24,23 @@ def _noisy(d=2):
     return NoisySystem(V, np.array([0.5, 0.3, 0.2]), sigma=1.1, noise=0.3, nodes=5), 0.5 * rng.standard_normal((d, d))
 
 
-@pytest.mark.parametrize("make", [_separate, lambda: _separate(N=9, h=2), _noisy, lambda: _noisy(3)],
-                         ids=["separate", "separate-finite-N", "noisy-d2", "noisy-d3"])
+def _scores(K=5, N=np.inf):
+    V, F, p = random_system_arrays(K, K, seed=K)
+    return ScoreSystem(V @ V.T, F, p, N=N), np.zeros((K, K))
+
+
+@pytest.mark.parametrize("make", [_separate, lambda: _separate(N=9, h=2), _noisy, lambda: _noisy(3), _scores,
+                                  lambda: _scores(N=6), lambda: _scores(K=16)],
+                         ids=["separate", "separate-finite-N", "noisy-d2", "noisy-d3", "scores", "scores-finite-N",
+                              "scores-product-form"])
 def test_compiled_gd_equals_the_python_loop_of_the_numpy_flow(make):
     """100 iterations of ``y ← y + η·flat_rhs(y)`` in Python (NumPy right-hand side): every state and
     loss to 1e-12 relative, and the crossings from the same iterations."""
     system, start = make()
     eta, steps = 0.3 * system.stable_step(start), 100
-    tr = iterate_state_gd(system, start, eta, steps, n_out=steps + 1, eps=(0.1,))
-    assert tr.status in ("finished", "max_steps") and tr.state.shape == (steps + 1, system.flatten(start).size)
+    tr = iterate_gd(system, start, eta, steps, n_out=steps + 1, eps=(0.1,))
+    recorded = tr.S.reshape(len(tr.S), -1) if system.state_is_scores else tr.state
+    assert tr.status in ("finished", "max_steps") and recorded.shape == (steps + 1, system.flatten(start).size)
     y = system.flatten(start).copy()
     states, losses = [y.copy()], [system.flat_loss(y)]
     for _ in range(steps):
@@ -42,7 +48,7 @@ def test_compiled_gd_equals_the_python_loop_of_the_numpy_flow(make):
         states.append(y)
         losses.append(system.flat_loss(y))
     states = np.array(states)
-    assert np.abs(tr.state - states).max() <= 1e-12 * np.abs(states).max()
+    assert np.abs(recorded - states).max() <= 1e-12 * np.abs(states).max()
     np.testing.assert_allclose(tr.loss, losses, rtol=1e-12)
     np.testing.assert_allclose(tr.S, system.scores_of(states), rtol=0, atol=1e-12 * np.abs(tr.S).max())
     for key, level, which in (("t_half", 0.5, 0), ("t_loss", 0.1, 1)):
@@ -52,25 +58,34 @@ def test_compiled_gd_equals_the_python_loop_of_the_numpy_flow(make):
         assert got == (None if first is None else eta * first)
 
 
-def test_the_scores_run_through_it_as_through_their_own_loop():
-    """A ScoreSystem in the generic loop: the same iterates, losses, crossings and oscillation counts as
-    assembly.gd_iterate (iterate_gd), bit for bit, at a step size that makes irrelevant attentions oscillate."""
-    V, F, p = random_system_arrays(5, 5, seed=5)
-    system = ScoreSystem(V @ V.T, F, p)
-    S0 = np.zeros((5, 5))
+def test_oscillation_counts_are_the_reversals_of_the_recorded_log_odds():
+    """At a step size that makes irrelevant attentions oscillate: ``flips[n, k]`` is the number of
+    reversals of the direction of ``S_nk − S_kk`` (zero changes skipped), recounted in Python from
+    every recorded iterate, and the counters are its sum and maximum."""
+    system, S0 = _scores()
     eta = 1.5 * system.stable_step(S0)
-    a, b = iterate_gd(system, S0, eta, 2000), iterate_state_gd(system, S0, eta, 2000)
-    assert a.status == b.status and a.counters == b.counters and a.counters["attention_oscillations"] > 0
-    assert a.crossings == b.crossings and b.state is None
-    np.testing.assert_array_equal(a.S, b.S)
-    np.testing.assert_array_equal(a.loss, b.loss)
+    steps = 2000
+    tr = iterate_gd(system, S0, eta, steps, n_out=steps + 1)
+    assert tr.state is None and len(tr.S) == steps + 1
+    step = np.diff(tr.S, axis=0)
+    change = step - np.diagonal(step, axis1=1, axis2=2)[:, None, :]        # ΔS_nk − ΔS_kk
+    expected = np.zeros((5, 5), dtype=np.int64)
+    for n in range(5):
+        for k in range(5):
+            signs = np.sign(change[:, n, k])
+            signs = signs[signs != 0]
+            expected[n, k] = np.count_nonzero(signs[1:] != signs[:-1]) if n != k else 0
+    assert expected.sum() > 0
+    np.testing.assert_array_equal(tr.oscillations, expected)
+    assert tr.counters["attention_oscillations"] == expected.sum()
+    assert tr.counters["max_oscillations_per_feature"] == expected.max()
 
 
 @pytest.mark.parametrize("make", [_separate, _noisy], ids=["separate", "noisy"])
 def test_a_diverging_step_ends_with_the_state_that_broke_the_run(make):
     """At 10⁴× the stable step: score-limit or non-finite, early, the last state kept, its scores the last S."""
     system, start = make()
-    tr = iterate_state_gd(system, start, 1e4 * system.stable_step(start), 100)
+    tr = iterate_gd(system, start, 1e4 * system.stable_step(start), 100)
     assert tr.status in ("score-limit", "non-finite", "saturated") and not tr.success
     assert tr.counters["iterations"] < 100 and len(tr.state) == len(tr.S) == len(tr.loss)
     if np.all(np.isfinite(tr.state[-1])):
@@ -82,17 +97,17 @@ def test_one_loop_per_argument_types():
     finite N (the two prompt models' argument types) they add no GD loop, nor do another K or N;
     the noisy model's arguments add one, and its second run none."""
     system, start = _separate()
-    iterate_state_gd(system.scores, np.zeros((3, 3)), 0.1, 5)
-    iterate_state_gd(_separate(N=5)[0].scores, np.zeros((3, 3)), 0.1, 5)
+    iterate_gd(system.scores, np.zeros((3, 3)), 0.1, 5)
+    iterate_gd(_separate(N=5)[0].scores, np.zeros((3, 3)), 0.1, 5)
     before = gd.dispatchers()
-    iterate_state_gd(system, start, 0.1, 5)
-    iterate_state_gd(*_separate(N=9, h=2), 0.1, 5)
+    iterate_gd(system, start, 0.1, 5)
+    iterate_gd(*_separate(N=9, h=2), 0.1, 5)
     V, F, p = random_system_arrays(6, 3, seed=1)
-    iterate_state_gd(ScoreSystem(V @ V.T, F, p), np.zeros((6, 6)), 0.1, 5)
+    iterate_gd(ScoreSystem(V @ V.T, F, p), np.zeros((6, 6)), 0.1, 5)
     assert gd.dispatchers() == before and all(len(d.signatures) == 1 for d in before)
-    iterate_state_gd(*_noisy(), 0.1, 5)
+    iterate_gd(*_noisy(), 0.1, 5)
     noisy = gd.dispatchers()
     # The noisy model's argument types add one loop (none if an earlier test compiled it already).
     assert set(before) <= set(noisy) and len(noisy) - len(before) <= 1
-    iterate_state_gd(*_noisy(3), 0.1, 5)
+    iterate_gd(*_noisy(3), 0.1, 5)
     assert gd.dispatchers() == noisy

@@ -5,13 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from attnflow.dynamics.errors import AttnflowError
 from attnflow.dynamics.analysis.solve import RunResult, check_gd
 from attnflow.solvers import integrate_flow, iterate_gd
-from attnflow.solvers.gd import iterate_state_gd
 from attnflow.solvers.separate import SeparateSystem, lazy_start
 
 from .conftest import make_problem
@@ -42,7 +40,7 @@ def test_the_state_gd_loop_reports_saturation_too(base):
     problem, system, _ = base
     separate = SeparateSystem(system, 2 * problem.features.d)
     start = lazy_start(problem.features.V, 1.0)
-    gd = iterate_state_gd(separate, start, 100 * separate.stable_step(start), 2000)
+    gd = iterate_gd(separate, start, 100 * separate.stable_step(start), 2000)
     assert gd.status == "saturated" and gd.counters["iterations"] < 10
 
 

@@ -9,7 +9,7 @@ from attnflow.dynamics.problem import config
 from attnflow.dynamics.problem import function_classes as fc
 from attnflow.dynamics.problem.training_set import draw_training_set
 from attnflow.solvers import ScoreSystem, integrate_flow, kernels as hand_written
-from attnflow.solvers.gd import iterate_state_gd
+from attnflow.solvers.gd import iterate_gd
 from attnflow.solvers.references.sampled import batch_loss_and_gradient
 from attnflow.solvers.training_set import TrainingSetSystem, population_crossings
 
@@ -108,7 +108,7 @@ def test_compiled_callbacks_equal_the_numpy_flat_methods_and_central_differences
         assert np.abs(J - system.flat_jacobian(y)).max() <= 1e-12 * np.abs(J).max()
         fd = central_differences(lambda z: rhs(z, *args), y)
         assert np.abs(J - fd).max() <= 1e-7 * max(1.0, np.abs(J).max())
-    step, gd_args = system.gd_callback()
+    step, gd_args, _ = system.gd_callback()
     assert gd_args is args                                  # GD takes the same packed arrays
 
 
@@ -129,7 +129,7 @@ def test_compiled_flows_equal_radau_on_the_whole_grid_and_run_in_the_score_loops
     radau = integrate_flow(system, S0, t_end, "Radau", rtol=1e-12, atol=1e-14, n_out=30)
     pop = system.population
     finite_scores = ScoreSystem(pop.G, pop.F, pop.p, kernels=pop.kernels, N=4)
-    iterate_state_gd(finite_scores, S0, 0.1, 3)
+    iterate_gd(finite_scores, S0, 0.1, 3)
     gd_before = gd.dispatchers()
     for method, loops in (("DOP853-compiled", integrator.dispatchers), ("Rodas4P2-compiled", rosenbrock.dispatchers)):
         integrate_flow(finite_scores, S0, 10.0, method=method, n_out=5)
@@ -148,7 +148,7 @@ def test_compiled_flows_equal_radau_on_the_whole_grid_and_run_in_the_score_loops
                   for e in radau.crossings[k]]
         for got, want in pairs:
             assert (got is None) == (want is None) and (got is None or abs(got / want - 1) <= 1e-8), (method, pairs)
-    iterate_state_gd(system, S0, 0.1, 3)
+    iterate_gd(system, S0, 0.1, 3)
     assert gd.dispatchers() == gd_before
 
 
@@ -188,8 +188,8 @@ def test_copies_of_one_prompt_give_the_one_prompt_trajectory(case):
     assert np.array_equal(a.t, b.t)
     assert np.abs(a.S - b.S).max() <= 1e-14 * max(1.0, np.abs(a.S).max())
     assert np.abs(a.loss - b.loss).max() <= 1e-14
-    gd_a = iterate_state_gd(one, S0, 0.5, 200, n_out=10)
-    gd_b = iterate_state_gd(copies, S0, 0.5, 200, n_out=10)
+    gd_a = iterate_gd(one, S0, 0.5, 200, n_out=10)
+    gd_b = iterate_gd(copies, S0, 0.5, 200, n_out=10)
     assert np.abs(gd_a.S - gd_b.S).max() <= 1e-14 * max(1.0, np.abs(gd_a.S).max())
 
 
@@ -210,7 +210,7 @@ def test_gd_on_the_training_set_is_the_score_map_and_its_stable_step_is_two_over
     V, system = _system(np.inf, False, M=60, seed=6)
     S0 = np.zeros((3, 3))
     G = V @ V.T
-    step = iterate_state_gd(system, S0, 0.3, 1, n_out=2)
+    step = iterate_gd(system, S0, 0.3, 1, n_out=2)
     assert np.allclose(step.S[-1], S0 - 0.3 * G @ system.gradient(S0) @ G, rtol=0, atol=1e-15)
     # Along the flow, where the curvature is no longer that of S = 0.
     S_star = integrate_flow(system, S0, 1e3, "Radau", rtol=1e-10, atol=1e-12, n_out=2).S[-1]

@@ -53,8 +53,7 @@ import numpy as np
 from ..errors import AttnflowError
 from ..problem import Problem
 from ..problem.config import SCHEMA
-from ...solvers import ScoreSystem, integrate_flow, iterate_gd
-from ...solvers.gd import iterate_state_gd
+from ...solvers import integrate_flow, iterate_gd
 
 
 REL_TOL = 1e-6            # a step smaller than this fraction of the pair's largest step has no direction
@@ -407,9 +406,8 @@ def run_gd(problem, eta, steps):
     Parameters
     ----------
     problem : Problem
-        Merged scores of the population loss (:func:`attnflow.solvers.iterate_gd`), or any
-        other system: separate factors, several heads, a training set
-        (:func:`attnflow.solvers.gd.iterate_state_gd`).
+        Any system (:func:`attnflow.solvers.iterate_gd`): the merged scores of the population
+        loss, separate factors, several heads, a training set.
     eta : float
         Step size.
     steps : int
@@ -420,9 +418,7 @@ def run_gd(problem, eta, steps):
     Trajectory
         Stopped once the loss reaches :data:`CONVERGED` times its initial value.
     """
-    system = problem.system()
-    loop = iterate_gd if isinstance(system, ScoreSystem) else iterate_state_gd
-    return loop(system, problem.start, eta, steps, stop_loss=CONVERGED * problem.initial_loss(), n_out=steps + 1)
+    return iterate_gd(problem.system(), problem.start, eta, steps, stop_loss=CONVERGED * problem.initial_loss(), n_out=steps + 1)
 
 
 def run_flow(problem, t_end=1e8, n_out=2000):

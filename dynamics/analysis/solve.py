@@ -25,8 +25,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from ...solvers import ScoreSystem, integrate_flow, iterate_gd
-from ...solvers.gd import iterate_state_gd
+from ...solvers import integrate_flow, iterate_gd
 
 from ..errors import AttnflowError
 from ..problem import Problem
@@ -128,16 +127,15 @@ def solve(problem: Problem, training, progress=True):
     if training.mode in ("gd", "both"):
         eta, source, stable = choose_step_size(system, problem.start, training.eta)
         result.eta, result.eta_source, result.stable_step_at_start = eta, source, stable
-        gd = iterate_gd if isinstance(system, ScoreSystem) else iterate_state_gd
         with progress_bar("gradient descent", progress) as report:
-            result.trajectories["gd"] = gd(system, problem.start, eta, training.steps, training.eps,
-                                           training.stop_loss, training.n_out, progress=report)
+            result.trajectories["gd"] = iterate_gd(system, problem.start, eta, training.steps, training.eps,
+                                                   training.stop_loss, training.n_out, progress=report)
     if problem.training_set is not None:
         # Imported here: solvers.training_set (about 10 ms of import) serves only a training set.
         from ...solvers.training_set import attach_population_loss
 
         for trajectory in result.trajectories.values():
-            trajectory.state = None        # iterate_state_gd keeps the flat states: here they are the scores S
+            trajectory.state = None        # iterate_gd keeps the flat states: here they are the scores S
             attach_population_loss(trajectory, problem.score_system(), training.eps)
     if problem.noise > 0:
         # How far the noise-free reduced model is: the same runs without noise, in score space.
