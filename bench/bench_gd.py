@@ -16,7 +16,7 @@ both clocks; ``x bound`` is the compiled time over ``6K³ / R_K`` with R_K timed
 same clock (1.0 would be the three products alone).
 
 Last, an ensemble of ``--batch`` problems per K (the same problem at B step sizes) in one
-compiled call (parallel over problems, on Numba's threads) against the same problems run
+call (parallel over problems, a thread per core) against the same problems run
 one by one: problems × iterations per second, and ``x bound``: the ensemble's time per
 problem-iteration times its threads over ``6K³ / R_K`` (the bound is one core's).
 
@@ -30,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,7 +38,7 @@ from attnflow.dynamics.problem import config  # noqa: E402
 from attnflow.dynamics.problem import Problem  # noqa: E402
 from attnflow.solvers import ScoreSystem, iterate_gd  # noqa: E402
 from attnflow.solvers.references import numpy_twins as ref  # noqa: E402
-from attnflow.solvers.ensemble import iterate_gd_ensemble  # noqa: E402
+from attnflow.solvers.ensemble import iterate_gd_ensemble, threads as ensemble_threads  # noqa: E402
 from blas_rate import bound_seconds, describe_threads, matmul_rate  # noqa: E402
 
 try:
@@ -135,8 +134,8 @@ def main():
         if torch is not None:
             line += f" | {cell('torch')[:17]} {ratio('torch')}"
         print(line, flush=True)
-    threads = numba.get_num_threads()
-    print(f"\nensembles of {args.batch} problems on {threads} Numba threads: problems × iterations per second "
+    threads = ensemble_threads(True, args.batch)
+    print(f"\nensembles of {args.batch} problems on {threads} threads: problems × iterations per second "
           "(min of the repeats); x bound = µs per problem-iteration × threads / (6K³ / R_K)")
     print(f"{'K':>3} | {'one by one':>12} {'ensemble':>12} {'ratio':>6} | {'ens. µs/it':>10} {'x bound':>7}")
     for K in args.K:

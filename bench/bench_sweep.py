@@ -10,7 +10,7 @@ points.  Timed, taking turns within each repeat (so machine load hits all alike)
 * single: ``integrate_flow(method="DOP853-compiled")`` of the middle point's problem
   (system built beforehand), the mean of 20 runs;
 * ensemble: :func:`solvers.ensemble.integrate_flow_ensemble` of the N problems (systems
-  built beforehand) on Numba's threads;
+  built beforehand) on a thread per core;
 * ensemble-1: the same on one thread (what each sweep worker runs), first 500 problems.
 
 Printed: seconds per point, min and median over the repeats, and each one's ratio to

@@ -224,7 +224,7 @@ def module_source(key=None, heads=False):
         f"Key {key}; sympy {sp.__version__}, numba {numba.__version__}. Do not edit: regenerated\n"
         'whenever the derivation, the assembly or a library version changes.\n"""\n\n'
         "import numpy as np\n"
-        "from numba import njit, prange\n\n"
+        "from numba import njit\n\n"
         "from attnflow.solvers.columns import column_attention, label_gap_moments, target_log_gap\n"
         "from attnflow.solvers.finite_prompt import finite_attention, finite_column, finite_column_hessian\n"
         "from attnflow.solvers.pullback import flow_sandwich, jacobian_from_hessians, log_loss\n\n"

@@ -1,19 +1,15 @@
-"""Ensembles: many problems of one K iterated in one compiled call, in parallel over problems.
+"""Ensembles: many problems of one K run by the compiled loops, in parallel over problems.
 
 A sweep over parameters (L, p, the features, η, …) is a batch of score systems that
 share K.  :func:`iterate_gd_ensemble` stacks their arrays and runs the exact GD map of
-every problem in one Numba call, parallel over problems (``prange``), and returns
-numbers only — status, iterations, crossing iterations, final loss and attention —
-without building a Python object per problem.  Each problem runs the very loop that
-:func:`attnflow.solvers.gd.iterate_gd` runs (:func:`attnflow.solvers.gd._gd_loop`, with the
-kernel set's step as a function pointer inside a ``prange`` over problems), so an
-ensemble equals the same problems run one by one.
-
-:func:`integrate_flow_ensemble` does the same for the gradient flow: the compiled DOP853
-of :mod:`solvers.integrator`, its loop called with the kernels as function pointers
-inside a ``prange`` over problems (so one compiled copy, cached on disk, serves every
-kernel set), with the events, output grid and status rules of
-``integrate_flow(method="DOP853-compiled")``, whose numbers it equals problem by problem.
+every problem, :func:`integrate_flow_ensemble` its gradient flow, and both return numbers
+only — status, iterations or times, crossings, final loss and attention — without building
+a trajectory per problem.  Each problem runs the very compiled loop that
+:func:`attnflow.solvers.gd.iterate_gd` or ``integrate_flow(method="DOP853-compiled")`` runs,
+called at its entry point (no Python-level typing) with the problem's rows of the stacked
+arrays, so an ensemble equals the same problems run one by one, and it compiles nothing
+those runs do not compile.  The loops release the GIL: the problems run on a thread per
+core, in blocks, with no OpenMP or TBB threads (which a forked sweep worker could not use).
 
 Examples
 --------
@@ -25,14 +21,14 @@ Examples
 ['finished', 'finished', 'finished']
 """
 
+import functools
 import math
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numba import njit, prange, types
-from numba.core.errors import NumbaExperimentalFeatureWarning
+from numba import njit, types
 
 from . import integrator
 from .assembly import PRODUCT_FORM_MIN_K
@@ -77,7 +73,8 @@ class EnsembleResult:
     attention_oscillations: np.ndarray
 
 
-def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, score_limit=700.0):
+def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, score_limit=700.0,
+                        parallel=True):
     """Gradient descent on B problems of one K at once, in parallel over problems.
 
     Parameters
@@ -93,6 +90,9 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
         Iterations, one or one per problem.
     eps, stop_loss, score_limit
         As in :func:`attnflow.solvers.gd.iterate_gd`.
+    parallel : bool, optional
+        Run the problems on a thread per core (:func:`threads`); False runs them on the
+        calling thread.
 
     Returns
     -------
@@ -145,134 +145,89 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
     increases = np.empty(B, dtype=np.int64)
     flips = np.empty(B, dtype=np.int64)
     step, _, work = first.gd_callback()
-    args0 = (G[0], Ms[0], p[0], logp[0], prompt)
-    y = S.reshape(B, K * K)
-    step = integrator._Callback(step, gd.step_type(step, args0, y[0], np.empty((K, K)), np.empty(work)).signature)
-    loss = _loss_and_attention_callbacks(first.kernels, S[0], *args0[1:])[0]
-    with warnings.catch_warnings():
-        # Numba calls function-pointer arguments experimental each time it types such a call.
-        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
-        _gd_batch(step, loss, G, Ms, p, logp, prompt, y, eta, steps, attn_levels, loss_levels, float(score_limit),
-                  float(stop_loss), work, status, last_it, final_loss, attn_hits, loss_hits, increases, flips)
+    y = S.reshape(B, K * K)                     # a view: the loop advances S in place
+    loop, step = gd._gd_loop_for(step, (G[0], Ms[0], p[0], logp[0], prompt), y[0].copy(), np.empty((K, K)),
+                                 np.empty(work))
+    loss = first.kernels.loss
+    nothing, no_rows, no_losses = np.empty(0, dtype=np.int64), np.empty((0, K * K)), np.empty(0)
+
+    def run(b):
+        last_sign = np.zeros((K, K), dtype=np.int64)
+        flips_b = np.zeros((K, K), dtype=np.int64)
+        status[b], last_it[b], _, increases[b] = loop(
+            step, (G[b], Ms[b], p[b], logp[b], prompt), y[b], eta[b], 0, steps[b], nothing, no_rows, no_losses,
+            attn_levels, attn_hits[b], loss_levels, loss_hits[b], float(score_limit), float(stop_loss), last_sign,
+            flips_b, np.empty(K * K), np.empty((K, K)), np.empty((K, K)), np.empty(work))
+        flips[b] = flips_b.sum()
+        final_loss[b] = loss(S[b], Ms[b], p[b], logp[b], prompt)
+
+    for_each_problem(run, B, parallel)
     return EnsembleResult(np.array([_STATUS[int(c)] for c in status]), last_it, attn_hits[:, 0],
                           attn_hits[:, 1:], loss_hits, final_loss, S, increases, flips)
 
 
-_gd_loop = njit(cache=True)(gd._gd_loop)
+def threads(parallel, B):
+    """How many threads run B problems: one per core Numba may use (``NUMBA_NUM_THREADS``), or 1."""
+    return max(1, min(B, numba.config.NUMBA_NUM_THREADS)) if parallel else 1
 
 
-@njit(parallel=True, cache=True)
-def _gd_batch(step, loss, G, Ms, p, logp, prompt, y, eta, steps, attn_levels, loss_levels, score_limit, stop_loss,
-              work, status, last_it, final_loss, attn_hits, loss_hits, increases, flips):
-    """:func:`solvers.gd._gd_loop` on every problem b (state ``y[b]``, advanced in place), in parallel;
-    nothing is recorded along the way: the results go into ``status`` … ``flips`` (the total
-    of the oscillation counts), the final loss from the ``loss`` callback."""
-    B, n = y.shape
-    K = G.shape[1]
-    for b in prange(B):
-        S = np.empty((K, K))
-        last_sign = np.zeros((K, K), dtype=np.int64)
-        flips_b = np.zeros((K, K), dtype=np.int64)
-        code, it, _, inc = _gd_loop(step, (G[b], Ms[b], p[b], logp[b], prompt), y[b], eta[b], 0, steps[b],
-                                    np.empty(0, dtype=np.int64), np.empty((0, n)), np.empty(0), attn_levels,
-                                    attn_hits[b], loss_levels, loss_hits[b], score_limit, stop_loss, last_sign,
-                                    flips_b, np.empty(n), S, np.empty((K, K)), np.empty(work))
-        status[b] = code
-        last_it[b] = it
-        increases[b] = inc
-        flips[b] = flips_b.sum()
-        final_loss[b] = loss(y[b].reshape((K, K)), Ms[b], p[b], logp[b], prompt)
+def for_each_problem(run, B, parallel):
+    """Call ``run(b)`` for b = 0 … B − 1, on :func:`threads` threads.
+
+    ``run`` spends its time in compiled loops that release the GIL, so the threads run in
+    parallel.  Problems go out in blocks, a few per thread (for balance, since their costs
+    differ); an exception in any of them is raised here.
+    """
+    n = threads(parallel, B)
+    if n == 1:
+        for b in range(B):
+            run(b)
+        return
+    blocks = np.array_split(np.arange(B), min(B, 4 * n))
+    with ThreadPoolExecutor(n) as pool:
+        for _ in pool.map(lambda block: [run(int(b)) for b in block], blocks):
+            pass
 
 
 # --- the gradient flow: the compiled DOP853 of solvers.integrator on every problem ---------------
 
-_start_loop = njit(cache=True)(integrator._start)
-_run_loop = njit(cache=True)(integrator._run)
 # The first step as CompiledRun chooses it (SciPy's rule for an error estimate of this order).
 DOP853_ERROR_ORDER = float(integrator.CompiledRun.error_order)
 
 
-@njit(cache=True)
-def _flow_start(b, rhs, events, G, Ms, p, logp, prompt, y0, t_end, rtol, atol, f0, first_step, speed, values0,
-                counters):
-    """:func:`solvers.integrator._start` for problem b: dy/dt at y0, the first step, the
-    initial speed ``max |dy/dt|`` and the event values at y0."""
-    args = (G[b], Ms[b], p[b], logp[b], prompt)
-    first_step[b] = _start_loop(rhs, args, y0[b], f0[b], t_end, rtol, atol, DOP853_ERROR_ORDER, counters[b])
-    speed[b] = np.abs(f0[b]).max()
-    integrator._event_values(events, y0[b], (Ms[b], p[b], logp[b], prompt), values0[b])
-    counters[b, integrator.NEVENTS] += 1
-
-
-@njit(cache=True)
-def _flow_run(b, rhs, events, loss, attention, A, Bt, C, E3, E5, D, G, Ms, p, logp, prompt, y, f, t_end, rtol,
-              atol, t_out, levels, which, terminal, g, hits, counters, status, clock, loss_out, n_recorded,
-              final_loss, final_attention):
-    """:func:`solvers.integrator._run` for problem b from its start, then the loss on the output
-    grid as :func:`solvers.flow.integrate_flow` keeps it (cut at the final time, which is
-    appended) and the final loss and target attention."""
-    n = y.shape[1]
-    M = t_out.shape[1]
-    K = G.shape[1]
-    args = (G[b], Ms[b], p[b], logp[b], prompt)
-    event_args = (Ms[b], p[b], logp[b], prompt)
-    Y = np.full((M, n), np.nan)
-    rec = 0
-    while rec < M and t_out[b, rec] <= 0.0:
-        Y[rec] = y[b]
-        rec += 1
-    counters[b, integrator.NRECORDED] = rec
-    values = np.empty(2)
-    status[b] = _run_loop(rhs, events, args, event_args, A, Bt, C, E3, E5, D, t_end, np.inf, rtol, atol, False,
-                          clock[b], y[b], f[b], t_out[b], Y, levels[b], which, terminal, g[b], hits[b], values,
-                          counters[b])
-    t_final = clock[b, 0]
+def _flow_outputs(loss, attention, Y, y, t_out, t_final, t_end, Ms, p, logp, prompt, loss_out):
+    """The loss on the output grid as :func:`solvers.flow.integrate_flow` keeps it (cut at the final
+    time, which is appended), into ``loss_out``; returns ``(points kept, final loss, final target
+    attention min_k A_kk)``.  Compiled per callback and argument types (:func:`_compiled_outputs`)."""
+    M = t_out.shape[0]
+    K = logp.shape[0]
     kept = 0
     for r in range(M):
-        if t_final < t_end and not t_out[b, r] < t_final:
+        if t_final < t_end and not t_out[r] < t_final:
             break
-        loss_out[b, r] = loss(np.ascontiguousarray(Y[r]).reshape(K, K), Ms[b], p[b], logp[b], prompt)
+        loss_out[r] = loss(np.ascontiguousarray(Y[r]).reshape(K, K), Ms, p, logp, prompt)
         kept += 1
-    last = y[b].reshape(K, K)
+    last = y.reshape(K, K)
     if t_final < t_end:
-        loss_out[b, kept] = loss(last, Ms[b], p[b], logp[b], prompt)
+        loss_out[kept] = loss(last, Ms, p, logp, prompt)
         kept += 1
-    n_recorded[b] = kept
-    final_loss[b] = loss_out[b, kept - 1]
-    A_final = attention(last, logp[b], prompt)
+    A_final = attention(last, logp, prompt)
     smallest = np.inf
     for k in range(K):
         if np.isnan(A_final[k, k]):          # as NumPy's min: NaN wins
             smallest = np.nan
             break
         smallest = min(smallest, A_final[k, k])
-    final_attention[b] = smallest
+    return kept, loss_out[kept - 1], smallest
 
 
-# Each loop twice: on Numba's threads, and on one (a process forked from one that used the
-# OpenMP threads cannot use them, and a sweep's workers are its parallelism).
-@njit(parallel=True, cache=True)
-def _flow_starts_parallel(B, *arrays):
-    for b in prange(B):
-        _flow_start(b, *arrays)
-
-
-@njit(cache=True)
-def _flow_starts_serial(B, *arrays):
-    for b in range(B):
-        _flow_start(b, *arrays)
-
-
-@njit(parallel=True, cache=True)
-def _flow_runs_parallel(B, *arrays):
-    for b in prange(B):
-        _flow_run(b, *arrays)
-
-
-@njit(cache=True)
-def _flow_runs_serial(B, *arrays):
-    for b in range(B):
-        _flow_run(b, *arrays)
+@functools.cache
+def _compiled_outputs(loss_type, attention_type, arrays_type):
+    """:func:`_flow_outputs` compiled for these callback and array types (cached on disk)."""
+    array, matrix = types.float64[::1], types.float64[:, ::1]
+    signature = types.Tuple((types.int64, types.float64, types.float64))(
+        loss_type, attention_type, matrix, array, array, types.float64, types.float64, *arrays_type, array)
+    return njit(signature, cache=True, nogil=True)(_flow_outputs)
 
 
 @dataclass(frozen=True)
@@ -328,20 +283,26 @@ class FlowEnsembleResult:
                 "nrejected": int(self.nrejected[b]), "ndense": int(self.ndense[b]), "nevents": int(self.nevents[b])}
 
 
-_EXTRA_CALLBACKS = {}
+_OUTPUTS = {}
 
 
-def _loss_and_attention_callbacks(kernels, S, Ms, p, logp, prompt):
-    """The kernel set's ``loss`` and ``attention`` as typed function pointers (memoised per set and prompt type)."""
-    key = (kernels, prompt is None)
-    if key not in _EXTRA_CALLBACKS:
+def _outputs_for(kernels, event_args):
+    """The entry point of :func:`_flow_outputs` and the kernel set's ``loss`` and ``attention`` as
+    typed function pointers, memoised per kernel set and prompt type."""
+    key = (kernels, event_args[-1] is None)
+    if key not in _OUTPUTS:
+        Ms, p, logp, prompt = event_args
+        K = logp.shape[0]
         matrix = types.float64[:, ::1]
-        loss_type = types.float64(matrix, *numba.typeof((Ms, p, logp, prompt)))
-        attention_type = numba.typeof(kernels.attention(S, logp, prompt))(matrix, numba.typeof(logp),
-                                                                          numba.typeof(prompt))
-        _EXTRA_CALLBACKS[key] = (integrator._Callback(kernels.loss, loss_type),
-                                     integrator._Callback(kernels.attention, attention_type))
-    return _EXTRA_CALLBACKS[key]
+        arrays_type = tuple(numba.typeof(event_args))
+        loss_type = types.FunctionType(types.float64(matrix, *arrays_type))
+        attention_type = types.FunctionType(numba.typeof(kernels.attention(np.zeros((K, K)), logp, prompt))(
+            matrix, numba.typeof(logp), numba.typeof(prompt)))
+        outputs = _compiled_outputs(loss_type, attention_type, arrays_type)
+        _OUTPUTS[key] = (integrator._entry_point(outputs),
+                         integrator._Callback(kernels.loss, loss_type.signature),
+                         integrator._Callback(kernels.attention, attention_type.signature))
+    return _OUTPUTS[key]
 
 
 def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0,
@@ -366,8 +327,8 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
         As in :func:`attnflow.solvers.flow.integrate_flow`, one for all problems or one per
         problem (e.g. a fraction of each problem's initial loss); 0 never stops.
     parallel : bool, optional
-        Run the problems on Numba's threads; False runs them on the calling thread
-        (a process forked from one that used Numba's OpenMP threads must not use them).
+        Run the problems on a thread per core (:func:`threads`); False runs them on the
+        calling thread.
 
     Returns
     -------
@@ -430,12 +391,11 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
     p = np.stack([s.p for s in systems])
     logp = np.stack([s.logp for s in systems])
     prompt = first.prompt_argument
-    kernels = first.kernels
-    args0, event_args0 = (G[0], Ms[0], p[0], logp[0], prompt), (Ms[0], p[0], logp[0], prompt)
     rhs_kernel, events_kernel = first.callbacks()[:2]
-    _, _, rhs, events, n_values, _ = integrator._compiled_for(integrator._compiled, rhs_kernel, events_kernel,
-                                                              args0, event_args0, y[0])
-    loss, attention = _loss_and_attention_callbacks(kernels, y[0].reshape(K, K), *event_args0)
+    start, loop, rhs, events, n_values, _ = integrator._compiled_for(
+        integrator._compiled, rhs_kernel, events_kernel, (G[0], Ms[0], p[0], logp[0], prompt),
+        (Ms[0], p[0], logp[0], prompt), y[0].copy())
+    outputs, loss, attention = _outputs_for(first.kernels, (Ms[0], p[0], logp[0], prompt))
 
     # The events of integrate_flow: target attention 1/2 and 1 − ε, loss ε, and the stop,
     # one row of levels per problem (a problem that does not stop has the stop at −inf).
@@ -454,33 +414,38 @@ def integrate_flow_ensemble(systems, S0, t_end, rtol=1e-8, atol=1e-10, eps=(1e-2
     terminal = np.zeros(levels.shape[1], dtype=np.bool_)
     terminal[1 + 2 * len(eps):] = True
 
-    f = np.empty((B, n))
-    first_step, speed = np.empty(B), np.empty(B)
     values0 = np.empty((B, n_values))
     counters = np.zeros((B, integrator.N_COUNTERS), dtype=np.int64)
-    starts, runs = (_flow_starts_parallel, _flow_runs_parallel) if parallel else (_flow_starts_serial,
-                                                                                  _flow_runs_serial)
-    with warnings.catch_warnings():
-        # Numba calls function-pointer arguments experimental each time it types such a call.
-        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
-        starts(B, rhs, events, G, Ms, p, logp, prompt, y, t_end, rtol, atol, f, first_step, speed, values0,
-               counters)
-    t_first = np.where(speed == 0, first_step, np.maximum(first_step, 1e-3 / np.where(speed == 0, 1.0, speed)))
-    t_out = np.stack([_log_grid(t, t_end, n_out) for t in t_first])
-    g = values0[:, which] - levels
+    t_out = np.empty((B, n_out))
     hits = np.full(levels.shape, np.nan)
-    clock = np.stack([np.zeros(B), first_step], axis=1)
+    t_final = np.empty(B)
     status = np.empty(B, dtype=np.int64)
     loss_out = np.full((B, n_out), np.nan)
     n_recorded = np.empty(B, dtype=np.int64)
     final_loss, final_attention = np.empty(B), np.empty(B)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NumbaExperimentalFeatureWarning)
-        runs(B, rhs, events, loss, attention, *integrator.TABLEAU, G, Ms, p, logp, prompt, y, f, t_end, rtol,
-             atol, t_out, levels, which, terminal, g, hits, counters, status, clock, loss_out, n_recorded,
-             final_loss, final_attention)
 
-    t_final = clock[:, 0].copy()
+    def run(b):
+        """integrate_flow's compiled DOP853 on problem b: its start, grid, run and outputs."""
+        args = (G[b], Ms[b], p[b], logp[b], prompt)
+        event_args = args[1:]
+        f = np.empty(n)
+        first_step = start(rhs, args, y[b], f, t_end, rtol, atol, DOP853_ERROR_ORDER, counters[b])
+        speed = np.abs(f).max()
+        values0[b] = events_kernel(y[b], *event_args)
+        counters[b, integrator.NEVENTS] += 1
+        t_out[b] = _log_grid(first_step if speed == 0 else max(first_step, 1e-3 / speed), t_end, n_out)
+        Y = np.full((n_out, n), np.nan)
+        Y[0] = y[b]                          # the grid starts at t = 0
+        counters[b, integrator.NRECORDED] = 1
+        clock = np.array([0.0, first_step])
+        status[b] = loop(rhs, events, args, event_args, *integrator.TABLEAU, t_end, np.inf, rtol, atol, False,
+                         clock, y[b], f, t_out[b], Y, levels[b], which, terminal, values0[b, which] - levels[b],
+                         hits[b], np.empty(n_values), counters[b])
+        t_final[b] = clock[0]
+        n_recorded[b], final_loss[b], final_attention[b] = outputs(
+            loss, attention, Y, y[b], t_out[b], clock[0], t_end, *event_args, loss_out[b])
+
+    for_each_problem(run, B, parallel)
     names = np.empty(B, dtype=object)
     for b in range(B):
         if t_final[b] < t_end:       # the grid cut at the final time, which is the last point

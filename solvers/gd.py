@@ -286,7 +286,7 @@ def _compiled_gd(step_type, args_type):
     signature = types.UniTuple(types.int64, 4)(
         step_type, args_type, array, types.float64, types.int64, types.int64, ints, matrix, array, array, ints,
         array, ints, types.float64, types.float64, int_matrix, int_matrix, array, matrix, matrix, array)
-    return numba.njit(signature, cache=True)(_gd_loop)
+    return numba.njit(signature, cache=True, nogil=True)(_gd_loop)     # nogil: ensembles run it on threads
 
 
 _GD_LOOPS = {}

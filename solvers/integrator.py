@@ -415,7 +415,7 @@ START_SIGNATURE = (types.float64[::1], types.float64[::1], types.float64, types.
 @functools.cache
 def compile_start(rhs_type, args_type):
     """:func:`_start` compiled for a right-hand side and arguments of these types (cached on disk)."""
-    return njit(types.float64(rhs_type, args_type, *START_SIGNATURE), cache=True)(_start)
+    return njit(types.float64(rhs_type, args_type, *START_SIGNATURE), cache=True, nogil=True)(_start)
 
 
 @functools.cache
@@ -428,7 +428,7 @@ def _compiled(rhs_type, events_type, args_type, event_args_type):
                            array, matrix,
                            types.float64, types.float64, types.float64, types.float64, types.boolean, array, array,
                            array, array, matrix, array, counters, types.boolean[::1], array, array,
-                           array, counters), cache=True)(_run)
+                           array, counters), cache=True, nogil=True)(_run)      # nogil: for the ensembles' threads
     return compile_start(rhs_type, args_type), run
 
 
