@@ -11,7 +11,7 @@ Examples
 --------
 >>> import numpy as np
 >>> from attnflow.solvers import ScoreSystem
->>> system = ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))     # K = 3, G = F = I
+>>> system = ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))     # K = 3 orthonormal: G = F = I
 >>> trajectory = iterate_gd(system, np.zeros((3, 3)), eta=1.0, steps=2000)
 >>> trajectory.status, int(trajectory.iteration[-1]), float(trajectory.t[-1])
 ('finished', 2000, 2000.0)
@@ -377,18 +377,7 @@ def iterate_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0,
 
     Examples
     --------
-    K = 3 orthonormal features (G = F = I) from ``S0 = 0``:
-
-    >>> import numpy as np
-    >>> from attnflow.solvers import ScoreSystem
-    >>> system = ScoreSystem(np.eye(3), np.eye(3), np.full(3, 1 / 3))
-    >>> trajectory = iterate_gd(system, np.zeros((3, 3)), eta=1.0, steps=2000)
-    >>> trajectory.status, int(trajectory.iteration[-1]), float(trajectory.t[-1])
-    ('finished', 2000, 2000.0)
-    >>> float(trajectory.loss[0]), bool(trajectory.loss[-1] < 1e-3)          # ℒ(0) = (K − 1) / (2K)
-    (0.333..., True)
-    >>> float(trajectory.crossings["t_half"]), float(trajectory.crossings["t_loss"][1e-2])
-    (7.0, 80.0)
+    See the module's examples: K = 3 with orthonormal features from ``S0 = 0``.
     """
     _validate(eta, steps)
     y = np.array(system.flatten(start), dtype=np.float64)          # a copy: advanced in place
