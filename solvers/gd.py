@@ -292,21 +292,17 @@ def _compiled_gd(step_type, args_type):
 _GD_LOOPS = {}
 
 
-def step_type(step, args, y, S, scratch):
-    """The step callback's typed function-pointer type, for these arguments (compiles the step)."""
-    returned = numba.typeof(step(y.copy(), *args, np.empty_like(y), S, scratch))
-    return types.FunctionType(returned(types.float64[::1], *numba.typeof(args), types.float64[::1],
-                                       types.float64[:, ::1], types.float64[::1]))
-
-
 def _gd_loop_for(step, args, y, S, scratch):
     """The loop's entry point and the step as a typed function pointer, memoised by the step and
     the arrays' dimensions, dtypes and layouts (see :func:`attnflow.solvers.integrator._compiled_for`)."""
     key = (step, _array_key(args))
     if key not in _GD_LOOPS:
-        kind = step_type(step, args, y, S, scratch)
-        loop = _compiled_gd(kind, numba.typeof(args))
-        _GD_LOOPS[key] = (loop, _entry_point(loop), _Callback(step, kind.signature))
+        args_type = numba.typeof(args)
+        returned = numba.typeof(step(y.copy(), *args, np.empty_like(y), S, scratch))      # compiles the step
+        step_type = types.FunctionType(returned(types.float64[::1], *args_type, types.float64[::1],
+                                                types.float64[:, ::1], types.float64[::1]))
+        loop = _compiled_gd(step_type, args_type)
+        _GD_LOOPS[key] = (loop, _entry_point(loop), _Callback(step, step_type.signature))
     return _GD_LOOPS[key][1:]
 
 
