@@ -577,11 +577,6 @@ def separate_jacobian(y, G, Ms, p, logp, prompt):
 # call, sized by the system's gd_callback) for every other array; return (ℒ, max_k log(1 − A_kk)).
 # One kernel evaluation gives all three.
 
-GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS, GD_SATURATED = 0, 1, 2, 3, 4
-# log(2⁻⁵²): an off-target attention below double precision's epsilon makes the softmax one-hot.
-SATURATED_LOG_GAP = -36.04365338911715
-
-
 @njit(cache=True)
 def _is_identity(G):
     """Whether G is the identity (stops at the first entry that is not)."""

@@ -29,9 +29,13 @@ import numba
 import numpy as np
 from numba import types
 
-from .assembly import GD_FINISHED, GD_NONFINITE, GD_SATURATED, GD_SCORE_LIMIT, GD_STOP_LOSS, SATURATED_LOG_GAP
 from .integrator import _array_key, _Callback, _entry_point
 from .trajectory import Trajectory, far_from_convergence
+
+# How the GD loop stopped (its first return value).
+GD_FINISHED, GD_NONFINITE, GD_SCORE_LIMIT, GD_STOP_LOSS, GD_SATURATED = 0, 1, 2, 3, 4
+# log(2⁻⁵²): an off-target attention below double precision's epsilon makes the softmax one-hot.
+SATURATED_LOG_GAP = -36.04365338911715
 
 _STATUS = {
     GD_FINISHED: "finished",
@@ -108,7 +112,7 @@ def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last, 
     code, it : how and at which iteration the loop stopped.  iteration, S_out, loss_out :
     the records.  S_last : the scores where it stopped.  attn_hits, loss_hits : first
     iterations at the attention levels (1/2, then ``eps``) and loss levels, −1 if never.
-    flips : (K, K) oscillation counts, or None when the loop does not count them.
+    flips : (K, K) oscillation counts.
     state : the recorded states when they are not the scores (the diverged one last).
     """
     status = _STATUS[code]
@@ -147,9 +151,8 @@ def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last, 
         "t_attention": {e: (eta * h if h >= 0 else None) for e, h in zip(eps, attn_hits[1:])},
         "t_loss": {e: (eta * h if h >= 0 else None) for e, h in zip(eps, loss_hits)},
     }
-    counters = {"iterations": int(it), "loss_increases": int(increases)}
-    if flips is not None:
-        counters.update(attention_oscillations=int(flips.sum()), max_oscillations_per_feature=int(flips.max()))
+    counters = {"iterations": int(it), "loss_increases": int(increases),
+                "attention_oscillations": int(flips.sum()), "max_oscillations_per_feature": int(flips.max())}
     return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, system.flat_attention,
                       iteration=iteration, oscillations=flips, crossings=crossings, status=status, message=message,
                       counters=counters, wall_time=wall, state=state)

@@ -8,10 +8,9 @@ and :class:`attnflow.solvers.multihead.MultiHeadSystem` take one (this one by de
 """
 
 from .assembly import (  # noqa: F401
-    COLUMN_FLOW_MAX_K, GD_FINISHED, GD_NONFINITE, GD_SATURATED, GD_SCORE_LIMIT, GD_STOP_LOSS, attention,
-    column_event_values, column_flow_rhs, event_values, flow_jacobian, flow_rhs, loss, loss_and_gradient,
-    loss_gradient_gap, score_gd_step, score_gd_work, score_hessians, separate_event_values, separate_gd_step,
-    separate_jacobian, separate_rhs)
+    COLUMN_FLOW_MAX_K, attention, column_event_values, column_flow_rhs, event_values, flow_jacobian, flow_rhs,
+    loss, loss_and_gradient, loss_gradient_gap, score_gd_step, score_gd_work, score_hessians,
+    separate_event_values, separate_gd_step, separate_jacobian, separate_rhs)
 from .columns import (  # noqa: F401
     column_attention, column_hessian, column_loss_gradient, head_column_cross_hessian, head_column_gradient,
     head_column_hessian_correction, label_gap_moments, mean_column_loss, target_log_gap)
