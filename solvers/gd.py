@@ -105,24 +105,26 @@ def _in_chunks(advance, row_shape, K, steps, n_out, eps, progress, chunks):
             wall)
 
 
-def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, S_last, attn_hits, loss_hits,
-                  increases, flips, score_limit, stop_loss, wall, state=None):
-    """The :class:`Trajectory` of a GD run from what its loop recorded (shared by every GD loop).
+def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, y, attn_hits, loss_hits,
+                increases, flips, score_limit, stop_loss, wall, state=None):
+    """The :class:`Trajectory` of a GD run from what its loop recorded.
 
     code, it : how and at which iteration the loop stopped.  iteration, S_out, loss_out :
-    the records.  S_last : the scores where it stopped.  attn_hits, loss_hits : first
+    the records.  y : the flat state where it stopped.  attn_hits, loss_hits : first
     iterations at the attention levels (1/2, then ``eps``) and loss levels, −1 if never.
     flips : (K, K) oscillation counts.
-    state : the recorded states when they are not the scores (the diverged one last).
+    state : the recorded states when they are not the scores.
     """
     status = _STATUS[code]
     iteration = iteration.copy()
-    if code in (GD_NONFINITE, GD_SCORE_LIMIT, GD_SATURATED):
-        # Keep the state that ended the run so the user can see it.
+    if iteration.size == 0 or iteration[-1] != it:
+        # The run ended off the log grid (a divergence, saturation or the stop): keep the state it
+        # ended at, so the user sees it and the final loss is the one that stopped the run.
         iteration = np.append(iteration, it)
-        S_out = np.concatenate([S_out, S_last[None]])
-        last = S_last.ravel() if state is None else state[-1]
-        loss_out = np.append(loss_out, system.flat_loss(last) if np.all(np.isfinite(last)) else np.nan)
+        S_out = np.concatenate([S_out, system.scores_of(y)])
+        loss_out = np.append(loss_out, system.flat_loss(y) if np.all(np.isfinite(y)) else np.nan)
+        if state is not None:
+            state = np.vstack([state, y])
     if code in (GD_NONFINITE, GD_SCORE_LIMIT):
         message = (f"gradient descent diverged at iteration {it}: "
                    + ("non-finite scores" if code == GD_NONFINITE else
@@ -393,9 +395,6 @@ def iterate_gd(system, start, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0,
 
     code, it, iteration, states, loss_rec, attn_hits, loss_hits, increases, flips, wall = _in_chunks(
         advance, (len(y),), K, steps, n_out, eps, progress, chunks)
-    scores = system.scores_of(states)
-    if code in (GD_NONFINITE, GD_SCORE_LIMIT, GD_SATURATED):
-        states = np.vstack([states, y])            # the trajectory keeps the state that ended the run
-    return _trajectory(system, eta, eps, code, it, iteration, scores, loss_rec, system.scores_of(y)[0], attn_hits,
+    return _trajectory(system, eta, eps, code, it, iteration, system.scores_of(states), loss_rec, y, attn_hits,
                        loss_hits, increases, flips, score_limit, stop_loss, wall,
                        state=None if system.state_is_scores else states)

@@ -92,6 +92,27 @@ def test_a_diverging_step_ends_with_the_state_that_broke_the_run(make):
         np.testing.assert_allclose(system.scores_of(tr.state[-1])[0], tr.S[-1])
 
 
+@pytest.mark.parametrize("make", [_scores, _separate], ids=["scores", "separate"])
+def test_stop_loss_ends_the_trajectory_at_the_iteration_that_stopped_it(make):
+    """A stop between two points of the log grid: the trajectory's last point is the stopping iteration,
+    its loss the first at or below the level (so the final loss is the one that stopped the run), and
+    its state that of a run of exactly that many steps, bit for bit."""
+    system, start = make()
+    eta = 0.5 * system.stable_step(start)
+    full = iterate_gd(system, start, eta, 2000, n_out=2001, eps=(0.1,))
+    level = 0.5 * (full.loss[0] + full.loss[-1])
+    stop = int(np.argmax(full.loss <= level))
+    tr = iterate_gd(system, start, eta, 2000, n_out=5, stop_loss=level)
+    assert tr.status == "stop_loss" and tr.counters["iterations"] == stop
+    assert stop not in tr.iteration[:-1] and tr.iteration[-1] == stop and tr.t[-1] == eta * stop
+    assert tr.loss[-1] <= level < full.loss[stop - 1] and tr.loss[-1] == full.loss[stop]
+    exact = iterate_gd(system, start, eta, stop, n_out=2)
+    np.testing.assert_array_equal(tr.S[-1], exact.S[-1])
+    if tr.state is not None:
+        np.testing.assert_array_equal(tr.state[-1], exact.state[-1])
+        assert len(tr.state) == len(tr.S) == len(tr.loss)
+
+
 def test_one_loop_per_argument_types():
     """The separate factors share the scores' argument types: after score runs at N = ∞ and at a
     finite N (the two prompt models' argument types) they add no GD loop, nor do another K or N;
