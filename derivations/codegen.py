@@ -30,6 +30,7 @@ parameter sweep nor a K sweep regenerates or recompiles, and Numba's
     heads = MultiHeadSystem(ScoreSystem(G, F, p, kernels=with_heads), 2, kernels=with_heads)
 """
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -65,6 +66,14 @@ def cache_dir():
     return Path(base) / "attnflow" / "kernels"
 
 
+@functools.cache
+def _library_versions():
+    # Once per process: importlib.metadata parses SymPy's metadata file on every call (about 1 ms,
+    # which a sweep paid per point when it looked its kernels up).
+    return (f"sympy={version('sympy')};numba={numba.__version__};numpy={numpy.__version__};"
+            f"python={sys.version_info[:3]}")
+
+
 def kernel_key():
     """Hash everything the generated source depends on: the derivation and assembly code (multi-head too), library versions.
 
@@ -76,11 +85,17 @@ def kernel_key():
         The SHA-256 hex digest of the library versions (SymPy, Numba, NumPy, Python) and
         of the source files the generated module is printed from or calls into.
     """
+    # Hashed again only when a source file changes (path, size or modification time): a sweep
+    # looks its kernels up per point, and reading and hashing the sources took 0.3 ms each time.
+    return _key_of(tuple((str(path), st.st_size, st.st_mtime_ns) for path in _SOURCES for st in [path.stat()]))
+
+
+@functools.lru_cache(maxsize=16)
+def _key_of(stamps):
     h = hashlib.sha256()
-    h.update(f"sympy={version('sympy')};numba={numba.__version__};numpy={numpy.__version__};"
-             f"python={sys.version_info[:3]}".encode())
-    for path in _SOURCES:
-        h.update(path.read_bytes())
+    h.update(_library_versions().encode())
+    for path, _, _ in stamps:
+        h.update(Path(path).read_bytes())
     return h.hexdigest()
 
 

@@ -34,32 +34,39 @@ from . import integrator
 from .assembly import PRODUCT_FORM_MIN_K
 from .flow import _log_grid
 from . import gd
-from .gd import _STATUS, _validate
+from .gd import _validate
 from .system import ScoreSystem
 from .trajectory import far_from_convergence
 
 
 @dataclass(frozen=True)
 class EnsembleResult:
-    """Per-problem numbers of an ensemble run (arrays of length B, or (B, ·)).
+    """Per-problem numbers of a GD ensemble (arrays of length B, or (B, ·)).
 
     Attributes
     ----------
     status : ndarray of str, shape (B,)
-        Status strings as :func:`attnflow.solvers.gd.iterate_gd` names the loop's stops
-        (``finished``, ``stop_loss``, ``non-finite``, ``score-limit``, ``saturated``).
+        The status :func:`attnflow.solvers.gd.iterate_gd` gives the same run (``finished``,
+        ``stop_loss``, ``max_steps``, ``not-converging``, ``non-finite``, ``score-limit``,
+        ``saturated``).
     iterations : ndarray, shape (B,)
         The iteration each problem stopped at.
     iterations_half : ndarray, shape (B,)
         First iteration with target attention ``min_k A_kk ≥ 1/2`` (−1: never).
     iterations_attention, iterations_loss : ndarray, shape (B, len(eps))
         First iterations with attention ``≥ 1 − ε`` and loss ``≤ ε`` (−1: never).
-    final_loss : ndarray, shape (B,)
-        Loss at the final scores.
+    final_loss, final_min_target_attention : ndarray, shape (B,)
+        Loss and target attention ``min_k A_kk`` where each run ended (NaN at non-finite scores).
     final_S : ndarray, shape (B, K, K)
         The final scores.
-    loss_increases, attention_oscillations : ndarray, shape (B,)
+    loss_increases, attention_oscillations, max_oscillations_per_feature : ndarray, shape (B,)
         Counters as in :func:`attnflow.solvers.gd.iterate_gd`.
+    iteration_out, loss_out : ndarray, shape (B, ·)
+        The recorded iterations and the loss there, as the trajectory of iterate_gd holds
+        them (log-spaced, and the iteration a run stopped at last); entries past a run's
+        ``n_recorded`` are −1 and NaN.
+    n_recorded : ndarray, shape (B,)
+        Number of recorded points of each run.
     """
 
     status: np.ndarray
@@ -68,13 +75,24 @@ class EnsembleResult:
     iterations_attention: np.ndarray
     iterations_loss: np.ndarray
     final_loss: np.ndarray
+    final_min_target_attention: np.ndarray
     final_S: np.ndarray
     loss_increases: np.ndarray
     attention_oscillations: np.ndarray
+    max_oscillations_per_feature: np.ndarray
+    iteration_out: np.ndarray
+    loss_out: np.ndarray
+    n_recorded: np.ndarray
+
+    def counters(self, b):
+        """The counters of problem b as the trajectory of iterate_gd holds them."""
+        return {"iterations": int(self.iterations[b]), "loss_increases": int(self.loss_increases[b]),
+                "attention_oscillations": int(self.attention_oscillations[b]),
+                "max_oscillations_per_feature": int(self.max_oscillations_per_feature[b])}
 
 
-def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, score_limit=700.0,
-                        parallel=True):
+def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_loss=0.0, n_out=400,
+                        score_limit=700.0, parallel=True):
     """Gradient descent on B problems of one K at once, in parallel over problems.
 
     Parameters
@@ -88,8 +106,11 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
         Step size, one or one per problem.
     steps : int or array_like, shape (B,)
         Iterations, one or one per problem.
-    eps, stop_loss, score_limit
-        As in :func:`attnflow.solvers.gd.iterate_gd`.
+    eps, n_out, score_limit
+        As in :func:`attnflow.solvers.gd.iterate_gd` (only the loss is recorded).
+    stop_loss : float or array_like, shape (B,), optional
+        As in :func:`attnflow.solvers.gd.iterate_gd`, one for all problems or one per
+        problem; 0 never stops.
     parallel : bool, optional
         Run the problems on a thread per core (:func:`threads`); False runs them on the
         calling thread.
@@ -104,7 +125,8 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
     ------
     ValueError
         If there are no systems, they differ in K, prompt model or kernel set, a step
-        size or step count is invalid, or S0 is not finite.
+        size, step count or stop_loss is invalid, n_out is not an integer ≥ 2, or S0 is not
+        finite.
 
     Examples
     --------
@@ -118,11 +140,16 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
     for s in systems:
         if s.K != K or s.kernels is not first.kernels or s.N != first.N or s.query_in_softmax != first.query_in_softmax:
             raise ValueError("systems: an ensemble needs one K, one prompt model and one kernel set")
+    if isinstance(n_out, bool) or int(n_out) != n_out or n_out < 2:
+        raise ValueError(f"n_out: expected an integer ≥ 2, got {n_out}")
     B = len(systems)
     eta = np.broadcast_to(np.asarray(eta, dtype=np.float64), (B,)).copy()
     steps = np.broadcast_to(np.asarray(steps, dtype=np.int64), (B,)).copy()
     for e, n in zip(eta, steps):
         _validate(e, n)
+    stop_loss = np.broadcast_to(np.asarray(stop_loss, dtype=np.float64), (B,))
+    if not np.all(np.isfinite(stop_loss) & (stop_loss >= 0)):
+        raise ValueError("stop_loss: expected finite losses ≥ 0")
     S = np.array(np.broadcast_to(S0, (B, K, K)), dtype=np.float64, order="C")
     if not np.all(np.isfinite(S)):
         raise ValueError("S0: expected finite scores")
@@ -137,33 +164,47 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
     logp = np.stack([s.logp for s in systems])
     attn_levels = np.log(np.array([0.5, *eps]))
     loss_levels = np.array(eps, dtype=np.float64)
-    status = np.empty(B, dtype=np.int64)
+    record_at = {int(n): gd.log_iterations(int(n), int(n_out)) for n in set(steps.tolist())}
+    width = max(len(r) for r in record_at.values()) + 1            # and the iteration a run stops at
+    code = np.empty(B, dtype=np.int64)
     last_it = np.empty(B, dtype=np.int64)
-    final_loss = np.empty(B)
+    iteration_out = np.full((B, width), -1, dtype=np.int64)
+    loss_out = np.full((B, width), np.nan)
+    n_recorded = np.empty(B, dtype=np.int64)
+    final_attention = np.empty(B)
     attn_hits = np.full((B, len(attn_levels)), -1, dtype=np.int64)
     loss_hits = np.full((B, len(loss_levels)), -1, dtype=np.int64)
     increases = np.empty(B, dtype=np.int64)
-    flips = np.empty(B, dtype=np.int64)
+    flips = np.zeros((B, K, K), dtype=np.int64)
     step, _, work = first.gd_callback()
     y = S.reshape(B, K * K)                     # a view: the loop advances S in place
     loop, step = gd._gd_loop_for(step, (G[0], Ms[0], p[0], logp[0], prompt), y[0].copy(), np.empty((K, K)),
                                  np.empty(work))
-    loss = first.kernels.loss
-    nothing, no_rows, no_losses = np.empty(0, dtype=np.int64), np.empty((0, K * K)), np.empty(0)
+    loss, attention = first.kernels.loss, first.kernels.attention
 
     def run(b):
-        last_sign = np.zeros((K, K), dtype=np.int64)
-        flips_b = np.zeros((K, K), dtype=np.int64)
-        status[b], last_it[b], _, increases[b] = loop(
-            step, (G[b], Ms[b], p[b], logp[b], prompt), y[b], eta[b], 0, steps[b], nothing, no_rows, no_losses,
-            attn_levels, attn_hits[b], loss_levels, loss_hits[b], float(score_limit), float(stop_loss), last_sign,
-            flips_b, np.empty(K * K), np.empty((K, K)), np.empty((K, K)), np.empty(work))
-        flips[b] = flips_b.sum()
-        final_loss[b] = loss(S[b], Ms[b], p[b], logp[b], prompt)
+        """iterate_gd on problem b: the loop, then its end point and final attention as the trajectory's."""
+        at = record_at[int(steps[b])]
+        code[b], last_it[b], m, increases[b] = loop(
+            step, (G[b], Ms[b], p[b], logp[b], prompt), y[b], eta[b], 0, steps[b], at, np.empty((len(at), 0)),
+            loss_out[b], attn_levels, attn_hits[b], loss_levels, loss_hits[b], float(score_limit), stop_loss[b],
+            np.zeros((K, K), dtype=np.int64), flips[b], np.empty(K * K), np.empty((K, K)), np.empty((K, K)),
+            np.empty(work))
+        iteration_out[b, :m] = at[:m]
+        finite = np.all(np.isfinite(S[b]))
+        if m == 0 or at[m - 1] != last_it[b]:
+            iteration_out[b, m] = last_it[b]
+            loss_out[b, m] = loss(S[b], Ms[b], p[b], logp[b], prompt) if finite else np.nan
+            m += 1
+        n_recorded[b] = m
+        final_attention[b] = np.diagonal(attention(S[b], logp[b], prompt)).min() if finite else np.nan
 
     for_each_problem(run, B, parallel)
-    return EnsembleResult(np.array([_STATUS[int(c)] for c in status]), last_it, attn_hits[:, 0],
-                          attn_hits[:, 1:], loss_hits, final_loss, S, increases, flips)
+    status = np.array([gd._status(code[b], iteration_out[b, :n_recorded[b]], loss_out[b, :n_recorded[b]],
+                                  final_attention[b], eps)[0] for b in range(B)])
+    return EnsembleResult(status, last_it, attn_hits[:, 0], attn_hits[:, 1:], loss_hits,
+                          loss_out[np.arange(B), n_recorded - 1], final_attention, S, increases, flips.sum(axis=(1, 2)),
+                          flips.max(axis=(1, 2)), iteration_out, loss_out, n_recorded)
 
 
 def threads(parallel, B):

@@ -105,6 +105,23 @@ def _in_chunks(advance, row_shape, K, steps, n_out, eps, progress, chunks):
             wall)
 
 
+def _status(code, iteration, loss_out, min_target_attention, eps):
+    """The status of a GD run that stopped with ``code`` and recorded ``loss_out`` at ``iteration``
+    (its last point where it stopped), and for ``"max_steps"`` how far from convergence it ended.
+
+    A run that did all its steps is ``"not-converging"`` if its loss rose overall, ``"max_steps"``
+    if it ended far from convergence (:func:`attnflow.solvers.trajectory.far_from_convergence`, with
+    the target attention ``min_k A_kk`` at its end), else ``"finished"``; any other stop keeps the
+    loop's name.  Returns ``(status, far)``, far None unless ``"max_steps"``.
+    """
+    if code != GD_FINISHED:
+        return _STATUS[code], None
+    if loss_out[-1] > loss_out[0]:
+        return "not-converging", None
+    far = far_from_convergence(iteration, loss_out, min_target_attention, eps)
+    return ("finished", None) if far is None else ("max_steps", far)
+
+
 def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, y, attn_hits, loss_hits,
                 increases, flips, score_limit, stop_loss, wall, state=None):
     """The :class:`Trajectory` of a GD run from what its loop recorded.
@@ -115,7 +132,6 @@ def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, y, attn_
     flips : (K, K) oscillation counts.
     state : the recorded states when they are not the scores.
     """
-    status = _STATUS[code]
     iteration = iteration.copy()
     if iteration.size == 0 or iteration[-1] != it:
         # The run ended off the log grid (a divergence, saturation or the stop): keep the state it
@@ -125,34 +141,30 @@ def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, y, attn_
         loss_out = np.append(loss_out, system.flat_loss(y) if np.all(np.isfinite(y)) else np.nan)
         if state is not None:
             state = np.vstack([state, y])
-    if code in (GD_NONFINITE, GD_SCORE_LIMIT):
+    target = np.diagonal(system.flat_attention(y)).min() if code == GD_FINISHED else np.nan
+    status, far = _status(code, iteration, loss_out, target, eps)
+    if status in ("non-finite", "score-limit"):
         message = (f"gradient descent diverged at iteration {it}: "
                    + ("non-finite scores" if code == GD_NONFINITE else
                       f"a score exceeded {score_limit:g}"))
-    elif code == GD_SATURATED:
+    elif status == "saturated":
         message = (f"the step size saturated the float64 softmax: at iteration {it} every query's attention "
                    f"is one-hot to double precision (loss {loss_out[-1]:.3g}) and a step no longer changes "
                    "the state; this is not a converged solution, use a smaller step size")
-    elif code == GD_STOP_LOSS:
+    elif status == "stop_loss":
         message = f"loss reached {stop_loss:g} at iteration {it}"
-    elif loss_out[-1] > loss_out[0]:
-        status = "not-converging"
+    elif status == "not-converging":
         message = (f"the loss after {it} iterations ({loss_out[-1]:.3g}) exceeds the initial loss "
                    f"({loss_out[0]:.3g}): the step size is too large to converge")
+    elif status == "max_steps":
+        message = (f"{it} iterations (t = {eta * it:.3g}) ended far from convergence: {far}; give more "
+                   "steps (training.steps) or a larger step size (training.eta)")
     else:
         message = f"{it} iterations"
-        last = S_out[-1].ravel() if state is None else state[-1]
-        far = far_from_convergence(iteration, loss_out, np.diagonal(system.flat_attention(last)).min(), eps)
-        if far is not None:
-            status = "max_steps"
-            message = (f"{it} iterations (t = {eta * it:.3g}) ended far from convergence: {far}; give more "
-                       "steps (training.steps) or a larger step size (training.eta)")
 
-    crossings = {
-        "t_half": eta * attn_hits[0] if attn_hits[0] >= 0 else None,
-        "t_attention": {e: (eta * h if h >= 0 else None) for e, h in zip(eps, attn_hits[1:])},
-        "t_loss": {e: (eta * h if h >= 0 else None) for e, h in zip(eps, loss_hits)},
-    }
+    time_of = lambda hit: float(eta * int(hit)) if hit >= 0 else None  # noqa: E731 — plain floats, as the flow's
+    crossings = {"t_half": time_of(attn_hits[0]), "t_attention": {e: time_of(h) for e, h in zip(eps, attn_hits[1:])},
+                 "t_loss": {e: time_of(h) for e, h in zip(eps, loss_hits)}}
     counters = {"iterations": int(it), "loss_increases": int(increases),
                 "attention_oscillations": int(flips.sum()), "max_oscillations_per_feature": int(flips.max())}
     return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, system.flat_attention,
@@ -185,7 +197,7 @@ def _gd_loop(step, args, y, eta, it0, it_end, record_at, Y_rec, loss_rec, attn_l
         First and last iteration of this chunk.
     record_at : ndarray of int64
         Increasing iteration numbers within ``[it0, it_end]``; the state and its loss are
-        written to ``Y_rec[j]``, ``loss_rec[j]``.
+        written to ``Y_rec[j]``, ``loss_rec[j]`` (the loss alone if ``Y_rec`` has no columns).
     attn_levels, loss_levels : ndarray
         Thresholds on ``max_k log(1 − A_kk)`` (so ``log ε``) and on the loss; ``*_hits[j]``
         receives the first iteration at or below the level (entries already ≥ 0 are left alone).
@@ -237,7 +249,7 @@ def _gd_loop(step, args, y, eta, it0, it_end, record_at, Y_rec, loss_rec, attn_l
             if loss_hits[j] < 0 and L <= loss_levels[j]:
                 loss_hits[j] = it
         while rec < R and record_at[rec] == it:
-            for i in range(n):
+            for i in range(Y_rec.shape[1]):              # none: the losses alone (ensembles)
                 Y_rec[rec, i] = y[i]
             loss_rec[rec] = L
             rec += 1

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from attnflow.derivations import load_kernels
-from attnflow.solvers import ScoreSystem, integrate_flow, iterate_gd
+from attnflow.solvers import ScoreSystem, gd, integrate_flow, iterate_gd
 from attnflow.solvers.ensemble import integrate_flow_ensemble, iterate_gd_ensemble
 
 from .conftest import random_system_arrays
@@ -21,28 +21,40 @@ def systems_of(K, B, kernels=None, seed=0, **prompt):
 
 @pytest.mark.parametrize("K, prompt", [(3, {}), (5, {"N": 6}), (16, {})])
 def test_ensemble_equals_one_by_one_to_the_bit(K, prompt):
+    """Mixed ends in one batch — runs stopped by stop_loss between recorded iterations, runs out of
+    steps, one step size far too large — and each problem's numbers are iterate_gd's on it alone:
+    status, counters, crossings, the recorded losses and the final scores, loss and attention."""
     B = 6
     systems = systems_of(K, B, **prompt)
     etas = [0.5 * s.stable_step(np.zeros((K, K))) for s in systems]
     etas[-1] *= 1e5                                       # one that saturates or diverges
     steps = [400, 300, 500, 200, 400, 300]
-    result = iterate_gd_ensemble(systems, np.zeros((K, K)), etas, steps, stop_loss=1e-9)
+    # Stops at 3/5 of the steps, between the recorded iterations, for problems 0, 2 and 4.
+    every = iterate_gd_ensemble(systems, np.zeros((K, K)), etas, steps, n_out=max(steps) + 1)
+    stop = [every.loss_out[b, 3 * steps[b] // 5] if b in (0, 2, 4) else 0.0 for b in range(B)]
+    result = iterate_gd_ensemble(systems, np.zeros((K, K)), etas, steps, stop_loss=stop, n_out=30)
     for b, system in enumerate(systems):
-        alone = iterate_gd(system, np.zeros((K, K)), etas[b], steps[b], stop_loss=1e-9)
-        assert result.iterations[b] == int(alone.counters["iterations"]) or alone.status in (
-            "non-finite", "score-limit", "saturated")
-        assert result.status[b] == alone.status or alone.status in ("max_steps", "not-converging")
-        half = alone.crossings["t_half"]
-        assert result.iterations_half[b] == (-1 if half is None else round(half / etas[b]))
+        alone = iterate_gd(system, np.zeros((K, K)), etas[b], steps[b], stop_loss=stop[b], n_out=30)
+        assert result.status[b] == alone.status
+        assert result.counters(b) == alone.counters
+        for j, key in enumerate(("t_half", *[("t_attention", e) for e in (1e-2, 1e-3, 1e-4)])):
+            t = alone.crossings[key] if j == 0 else alone.crossings[key[0]][key[1]]
+            hit = result.iterations_half[b] if j == 0 else result.iterations_attention[b, j - 1]
+            assert hit == (-1 if t is None else round(t / etas[b]))
         for j, e in enumerate((1e-2, 1e-3, 1e-4)):
             t = alone.crossings["t_loss"][e]
             assert result.iterations_loss[b, j] == (-1 if t is None else round(t / etas[b]))
-        if alone.status not in ("non-finite", "score-limit", "saturated"):
-            np.testing.assert_array_equal(result.final_S[b], alone.S[-1])       # bit for bit
-            assert result.final_loss[b] == alone.loss[-1]
-        assert result.loss_increases[b] == alone.counters["loss_increases"]
-        assert result.attention_oscillations[b] == alone.counters["attention_oscillations"]
-    assert result.status[-1] != "finished"
+        m = result.n_recorded[b]
+        np.testing.assert_array_equal(result.iteration_out[b, :m], alone.iteration)
+        np.testing.assert_array_equal(result.loss_out[b, :m], alone.loss)          # bit for bit, NaN included
+        assert (result.iteration_out[b, m:] == -1).all() and np.isnan(result.loss_out[b, m:]).all()
+        np.testing.assert_array_equal(result.final_S[b], alone.S[-1])
+        np.testing.assert_array_equal(result.final_loss[b], alone.loss[-1])
+        np.testing.assert_array_equal(result.final_min_target_attention[b], np.diagonal(alone.final_attention).min())
+    assert [result.status[b] for b in (0, 2, 4)] == ["stop_loss"] * 3
+    assert all(result.iterations[b] not in gd.log_iterations(steps[b], 30) for b in (0, 2, 4))
+    assert {result.status[1], result.status[3]} <= {"finished", "max_steps"}
+    assert result.status[-1] in ("non-finite", "score-limit", "saturated")
 
 
 def test_ensemble_runs_generated_kernels_and_rejects_mixed_batches():

@@ -116,28 +116,47 @@ COMPILED_FLOW = BASE.with_overrides({"training.mode": "flow", "training.method":
 COMPILED_PARAMS = [("features.K", [3, 5]), ("task.L", [0.2, 1.0, 5.0]), ("training.stop_loss", [0.0, 1e-3])]
 
 
-def test_compiled_flow_points_run_as_ensembles_and_give_the_rows_of_point_row(monkeypatch):
-    """A chunk's compiled flow points run in one ensemble per training section; every row equals
-    the row of the point run alone through solve (bit for bit), failures included."""
+GD = BASE.with_overrides({"training.mode": "gd", "training.steps": 2000})
+FINITE_N = [("features.K", [3]), ("task.L", [0.2, 5.0]), ("prompt.N", [4])]
+
+
+def _counted_ensembles(monkeypatch):
+    """Patch the sweep's two ensembles to record ``(which, problems)`` of every call."""
     calls = []
-    ensemble = sweep_module.integrate_flow_ensemble
+    for name in ("integrate_flow_ensemble", "iterate_gd_ensemble"):
+        def counted(systems, *args, _ensemble=getattr(sweep_module, name), _name=name, **options):
+            calls.append((_name.split("_")[0], len(systems)))
+            return _ensemble(systems, *args, **options)
+        monkeypatch.setattr(sweep_module, name, counted)
+    return calls
 
-    def counted(systems, *args, **options):
-        calls.append(len(systems))
-        return ensemble(systems, *args, **options)
 
-    monkeypatch.setattr(sweep_module, "integrate_flow_ensemble", counted)
-    chunk = list(enumerate(grid(COMPILED_PARAMS)))
-    records = sweep_module.chunk_records(COMPILED_FLOW, chunk)
-    assert calls == [3, 3]                    # K = 3, one ensemble per stop_loss; K = 5 fails (simplex in d = 2)
-    assert [r["index"] for r in records] == list(range(12))
+@pytest.mark.parametrize("cfg, params, expected", [
+    (COMPILED_FLOW, COMPILED_PARAMS, [("integrate", 3)] * 2),
+    (GD, COMPILED_PARAMS, [("iterate", 3)] * 2),
+    (BASE, COMPILED_PARAMS, [("integrate", 3), ("iterate", 3)] * 2),          # "both", method "auto"
+    (BASE, FINITE_N, []),                                  # "auto" at a finite prompt: the stiff flow, alone
+    (COMPILED_FLOW.with_overrides({"training.method": "Rodas4P2-compiled"}), COMPILED_PARAMS[1:], []),
+], ids=["flow", "gd", "both-auto", "auto-stiff-alone", "rodas-alone"])
+def test_compiled_points_run_as_ensembles_and_give_the_rows_of_point_row(monkeypatch, cfg, params, expected):
+    """A chunk's points that compiled loops on the scores solve (GD, the DOP853 flow, both) run as
+    one ensemble per training section; every row equals the row of the point run alone through solve
+    (bit for bit), failures included; a flow by another method runs alone."""
+    calls = _counted_ensembles(monkeypatch)
+    chunk = list(enumerate(grid(params)))
+    records = sweep_module.chunk_records(cfg, chunk)
+    assert calls == expected                  # K = 3, one ensemble per stop_loss; K = 5 fails (simplex in d = 2)
+    assert [r["index"] for r in records] == list(range(len(chunk)))
     for (index, overrides), record in zip(chunk, records):
-        row, _ = sweep_module.point_row(COMPILED_FLOW, overrides)
+        row, _ = sweep_module.point_row(cfg, overrides)
         assert record["row"] == row
-        assert all(type(record["row"][k]) is type(v) for k, v in row.items())
+        assert list(record["row"]) == list(row) and all(type(record["row"][k]) is type(v) for k, v in row.items())
     statuses = [r["row"]["status"] for r in records]
-    assert statuses[:6] == ["ok"] * 6 and statuses[6:] == ["error"] * 6
-    assert {r["row"]["flow:status"] for r in records[:6]} == {"finished", "stop_loss"}
+    if params is COMPILED_PARAMS:
+        assert statuses[:6] == ["ok"] * 6 and statuses[6:] == ["error"] * 6
+        kinds = ["flow"] * (cfg.training.mode != "gd") + ["gd"] * (cfg.training.mode != "flow")
+        for kind in kinds:
+            assert {r["row"][f"{kind}:status"] for r in records[:6]} == {"finished", "stop_loss"}
 
 
 def test_a_chunked_compiled_sweep_resumes_to_the_uninterrupted_table(tmp_path):

@@ -3,14 +3,14 @@
 Each grid point is the base configuration with some fields overridden
 (``--param task.L=0.1:100:log:40``, several allowed: their Cartesian product).
 The points run in chunks, a task of the process pool each (about eight per worker, at
-most :data:`MAX_CHUNK` points when the base configuration is a compiled flow,
+most :data:`MAX_CHUNK` points when the base configuration runs as ensembles,
 :data:`MAX_CHUNK_ALONE` otherwise).  A finished chunk is written at once to
 ``DIR/points/NNNNN.json`` (NNNNN its first index); a rerun with the same grid skips
 the points saved, so an interrupted sweep resumes where it stopped.  The points of a
-chunk that are one compiled flow of the scores (``training.mode = "flow"``, ``method
-= "DOP853-compiled"``, merged scores, no token noise) run together in
-:func:`solvers.ensemble.integrate_flow_ensemble`, which gives the numbers each gives
-alone.  The table ``DIR/table.csv`` holds one row per point in grid order and only
+chunk that train the scores alone (merged parameters, one head, no token noise, the
+population loss) by compiled loops — GD, and the flow with ``method = "DOP853-compiled"``
+— run together in :func:`solvers.ensemble.integrate_flow_ensemble` and
+:func:`solvers.ensemble.iterate_gd_ensemble`, which give the numbers each gives alone.  The table ``DIR/table.csv`` holds one row per point in grid order and only
 deterministic columns (timings live in ``DIR/provenance.json``), so an interrupted
 and resumed sweep gives the same table as one that was not.  A point that fails is
 recorded with its status and message and does not stop the sweep.
@@ -50,11 +50,11 @@ from pathlib import Path
 import numpy as np
 
 from ...solvers import ScoreSystem
-from ...solvers.ensemble import integrate_flow_ensemble
-from ...solvers.flow import COMPILED
+from ...solvers.ensemble import integrate_flow_ensemble, iterate_gd_ensemble
+from ...solvers.flow import AUTO, auto_method
 
 from ..analysis.phases import phase_boundary
-from ..analysis.solve import solve
+from ..analysis.solve import choose_step_size, solve
 from ..errors import AttnflowError, Interrupted
 from ..files import dump_json, prepare_out_dir, remove_stale_temps, write_csv, write_text
 from ..problem import Problem
@@ -232,67 +232,101 @@ def point_row(cfg, overrides):
 
 
 def _runs_as_ensemble(training):
-    """Whether training runs one compiled flow (the points of such a sweep run as ensembles)."""
-    return training.mode == "flow" and training.method in COMPILED
+    """Whether the points of a sweep with this training section may run as ensembles: GD, and the
+    flow by the compiled DOP853 ("auto" is that method unless a point's flow is stiff)."""
+    return training.mode == "gd" or training.method in (AUTO, "DOP853-compiled")
 
 
 def _ensemble_member(cfg, overrides):
-    """``(problem, training)`` of a point whose whole run is one compiled flow of the scores
-    (:func:`attnflow.solvers.ensemble.integrate_flow_ensemble` runs it), or None: run it alone."""
+    """``(problem, training, step)`` of a point whose whole run is compiled loops on the scores
+    (:mod:`attnflow.solvers.ensemble` runs it; ``step`` is GD's ``(η, stable step at the start)``
+    or None), or None: run it alone."""
     try:
         point_cfg = cfg.with_overrides(overrides)
         training = point_cfg.training
         if not _runs_as_ensemble(training):
             return None
         problem = Problem.from_config(point_cfg)
-        if not isinstance(problem.system(), ScoreSystem):
-            return None                  # separate factors or token noise: their own compiled flow, alone
+        system = problem.system()
+        if not isinstance(system, ScoreSystem):
+            return None                  # factors, heads, token noise, a training set: their own loops, alone
+        if training.mode != "gd" and training.method == AUTO and auto_method(system) != "DOP853-compiled":
+            return None                  # a stiff flow: the compiled Rodas4P2, alone
         problem.constants()
+        step = None
+        if training.mode != "flow":
+            eta, _, stable = choose_step_size(problem.system(), problem.start, training.eta)
+            step = (eta, stable)
     except Exception:  # noqa: BLE001 — point_row records the failure as it records any
         return None
-    return problem, training
+    return problem, training, step
+
+
+def _crossing_times(hits, eps, time_of):
+    """A trajectory's ``crossings`` from an ensemble's first hits (``time_of(hit)``: a time or None)."""
+    half, attention, loss = hits
+    return {"t_half": time_of(half), "t_attention": {e: time_of(h) for e, h in zip(eps, attention)},
+            "t_loss": {e: time_of(h) for e, h in zip(eps, loss)}}
 
 
 def _ensemble_rows(members):
-    """Rows of points that share one flow ensemble: ``[(overrides, problem, training)]``, one
-    training section and kernel set.  Each row equals :func:`point_row`'s for the point (tested)."""
+    """Rows of points that share one training section and kernel set, run as ensembles:
+    ``[(overrides, problem, training, step)]``.  Each row equals :func:`point_row`'s for the
+    point (tested)."""
     training = members[0][2]
-    systems = [problem.system() for _, problem, _ in members]
-    result = integrate_flow_ensemble(systems, np.stack([problem.start for _, problem, _ in members]),
-                                     training.t_end, training.rtol, training.atol, training.eps,
-                                     training.stop_loss, training.n_out, parallel=False)
+    systems = [problem.system() for _, problem, _, _ in members]
+    S0 = np.stack([problem.start for _, problem, _, _ in members])
+    flow = gd = None
+    if training.mode != "gd":
+        flow = integrate_flow_ensemble(systems, S0, training.t_end, training.rtol, training.atol, training.eps,
+                                       training.stop_loss, training.n_out, parallel=False)
+    if training.mode != "flow":
+        gd = iterate_gd_ensemble(systems, S0, [step[0] for *_, step in members], training.steps, training.eps,
+                                 training.stop_loss, training.n_out, parallel=False)
     rows = []
-    for b, (overrides, problem, _) in enumerate(members):
+    for b, (overrides, problem, _, step) in enumerate(members):
         row = {f"param:{k}": v for k, v in overrides.items()}
         _problem_columns(row, problem)
-        never = lambda t: None if math.isnan(t) else float(t)  # noqa: E731
-        crossings = {"t_half": never(result.t_half[b]),
-                     "t_attention": {e: never(t) for e, t in zip(training.eps, result.t_attention[b])},
-                     "t_loss": {e: never(t) for e, t in zip(training.eps, result.t_loss[b])}}
-        m = int(result.n_recorded[b])
-        _trajectory_columns(row, "flow", str(result.status[b]), crossings, result.t_out[b, :m],
-                            result.loss_out[b, :m], result.final_min_target_attention[b], result.counters(b))
-        row["flow:stable_step_final"] = systems[b].stable_step(result.final_S[b])
-        row["status"] = "ok" if row["flow:status"] in ("finished", "stop_loss") else row["flow:status"]
+        statuses = []
+        if flow is not None:
+            time_of = lambda t: None if math.isnan(t) else float(t)  # noqa: E731
+            crossings = _crossing_times((flow.t_half[b], flow.t_attention[b], flow.t_loss[b]), training.eps, time_of)
+            m = int(flow.n_recorded[b])
+            _trajectory_columns(row, "flow", str(flow.status[b]), crossings, flow.t_out[b, :m], flow.loss_out[b, :m],
+                                flow.final_min_target_attention[b], flow.counters(b))
+            statuses.append(row["flow:status"])
+        if gd is not None:
+            eta = step[0]
+            time_of = lambda h: float(eta * int(h)) if h >= 0 else None  # noqa: E731 — as iterate_gd's
+            crossings = _crossing_times((gd.iterations_half[b], gd.iterations_attention[b], gd.iterations_loss[b]),
+                                        training.eps, time_of)
+            m = int(gd.n_recorded[b])
+            _trajectory_columns(row, "gd", str(gd.status[b]), crossings, eta * gd.iteration_out[b, :m].astype(float),
+                                gd.loss_out[b, :m], gd.final_min_target_attention[b], gd.counters(b))
+            statuses.append(row["gd:status"])
+            row["gd:eta"], row["gd:stable_step_at_start"] = step
+        if flow is not None:
+            row["flow:stable_step_final"] = systems[b].stable_step(flow.final_S[b])
+        row["status"] = "ok" if all(s in ("finished", "stop_loss") for s in statuses) else "/".join(statuses)
         row["message"] = ""
         rows.append(row)
     return rows
 
 
-def _ensemble_key(problem, training):
+def _ensemble_key(problem, training, step):
     """Points with equal keys run in one ensemble: one K, kernel set, prompt model and training."""
     system = problem.system()
-    return (id(system.kernels), system.K, tuple(system.prompt), system.Ms.shape, training.t_end, training.rtol,
-            training.atol, tuple(training.eps), training.stop_loss, training.n_out)
+    return (id(system.kernels), system.K, tuple(system.prompt), system.Ms.shape, training.mode, training.t_end,
+            training.rtol, training.atol, tuple(training.eps), training.stop_loss, training.n_out, training.steps)
 
 
 def chunk_records(cfg, chunk):
     """Run the points ``chunk`` (a list of ``(index, overrides)``); return their records in that order.
 
-    The points a compiled flow of the scores solves alone run together, one
-    :func:`solvers.ensemble.integrate_flow_ensemble` per training section and kernel
-    set (their ``seconds`` share its time equally), on this thread (``--jobs`` is the
-    sweep's parallelism); the others run one by one.
+    The points that compiled loops on the scores solve alone run together, as ensembles
+    (:mod:`attnflow.solvers.ensemble`), per training section and kernel set (their
+    ``seconds`` share its time equally), on this thread (``--jobs`` is the sweep's
+    parallelism); the others run one by one.
     """
     records, groups = {}, {}
     for index, overrides in chunk:
@@ -307,7 +341,7 @@ def chunk_records(cfg, chunk):
     for group in groups.values():
         start = time.perf_counter()
         try:
-            rows = _ensemble_rows([(overrides, problem, training) for _, overrides, problem, training, _ in group])
+            rows = _ensemble_rows([(overrides, *member) for _, overrides, *member, _ in group])
         except Exception:  # noqa: BLE001 — whatever failed is recorded point by point
             rows = [point_row(cfg, overrides)[0] for _, overrides, *_ in group]
         share = (time.perf_counter() - start) / len(group)
@@ -531,9 +565,12 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd, client=None):
         first = cfg.with_overrides(points[todo[0]])
         problem = Problem.from_config(first)
         problem.system().warm_up(gd=first.training.mode != "flow")
-        if _runs_as_ensemble(first.training) and isinstance(problem.system(), ScoreSystem):
-            # The ensemble's loops too: compiled (or loaded) once here, not by every worker at once.
-            integrate_flow_ensemble([problem.system()], problem.start, 1e-3, n_out=2, parallel=False)
+        if _ensemble_member(cfg, points[todo[0]]) is not None:
+            # The ensembles' loops too: compiled (or loaded) once here, not by every worker at once.
+            if first.training.mode != "gd":
+                integrate_flow_ensemble([problem.system()], problem.start, 1e-3, n_out=2, parallel=False)
+            if first.training.mode != "flow":
+                iterate_gd_ensemble([problem.system()], problem.start, 1e-3, 1, n_out=2, parallel=False)
     remove_stale_temps(out, ("sweep.json", "table.csv", "table.parquet", "provenance.json"))   # left by a killed sweep
     remove_stale_temps(out / "points")
     write_text(spec_path, json.dumps(spec, indent=2))       # as compared above (no plain_json)
