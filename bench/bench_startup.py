@@ -1,11 +1,16 @@
 """Cold and hot start of the generated kernels, each in a fresh process.
 
-Two commands, for K = 4, 16, 64:
+Two commands, for K = 4, 16, 64, and the floor they stand on:
 
 * ``run``: ``python -m attnflow run CONFIG --out DIR --no-plots --quiet`` with the
   default problem at that K (orthonormal features, single-index task, gradient flow)
   and ``t_end = 1``, so the integration itself is a negligible part;
-* ``load+warm``: ``load_kernels(K)`` and ``ScoreSystem(...).warm_up()`` alone.
+* ``load+warm``: ``load_kernels(K)`` and ``ScoreSystem(...).warm_up()`` alone;
+* ``floor`` (K = 0 in the table): a process that imports NumPy and Numba and calls one
+  trivial function compiled with ``cache=True`` — what any program with cached Numba code
+  pays before doing anything (Numba's import and its first dispatch set up its typing and
+  target registries).  On this 2-core machine that is 1.2–1.4 s, so a hot ``run`` cannot
+  finish in 1 s; what it adds to the floor is attnflow's own cost.
 
 Cold: empty ``ATTNFLOW_CACHE_DIR`` and ``NUMBA_CACHE_DIR`` (fresh temporary directories
 per repeat): SymPy generates the module and Numba compiles everything, the project's
@@ -52,6 +57,17 @@ def _timed(command, env, timeout=1200):
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+FLOOR = """
+import numba
+
+@numba.njit(cache=True)
+def one(x):
+    return x + 1
+
+one(1)
+"""
+
+
 def _commands(K, work):
     config = work / f"K{K}.toml"
     config.write_text(f"[features]\nK = {K}\n\n[training]\nt_end = 1.0\nn_out = 10\n")
@@ -61,12 +77,14 @@ def _commands(K, work):
 
 
 def measure(Ks, repeats):
-    """``{(K, command, "cold"|"hot"): [(wall, cpu), …]}``."""
+    """``{(K, command, "cold"|"hot"): [(wall, cpu), …]}``; the floor has K = 0."""
     results = {}
     with tempfile.TemporaryDirectory(prefix="attnflow-startup-") as tmp:
         work = Path(tmp)
-        for K in Ks:
-            for name, command in _commands(K, work).items():
+        (work / "floor.py").write_text(FLOOR)          # cache=True needs a file to locate the cache by
+        for K in [0, *Ks]:
+            commands = {"floor": [sys.executable, str(work / "floor.py")]} if K == 0 else _commands(K, work)
+            for name, command in commands.items():
                 for r in range(repeats):
                     caches = work / f"{name}-{K}-{r}"
                     env = dict(os.environ, ATTNFLOW_CACHE_DIR=str(caches / "kernels"),

@@ -14,8 +14,8 @@ import numpy as np
 from ...problem import Problem
 from ...progress import progress_bar
 from ...reporting import figures
-from ....solvers import integrate_flow, iterate_gd
-from ....solvers.ensemble import integrate_flow_ensemble
+from ....solvers import integrate_flow
+from ....solvers.ensemble import integrate_flow_ensemble, iterate_gd_ensemble
 from ....solvers.flow import auto_method
 
 from ..phases import log_slope
@@ -233,13 +233,13 @@ class Context:
 
     def oscillation_map(self, rows, factors=(0.5, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)):
         """For each L: the step sizes tried, whether GD converged and how many oscillations it showed."""
-        out = []
-        for r in rows[:: max(1, len(rows) // 5)]:
-            pr = problem_with(self.cfg, task__L=r["L"])
-            s = pr.score_system()
-            for f in factors:
-                gd = iterate_gd(s, pr.S0, f * r["stable_step"], 2000, n_out=20)
-                out.append({"L": r["L"], "eta": f * r["stable_step"],
-                            "converged": bool(gd.success and gd.loss[-1] < 1e-2 * gd.loss[0]),
-                            "oscillations": gd.counters["max_oscillations_per_feature"]})
-        return out
+        # Every (L, step size) pair is one problem of a GD ensemble (the numbers of iterate_gd on each).
+        runs = [(r, f) for r in rows[:: max(1, len(rows) // 5)] for f in factors]
+        problems = {r["L"]: problem_with(self.cfg, task__L=r["L"]) for r, _ in runs}
+        etas = [f * r["stable_step"] for r, f in runs]
+        gd = iterate_gd_ensemble([problems[r["L"]].score_system() for r, _ in runs],
+                                 np.stack([problems[r["L"]].S0 for r, _ in runs]), etas, 2000, n_out=20)
+        return [{"L": r["L"], "eta": eta,
+                 "converged": bool(gd.status[b] in ("finished", "stop_loss") and gd.final_loss[b] < 1e-2 * gd.loss_out[b, 0]),
+                 "oscillations": int(gd.max_oscillations_per_feature[b])}
+                for b, ((r, _), eta) in enumerate(zip(runs, etas))]
