@@ -98,23 +98,29 @@ GARBAGE = st.one_of(
 )
 
 
+# The strategies raw_configs draws from, built once: built inside it, Hypothesis constructed and
+# validated them again for every example, which was most of the 10⁴-example test's time.
+KEY_CHOICES = {section: st.lists(st.sampled_from(keys), unique=True, max_size=4) for section, keys in SECTIONS.items()}
+COIN, ONE_IN_10, ONE_IN_20, ONE_IN_30 = st.booleans(), st.integers(0, 9), st.integers(0, 19), st.integers(0, 29)
+UNKNOWN_NAME = st.text(min_size=1, max_size=8)
+
+
 @st.composite
 def raw_configs(draw):
     """A config as parsed TOML: mostly plausible fields, some garbage values, unknown keys and sections."""
     raw = {}
-    for section, keys in SECTIONS.items():
-        if not draw(st.booleans()):
+    for section in SECTIONS:
+        if not draw(COIN):
             continue
-        chosen = draw(st.lists(st.sampled_from(keys), unique=True, max_size=4))
         values = {}
-        for key in chosen:
-            garbage = draw(st.integers(0, 9)) == 7        # (hypothesis favours the bounds)
+        for key in draw(KEY_CHOICES[section]):
+            garbage = draw(ONE_IN_10) == 7        # (hypothesis favours the bounds)
             values[key] = draw(GARBAGE if garbage else VALID[f"{section}.{key}"])
-        if draw(st.integers(0, 19)) == 13:
-            values[draw(st.text(min_size=1, max_size=8))] = 1
+        if draw(ONE_IN_20) == 13:
+            values[draw(UNKNOWN_NAME)] = 1
         raw[section] = values
-    if draw(st.integers(0, 29)) == 17:
-        raw[draw(st.text(min_size=1, max_size=8))] = draw(GARBAGE)
+    if draw(ONE_IN_30) == 17:
+        raw[draw(UNKNOWN_NAME)] = draw(GARBAGE)
     return raw
 
 
