@@ -8,9 +8,11 @@ most :data:`MAX_CHUNK` points when the base configuration runs as ensembles,
 ``DIR/points/NNNNN.json`` (NNNNN its first index); a rerun with the same grid skips
 the points saved, so an interrupted sweep resumes where it stopped.  The points of a
 chunk that train the scores alone (merged parameters, one head, no token noise, the
-population loss) by compiled loops — GD, and the flow with ``method = "DOP853-compiled"``
-— run together in :func:`solvers.ensemble.integrate_flow_ensemble` and
-:func:`solvers.ensemble.iterate_gd_ensemble`, which give the numbers each gives alone.  The table ``DIR/table.csv`` holds one row per point in grid order and only
+population loss) by compiled loops — GD, and the flow by the compiled DOP853, which the
+default method ``auto`` is wherever the flow is not stiff — run together in
+:func:`solvers.ensemble.integrate_flow_ensemble` and
+:func:`solvers.ensemble.iterate_gd_ensemble`, which give the numbers each gives alone.
+The table ``DIR/table.csv`` holds one row per point in grid order and only
 deterministic columns (timings live in ``DIR/provenance.json``), so an interrupted
 and resumed sweep gives the same table as one that was not.  A point that fails is
 recorded with its status and message and does not stop the sweep.
@@ -313,7 +315,7 @@ def _ensemble_rows(members):
     return rows
 
 
-def _ensemble_key(problem, training, step):
+def _ensemble_key(problem, training):
     """Points with equal keys run in one ensemble: one K, kernel set, prompt model and training."""
     system = problem.system()
     return (id(system.kernels), system.K, tuple(system.prompt), system.Ms.shape, training.mode, training.t_end,
@@ -336,7 +338,7 @@ def chunk_records(cfg, chunk):
             row, seconds = point_row(cfg, overrides)
             records[index] = {"index": index, "overrides": overrides, "row": row, "seconds": seconds}
             continue
-        group = groups.setdefault(_ensemble_key(*member), [])
+        group = groups.setdefault(_ensemble_key(*member[:2]), [])      # each point has its own step size
         group.append((index, overrides, *member, time.perf_counter() - start))
     for group in groups.values():
         start = time.perf_counter()
