@@ -90,18 +90,14 @@ def constants(features, F, lipschitz, threshold):
     Constants
     """
     K = features.K
-    dist = features.distances
-    delta = np.inf
-    lam = np.inf
     Ms = label_gap_stack(F)        # M⁽ᵏ⁾_nm = E[(f(v_n) − f(v_k))(f(v_m) − f(v_k))]
-    for k in range(K):
-        M = Ms[k]
-        off = np.arange(K) != k
-        gap = np.sqrt(np.maximum(np.diag(M)[off], 0.0))
-        budget = lipschitz.L * dist[off, k]
-        # A class constant on the features (L = 0) has no gap to realise: δ = 0 there, not 0/0.
-        ratio = np.divide(gap, budget, out=np.zeros_like(gap), where=budget > 0)
-        delta = min(delta, float(ratio.min()))
-        lam = min(lam, float(np.linalg.eigvalsh(M[np.ix_(off, off)]).min()))
+    # off[k]: the features other than k; every query at once (a sweep asks this of every point).
+    off = np.array([np.delete(np.arange(K), k) for k in range(K)])
+    queries = np.arange(K)[:, None]
+    gap = np.sqrt(np.maximum(Ms[queries, off, off], 0.0))         # (K, K − 1): √M⁽ᵏ⁾_nn, n ≠ k
+    budget = lipschitz.L * features.distances[off, queries]
+    # A class constant on the features (L = 0) has no gap to realise: δ = 0 there, not 0/0.
+    ratio = np.divide(gap, budget, out=np.zeros_like(gap), where=budget > 0)
+    blocks = Ms[queries[:, :, None], off[:, :, None], off[:, None, :]]     # (K, K − 1, K − 1) off-target blocks
     return Constants(lipschitz.L, lipschitz.source, lipschitz.reconstructed, features.Delta,
-                     delta, threshold, lam)
+                     float(ratio.min()), threshold, float(np.linalg.eigvalsh(blocks).min()))
