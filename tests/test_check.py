@@ -344,3 +344,10 @@ def test_h3_at_a_finite_prompt_is_inconclusive_where_attention_cannot_reach_0_9(
     assert unreached and all(1 - (1 - 1 / K) ** 4 < 0.9 for K in unreached)
     assert all(a < 0.9 for K, a in zip(h3.numbers["K"], h3.numbers["final_min_attention"]) if K in unreached)
     assert "N = 4" in h3.reason and "1 − (1 − 1/K)^N" in h3.reason
+
+
+def test_a_configured_task_scale_does_not_break_the_protocols_that_set_their_own(tmp_path):
+    """C8 runs linear tasks of its own scale σ: a configuration that gives task.L (the README's
+    quick start does) must not make them contradict themselves ("give sigma or L, not both")."""
+    (c8,) = check(config.from_dict({"task": {"L": 3.0}}), tmp_path, quick=True, claims=["C8"], progress=False)
+    assert c8.verdict == PASS, c8.reason

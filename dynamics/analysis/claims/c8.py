@@ -20,10 +20,12 @@ def claim_c8(ctx):
     Verdict
         PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
     """
-    cases = {"simplex K=4 linear σ=0.5": dict(features__kind="simplex", features__K=4, features__d=3, task__kind="linear", task__sigma=0.5),
-             "simplex K=4 linear σ=2": dict(features__kind="simplex", features__K=4, features__d=3, task__kind="linear", task__sigma=2.0),
-             "random-unit K=5 d=3 linear": dict(features__kind="random-unit", features__K=5, features__d=3, features__seed=2, task__kind="linear"),
-             "random-unit K=4 d=8 linear": dict(features__kind="random-unit", features__K=4, features__d=8, features__seed=3, task__kind="linear")}
+    # task.L = None: the cases give their linear task's scale by σ (a configured L would contradict it).
+    linear = dict(task__kind="linear", task__L=None)
+    cases = {"simplex K=4 linear σ=0.5": dict(features__kind="simplex", features__K=4, features__d=3, **linear, task__sigma=0.5),
+             "simplex K=4 linear σ=2": dict(features__kind="simplex", features__K=4, features__d=3, **linear, task__sigma=2.0),
+             "random-unit K=5 d=3 linear": dict(features__kind="random-unit", features__K=5, features__d=3, features__seed=2, **linear),
+             "random-unit K=4 d=8 linear": dict(features__kind="random-unit", features__K=4, features__d=8, features__seed=3, **linear)}
     out = {}
     for name, kw in cases.items():
         tr = flow_to_convergence(problem_with(ctx.cfg, **kw), stop_rel=1e-6)
