@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import AttnflowError
-from ..problem import Problem
+from ..problem import Problem, task_overrides
 from ..problem.config import SCHEMA
 from ...solvers import integrate_flow, iterate_gd
 
@@ -396,8 +396,7 @@ def base_overrides(cfg):
     """
     if cfg.task.kind in _KINDS_KEPT:
         return {}
-    return {"task.kind": "linear", "task.sigma": 1.0, "task.L": None, "task.functions": None, "task.weights": None,
-            "task.F": None, "task.expression": None, "task.parameters": None}
+    return task_overrides("linear", sigma=1.0)
 
 
 def run_gd(problem, eta, steps):

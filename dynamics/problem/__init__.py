@@ -5,7 +5,7 @@ the system that is trained and its start; :mod:`.regimes` holds the constants L,
 δ and the regime.  Knows the solvers, not the analysis or the reports.
 """
 
-from .problem import Problem
+from .problem import Problem, task_overrides
 
 
-__all__ = ["Problem"]
+__all__ = ["Problem", "task_overrides"]

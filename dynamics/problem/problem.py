@@ -78,8 +78,29 @@ def _generated_features(kind, K, d, seed):
         raise AttnflowError("features.d", f"{K} {kind} features in d = {d or K}: {e.message}") from None
 
 
+# The task keys only some kinds of task read; one that the configured kind does not read is an error.
+KIND_SPECIFIC_TASK_KEYS = ("sigma", "L", "functions", "weights", "F", "expression", "parameters")
+
+
+def task_overrides(kind, **fields):
+    """Overrides ``{"task.KEY": value}`` that replace the configured task by one of ``kind`` with ``fields``.
+
+    For protocols that run a task of their own on the user's configuration: the configured
+    task's kind-specific keys are cleared, since kept they would contradict the new task
+    (``task.sigma`` is not read by a frequency task; ``task.L`` beside ``task.sigma`` gives the
+    scale twice).
+
+    Examples
+    --------
+    >>> task_overrides("linear", sigma=0.5)["task.sigma"], task_overrides("linear", sigma=0.5)["task.L"]
+    (0.5, None)
+    """
+    return {"task.kind": kind, **{f"task.{key}": None for key in KIND_SPECIFIC_TASK_KEYS},
+            **{f"task.{key}": value for key, value in fields.items()}}
+
+
 def _unused(section, allowed, kind):
-    for key in ("sigma", "L", "functions", "weights", "F", "expression", "parameters"):
+    for key in KIND_SPECIFIC_TASK_KEYS:
         if key not in allowed and section.values.get(key) is not None:
             raise AttnflowError(f"task.{key}", f"is not used by task.kind = \"{kind}\"")
 

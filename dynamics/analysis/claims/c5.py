@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from ...problem import Problem
+from ...problem import Problem, task_overrides
 from ...reporting import figures
 from ....solvers import iterate_gd
 
@@ -18,8 +18,8 @@ from .verdicts import FAIL, INCONCLUSIVE, PASS, Verdict, bounds
 # cancels in M, and M(L) = a(L)·M₁; the single-index class L·φ(wᵀx) has M ∝ L² on any features.
 # There L only rescales the loss (as f → λf, η → λ²η), so flat and sharp differ by a loss scale and
 # nothing else.  Random unit vectors break that symmetry.
-C5_SETTING = {"task.kind": "frequency", "task.L": None, "features.kind": "random-unit", "features.K": 4,
-              "features.d": 4, "features.seed": 0, "features.matrix": None}
+C5_SETTING = {**task_overrides("frequency"), "features.kind": "random-unit", "features.K": 4, "features.d": 4,
+              "features.seed": 0, "features.matrix": None}
 
 C5_L_FACTORS = (0.3, 3.0)          # flat and sharp: multiples of the threshold L* = c*/(Δδ₀)
 

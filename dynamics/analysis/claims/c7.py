@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ...problem import Problem, task_overrides
 from ...reporting import figures
 
 from .runs import flow_to_convergence, late_slope, problem_with
@@ -29,7 +30,7 @@ def claim_c7(ctx):
         finals[name] = float(np.diagonal(tr.final_attention).min())
         slopes[name] = late_slope(tr.t, 1 - tr.target_attention.min(axis=1))
     g = np.array([1.0, -1.0] * (ctx.base.K // 2) + [1.0] * (ctx.base.K % 2))
-    deg = problem_with(ctx.cfg, task__kind="finite", task__functions=[g.tolist(), (-g).tolist()], task__L=None)
+    deg = Problem.from_config(ctx.cfg.with_overrides(task_overrides("finite", functions=[g.tolist(), (-g).tolist()])))
     deg_tr = flow_to_convergence(deg, t_end=1e7, stop_rel=1e-12)
     degenerate = float(np.diagonal(deg_tr.final_attention).min())
     figures_degenerate = figures.degenerate(ctx.fig("C7"), {"non-degenerate (base)": ctx.base_flow, "degenerate sign pattern": deg_tr})

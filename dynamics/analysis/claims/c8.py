@@ -3,7 +3,8 @@
 import numpy as np
 
 from ..phases import BOUNDARY_TOLERANCE, phase_boundary
-from .runs import flow_to_convergence, problem_with
+from ...problem import Problem, task_overrides
+from .runs import flow_to_convergence
 from .verdicts import Verdict, all_pass, deciding_window, judged
 
 
@@ -20,15 +21,16 @@ def claim_c8(ctx):
     Verdict
         PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
     """
-    # task.L = None: the cases give their linear task's scale by σ (a configured L would contradict it).
-    linear = dict(task__kind="linear", task__L=None)
-    cases = {"simplex K=4 linear σ=0.5": dict(features__kind="simplex", features__K=4, features__d=3, **linear, task__sigma=0.5),
-             "simplex K=4 linear σ=2": dict(features__kind="simplex", features__K=4, features__d=3, **linear, task__sigma=2.0),
-             "random-unit K=5 d=3 linear": dict(features__kind="random-unit", features__K=5, features__d=3, features__seed=2, **linear),
-             "random-unit K=4 d=8 linear": dict(features__kind="random-unit", features__K=4, features__d=8, features__seed=3, **linear)}
+    simplex = {"features.kind": "simplex", "features.K": 4, "features.d": 3, "features.matrix": None}
+    cases = {"simplex K=4 linear σ=0.5": {**simplex, **task_overrides("linear", sigma=0.5)},
+             "simplex K=4 linear σ=2": {**simplex, **task_overrides("linear", sigma=2.0)},
+             "random-unit K=5 d=3 linear": {"features.kind": "random-unit", "features.K": 5, "features.d": 3,
+                                            "features.seed": 2, "features.matrix": None, **task_overrides("linear")},
+             "random-unit K=4 d=8 linear": {"features.kind": "random-unit", "features.K": 4, "features.d": 8,
+                                            "features.seed": 3, "features.matrix": None, **task_overrides("linear")}}
     out = {}
-    for name, kw in cases.items():
-        tr = flow_to_convergence(problem_with(ctx.cfg, **kw), stop_rel=1e-6)
+    for name, overrides in cases.items():
+        tr = flow_to_convergence(Problem.from_config(ctx.cfg.with_overrides(overrides)), stop_rel=1e-6)
         out[name] = {"final_min_target_attention": float(np.diagonal(tr.final_attention).min()),
                      "relative_loss": float(tr.loss[-1] / tr.loss[0]), "two_phases": phase_boundary(tr.t, tr.loss) is not None,
                      "two_phases_with_band_halved": phase_boundary(tr.t, tr.loss, tol=BOUNDARY_TOLERANCE / 2) is not None}

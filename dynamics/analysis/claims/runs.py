@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...problem import Problem
+from ...problem import Problem, task_overrides
 from ...progress import progress_bar
 from ...reporting import figures
 from ....solvers import integrate_flow
@@ -104,9 +104,7 @@ def threshold_L(ctx, overrides):
     return ctx.threshold / (c.Delta * c.delta)
 
 def _l_sweep(ctx, kind, link):
-    task = {"task.kind": kind}
-    if link:
-        task["task.link"] = link
+    task = task_overrides(kind, **({"link": link} if link else {}))
     L_star = threshold_L(ctx, task)
     Ls = L_star * np.geomspace(10 ** (-ctx.decades / 2), 10 ** (ctx.decades / 2), ctx.points)
     problems = [Problem.from_config(ctx.cfg.with_overrides({**task, "task.L": float(L)})) for L in Ls]
@@ -146,8 +144,8 @@ def _flows_t_half(problems, progress, label, stop_rel=1e-4):
 def orthonormal_linear(ctx, K=4, p="uniform"):
     """The predecessor paper's setting: orthonormal features, linear task with σ = 1."""
     return Problem.from_config(ctx.cfg.with_overrides({"features.kind": "orthonormal", "features.K": K, "features.d": K,
-                                                       "features.matrix": None, "task.kind": "linear", "task.sigma": 1.0,
-                                                       "task.L": None, "prompt.p": p}))
+                                                       "features.matrix": None, **task_overrides("linear", sigma=1.0),
+                                                       "prompt.p": p}))
 
 @dataclass
 class Context:
