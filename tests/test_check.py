@@ -346,8 +346,10 @@ def test_h3_at_a_finite_prompt_is_inconclusive_where_attention_cannot_reach_0_9(
     assert "N = 4" in h3.reason and "1 − (1 − 1/K)^N" in h3.reason
 
 
-def test_a_configured_task_scale_does_not_break_the_protocols_that_set_their_own(tmp_path):
-    """C8 runs linear tasks of its own scale σ: a configuration that gives task.L (the README's
-    quick start does) must not make them contradict themselves ("give sigma or L, not both")."""
-    (c8,) = check(config.from_dict({"task": {"L": 3.0}}), tmp_path, quick=True, claims=["C8"], progress=False)
-    assert c8.verdict == PASS, c8.reason
+@pytest.mark.parametrize("task, claim", [({"L": 3.0}, "C8"), ({"kind": "linear", "sigma": 2.0}, "C3")])
+def test_a_configured_task_does_not_break_the_protocols_that_set_their_own(tmp_path, task, claim):
+    """C8 runs linear tasks of its own scale σ, C3 single-index and frequency tasks: a configured task.L
+    (the README's quick start gives one) or a linear task's σ must not contradict them ("give sigma or
+    L, not both", "task.sigma is not used by task.kind = frequency")."""
+    (verdict,) = check(config.from_dict({"task": task}), tmp_path, quick=True, claims=[claim], progress=False)
+    assert verdict.verdict == PASS, verdict.reason
