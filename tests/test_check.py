@@ -346,10 +346,26 @@ def test_h3_at_a_finite_prompt_is_inconclusive_where_attention_cannot_reach_0_9(
     assert "N = 4" in h3.reason and "1 − (1 − 1/K)^N" in h3.reason
 
 
-@pytest.mark.parametrize("task, claim", [({"L": 3.0}, "C8"), ({"kind": "linear", "sigma": 2.0}, "C3")])
-def test_a_configured_task_does_not_break_the_protocols_that_set_their_own(tmp_path, task, claim):
-    """C8 runs linear tasks of its own scale σ, C3 single-index and frequency tasks: a configured task.L
-    (the README's quick start gives one) or a linear task's σ must not contradict them ("give sigma or
-    L, not both", "task.sigma is not used by task.kind = frequency")."""
-    (verdict,) = check(config.from_dict({"task": task}), tmp_path, quick=True, claims=[claim], progress=False)
+@pytest.mark.parametrize("raw, claim", [
+    ({"task": {"L": 3.0}}, "C8"),                                          # the README's quick start gives L
+    ({"task": {"kind": "linear", "sigma": 2.0}}, "C3"),
+    ({"task": {"kind": "linear", "sigma": 2.0}}, "C4"),
+    ({"prompt": {"p": [0.4, 0.3, 0.2, 0.1]}}, "C7"),
+    ({"features": {"kind": "explicit", "matrix": [[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]}}, "C8"),
+])
+def test_a_configuration_does_not_break_the_protocols_that_set_their_own_problem(tmp_path, raw, claim):
+    """Protocols run tasks and feature sets of their own on the user's configuration: what it sets
+    must not contradict them — task.L beside their σ ("give sigma or L, not both"), σ on their
+    frequency task ("not used"), its p or its matrix at their K ("expected K = 6 probabilities")."""
+    (verdict,) = check(config.from_dict(raw), tmp_path, quick=True, claims=[claim], progress=False)
     assert verdict.verdict == PASS, verdict.reason
+
+
+def test_a_protocol_a_configuration_gives_nothing_to_measure_is_inconclusive_and_the_others_run(tmp_path):
+    """A class that gives two features one label has δ = 0 and no regime threshold L* = c*/(Δδ): C6,
+    which runs at multiples of L*, is INCONCLUSIVE and says why (it ended check with a ZeroDivisionError);
+    C2 still runs."""
+    raw = {"features": {"K": 3}, "task": {"kind": "expression", "expression": "sin(x0) + x1*x2"}}
+    c6, c2 = check(config.from_dict(raw), tmp_path, quick=True, claims=["C6", "C2"], progress=False)
+    assert c6.verdict == INCONCLUSIVE and "δ = 0" in c6.reason and c6.statement.startswith("Near-zero loss")
+    assert c2.verdict == PASS

@@ -3,7 +3,7 @@
 import math
 from pathlib import Path
 
-from ..analysis.claims import CLAIMS, Context
+from ..analysis.claims import CLAIMS, INCONCLUSIVE, Context, Verdict
 from ..analysis.claims.verdicts import bounds
 from ..errors import AttnflowError
 from ..files import prepare_out_dir
@@ -69,7 +69,14 @@ def check(cfg, out_dir, quick=False, claims=None, progress=True, warn=None, sear
     names = claims or list(CLAIMS)
     with progress_bar("claims", progress) as report:
         for i, name in enumerate(names):
-            v = CLAIMS[name](ctx)
+            try:
+                v = CLAIMS[name](ctx)
+            except AttnflowError as e:
+                # A protocol this configuration gives nothing to measure (no regime threshold when δ = 0,
+                # say) is inconclusive, and says why; the other claims still run.
+                statement = CLAIMS[name].__doc__.splitlines()[0].removeprefix(f"Test {name}: ")
+                statement = statement[:1].upper() + statement[1:]
+                v = Verdict(name, statement, INCONCLUSIVE, f"the protocol cannot run on this configuration: {e}")
             # Every threshold that decides the verdict is a free choice too: named with its window and why.
             v.choices = v.choices + [f"{w['name']}: {bounds(w['accepted'])}; why: {w['why']}" for w in v.numbers.get("windows", [])]
             if v.figure is not None:

@@ -9,7 +9,7 @@ from ...reporting import figures
 from ....solvers import iterate_gd
 
 from ..solve import choose_step_size
-from .runs import problem_with, threshold_L
+from .runs import base_threshold_L, own_features, scaled, threshold_L
 from .verdicts import FAIL, INCONCLUSIVE, PASS, Verdict, bounds
 
 
@@ -18,8 +18,7 @@ from .verdicts import FAIL, INCONCLUSIVE, PASS, Verdict, bounds
 # cancels in M, and M(L) = a(L)·M₁; the single-index class L·φ(wᵀx) has M ∝ L² on any features.
 # There L only rescales the loss (as f → λf, η → λ²η), so flat and sharp differ by a loss scale and
 # nothing else.  Random unit vectors break that symmetry.
-C5_SETTING = {**task_overrides("frequency"), "features.kind": "random-unit", "features.K": 4, "features.d": 4,
-              "features.seed": 0, "features.matrix": None}
+C5_SETTING = {**task_overrides("frequency"), **own_features("random-unit", 4, 4, seed=0)}
 
 C5_L_FACTORS = (0.3, 3.0)          # flat and sharp: multiples of the threshold L* = c*/(Δδ₀)
 
@@ -243,7 +242,7 @@ CONVERGES_MEANS = ("GD from S = 0 reaches the smallest loss level of either accu
 
 def claim_c5(ctx):
     """Flat against sharp under each protocol a reader could mean: three step-size rules × two accuracy scales."""
-    L_star = threshold_L(ctx, {k: v for k, v in C5_SETTING.items() if k != "task.L"})
+    L_star = threshold_L(ctx, C5_SETTING)
     c5 = _C5Problems(ctx, L_star)
     flat_f, sharp_f = C5_L_FACTORS
     flat, sharp = c5.get(flat_f), c5.get(sharp_f)
@@ -318,10 +317,9 @@ def claim_c5(ctx):
 
 def _base_own_auto_relative(ctx):
     """The base problem's class and features, flat and sharp each at its own automatic step, relative levels."""
-    c = ctx.base_constants
     out = {"problem": f"{ctx.base.function_class.describe()}, {ctx.base.features.kind} features"}
     for name, f in zip(("flat", "sharp"), C5_L_FACTORS):
-        pr = problem_with(ctx.cfg, task__L=f * ctx.threshold / (c.Delta * c.delta))
+        pr = Problem.from_config(ctx.cfg.with_overrides(scaled(f * base_threshold_L(ctx))))
         system = pr.score_system()
         eta, _, _ = choose_step_size(system, pr.S0, "auto")
         loss0 = system.loss(pr.S0)

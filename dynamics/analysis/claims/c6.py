@@ -9,7 +9,8 @@ from ...reporting import figures
 
 from ..fits import power_law
 from ..phases import crossing_time
-from .runs import flow_to_convergence, problem_with
+from ...problem import Problem
+from .runs import base_threshold_L, flow_to_convergence, scaled
 from .verdicts import INCONCLUSIVE, Verdict, all_pass, deciding_window, judged
 
 LATE_LEVELS_NEEDED = 3     # points a power law's slope and confidence interval need
@@ -28,11 +29,10 @@ def claim_c6(ctx):
     Verdict
         PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
     """
-    c = ctx.base_constants
     results, fits = {}, {}
     eps = np.geomspace(1e-1, 1e-6, 11)
     for name, factor in (("flat", 0.3), ("sharp", 3.0)):
-        pr = problem_with(ctx.cfg, task__L=factor * ctx.threshold / (c.Delta * c.delta))
+        pr = Problem.from_config(ctx.cfg.with_overrides(scaled(factor * base_threshold_L(ctx))))
         tr = flow_to_convergence(pr, stop_rel=1e-7)
         times = [crossing_time(tr.t, tr.loss / tr.loss[0], e) for e in eps]
         results[name] = (tr, times)

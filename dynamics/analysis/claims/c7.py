@@ -5,7 +5,7 @@ import numpy as np
 from ...problem import Problem, task_overrides
 from ...reporting import figures
 
-from .runs import flow_to_convergence, late_slope, problem_with
+from .runs import flow_to_convergence, late_slope, own_features, problem_with
 from .verdicts import Verdict, all_pass, deciding_window, judged
 
 
@@ -22,7 +22,7 @@ def claim_c7(ctx):
     Verdict
         PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
     """
-    cases = {"random-unit K=6 d=4": problem_with(ctx.cfg, features__kind="random-unit", features__K=6, features__d=4, features__seed=1),
+    cases = {"random-unit K=6 d=4": Problem.from_config(ctx.cfg.with_overrides(own_features("random-unit", 6, 4, seed=1))),
              "imbalanced p": problem_with(ctx.cfg, prompt__p=[0.55] + [0.45 / (ctx.base.K - 1)] * (ctx.base.K - 1))}
     flows = {"base": ctx.base_flow, **{name: flow_to_convergence(pr) for name, pr in cases.items()}}
     finals, slopes = {}, {}

@@ -4,7 +4,7 @@ import numpy as np
 
 from ..phases import BOUNDARY_TOLERANCE, phase_boundary
 from ...problem import Problem, task_overrides
-from .runs import flow_to_convergence
+from .runs import flow_to_convergence, own_features
 from .verdicts import Verdict, all_pass, deciding_window, judged
 
 
@@ -21,13 +21,11 @@ def claim_c8(ctx):
     Verdict
         PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
     """
-    simplex = {"features.kind": "simplex", "features.K": 4, "features.d": 3, "features.matrix": None}
+    simplex = own_features("simplex", 4, 3)
     cases = {"simplex K=4 linear σ=0.5": {**simplex, **task_overrides("linear", sigma=0.5)},
              "simplex K=4 linear σ=2": {**simplex, **task_overrides("linear", sigma=2.0)},
-             "random-unit K=5 d=3 linear": {"features.kind": "random-unit", "features.K": 5, "features.d": 3,
-                                            "features.seed": 2, "features.matrix": None, **task_overrides("linear")},
-             "random-unit K=4 d=8 linear": {"features.kind": "random-unit", "features.K": 4, "features.d": 8,
-                                            "features.seed": 3, "features.matrix": None, **task_overrides("linear")}}
+             "random-unit K=5 d=3 linear": {**own_features("random-unit", 5, 3, seed=2), **task_overrides("linear")},
+             "random-unit K=4 d=8 linear": {**own_features("random-unit", 4, 8, seed=3), **task_overrides("linear")}}
     out = {}
     for name, overrides in cases.items():
         tr = flow_to_convergence(Problem.from_config(ctx.cfg.with_overrides(overrides)), stop_rel=1e-6)

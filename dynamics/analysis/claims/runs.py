@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import AttnflowError
 from ...problem import Problem, task_overrides
 from ...progress import progress_bar
 from ...reporting import figures
@@ -98,16 +99,36 @@ def l_sweep(ctx, kind, link=None):
         ctx.sweeps[kind, link] = _l_sweep(ctx, kind, link)
     return ctx.sweeps[kind, link]
 
+def scaled(L):
+    """Overrides that set the task's scale L (clearing σ, which a linear task would take as a second scale)."""
+    return {"task.L": L, "task.sigma": None}
+
+def own_features(kind, K, d, **fields):
+    """Overrides for a protocol's own feature set: K ``kind`` features in d dimensions, uniform p (a
+    configured p has the configured K's length), no configured matrix, then ``features.KEY`` ``fields``."""
+    return {"features.kind": kind, "features.K": K, "features.d": d, "features.matrix": None, "prompt.p": "uniform",
+            **{f"features.{key}": value for key, value in fields.items()}}
+
+def _threshold(ctx, c):
+    """``c*/(Δδ)`` from constants c; an AttnflowError when Δδ = 0 (a degenerate class has no threshold)."""
+    if not c.Delta * c.delta > 0:
+        raise AttnflowError("task", f"Δδ = {c.Delta * c.delta:g} (two features share a label, so δ = 0): the regime "
+                                    "threshold L* = c*/(Δδ) that this protocol scales L by does not exist")
+    return ctx.threshold / (c.Delta * c.delta)
+
 def threshold_L(ctx, overrides):
     """L* = c*/(Δδ₀) of the configuration with ``overrides``, δ₀ its small-L (linear-response) value."""
-    c = Problem.from_config(ctx.cfg.with_overrides({**overrides, "task.L": 1e-3})).constants()
-    return ctx.threshold / (c.Delta * c.delta)
+    return _threshold(ctx, Problem.from_config(ctx.cfg.with_overrides({**overrides, **scaled(1e-3)})).constants())
+
+def base_threshold_L(ctx):
+    """L* = c*/(Δδ) of the base problem, from its own constants."""
+    return _threshold(ctx, ctx.base_constants)
 
 def _l_sweep(ctx, kind, link):
     task = task_overrides(kind, **({"link": link} if link else {}))
     L_star = threshold_L(ctx, task)
     Ls = L_star * np.geomspace(10 ** (-ctx.decades / 2), 10 ** (ctx.decades / 2), ctx.points)
-    problems = [Problem.from_config(ctx.cfg.with_overrides({**task, "task.L": float(L)})) for L in Ls]
+    problems = [Problem.from_config(ctx.cfg.with_overrides({**task, **scaled(float(L))})) for L in Ls]
     t_half = _flows_t_half(problems, ctx.progress, f"L sweep ({kind})")
     rows = []
     for L, pr, t in zip(Ls, problems, t_half):
@@ -143,9 +164,8 @@ def _flows_t_half(problems, progress, label, stop_rel=1e-4):
 
 def orthonormal_linear(ctx, K=4, p="uniform"):
     """The predecessor paper's setting: orthonormal features, linear task with σ = 1."""
-    return Problem.from_config(ctx.cfg.with_overrides({"features.kind": "orthonormal", "features.K": K, "features.d": K,
-                                                       "features.matrix": None, **task_overrides("linear", sigma=1.0),
-                                                       "prompt.p": p}))
+    return Problem.from_config(ctx.cfg.with_overrides({**own_features("orthonormal", K, K),
+                                                       **task_overrides("linear", sigma=1.0), "prompt.p": p}))
 
 @dataclass
 class Context:
@@ -233,7 +253,7 @@ class Context:
         """For each L: the step sizes tried, whether GD converged and how many oscillations it showed."""
         # Every (L, step size) pair is one problem of a GD ensemble (the numbers of iterate_gd on each).
         runs = [(r, f) for r in rows[:: max(1, len(rows) // 5)] for f in factors]
-        problems = {r["L"]: problem_with(self.cfg, task__L=r["L"]) for r, _ in runs}
+        problems = {r["L"]: Problem.from_config(self.cfg.with_overrides(scaled(r["L"]))) for r, _ in runs}
         etas = [f * r["stable_step"] for r, f in runs]
         gd = iterate_gd_ensemble([problems[r["L"]].score_system() for r, _ in runs],
                                  np.stack([problems[r["L"]].S0 for r, _ in runs]), etas, 2000, n_out=20)
