@@ -104,8 +104,11 @@ def scaled(L):
     return {"task.L": L, "task.sigma": None}
 
 def own_features(kind, K, d, **fields):
-    """Overrides for a protocol's own feature set: K ``kind`` features in d dimensions, uniform p (a
-    configured p has the configured K's length), no configured matrix, then ``features.KEY`` ``fields``."""
+    """Overrides for a protocol's own feature set: K ``kind`` features in d dimensions.
+
+    p is uniform (a configured p has the configured K's length), the configured matrix is cleared,
+    and ``fields`` set further ``features.KEY`` values.
+    """
     return {"features.kind": kind, "features.K": K, "features.d": d, "features.matrix": None, "prompt.p": "uniform",
             **{f"features.{key}": value for key, value in fields.items()}}
 
