@@ -192,7 +192,7 @@ def iterate_gd_ensemble(systems, S0, eta, steps, eps=(1e-2, 1e-3, 1e-4), stop_lo
             np.empty(work))
         iteration_out[b, :m] = at[:m]
         finite = np.all(np.isfinite(S[b]))
-        if m == 0 or at[m - 1] != last_it[b]:
+        if gd.ended_off_grid(at[:m], last_it[b]):
             iteration_out[b, m] = last_it[b]
             loss_out[b, m] = loss(S[b], Ms[b], p[b], logp[b], prompt) if finite else np.nan
             m += 1

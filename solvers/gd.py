@@ -122,6 +122,25 @@ def _status(code, iteration, loss_out, min_target_attention, eps):
     return ("finished", None) if far is None else ("max_steps", far)
 
 
+def ended_off_grid(recorded, it):
+    """Whether a run that stopped at iteration ``it`` did so after its last recorded iteration.
+
+    A divergence, saturation or the stop between two log-grid points: its record gains that end.
+    """
+    return len(recorded) == 0 or recorded[-1] != it
+
+
+def crossing_times(eta, attn_hits, loss_hits, eps):
+    """A GD run's ``crossings`` from its first iterations at the levels, as times ``η · iteration``.
+
+    ``attn_hits`` holds the attention levels (1/2, then ``eps``), ``loss_hits`` the loss levels,
+    −1 for never; the times are plain floats as the flow's, None for never.
+    """
+    time_of = lambda hit: float(eta * int(hit)) if hit >= 0 else None  # noqa: E731
+    return {"t_half": time_of(attn_hits[0]), "t_attention": {e: time_of(h) for e, h in zip(eps, attn_hits[1:])},
+            "t_loss": {e: time_of(h) for e, h in zip(eps, loss_hits)}}
+
+
 def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, y, attn_hits, loss_hits,
                 increases, flips, score_limit, stop_loss, wall, state=None):
     """The :class:`Trajectory` of a GD run from what its loop recorded.
@@ -133,7 +152,7 @@ def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, y, attn_
     state : the recorded states when they are not the scores.
     """
     iteration = iteration.copy()
-    if iteration.size == 0 or iteration[-1] != it:
+    if ended_off_grid(iteration, it):
         # The run ended off the log grid (a divergence, saturation or the stop): keep the state it
         # ended at, so the user sees it and the final loss is the one that stopped the run.
         iteration = np.append(iteration, it)
@@ -162,9 +181,7 @@ def _trajectory(system, eta, eps, code, it, iteration, S_out, loss_out, y, attn_
     else:
         message = f"{it} iterations"
 
-    time_of = lambda hit: float(eta * int(hit)) if hit >= 0 else None  # noqa: E731 — plain floats, as the flow's
-    crossings = {"t_half": time_of(attn_hits[0]), "t_attention": {e: time_of(h) for e, h in zip(eps, attn_hits[1:])},
-                 "t_loss": {e: time_of(h) for e, h in zip(eps, loss_hits)}}
+    crossings = crossing_times(eta, attn_hits, loss_hits, eps)
     counters = {"iterations": int(it), "loss_increases": int(increases),
                 "attention_oscillations": int(flips.sum()), "max_oscillations_per_feature": int(flips.max())}
     return Trajectory("gd", eta * iteration.astype(np.float64), S_out, loss_out, system.flat_attention,

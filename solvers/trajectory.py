@@ -19,6 +19,8 @@ STATUSES = {
     "failed": "the ODE solver failed",
 }
 DIVERGED = ("saturated", "not-converging", "score-limit", "non-finite")
+# The statuses of a run that gives a result to use (Trajectory.success).
+SUCCESSFUL = ("finished", "stop_loss")
 
 def far_from_convergence(t, loss, target, eps):
     """None if a run that used all its time ended near convergence, else how far it is.
@@ -131,7 +133,7 @@ class Trajectory:
     @property
     def success(self):
         """The run ended near convergence (or at the requested loss): a result to use."""
-        return self.status in ("finished", "stop_loss")
+        return self.status in SUCCESSFUL
 
     @property
     def diverged(self):

@@ -54,6 +54,8 @@ import numpy as np
 from ...solvers import ScoreSystem
 from ...solvers.ensemble import integrate_flow_ensemble, iterate_gd_ensemble
 from ...solvers.flow import AUTO, auto_method
+from ...solvers.gd import crossing_times
+from ...solvers.trajectory import SUCCESSFUL
 
 from ..analysis.phases import phase_boundary
 from ..analysis.solve import choose_step_size, solve
@@ -257,18 +259,11 @@ def _ensemble_member(cfg, overrides):
         problem.constants()
         step = None
         if training.mode != "flow":
-            eta, _, stable = choose_step_size(problem.system(), problem.start, training.eta)
+            eta, _, stable = choose_step_size(system, problem.start, training.eta)
             step = (eta, stable)
     except Exception:  # noqa: BLE001 — point_row records the failure as it records any
         return None
     return problem, training, step
-
-
-def _crossing_times(hits, eps, time_of):
-    """A trajectory's ``crossings`` from an ensemble's first hits (``time_of(hit)``: a time or None)."""
-    half, attention, loss = hits
-    return {"t_half": time_of(half), "t_attention": {e: time_of(h) for e, h in zip(eps, attention)},
-            "t_loss": {e: time_of(h) for e, h in zip(eps, loss)}}
 
 
 def _ensemble_rows(members):
@@ -292,16 +287,17 @@ def _ensemble_rows(members):
         statuses = []
         if flow is not None:
             time_of = lambda t: None if math.isnan(t) else float(t)  # noqa: E731
-            crossings = _crossing_times((flow.t_half[b], flow.t_attention[b], flow.t_loss[b]), training.eps, time_of)
+            crossings = {"t_half": time_of(flow.t_half[b]),
+                         "t_attention": {e: time_of(t) for e, t in zip(training.eps, flow.t_attention[b])},
+                         "t_loss": {e: time_of(t) for e, t in zip(training.eps, flow.t_loss[b])}}
             m = int(flow.n_recorded[b])
             _trajectory_columns(row, "flow", str(flow.status[b]), crossings, flow.t_out[b, :m], flow.loss_out[b, :m],
                                 flow.final_min_target_attention[b], flow.counters(b))
             statuses.append(row["flow:status"])
         if gd is not None:
             eta = step[0]
-            time_of = lambda h: float(eta * int(h)) if h >= 0 else None  # noqa: E731 — as iterate_gd's
-            crossings = _crossing_times((gd.iterations_half[b], gd.iterations_attention[b], gd.iterations_loss[b]),
-                                        training.eps, time_of)
+            crossings = crossing_times(eta, np.r_[gd.iterations_half[b], gd.iterations_attention[b]],
+                                       gd.iterations_loss[b], training.eps)
             m = int(gd.n_recorded[b])
             _trajectory_columns(row, "gd", str(gd.status[b]), crossings, eta * gd.iteration_out[b, :m].astype(float),
                                 gd.loss_out[b, :m], gd.final_min_target_attention[b], gd.counters(b))
@@ -309,7 +305,7 @@ def _ensemble_rows(members):
             row["gd:eta"], row["gd:stable_step_at_start"] = step
         if flow is not None:
             row["flow:stable_step_final"] = systems[b].stable_step(flow.final_S[b])
-        row["status"] = "ok" if all(s in ("finished", "stop_loss") for s in statuses) else "/".join(statuses)
+        row["status"] = "ok" if all(s in SUCCESSFUL for s in statuses) else "/".join(statuses)
         row["message"] = ""
         rows.append(row)
     return rows
@@ -564,10 +560,11 @@ def _sweep(cfg, params, out, jobs, progress, limit, lock_fd, client=None):
     if todo:
         # Generate and compile the kernels once, here, before the workers need them (and
         # before anything is written: a first point that cannot be built is an input error).
+        member = _ensemble_member(cfg, points[todo[0]])
         first = cfg.with_overrides(points[todo[0]])
-        problem = Problem.from_config(first)
+        problem = member[0] if member else Problem.from_config(first)       # (which raises for a bad point)
         problem.system().warm_up(gd=first.training.mode != "flow")
-        if _ensemble_member(cfg, points[todo[0]]) is not None:
+        if member:
             # The ensembles' loops too: compiled (or loaded) once here, not by every worker at once.
             if first.training.mode != "gd":
                 integrate_flow_ensemble([problem.system()], problem.start, 1e-3, n_out=2, parallel=False)

@@ -4,12 +4,12 @@ import math
 
 import numpy as np
 
-from ...problem import Problem, task_overrides
+from ...problem import task_overrides
 from ...reporting import figures
 from ....solvers import iterate_gd
 
 from ..solve import choose_step_size
-from .runs import base_threshold_L, own_features, scaled, threshold_L
+from .runs import base_threshold_L, own_features, problem_with, scaled, threshold_L
 from .verdicts import FAIL, INCONCLUSIVE, PASS, Verdict, bounds
 
 
@@ -140,7 +140,7 @@ class _C5Problems:
 
     def get(self, factor):
         if factor not in self.problems:
-            pr = Problem.from_config(self.ctx.cfg.with_overrides({**C5_SETTING, "task.L": factor * self.L_star}))
+            pr = problem_with(self.ctx.cfg, {**C5_SETTING, **scaled(factor * self.L_star)})
             system = pr.score_system()
             loss0 = float(system.loss(pr.S0))
             auto, _, _ = choose_step_size(system, pr.S0, "auto")
@@ -319,7 +319,7 @@ def _base_own_auto_relative(ctx):
     """The base problem's class and features, flat and sharp each at its own automatic step, relative levels."""
     out = {"problem": f"{ctx.base.function_class.describe()}, {ctx.base.features.kind} features"}
     for name, f in zip(("flat", "sharp"), C5_L_FACTORS):
-        pr = Problem.from_config(ctx.cfg.with_overrides(scaled(f * base_threshold_L(ctx))))
+        pr = problem_with(ctx.cfg, scaled(f * base_threshold_L(ctx)))
         system = pr.score_system()
         eta, _, _ = choose_step_size(system, pr.S0, "auto")
         loss0 = system.loss(pr.S0)

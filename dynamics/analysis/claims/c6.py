@@ -9,8 +9,7 @@ from ...reporting import figures
 
 from ..fits import power_law
 from ..phases import crossing_time
-from ...problem import Problem
-from .runs import base_threshold_L, flow_to_convergence, scaled
+from .runs import base_threshold_L, flow_to_convergence, problem_with, scaled
 from .verdicts import INCONCLUSIVE, Verdict, all_pass, deciding_window, judged
 
 LATE_LEVELS_NEEDED = 3     # points a power law's slope and confidence interval need
@@ -32,7 +31,7 @@ def claim_c6(ctx):
     results, fits = {}, {}
     eps = np.geomspace(1e-1, 1e-6, 11)
     for name, factor in (("flat", 0.3), ("sharp", 3.0)):
-        pr = Problem.from_config(ctx.cfg.with_overrides(scaled(factor * base_threshold_L(ctx))))
+        pr = problem_with(ctx.cfg, scaled(factor * base_threshold_L(ctx)))
         tr = flow_to_convergence(pr, stop_rel=1e-7)
         times = [crossing_time(tr.t, tr.loss / tr.loss[0], e) for e in eps]
         results[name] = (tr, times)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ...problem import Problem, task_overrides
+from ...problem import task_overrides
 from ...reporting import figures
 
 from .runs import flow_to_convergence, late_slope, own_features, problem_with
@@ -22,15 +22,15 @@ def claim_c7(ctx):
     Verdict
         PASS, FAIL or INCONCLUSIVE with its reason, numbers, windows and figure.
     """
-    cases = {"random-unit K=6 d=4": Problem.from_config(ctx.cfg.with_overrides(own_features("random-unit", 6, 4, seed=1))),
-             "imbalanced p": problem_with(ctx.cfg, prompt__p=[0.55] + [0.45 / (ctx.base.K - 1)] * (ctx.base.K - 1))}
+    cases = {"random-unit K=6 d=4": problem_with(ctx.cfg, own_features("random-unit", 6, 4, seed=1)),
+             "imbalanced p": problem_with(ctx.cfg, {"prompt.p": [0.55] + [0.45 / (ctx.base.K - 1)] * (ctx.base.K - 1)})}
     flows = {"base": ctx.base_flow, **{name: flow_to_convergence(pr) for name, pr in cases.items()}}
     finals, slopes = {}, {}
     for name, tr in flows.items():
         finals[name] = float(np.diagonal(tr.final_attention).min())
         slopes[name] = late_slope(tr.t, 1 - tr.target_attention.min(axis=1))
     g = np.array([1.0, -1.0] * (ctx.base.K // 2) + [1.0] * (ctx.base.K % 2))
-    deg = Problem.from_config(ctx.cfg.with_overrides(task_overrides("finite", functions=[g.tolist(), (-g).tolist()])))
+    deg = problem_with(ctx.cfg, task_overrides("finite", functions=[g.tolist(), (-g).tolist()]))
     deg_tr = flow_to_convergence(deg, t_end=1e7, stop_rel=1e-12)
     degenerate = float(np.diagonal(deg_tr.final_attention).min())
     figures_degenerate = figures.degenerate(ctx.fig("C7"), {"non-degenerate (base)": ctx.base_flow, "degenerate sign pattern": deg_tr})

@@ -3,8 +3,8 @@
 import numpy as np
 
 from ..phases import BOUNDARY_TOLERANCE, phase_boundary
-from ...problem import Problem, task_overrides
-from .runs import flow_to_convergence, own_features
+from ...problem import task_overrides
+from .runs import flow_to_convergence, own_features, problem_with
 from .verdicts import Verdict, all_pass, deciding_window, judged
 
 
@@ -28,7 +28,7 @@ def claim_c8(ctx):
              "random-unit K=4 d=8 linear": {**own_features("random-unit", 4, 8, seed=3), **task_overrides("linear")}}
     out = {}
     for name, overrides in cases.items():
-        tr = flow_to_convergence(Problem.from_config(ctx.cfg.with_overrides(overrides)), stop_rel=1e-6)
+        tr = flow_to_convergence(problem_with(ctx.cfg, overrides), stop_rel=1e-6)
         out[name] = {"final_min_target_attention": float(np.diagonal(tr.final_attention).min()),
                      "relative_loss": float(tr.loss[-1] / tr.loss[0]), "two_phases": phase_boundary(tr.t, tr.loss) is not None,
                      "two_phases_with_band_halved": phase_boundary(tr.t, tr.loss, tol=BOUNDARY_TOLERANCE / 2) is not None}

@@ -18,6 +18,7 @@ from ...reporting import figures
 from ....solvers import integrate_flow
 from ....solvers.ensemble import integrate_flow_ensemble, iterate_gd_ensemble
 from ....solvers.flow import auto_method
+from ....solvers.trajectory import SUCCESSFUL
 
 from ..phases import log_slope
 
@@ -49,15 +50,15 @@ def flow_to_convergence(problem, t_end=FLOW_T_END, stop_rel=1e-8, method="auto")
     return integrate_flow(system, problem.S0, t_end, method=method, **FLOW_TOLERANCES,
                           stop_loss=stop_rel * system.loss(problem.S0), n_out=400)
 
-def problem_with(cfg, **overrides):
-    """Return the problem of ``cfg`` with fields overridden; ``task__L=3`` means ``task.L = 3``.
+def problem_with(cfg, overrides):
+    """Return the problem of ``cfg`` with the fields ``overrides`` (``{"task.L": 3.0, …}``) overridden.
 
     Raises
     ------
     AttnflowError
         When the overridden configuration is invalid.
     """
-    return Problem.from_config(cfg.with_overrides({k.replace("__", "."): v for k, v in overrides.items()}))
+    return Problem.from_config(cfg.with_overrides(overrides))
 
 def late_slope(t, y, decades=1.5):
     """Fitted log-log slope over the last ``decades`` of time."""
@@ -121,7 +122,7 @@ def _threshold(ctx, c):
 
 def threshold_L(ctx, overrides):
     """L* = c*/(Δδ₀) of the configuration with ``overrides``, δ₀ its small-L (linear-response) value."""
-    return _threshold(ctx, Problem.from_config(ctx.cfg.with_overrides({**overrides, **scaled(1e-3)})).constants())
+    return _threshold(ctx, problem_with(ctx.cfg, {**overrides, **scaled(1e-3)}).constants())
 
 def base_threshold_L(ctx):
     """L* = c*/(Δδ) of the base problem, from its own constants."""
@@ -131,7 +132,7 @@ def _l_sweep(ctx, kind, link):
     task = task_overrides(kind, **({"link": link} if link else {}))
     L_star = threshold_L(ctx, task)
     Ls = L_star * np.geomspace(10 ** (-ctx.decades / 2), 10 ** (ctx.decades / 2), ctx.points)
-    problems = [Problem.from_config(ctx.cfg.with_overrides({**task, **scaled(float(L))})) for L in Ls]
+    problems = [problem_with(ctx.cfg, {**task, **scaled(float(L))}) for L in Ls]
     t_half = _flows_t_half(problems, ctx.progress, f"L sweep ({kind})")
     rows = []
     for L, pr, t in zip(Ls, problems, t_half):
@@ -167,8 +168,8 @@ def _flows_t_half(problems, progress, label, stop_rel=1e-4):
 
 def orthonormal_linear(ctx, K=4, p="uniform"):
     """The predecessor paper's setting: orthonormal features, linear task with σ = 1."""
-    return Problem.from_config(ctx.cfg.with_overrides({**own_features("orthonormal", K, K),
-                                                       **task_overrides("linear", sigma=1.0), "prompt.p": p}))
+    return problem_with(ctx.cfg, {**own_features("orthonormal", K, K), **task_overrides("linear", sigma=1.0),
+                                  "prompt.p": p})
 
 @dataclass
 class Context:
@@ -256,11 +257,11 @@ class Context:
         """For each L: the step sizes tried, whether GD converged and how many oscillations it showed."""
         # Every (L, step size) pair is one problem of a GD ensemble (the numbers of iterate_gd on each).
         runs = [(r, f) for r in rows[:: max(1, len(rows) // 5)] for f in factors]
-        problems = {r["L"]: Problem.from_config(self.cfg.with_overrides(scaled(r["L"]))) for r, _ in runs}
+        problems = {r["L"]: problem_with(self.cfg, scaled(r["L"])) for r, _ in runs}
         etas = [f * r["stable_step"] for r, f in runs]
         gd = iterate_gd_ensemble([problems[r["L"]].score_system() for r, _ in runs],
                                  np.stack([problems[r["L"]].S0 for r, _ in runs]), etas, 2000, n_out=20)
         return [{"L": r["L"], "eta": eta,
-                 "converged": bool(gd.status[b] in ("finished", "stop_loss") and gd.final_loss[b] < 1e-2 * gd.loss_out[b, 0]),
+                 "converged": bool(gd.status[b] in SUCCESSFUL and gd.final_loss[b] < 1e-2 * gd.loss_out[b, 0]),
                  "oscillations": int(gd.max_oscillations_per_feature[b])}
                 for b, ((r, _), eta) in enumerate(zip(runs, etas))]
