@@ -50,15 +50,18 @@ def flow_to_convergence(problem, t_end=FLOW_T_END, stop_rel=1e-8, method="auto")
     return integrate_flow(system, problem.S0, t_end, method=method, **FLOW_TOLERANCES,
                           stop_loss=stop_rel * system.loss(problem.S0), n_out=400)
 
-def problem_with(cfg, overrides):
-    """Return the problem of ``cfg`` with the fields ``overrides`` (``{"task.L": 3.0, …}``) overridden.
+def problem_with(cfg, overrides=None, **fields):
+    """Return the problem of ``cfg`` with fields overridden.
+
+    ``overrides`` is ``{"task.L": 3.0, …}``; keywords add more, ``task__L=3`` meaning ``task.L = 3``.
 
     Raises
     ------
     AttnflowError
         When the overridden configuration is invalid.
     """
-    return Problem.from_config(cfg.with_overrides(overrides))
+    return Problem.from_config(cfg.with_overrides({**(overrides or {}),
+                                                   **{k.replace("__", "."): v for k, v in fields.items()}}))
 
 def late_slope(t, y, decades=1.5):
     """Fitted log-log slope over the last ``decades`` of time."""
